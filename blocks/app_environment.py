@@ -1,0 +1,45 @@
+from pydantic import Field, SecretStr
+from prefect.blocks.core import Block
+
+
+class AppEnvironment(Block):
+    """SmartAccounting's runtime environment (the runbook's variable set).
+
+    Every field mirrors an env key of the same name in upper case. Fields are
+    optional here so that the preflight `environment` check can report every
+    missing one at once instead of failing on the first.
+    """
+
+    _block_type_name = "SmartAccounting App Environment"
+    _block_type_slug = "smartaccounting-app-environment"
+
+    node_env: str | None = Field(None, description="NODE_ENV; must be `production` in a production environment.")
+    database_url: SecretStr | None = Field(None, description="DATABASE_URL: postgres://user:password@host:port/db.")
+    jwt_secret: SecretStr | None = Field(None, description="JWT_SECRET, at least 32 characters.")
+    frontend_url: str | None = Field(None, description="FRONTEND_URL, an absolute http(s) URL.")
+    client_url: str | None = Field(None, description="CLIENT_URL, an absolute http(s) URL.")
+    cors_origin: str | None = Field(None, description="CORS_ORIGIN: comma-separated origins; not `*` in production.")
+    backup_passphrase: SecretStr | None = Field(None, description="BACKUP_PASSPHRASE, encrypts backups at rest.")
+    allow_prod_migrations: str | None = Field(None, description="ALLOW_PROD_MIGRATIONS: `true` or `false`.")
+    backup_dir: str | None = Field(None, description="BACKUP_DIR: where logical backups are written.")
+    wal_archive_dir: str | None = Field(None, description="WAL_ARCHIVE_DIR: where PostgreSQL ships WAL segments.")
+    metrics_basic_auth_user: str | None = Field(None, description="METRICS_BASIC_AUTH_USER for /metrics.")
+    metrics_basic_auth_pass: SecretStr | None = Field(None, description="METRICS_BASIC_AUTH_PASS for /metrics.")
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value (and DATABASE_URL's password), for redaction."""
+        values = []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+        if self.database_url is not None:
+            from urllib.parse import unquote, urlsplit
+
+            try:
+                password = urlsplit(self.database_url.get_secret_value()).password
+            except ValueError:
+                password = None
+            if password:
+                values += [password, unquote(password)]
+        return values

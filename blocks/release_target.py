@@ -1,0 +1,27 @@
+from pydantic import Field
+from prefect.blocks.core import Block
+
+
+class ReleaseTarget(Block):
+    """Where and how a release goes: the env file's RELEASE_ keys.
+
+    Field `x` is read from key `RELEASE_X`. Defaults here are the documented ones.
+    """
+
+    _block_type_name = "SmartAccounting Release Target"
+    _block_type_slug = "smartaccounting-release-target"
+
+    production: bool = Field(True, description="Whether this environment is production (NODE_ENV must then be `production`, CORS_ORIGIN not `*`).")
+    public_url: str | None = Field(None, description="The public https URL of the app, e.g. https://accounting.example.com.")
+    ca_bundle: str | None = Field(None, description="PEM file of a private CA to trust for public_url; the system trust store when unset.")
+    compose_file: str | None = Field(None, description="The production compose file.")
+    compose_project: str | None = Field(None, description="The Compose project name.")
+    app_dir: str | None = Field(None, description="The app checkout holding its VERSION file and Dockerfiles.")
+    registry: str | None = Field(None, description="The image registry, host[:port].")
+    backend_image: str | None = Field(None, description="Backend image repository, e.g. smartaccounting/backend.")
+    frontend_image: str | None = Field(None, description="Frontend image repository, e.g. smartaccounting/frontend.")
+    backup_max_age_hours: float = Field(26, gt=0, description="The newest logical backup must be younger than this.")
+    tls_warn_days: int = Field(14, ge=0, description="Warn when the certificate expires in fewer days than this.")
+    tls_fail_days: int = Field(3, ge=0, description="Fail when the certificate expires in fewer days than this.")
+    wal_max_age_minutes: float = Field(60, gt=0, description="WAL archiving is stale when segments wait and the last one shipped is older than this.")
+    env_file: str | None = Field(None, description="The env file this was imported from (set by the importer, not a key).")

@@ -1,0 +1,1 @@
+"""Flows: the runbook's sections, each a short sequence of named tasks."""

@@ -1,0 +1,48 @@
+"""Runbook: "Preflight checklist (env, DB, TLS, backups)".
+
+Six independent checks run at once; every one always runs and every failure is
+reported, never only the first. The report is returned, published as a markdown
+artifact, and the flow ends Failed when any check failed.
+"""
+
+import time
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks import load_environment
+from flows.steps import gather
+from smartrelease.redact import Redactor
+from smartrelease.report import Report
+from tasks.backup_dirs import backup_dirs_task
+from tasks.backups import backups_task
+from tasks.database import database_task
+from tasks.environment import environment_task
+from tasks.tls import tls_task
+from tasks.wal_archive import wal_archive_task
+
+CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archive")
+
+
+@flow(name="preflight", flow_run_name="preflight-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
+def preflight(environment: str, version: str | None = None):
+    """Check an environment is ready for a release. `environment` names its blocks."""
+    env = load_environment(environment)
+    started = time.monotonic()
+    futures = {
+        "environment": environment_task.submit(env, version),
+        "database": database_task.submit(env),
+        "backup-dirs": backup_dirs_task.submit(env),
+        "tls": tls_task.submit(env),
+        "backups": backups_task.submit(env),
+        "wal-archive": wal_archive_task.submit(env),
+    }
+    report = Report(flow="preflight", environment=environment, results=gather(futures, Redactor(env.secret_values()), started))
+    create_markdown_artifact(
+        key=f"preflight-{environment}", markdown=report.markdown(), description=f"Preflight report for {environment}"
+    )
+    if report.ok:
+        return Completed(message="all checks passed", data=report)
+    return Failed(message="failed: " + ", ".join(r.name for r in report.failures()), data=report)

@@ -1,0 +1,117 @@
+"""A throwaway PostgreSQL cluster on a port of our choosing, with WAL archiving.
+
+Used by the sandbox and by the tests. initdb refuses to run as root, so as root the
+server runs as the `postgres` system user.
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+PG_BIN = Path(os.environ.get("SMARTRELEASE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+SUPERUSER = "postgres"
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", SUPERUSER, "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(SUPERUSER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+class Cluster:
+    def __init__(self, root: Path, port: int, wal_archive_dir: Path | None = None):
+        self.root = Path(root).resolve()
+        self.port = port
+        self.datadir = self.root / "data"
+        self.socket_dir = self.root / "run"
+        self.wal_archive_dir = Path(wal_archive_dir).resolve() if wal_archive_dir else None
+        self.log = self.root / "postgres.log"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(_as_postgres([str(PG_BIN / args[0]), *args[1:]]), capture_output=True, text=True, check=check)
+
+    @property
+    def initialized(self) -> bool:
+        return (self.datadir / "PG_VERSION").is_file()
+
+    def init(self) -> None:
+        if self.initialized:
+            return
+        for d in (self.root, self.socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            _chown(d)
+        self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.socket_dir}'",
+            "wal_level = replica",
+        ]
+        if self.wal_archive_dir:
+            self.wal_archive_dir.mkdir(parents=True, exist_ok=True)
+            _chown(self.wal_archive_dir)
+            conf += [
+                "archive_mode = on",
+                f"archive_command = 'test ! -f {self.wal_archive_dir}/%f && cp %p {self.wal_archive_dir}/%f'",
+                "archive_timeout = 60",
+            ]
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write("\n# smartrelease sandbox\n" + "\n".join(conf) + "\n")
+
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0
+
+    def start(self) -> None:
+        if self.running():
+            return
+        log = self.log
+        if not log.exists():
+            log.touch()
+            _chown(log)
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(log), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.initialized and self.running():
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def admin(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname, autocommit=True)
+
+    def ensure_app_database(self, user: str, password: str, dbname: str) -> None:
+        """Create (or reset the password of) the app's role and database."""
+        with self.admin() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(user)))
+
+    def switch_wal(self, timeout_s: float = 30) -> str:
+        """Close the current WAL segment and wait until the archiver shipped it."""
+        with self.admin() as conn:
+            conn.execute("CREATE TEMP TABLE _touch AS SELECT 1")  # make sure the segment has content
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+                if last and last >= segment:
+                    return last
+                time.sleep(0.1)
+        raise TimeoutError(f"WAL segment {segment} was not archived within {timeout_s} s")
+
+    def dsn(self, user: str, password: str, dbname: str) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{dbname}"

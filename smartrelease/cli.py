@@ -1,0 +1,78 @@
+"""`smartrelease`: the command line. Exit codes: 0 ok, 1 a check or step failed,
+2 a usage or configuration error (one line on standard error)."""
+
+import argparse
+import json
+import sys
+
+from smartrelease import __version__
+from smartrelease.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smartrelease", description="SmartAccounting release automation (Prefect flows).")
+    p.add_argument("--version", action="version", version=f"smartrelease {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    blocks = sub.add_parser("blocks", help="manage the Prefect blocks holding an environment's settings and secrets")
+    blocks_sub = blocks.add_subparsers(dest="blocks_command", required=True)
+    imp = blocks_sub.add_parser("import", help="read a dotenv file and save (overwrite) the environment's blocks")
+    imp.add_argument("--env-file", required=True)
+    imp.add_argument("--name", help="environment name (default: from the file name, .env.prod -> prod)")
+
+    pre = sub.add_parser("preflight", help="run the preflight checklist against an environment")
+    pre.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    pre.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    sb = sub.add_parser("sandbox", help="the local production-like sandbox")
+    sb.add_argument("action", choices=["up", "down", "status"])
+    return p
+
+
+def _report_json(report) -> str:
+    return json.dumps(
+        {"ok": report.ok, "checks": [r.model_dump(mode="json") for r in report.results]}
+    )
+
+
+def _cmd_blocks_import(args) -> int:
+    from blocks import import_env_file
+
+    env = import_env_file(args.env_file, args.name)
+    print(f"saved blocks {env.name!r} (smartaccounting-app-environment, smartaccounting-release-target)")
+    return EXIT_OK
+
+
+def _cmd_preflight(args) -> int:
+    from blocks import import_env_file
+    from flows.preflight import preflight
+
+    env = import_env_file(args.env_file)
+    state = preflight(environment=env.name, return_state=True)
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, BaseException):  # the flow itself broke, not a check
+        raise ConfigError(f"preflight could not run: {report}")
+    print(_report_json(report) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_sandbox(args) -> int:
+    from sandbox import manager
+
+    return {"up": manager.up, "down": manager.down, "status": manager.status}[args.action]()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "sandbox": _cmd_sandbox}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"smartrelease: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
