@@ -11,7 +11,11 @@ READ_TIMEOUT_S = 900
 PLAIN_TRAILER = b"-- PostgreSQL database dump complete"
 
 
-class BackupUnreadable(Exception):
+class BackupError(Exception):
+    pass
+
+
+class BackupUnreadable(BackupError):
     pass
 
 
@@ -82,3 +86,26 @@ def read_whole(path: Path) -> str:
 def _require_trailer(tail: bytes) -> None:
     if PLAIN_TRAILER not in tail:
         raise BackupUnreadable("plain SQL dump lacks pg_dump's closing line (truncated, or not a pg_dump file)")
+
+
+def dump_database(host: str, port: int, user: str | None, password: str | None, dbname: str, target: Path) -> Path:
+    """pg_dump custom format to `target`, written under a hidden name and renamed
+    when complete, so a reader never mistakes a partial dump for a backup."""
+    partial = target.with_name(f".{target.name}.partial")
+    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"}
+    if password:
+        env["PGPASSWORD"] = password  # the environment, never argv
+    cmd = ["pg_dump", "--format=custom", f"--file={partial}", "-h", host, "-p", str(port), "-d", dbname]
+    if user:
+        cmd += ["-U", user]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=READ_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"pg_dump took longer than {READ_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        raise BackupError(f"pg_dump failed: {lines[0] if lines else proc.returncode}")
+    partial.rename(target)
+    return target

@@ -1,0 +1,60 @@
+"""The sandbox's base image, built from Debian's packages (no public registry is
+reachable here): mmdebstrap into a tarball, `docker import`, cached on disk.
+
+A machine that can pull may set SANDBOX_BASE_IMAGE=debian:bookworm-slim instead;
+the Dockerfiles install what that image lacks.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import docker
+
+DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:bookworm"
+SUITE = "bookworm"
+# Everything the stand-in app, its frontend and the TLS edge need.
+PACKAGES = ["python3", "python3-psycopg", "nginx-light", "ca-certificates", "curl"]
+CACHE_DIR = Path(os.environ.get("SMARTRELEASE_CACHE", Path.home() / ".cache" / "smartrelease"))
+
+
+def base_image_name() -> str:
+    return os.environ.get("SANDBOX_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+
+
+def _apt_sources() -> str:
+    """The machine's own apt sources, so the image comes from the mirror it already uses."""
+    for candidate in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+        if Path(candidate).is_file() and Path(candidate).stat().st_size > 0:
+            return candidate
+    raise RuntimeError("no apt sources found for mmdebstrap")
+
+
+def ensure_base_image(client: docker.DockerClient, log=print) -> str:
+    name = base_image_name()
+    try:
+        client.images.get(name)
+        return name
+    except docker.errors.ImageNotFound:
+        pass
+    if name != DEFAULT_BASE_IMAGE:
+        log(f"pulling base image {name}")
+        client.images.pull(name)
+        return name
+    tarball = CACHE_DIR / f"base-{SUITE}.tar"
+    if not tarball.is_file():
+        if not shutil.which("mmdebstrap"):
+            raise RuntimeError("mmdebstrap is not installed: run scripts/install-system.sh")
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_suffix(".partial.tar")
+        log(f"building base image with mmdebstrap ({', '.join(PACKAGES)}); takes a minute or two")
+        subprocess.run(
+            ["mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE, str(partial), _apt_sources()],
+            check=True,
+        )
+        partial.rename(tarball)
+    log(f"importing {tarball} as {name}")
+    repository, tag = name.rsplit(":", 1)
+    subprocess.run(["docker", "import", str(tarball), f"{repository}:{tag}"], check=True, capture_output=True)
+    return name

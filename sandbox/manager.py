@@ -1,0 +1,361 @@
+"""`smartrelease sandbox up|down|status`: production on one machine.
+
+up is idempotent: it starts what is not running, builds only what is missing, and
+(re)writes a complete .env.sandbox. Settings (SANDBOX_* environment variables) are
+listed in `Settings` and in the README.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import docker
+import httpx
+import trustme
+from cryptography import x509
+from dotenv import dotenv_values
+
+from sandbox.base_image import base_image_name, ensure_base_image
+from sandbox.postgres import PG_BIN, Cluster
+from tasks.backup_files import dump_database
+from tasks.compose import compose
+from tasks.images import build_image, push_image
+from tasks.registry import manifest_digest
+
+TEMPLATE = Path(__file__).parent
+APP_TEMPLATE = TEMPLATE / "app"
+EDGE_IMAGE = "smartrelease-sandbox/edge:local"
+DB_USER = DB_NAME = "smartaccounting"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass
+class Settings:
+    root: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_DIR", ".sandbox")).resolve())
+    env_file: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_ENV_FILE", ".env.sandbox")).resolve())
+    project: str = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT", "smartaccounting-sandbox"))
+    pg_port: int = field(default_factory=lambda: _env_int("SANDBOX_PG_PORT", 55432))
+    registry_port: int = field(default_factory=lambda: _env_int("SANDBOX_REGISTRY_PORT", 5001))
+    backend_port: int = field(default_factory=lambda: _env_int("SANDBOX_BACKEND_PORT", 18080))
+    frontend_port: int = field(default_factory=lambda: _env_int("SANDBOX_FRONTEND_PORT", 18081))
+    edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def public_url(self) -> str:
+        return f"https://localhost:{self.edge_port}"
+
+    @property
+    def app_dir(self) -> Path:
+        return self.root / "app"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.root / "wal-archive"
+
+    def cluster(self) -> Cluster:
+        return Cluster(self.root / "postgres", self.pg_port, self.wal_dir)
+
+
+def log(msg: str) -> None:
+    print(f"sandbox: {msg}", file=sys.stderr, flush=True)
+
+
+class SandboxError(Exception):
+    pass
+
+
+# --- pieces -----------------------------------------------------------------
+
+def require_tools() -> docker.DockerClient:
+    hint = "run `sudo scripts/install-system.sh` (or `make setup`)"
+    if not (PG_BIN / "initdb").exists():
+        raise SandboxError(f"PostgreSQL server binaries not found in {PG_BIN}: {hint}")
+    if not shutil.which("docker-registry"):
+        raise SandboxError(f"docker-registry is not installed: {hint}")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        raise SandboxError(f"Docker Engine is not reachable: {hint}") from None
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        raise SandboxError(f"Docker Compose v2 is not installed: {hint}")
+    return client
+
+
+def load_or_make_secrets(s: Settings) -> dict[str, str]:
+    """Keep the secrets of an existing .env.sandbox so data written with them stays readable."""
+    old = dotenv_values(s.env_file) if s.env_file.is_file() else {}
+    password = old.get("SANDBOX_DB_PASSWORD") or secrets.token_urlsafe(18)
+    return {
+        "SANDBOX_DB_PASSWORD": password,
+        "JWT_SECRET": old.get("JWT_SECRET") or secrets.token_urlsafe(48),
+        "BACKUP_PASSPHRASE": old.get("BACKUP_PASSPHRASE") or secrets.token_urlsafe(24),
+        "METRICS_BASIC_AUTH_PASS": old.get("METRICS_BASIC_AUTH_PASS") or secrets.token_urlsafe(18),
+    }
+
+
+class Registry:
+    def __init__(self, s: Settings):
+        self.s = s
+        self.dir = s.root / "registry"
+        self.pidfile = self.dir / "registry.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def answering(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.s.registry}/v2/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> None:
+        if self.pid() and self.answering():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.s.registry}\n"
+        )
+        with open(self.dir / "registry.log", "ab") as out:
+            proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out, start_new_session=True)
+        self.pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.answering():
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise SandboxError(f"registry did not start on {self.s.registry}; see {self.dir / 'registry.log'}")
+
+    def stop(self) -> None:
+        if pid := self.pid():
+            os.kill(pid, signal.SIGTERM)
+        self.pidfile.unlink(missing_ok=True)
+
+
+EDGE_CERT_DAYS = 90  # a realistic lifetime (Let's Encrypt's), so preflight's expiry figure means something
+EDGE_CERT_RENEW_DAYS = 30
+
+
+def _days_left(cert_pem: Path) -> float:
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    return (cert.not_valid_after_utc - datetime.now(timezone.utc)).total_seconds() / 86400
+
+
+def ensure_tls(s: Settings) -> None:
+    """A sandbox CA and an edge certificate for localhost and 127.0.0.1, renewed
+    when it has fewer than EDGE_CERT_RENEW_DAYS left."""
+    s.tls_dir.mkdir(parents=True, exist_ok=True)
+    ca_pem, cert_pem, key_pem = s.tls_dir / "ca.pem", s.tls_dir / "edge.pem", s.tls_dir / "edge.key"
+    if ca_pem.is_file() and cert_pem.is_file() and key_pem.is_file() and _days_left(cert_pem) > EDGE_CERT_RENEW_DAYS:
+        return
+    ca = trustme.CA(organization_name="SmartRelease sandbox CA")
+    cert = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(timezone.utc) + timedelta(days=EDGE_CERT_DAYS))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    key_pem.chmod(0o644)  # read by nginx inside the edge container
+    with open(cert_pem, "wb") as f:
+        for blob in cert.cert_chain_pems:
+            f.write(blob.bytes())
+
+
+def ensure_app_checkout(s: Settings) -> None:
+    """The stand-in app as a git checkout, so builds have a real git SHA."""
+    if (s.app_dir / ".git").is_dir():
+        return
+    shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(s.app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "stand-in SmartAccounting app"], check=True)
+
+
+def app_images(s: Settings, version: str) -> dict[str, str]:
+    return {
+        "BACKEND_IMAGE": f"{s.registry}/smartaccounting/backend:{version}",
+        "FRONTEND_IMAGE": f"{s.registry}/smartaccounting/frontend:{version}",
+    }
+
+
+def ensure_app_images(client: docker.DockerClient, s: Settings, base: str, version: str) -> dict[str, str]:
+    """Build and push the app at `version` unless the registry already has it."""
+    sha = subprocess.run(["git", "-C", str(s.app_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    images = app_images(s, version)
+    for key, context, dockerfile in (("BACKEND_IMAGE", s.app_dir, "Dockerfile"), ("FRONTEND_IMAGE", s.app_dir / "client", "Dockerfile")):
+        ref = images[key]
+        repository, tag = ref.rsplit(":", 1)
+        if manifest_digest(s.registry, repository.split("/", 1)[1], tag):
+            continue
+        log(f"building {ref}")
+        build_image(
+            client, context, ref, dockerfile=dockerfile,
+            build_args={"BASE_IMAGE": base, "APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built},
+            labels={"org.opencontainers.image.version": version, "org.opencontainers.image.revision": sha,
+                    "org.opencontainers.image.created": built},
+        )
+        push_image(client, repository, tag)
+    return images
+
+
+def env_file_text(s: Settings, sec: dict[str, str]) -> str:
+    cluster = s.cluster()
+    values = {
+        "NODE_ENV": "production",
+        "DATABASE_URL": cluster.dsn(DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME),
+        "JWT_SECRET": sec["JWT_SECRET"],
+        "FRONTEND_URL": s.public_url,
+        "CLIENT_URL": s.public_url,
+        "CORS_ORIGIN": s.public_url,
+        "BACKUP_PASSPHRASE": sec["BACKUP_PASSPHRASE"],
+        "ALLOW_PROD_MIGRATIONS": "true",
+        "BACKUP_DIR": str(s.backup_dir),
+        "WAL_ARCHIVE_DIR": str(s.wal_dir),
+        "METRICS_BASIC_AUTH_USER": "metrics",
+        "METRICS_BASIC_AUTH_PASS": sec["METRICS_BASIC_AUTH_PASS"],
+        "RELEASE_PRODUCTION": "true",
+        "RELEASE_PUBLIC_URL": s.public_url,
+        "RELEASE_CA_BUNDLE": str(s.tls_dir / "ca.pem"),
+        "RELEASE_COMPOSE_FILE": str(s.app_dir / "docker-compose.prod.yml"),
+        "RELEASE_COMPOSE_PROJECT": s.project,
+        "RELEASE_APP_DIR": str(s.app_dir),
+        "RELEASE_REGISTRY": s.registry,
+        "RELEASE_BACKEND_IMAGE": "smartaccounting/backend",
+        "RELEASE_FRONTEND_IMAGE": "smartaccounting/frontend",
+        # Kept so a second `sandbox up` reuses the database password.
+        "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
+    }
+    return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def compose_variables(s: Settings, env: dict[str, str], images: dict[str, str]) -> dict[str, str]:
+    app_keys = ("NODE_ENV", "DATABASE_URL", "JWT_SECRET", "FRONTEND_URL", "CLIENT_URL", "CORS_ORIGIN",
+                "ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
+    return {
+        **{k: env[k] for k in app_keys},
+        **images,
+        "EDGE_IMAGE": EDGE_IMAGE,
+        "EDGE_TLS_DIR": str(s.tls_dir),
+        "BACKEND_PORT": str(s.backend_port),
+        "FRONTEND_PORT": str(s.frontend_port),
+        "EDGE_PORT": str(s.edge_port),
+    }
+
+
+def take_backup(s: Settings, sec: dict[str, str], version: str) -> Path:
+    s.backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return dump_database("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME,
+                         s.backup_dir / f"sandbox-{version}-{stamp}.dump")
+
+
+# --- commands ---------------------------------------------------------------
+
+def up(s: Settings | None = None) -> int:
+    s = s or Settings()
+    try:
+        client = require_tools()
+        s.root.mkdir(parents=True, exist_ok=True)
+        sec = load_or_make_secrets(s)
+
+        cluster = s.cluster()
+        cluster.init()
+        cluster.start()
+        cluster.ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME)
+        log(f"PostgreSQL on 127.0.0.1:{s.pg_port}, WAL archived to {s.wal_dir}")
+
+        Registry(s).start()
+        log(f"registry on {s.registry}")
+
+        ensure_tls(s)
+        ensure_app_checkout(s)
+        base = ensure_base_image(client, log)
+        try:
+            client.images.get(EDGE_IMAGE)
+        except docker.errors.ImageNotFound:
+            build_image(client, TEMPLATE / "edge", EDGE_IMAGE, build_args={"BASE_IMAGE": base})
+        version = (s.app_dir / "VERSION").read_text().strip()
+        images = ensure_app_images(client, s, base, version)
+
+        s.env_file.write_text(env_file_text(s, sec))
+        s.env_file.chmod(0o600)
+        env = {k: v for k, v in dotenv_values(s.env_file).items() if v is not None}
+
+        with compose(env["RELEASE_COMPOSE_FILE"], s.project, compose_variables(s, env, images)) as dc:
+            dc.compose.up(detach=True, wait=True, quiet=True)
+        log(f"app {version} serving at {s.public_url}")
+
+        backup = take_backup(s, sec, version)
+        cluster.switch_wal()
+        log(f"backup {backup.name}; wrote {s.env_file}")
+        print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}")
+        return 0
+    except SandboxError as exc:
+        print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
+        return 2
+
+
+def down(s: Settings | None = None) -> int:
+    s = s or Settings()
+    env = {k: v for k, v in dotenv_values(s.env_file).items() if v is not None} if s.env_file.is_file() else {}
+    compose_file = env.get("RELEASE_COMPOSE_FILE") or str(s.app_dir / "docker-compose.prod.yml")
+    if Path(compose_file).is_file() and env:
+        placeholders = compose_variables(s, env, app_images(s, "none"))
+        with compose(compose_file, s.project, placeholders) as dc:
+            dc.compose.down(remove_orphans=True, quiet=True)
+        log("containers removed")
+    Registry(s).stop()
+    s.cluster().stop()
+    log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")
+    return 0
+
+
+def status(s: Settings | None = None) -> int:
+    s = s or Settings()
+    registry = Registry(s)
+    parts = {
+        "postgres": s.cluster().initialized and s.cluster().running(),
+        "registry": registry.answering(),
+    }
+    try:
+        client = docker.from_env()
+        running = {c.labels.get("com.docker.compose.service"): c.status
+                   for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={s.project}"})}
+    except docker.errors.DockerException:
+        running = {}
+    for service in ("backend", "frontend", "edge"):
+        parts[service] = running.get(service) == "running"
+    for name, ok in parts.items():
+        print(f"{name:9} {'up' if ok else 'down'}")
+    return 0 if all(parts.values()) else 1
