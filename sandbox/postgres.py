@@ -38,7 +38,11 @@ class Cluster:
         self.log = self.root / "postgres.log"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(_as_postgres([str(PG_BIN / args[0]), *args[1:]]), capture_output=True, text=True, check=check)
+        proc = subprocess.run(_as_postgres([str(PG_BIN / args[0]), *args[1:]]), capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            lines = [l for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+            raise RuntimeError(f"{args[0]} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+        return proc
 
     @property
     def initialized(self) -> bool:

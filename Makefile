@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SR := $(VENV)/bin/smartrelease
+
+.PHONY: setup system venv demo test test-fast sandbox-down clean
+
+setup: system venv
+
+# Docker Engine, Compose v2, registry, PostgreSQL 15, mmdebstrap (Debian packages).
+system:
+	$(SUDO) bash scripts/install-system.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt VERSION
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+# Bring the sandbox up and run the main job on it.
+demo: setup
+	$(SR) sandbox up
+	$(SR) preflight --env-file .env.sandbox
+
+test: setup
+	$(VENV)/bin/pytest
+
+# Skips the slow end-to-end tests; needs only PostgreSQL and the venv.
+test-fast: venv
+	$(VENV)/bin/pytest -m "not e2e"
+
+sandbox-down:
+	$(SR) sandbox down
+
+clean: sandbox-down
+	rm -rf .sandbox .env.sandbox

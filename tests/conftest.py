@@ -1,0 +1,193 @@
+"""Real components for the tests: PostgreSQL clusters, HTTPS servers with trustme
+certificates, pg_dump files, and a Prefect server (Prefect's test harness)."""
+
+import datetime as dt
+import json
+import shutil
+import socket
+import tempfile
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import trustme
+from prefect.testing.utilities import prefect_test_harness
+
+from sandbox.postgres import Cluster
+from tasks.backup_files import dump_database
+
+DB_USER, DB_NAME = "smartaccounting", "smartaccounting"
+# Sentinel secrets: the secret-leak test searches every log, artifact and report for them.
+DB_PASSWORD = "db-pass-SENTINEL-7f3a9c"
+JWT_SECRET = "jwt-SENTINEL-0123456789abcdef0123456789abcdef"
+BACKUP_PASSPHRASE = "backup-SENTINEL-passphrase-42"
+METRICS_PASS = "metrics-SENTINEL-pass-99"
+SENTINELS = [DB_PASSWORD, JWT_SECRET, BACKUP_PASSPHRASE, METRICS_PASS, "SENTINEL"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def _cluster(archive: bool = True) -> Cluster:
+    # pytest's tmp dirs are 0700; the server runs as `postgres` and must reach its
+    # data and archive directories, so clusters live in a traversable dir of their own.
+    root = Path(tempfile.mkdtemp(prefix="smartrelease-pg-"))
+    root.chmod(0o755)
+    cluster = Cluster(root / "pg", free_port(), (root / "wal") if archive else None)
+    cluster.init()
+    cluster.start()
+    cluster.ensure_app_database(DB_USER, DB_PASSWORD, DB_NAME)
+    return cluster
+
+
+def _destroy(cluster: Cluster) -> None:
+    cluster.destroy()
+    shutil.rmtree(cluster.root.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Cluster:
+    """A shared cluster with WAL archiving on; tests must leave it running."""
+    cluster = _cluster()
+    cluster.switch_wal()
+    yield cluster
+    _destroy(cluster)
+
+
+@pytest.fixture
+def own_pg() -> Cluster:
+    """A cluster of the test's own, free to stop or break."""
+    cluster = _cluster()
+    cluster.switch_wal()
+    yield cluster
+    _destroy(cluster)
+
+
+@pytest.fixture
+def make_pg() -> Callable[..., Cluster]:
+    made = []
+
+    def make(archive: bool = True) -> Cluster:
+        made.append(_cluster(archive=archive))
+        return made[-1]
+
+    yield make
+    for c in made:
+        _destroy(c)
+
+
+# --- HTTPS ------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        status = self.server.status  # type: ignore[attr-defined]
+        body = json.dumps({"status": "ok" if status == 200 else "error"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory) -> tuple[trustme.CA, Path]:
+    authority = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture
+def https_server(ca):
+    """Start a real HTTPS server: https_server(status=200, host='localhost', days=90,
+    issuer=None) -> URL. `days` < 0 serves an expired certificate; `issuer` another CA."""
+    servers = []
+
+    def start(status: int = 200, host: str = "localhost", days: float = 90, issuer: trustme.CA | None = None) -> str:
+        now = dt.datetime.now(dt.timezone.utc)
+        not_after = now + dt.timedelta(days=days)
+        not_before = min(now - dt.timedelta(days=1), not_after - dt.timedelta(days=1))
+        cert = (issuer or ca[0]).issue_cert(host, not_before=not_before, not_after=not_after)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.status = status  # type: ignore[attr-defined]
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"https://localhost:{server.server_address[1]}"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+# --- env files --------------------------------------------------------------
+
+def fresh_backup(cluster: Cluster, directory: Path, name: str = "nightly.dump") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return dump_database("127.0.0.1", cluster.port, DB_USER, DB_PASSWORD, DB_NAME, directory / name)
+
+
+@pytest.fixture
+def app_dir(tmp_path) -> Path:
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "VERSION").write_text("1.2.3\n")
+    return d
+
+
+@pytest.fixture
+def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
+    """Write an env file whose every value is valid against `pg`; keyword arguments
+    override keys (None removes one). Creates the backup dirs and a fresh backup."""
+
+    def write(name: str = "test", cluster: Cluster | None = None, public_url: str = "https://localhost:1", **overrides) -> Path:
+        cluster = cluster or pg
+        backups = tmp_path / f"backups-{name}"
+        if not backups.exists():
+            fresh_backup(cluster, backups)
+        values = {
+            "NODE_ENV": "production",
+            "DATABASE_URL": cluster.dsn(DB_USER, DB_PASSWORD, DB_NAME),
+            "JWT_SECRET": JWT_SECRET,
+            "FRONTEND_URL": "https://app.example.test",
+            "CLIENT_URL": "https://app.example.test",
+            "CORS_ORIGIN": "https://app.example.test",
+            "BACKUP_PASSPHRASE": BACKUP_PASSPHRASE,
+            "ALLOW_PROD_MIGRATIONS": "false",
+            "BACKUP_DIR": str(backups),
+            "WAL_ARCHIVE_DIR": str(cluster.wal_archive_dir),
+            "METRICS_BASIC_AUTH_USER": "metrics",
+            "METRICS_BASIC_AUTH_PASS": METRICS_PASS,
+            "RELEASE_PUBLIC_URL": public_url,
+            "RELEASE_CA_BUNDLE": str(ca[1]),
+            "RELEASE_APP_DIR": str(app_dir),
+        }
+        for key, value in overrides.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+        path = tmp_path / f".env.{name}"
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+        return path
+
+    return write
