@@ -1,0 +1,56 @@
+"""`smartrelease` as a user runs it: a real process, its exit code and its output."""
+
+import json
+import os
+import subprocess
+import sys
+
+from prefect.settings import PREFECT_API_URL
+
+from flows.preflight import CHECKS
+
+
+def smartrelease(*args, env_extra=None) -> subprocess.CompletedProcess:
+    # Point the process at the test harness's server instead of starting its own.
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "smartrelease.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_version_prints_the_version_file():
+    out = smartrelease("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"smartrelease {open('VERSION').read().strip()}"
+
+
+def test_missing_env_file_is_exit_2_with_one_line(tmp_path):
+    out = smartrelease("preflight", "--env-file", str(tmp_path / ".env.absent"), "--json")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.strip() == f"smartrelease: env file not found: {tmp_path / '.env.absent'}"
+
+
+def test_bad_setting_is_exit_2_and_saves_nothing(tmp_path):
+    path = tmp_path / ".env.typo"
+    path.write_text("RELEASE_TLS_WARN_DAYS=fortnight\n")
+    out = smartrelease("preflight", "--env-file", str(path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "RELEASE_TLS_WARN_DAYS" in out.stderr
+
+
+def test_usage_error_is_exit_2():
+    assert smartrelease("preflight").returncode == 2
+
+
+def test_json_contract_on_a_failing_environment(write_env, https_server):
+    path = write_env(name="cli", public_url=https_server(status=503))
+    out = smartrelease("preflight", "--env-file", str(path), "--json")
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)  # standard output is exactly one JSON object
+    assert set(report) == {"ok", "checks"} and report["ok"] is False
+    assert [c["name"] for c in report["checks"]] == list(CHECKS)
+    for check in report["checks"]:
+        assert set(check) == {"name", "status", "detail", "duration_ms"}
+        assert check["status"] in ("passed", "warning", "failed")
+        assert isinstance(check["duration_ms"], (int, float)) and check["duration_ms"] >= 0
+    tls = next(c for c in report["checks"] if c["name"] == "tls")
+    assert tls["status"] == "failed" and "answered 503" in tls["detail"]
