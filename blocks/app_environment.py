@@ -1,3 +1,5 @@
+from urllib.parse import unquote, urlsplit
+
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
 
@@ -29,13 +31,11 @@ class AppEnvironment(Block):
     def secret_values(self) -> list[str]:
         """Every secret's plain value (and DATABASE_URL's password), for redaction."""
         values = []
-        for name, info in type(self).model_fields.items():
+        for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 values.append(value.get_secret_value())
         if self.database_url is not None:
-            from urllib.parse import unquote, urlsplit
-
             try:
                 password = urlsplit(self.database_url.get_secret_value()).password
             except ValueError:

@@ -73,13 +73,14 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"env file unreadable: {path}: {type(exc).__name__}") from None
 
-    app_fields = {k.lower(): v for k, v in values.items() if k in set(app_keys()) and v is not None}
+    known_app, known_release = set(app_keys()), release_keys()
+    app_fields = {k.lower(): v for k, v in values.items() if k in known_app and v is not None}
     target_fields: dict[str, object] = {}
     for key, value in values.items():
         if not key.startswith(RELEASE_PREFIX):
             continue
-        if key not in release_keys():
-            raise ConfigError(f"{path}: unknown setting {key} (known: {', '.join(release_keys())})")
+        if key not in known_release:
+            raise ConfigError(f"{path}: unknown setting {key} (known: {', '.join(known_release)})")
         if value is not None and value != "":
             target_fields[key[len(RELEASE_PREFIX) :].lower()] = value
     target_fields["env_file"] = str(path.resolve())
