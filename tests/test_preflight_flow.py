@@ -7,6 +7,7 @@ import anyio
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId, TaskRunFilter
 from prefect.client.schemas.sorting import LogSort
+from prefect.logging.handlers import APILogHandler
 
 from blocks import import_env_file
 from flows.preflight import CHECKS, preflight
@@ -22,9 +23,16 @@ def run(env_name: str):
 
 async def _stored(flow_run_id):
     """Everything the Prefect server keeps about a flow run, as text."""
+    await APILogHandler.aflush()  # logs are shipped in the background: send them now
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC)
+        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        deadline = time.monotonic() + 15
+        while True:  # bounded wait until the run's last line has arrived
+            logs = await client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC)
+            if any("Finished in state" in l.message for l in logs) or time.monotonic() > deadline:
+                break
+            await anyio.sleep(0.2)
         artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {
