@@ -1,25 +1,8 @@
 """Keeping secret values out of everything a person or a log can read."""
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 MASK = "***"
-
-
-def mask_dsn(url: str) -> str:
-    """A DATABASE_URL as host:port/database with the password masked.
-
-    Never echoes the input when it does not parse: it may be a secret.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = parts.port or 5432
-    except ValueError:
-        return "<unparseable DATABASE_URL>"
-    user = parts.username or ""
-    cred = f"{user}:{MASK}@" if parts.password is not None else (f"{user}@" if user else "")
-    return f"{parts.scheme}://{cred}{host}:{port}{parts.path}"
 
 
 class Redactor:
