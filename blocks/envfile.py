@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
+from prefect_docker.credentials import DockerRegistryCredentials
 from pydantic import ValidationError
 
 from blocks.app_environment import AppEnvironment
 from blocks.release_target import ReleaseTarget
+from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
 
 RELEASE_PREFIX = "RELEASE_"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Keys set by the tool itself, not read from the file.
 _INTERNAL_TARGET_FIELDS = {"env_file"}
+# Registry login, saved as prefect-docker's DockerRegistryCredentials block.
+REGISTRY_USERNAME, REGISTRY_PASSWORD = "RELEASE_REGISTRY_USERNAME", "RELEASE_REGISTRY_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,13 @@ class Environment:
     name: str
     app: AppEnvironment
     target: ReleaseTarget
+    registry_credentials: DockerRegistryCredentials | None = None
 
     def secret_values(self) -> list[str]:
-        return self.app.secret_values()
+        values = self.app.secret_values()
+        if self.registry_credentials is not None:
+            values.append(self.registry_credentials.password.get_secret_value())
+        return values
 
 
 def app_keys() -> list[str]:
@@ -39,7 +47,7 @@ def release_keys() -> list[str]:
         RELEASE_PREFIX + name.upper()
         for name in ReleaseTarget.model_fields
         if name not in _INTERNAL_TARGET_FIELDS and not name.startswith("_")
-    ]
+    ] + [REGISTRY_USERNAME, REGISTRY_PASSWORD]
 
 
 def name_from_env_file(path: Path) -> str:
@@ -81,7 +89,7 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
             continue
         if key not in known_release:
             raise ConfigError(f"{path}: unknown setting {key} (known: {', '.join(known_release)})")
-        if value is not None and value != "":
+        if value is not None and value != "" and key not in (REGISTRY_USERNAME, REGISTRY_PASSWORD):
             target_fields[key[len(RELEASE_PREFIX) :].lower()] = value
     target_fields["env_file"] = str(path.resolve())
 
@@ -94,7 +102,17 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         field = str(first["loc"][0]) if first["loc"] else "?"
         key = (RELEASE_PREFIX + field.upper()) if field in ReleaseTarget.model_fields else field.upper()
         raise ConfigError(f"{path}: {key}: {first['msg']}") from None
-    return Environment(name=name_from_env_file(path), app=app, target=target)
+    return Environment(name=name_from_env_file(path), app=app, target=target,
+                       registry_credentials=_registry_credentials(path, values, target))
+
+
+def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> DockerRegistryCredentials | None:
+    username, password = values.get(REGISTRY_USERNAME), values.get(REGISTRY_PASSWORD)
+    if not username and not password:
+        return None
+    if not (username and password and target.registry):
+        raise ConfigError(f"{path}: {REGISTRY_USERNAME} and {REGISTRY_PASSWORD} go together, with RELEASE_REGISTRY")
+    return DockerRegistryCredentials(username=username, password=password, registry_url=target.registry)
 
 
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
@@ -103,7 +121,18 @@ def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environ
     name = check_name(name or env.name)
     env.app.save(name, overwrite=True)
     env.target.save(name, overwrite=True)
-    return Environment(name=name, app=env.app, target=env.target)
+    if env.registry_credentials is not None:
+        env.registry_credentials.save(name, overwrite=True)
+    else:  # credentials removed from the file: forget the old ones too
+        _delete_block(DockerRegistryCredentials, name)
+    return Environment(name=name, app=env.app, target=env.target, registry_credentials=env.registry_credentials)
+
+
+def _delete_block(block_type: type, name: str) -> None:
+    try:
+        block_type.delete(name)
+    except (ValueError, ObjectNotFound):
+        pass
 
 
 def load_environment(name: str) -> Environment:
@@ -115,5 +144,9 @@ def load_environment(name: str) -> Environment:
         raise ConfigError(
             f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`"
         ) from None
-    return Environment(name=name, app=app, target=target)
+    try:
+        credentials = DockerRegistryCredentials.load(name)
+    except ValueError:
+        credentials = None  # an unauthenticated registry
+    return Environment(name=name, app=app, target=target, registry_credentials=credentials)
 

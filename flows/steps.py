@@ -38,3 +38,51 @@ def gather(futures: Mapping[str, PrefectFuture], redact: Callable[[str], str], s
         level = {Status.PASSED: logger.info, Status.WARNING: logger.warning, Status.FAILED: logger.error}[status]
         level("%s %s: %s", name, status.value, done[name].detail)
     return [done[name] for name in futures]
+
+
+class Stopped(Exception):
+    """A step failed; the steps after it do not run."""
+
+
+class StepRunner:
+    """Runs a flow's steps one after another and records each result; the first
+    failure raises Stopped. Steps never reached are reported as skipped."""
+
+    def __init__(self, names: tuple[str, ...], redact: Callable[[str], str]):
+        self.names = names
+        self.redact = redact
+        self.done: list[StepResult] = []
+
+    def add(self, result: StepResult) -> None:
+        result = result.model_copy(update={"detail": self.redact(result.detail)})
+        self.done.append(result)
+        level = {Status.PASSED: "info", Status.WARNING: "warning", Status.FAILED: "error"}.get(result.status, "info")
+        getattr(get_run_logger(), level)("%s %s: %s", result.name, result.status.value, result.detail)
+        if result.status == Status.FAILED:
+            raise Stopped(result.name)
+
+    def run(self, name: str, task, *args):
+        """Run one task to its end (retries included) and return what it found."""
+        started = time.monotonic()
+        state = task.with_options(task_run_name=name)(*args, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        ms = round((time.monotonic() - started) * 1000, 1)
+        if isinstance(outcome, Finding):
+            self.add(StepResult(name=name, status=Status.WARNING if outcome.warning else Status.PASSED,
+                                detail=outcome.detail, duration_ms=ms))
+            return outcome
+        self.add(StepResult(name=name, status=Status.FAILED, detail=failure_reason(outcome), duration_ms=ms))
+
+    def run_together(self, submit: Callable[[], Mapping[str, PrefectFuture]]) -> None:
+        """Submit tasks together and wait for all; record them, then stop if any failed."""
+        started = time.monotonic()
+        results = gather(submit(), self.redact, started)
+        self.done += results
+        if any(r.status == Status.FAILED for r in results):
+            raise Stopped(", ".join(r.name for r in results if r.status == Status.FAILED))
+
+    def results(self) -> list[StepResult]:
+        ran = {r.name for r in self.done}
+        skipped = [StepResult(name=n, status=Status.SKIPPED, detail="not run: an earlier step failed", duration_ms=0)
+                   for n in self.names if n not in ran]
+        return self.done + skipped

@@ -32,16 +32,20 @@ def _apt_sources() -> str:
 
 
 def ensure_base_image(client: docker.DockerClient, log=print) -> str:
+    """The base image, always under DEFAULT_BASE_IMAGE: the app's Dockerfiles
+    default to that name, so release builds need no sandbox-specific build args."""
     name = base_image_name()
     try:
-        client.images.get(name)
-        return name
+        client.images.get(DEFAULT_BASE_IMAGE if name == DEFAULT_BASE_IMAGE else name)
+        if name != DEFAULT_BASE_IMAGE:
+            client.images.get(name).tag(DEFAULT_BASE_IMAGE)
+        return DEFAULT_BASE_IMAGE
     except docker.errors.ImageNotFound:
         pass
     if name != DEFAULT_BASE_IMAGE:
         log(f"pulling base image {name}")
-        client.images.pull(name)
-        return name
+        client.images.pull(name).tag(DEFAULT_BASE_IMAGE)
+        return DEFAULT_BASE_IMAGE
     tarball = CACHE_DIR / f"base-{SUITE}.tar"
     if not tarball.is_file():
         if not shutil.which("mmdebstrap"):

@@ -22,12 +22,17 @@ import trustme
 from cryptography import x509
 from dotenv import dotenv_values
 
-from sandbox.base_image import base_image_name, ensure_base_image
+from blocks.envfile import Environment, parse_env_file
+from sandbox.base_image import ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster
+from smartrelease.errors import ConfigError, StepFailed
 from tasks.backup_files import dump_database
+from tasks.build_pin import build_pin
 from tasks.compose import compose
-from tasks.images import build_image, push_image
-from tasks.registry import manifest_digest
+from tasks.images import build_image
+from tasks.launch import compose_up, compose_variables
+from tasks.readiness import wait_ready
+from tasks.running import running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
@@ -65,6 +70,10 @@ class Settings:
     @property
     def tls_dir(self) -> Path:
         return self.root / "tls"
+
+    @property
+    def compose_env_file(self) -> Path:
+        return self.root / "compose.env"
 
     @property
     def backup_dir(self) -> Path:
@@ -201,34 +210,6 @@ def ensure_app_checkout(s: Settings) -> None:
     subprocess.run([*git, "commit", "-q", "-m", "stand-in SmartAccounting app"], check=True)
 
 
-def app_images(s: Settings, version: str) -> dict[str, str]:
-    return {
-        "BACKEND_IMAGE": f"{s.registry}/smartaccounting/backend:{version}",
-        "FRONTEND_IMAGE": f"{s.registry}/smartaccounting/frontend:{version}",
-    }
-
-
-def ensure_app_images(client: docker.DockerClient, s: Settings, base: str, version: str) -> dict[str, str]:
-    """Build and push the app at `version` unless the registry already has it."""
-    sha = subprocess.run(["git", "-C", str(s.app_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    images = app_images(s, version)
-    for key, context, dockerfile in (("BACKEND_IMAGE", s.app_dir, "Dockerfile"), ("FRONTEND_IMAGE", s.app_dir / "client", "Dockerfile")):
-        ref = images[key]
-        repository, tag = ref.rsplit(":", 1)
-        if manifest_digest(s.registry, repository.split("/", 1)[1], tag):
-            continue
-        log(f"building {ref}")
-        build_image(
-            client, context, ref, dockerfile=dockerfile,
-            build_args={"BASE_IMAGE": base, "APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built},
-            labels={"org.opencontainers.image.version": version, "org.opencontainers.image.revision": sha,
-                    "org.opencontainers.image.created": built},
-        )
-        push_image(client, repository, tag)
-    return images
-
-
 def env_file_text(s: Settings, sec: dict[str, str]) -> str:
     cluster = s.cluster()
     values = {
@@ -249,6 +230,7 @@ def env_file_text(s: Settings, sec: dict[str, str]) -> str:
         "RELEASE_CA_BUNDLE": str(s.tls_dir / "ca.pem"),
         "RELEASE_COMPOSE_FILE": str(s.app_dir / "docker-compose.prod.yml"),
         "RELEASE_COMPOSE_PROJECT": s.project,
+        "RELEASE_COMPOSE_ENV_FILE": str(s.compose_env_file),
         "RELEASE_APP_DIR": str(s.app_dir),
         "RELEASE_REGISTRY": s.registry,
         "RELEASE_BACKEND_IMAGE": "smartaccounting/backend",
@@ -259,18 +241,21 @@ def env_file_text(s: Settings, sec: dict[str, str]) -> str:
     return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def compose_variables(s: Settings, env: dict[str, str], images: dict[str, str]) -> dict[str, str]:
-    app_keys = ("NODE_ENV", "DATABASE_URL", "JWT_SECRET", "FRONTEND_URL", "CLIENT_URL", "CORS_ORIGIN",
-                "ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
-    return {
-        **{k: env[k] for k in app_keys},
-        **images,
-        "EDGE_IMAGE": EDGE_IMAGE,
-        "EDGE_TLS_DIR": str(s.tls_dir),
-        "BACKEND_PORT": str(s.backend_port),
-        "FRONTEND_PORT": str(s.frontend_port),
-        "EDGE_PORT": str(s.edge_port),
-    }
+def compose_env_text(s: Settings) -> str:
+    """The sandbox deployment's own, non-secret compose variables (RELEASE_COMPOSE_ENV_FILE)."""
+    values = {"EDGE_IMAGE": EDGE_IMAGE, "EDGE_TLS_DIR": str(s.tls_dir), "BACKEND_PORT": s.backend_port,
+              "FRONTEND_PORT": s.frontend_port, "EDGE_PORT": s.edge_port}
+    return "# Written by `smartrelease sandbox up`.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def deploy_checkout(env: Environment) -> str:
+    """First deploy of an empty sandbox: the checkout's version, built and pushed
+    if the registry lacks it, launched and waited for. Releases go through the flow."""
+    version = (Path(env.target.app_dir) / "VERSION").read_text().strip()
+    pinned = build_pin(env, version)
+    compose_up(env, {service: image.ref for service, image in pinned.images.items()})
+    wait_ready(env)
+    return version
 
 
 def take_backup(s: Settings, sec: dict[str, str], version: str) -> Path:
@@ -305,36 +290,39 @@ def up(s: Settings | None = None) -> int:
             client.images.get(EDGE_IMAGE)
         except docker.errors.ImageNotFound:
             build_image(client, TEMPLATE / "edge", EDGE_IMAGE, build_args={"BASE_IMAGE": base})
-        version = (s.app_dir / "VERSION").read_text().strip()
-        images = ensure_app_images(client, s, base, version)
-
         s.env_file.write_text(env_file_text(s, sec))
         s.env_file.chmod(0o600)
-        env = {k: v for k, v in dotenv_values(s.env_file).items() if v is not None}
+        s.compose_env_file.write_text(compose_env_text(s))
+        env = parse_env_file(s.env_file)
 
-        with compose(env["RELEASE_COMPOSE_FILE"], s.project, compose_variables(s, env, images)) as dc:
-            dc.compose.up(detach=True, wait=True, quiet=True)
-        log(f"app {version} serving at {s.public_url}")
+        running = running_services(client, env)
+        if {"backend", "frontend", "edge"} <= {n for n, c in running.items() if c.status == "running"}:
+            version = running["backend"].labels.get("org.opencontainers.image.version", "?")
+            log(f"app {version} already running; left as it is (releases go through `smartrelease release`)")
+        else:
+            version = deploy_checkout(env)
+            log(f"app {version} deployed from the checkout")
+        log(f"serving at {s.public_url}")
 
         backup = take_backup(s, sec, version)
         cluster.switch_wal()
         log(f"backup {backup.name}; wrote {s.env_file}")
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}")
         return 0
-    except SandboxError as exc:
+    except (SandboxError, ConfigError, StepFailed) as exc:
         print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
         return 2
 
 
 def down(s: Settings | None = None) -> int:
     s = s or Settings()
-    env = {k: v for k, v in dotenv_values(s.env_file).items() if v is not None} if s.env_file.is_file() else {}
-    compose_file = env.get("RELEASE_COMPOSE_FILE") or str(s.app_dir / "docker-compose.prod.yml")
-    if Path(compose_file).is_file() and env:
-        placeholders = compose_variables(s, env, app_images(s, "none"))
-        with compose(compose_file, s.project, placeholders) as dc:
-            dc.compose.down(remove_orphans=True, quiet=True)
-        log("containers removed")
+    if s.env_file.is_file():
+        env = parse_env_file(s.env_file)
+        if env.target.compose_file and Path(env.target.compose_file).is_file():
+            placeholders = compose_variables(env, {"backend": "none", "frontend": "none"})
+            with compose(env.target.compose_file, s.project, placeholders, env.target.compose_env_file) as dc:
+                dc.compose.down(remove_orphans=True, quiet=True)
+            log("containers removed")
     Registry(s).stop()
     s.cluster().stop()
     log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")

@@ -26,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
     pre.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
+    rel = sub.add_parser("release", help="release a version: preflight, build-pin, launch, wait-ready, smoke, metrics, verify")
+    rel.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    rel.add_argument("--version", dest="release_version", metavar="X", help="the SemVer to release (default: the app checkout's VERSION)")
+    rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    ver = sub.add_parser("verify", help="post-deploy verification (read only): health, ready, version, auth health, metrics")
+    ver.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    ver.add_argument("--expect-version", metavar="X", help="the version that must be running (default: the last released)")
+    ver.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
     sb = sub.add_parser("sandbox", help="the local production-like sandbox")
     sb.add_argument("action", choices=["up", "down", "status"])
     return p
@@ -45,16 +55,41 @@ def _cmd_blocks_import(args) -> int:
     return EXIT_OK
 
 
-def _cmd_preflight(args) -> int:
+def _run(flow, args, **parameters):
+    """Import the env file, run the flow in this process, return its report."""
     from blocks import import_env_file
-    from flows.preflight import preflight
 
     env = import_env_file(args.env_file)
-    state = preflight(environment=env.name, return_state=True)
+    state = flow(environment=env.name, return_state=True, **parameters)
     report = state.result(raise_on_failure=False)
-    if isinstance(report, BaseException):  # the flow itself broke, not a check
-        raise ConfigError(f"preflight could not run: {report}")
+    if isinstance(report, ConfigError):
+        raise report
+    if isinstance(report, BaseException):  # the flow itself broke, not a step
+        raise ConfigError(f"{flow.name} could not run: {type(report).__name__}: {report}")
+    return report
+
+
+def _cmd_preflight(args) -> int:
+    from flows.preflight import preflight
+
+    report = _run(preflight, args)
     print(_report_json(report) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_release(args) -> int:
+    from flows.release import release
+
+    report = _run(release, args, version=args.release_version)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_verify(args) -> int:
+    from flows.verify import verify
+
+    report = _run(verify, args, expect_version=args.expect_version)
+    print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -66,7 +101,8 @@ def _cmd_sandbox(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "sandbox": _cmd_sandbox}[args.command]
+    handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release,
+               "verify": _cmd_verify, "sandbox": _cmd_sandbox}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

@@ -1,4 +1,5 @@
-"""The one report type: a named list of step results, rendered as JSON or markdown."""
+"""The one report type: a named list of step results, with the release's facts
+when it is a release, rendered as JSON, markdown (artifacts) or plain text."""
 
 from enum import StrEnum
 
@@ -9,6 +10,7 @@ class Status(StrEnum):
     PASSED = "passed"
     WARNING = "warning"
     FAILED = "failed"
+    SKIPPED = "skipped"  # not run because an earlier step failed
 
 
 class Finding(BaseModel):
@@ -25,37 +27,81 @@ class StepResult(BaseModel):
     duration_ms: float = Field(ge=0)
 
 
+class ReleaseFacts(BaseModel):
+    """What a release (or a verification) was about, for the report and the history."""
+
+    version: str | None = None
+    previous_version: str | None = None
+    digests: dict[str, str] = {}  # image repository -> digest
+    git_sha: str | None = None
+    migrations_applied: list[str] = []
+    triggered_by: str = ""
+    tool_version: str = ""
+
+
 class Report(BaseModel):
     flow: str
     environment: str
     results: list[StepResult]
+    facts: ReleaseFacts | None = None
 
     @property
     def ok(self) -> bool:
-        return all(r.status != Status.FAILED for r in self.results)
+        return all(r.status not in (Status.FAILED, Status.SKIPPED) for r in self.results)
 
     def failures(self) -> list[StepResult]:
         return [r for r in self.results if r.status == Status.FAILED]
 
+    def release_json(self) -> dict:
+        """The CLI's JSON for release and verify runs."""
+        facts = self.facts or ReleaseFacts()
+        return {
+            "ok": self.ok,
+            "version": facts.version,
+            "previous_version": facts.previous_version,
+            "digests": facts.digests,
+            "git_sha": facts.git_sha,
+            "migrations_applied": facts.migrations_applied,
+            "steps": [r.model_dump(mode="json") for r in self.results],
+        }
+
     def markdown(self) -> str:
-        icon = {Status.PASSED: "✅", Status.WARNING: "⚠️", Status.FAILED: "❌"}
-        verdict = "passed" if self.ok else f"FAILED ({len(self.failures())} failed)"
-        lines = [
-            f"# {self.flow} — {self.environment}: {verdict}",
-            "",
-            "| step | status | detail | ms |",
-            "|---|---|---|---:|",
-        ]
+        icon = {Status.PASSED: "✅", Status.WARNING: "⚠️", Status.FAILED: "❌", Status.SKIPPED: "⏭️"}
+        verdict = "passed" if self.ok else f"FAILED ({', '.join(r.name for r in self.failures())})"
+        title = f"{self.flow} {self.facts.version} — {self.environment}" if self.facts and self.facts.version else f"{self.flow} — {self.environment}"
+        lines = [f"# {title}: {verdict}", ""]
+        if f := self.facts:
+            lines += [
+                "| | |", "|---|---|",
+                f"| version | {f.version or '—'} |",
+                f"| previous version | {f.previous_version or '— (first release)'} |",
+                *(f"| digest | `{repo}@{digest}` |" for repo, digest in f.digests.items()),
+                f"| git SHA | `{f.git_sha or '—'}` |",
+                f"| migrations applied | {', '.join(f.migrations_applied) or 'none'} |",
+                f"| triggered by | {f.triggered_by} |",
+                f"| smartrelease | {f.tool_version} |",
+                "",
+            ]
+        lines += ["| step | status | detail | ms |", "|---|---|---|---:|"]
+        long = []
         for r in self.results:
-            detail = r.detail.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r.name} | {icon[r.status]} {r.status.value} | {detail} | {r.duration_ms:.0f} |")
-        return "\n".join(lines) + "\n"
+            first, _, rest = r.detail.partition("\n")
+            first = first.replace("|", "\\|")
+            lines.append(f"| {r.name} | {icon[r.status]} {r.status.value} | {first} | {r.duration_ms:.0f} |")
+            if rest:
+                long.append(f"**{r.name}**\n\n```\n{rest}\n```")
+        return "\n".join(lines + [""] + long) + "\n"
 
     def text(self) -> str:
         """Plain text for a terminal."""
         width = max((len(r.name) for r in self.results), default=0)
         lines = [f"{self.flow} [{self.environment}]"]
+        if f := self.facts:
+            lines.append(f"  version {f.version or '?'} (previous {f.previous_version or 'none'}), git {(f.git_sha or '?')[:12]}, "
+                         f"migrations applied: {', '.join(f.migrations_applied) or 'none'}")
+            lines += [f"  {repo}@{digest}" for repo, digest in f.digests.items()]
         for r in self.results:
-            lines.append(f"  {r.status.value.upper():8} {r.name:{width}}  {r.detail}  ({r.duration_ms:.0f} ms)")
+            detail = r.detail.replace("\n", "\n" + " " * (width + 13))
+            lines.append(f"  {r.status.value.upper():8} {r.name:{width}}  {detail}  ({r.duration_ms:.0f} ms)")
         lines.append("OK" if self.ok else f"FAILED: {', '.join(r.name for r in self.failures())}")
         return "\n".join(lines)

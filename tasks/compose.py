@@ -23,12 +23,15 @@ def _env_line(key: str, value: str) -> str:
 
 
 @contextmanager
-def compose(compose_file: str, project: str, variables: Mapping[str, str]) -> Iterator[DockerClient]:
+def compose(compose_file: str, project: str, variables: Mapping[str, str],
+            extra_env_file: str | None = None) -> Iterator[DockerClient]:
+    """`extra_env_file` holds the deployment's non-secret variables (ports, proxy
+    image); `variables` are written after it, so they win on a clash."""
     fd, path = tempfile.mkstemp(prefix="smartrelease-compose-", suffix=".env")
     try:
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o600)
             f.writelines(_env_line(k, v) for k, v in variables.items() if v is not None)
-        yield DockerClient(compose_files=[compose_file], compose_project_name=project, compose_env_files=[path])
+        yield DockerClient(compose_files=[compose_file], compose_project_name=project, compose_env_files=[*([extra_env_file] if extra_env_file else []), path])
     finally:
         os.unlink(path)

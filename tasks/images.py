@@ -1,8 +1,16 @@
-"""Building and pushing the app's images with the docker SDK."""
+"""The one place that talks to Docker Engine about images: build, push, inspect."""
 
 from pathlib import Path
 
 import docker
+
+# Builds and pushes stream for minutes without a byte on quiet steps; docker-py's
+# default 60 s read timeout would cut them off.
+ENGINE_TIMEOUT_S = 600
+
+
+def engine(timeout_s: float = ENGINE_TIMEOUT_S) -> docker.DockerClient:
+    return docker.from_env(timeout=timeout_s)
 
 
 def build_image(client: docker.DockerClient, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
@@ -18,3 +26,12 @@ def push_image(client: docker.DockerClient, repository: str, tag: str) -> None:
     for line in client.images.push(repository, tag=tag, stream=True, decode=True):
         if "error" in line:
             raise RuntimeError(f"push of {repository}:{tag} failed: {line['error']}")
+
+
+def repo_digests(client: docker.DockerClient, ref: str, repository: str) -> set[str]:
+    """The registry digests Docker knows for the local image `ref` in `repository`."""
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return set()
+    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == repository}

@@ -4,6 +4,7 @@ import base64
 import hmac
 import json
 import os
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,27 @@ METRICS_PASS = os.environ.get("METRICS_BASIC_AUTH_PASS", "")
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
+
+
+def read_faults(path: str = "/app/standin-faults") -> dict[str, list[str]]:
+    """Faults baked into this image on purpose (see standin-faults)."""
+    faults = {}
+    try:
+        for line in open(path):
+            words = line.split("#", 1)[0].split()
+            if words:
+                faults[words[0]] = words[1:]
+    except OSError:
+        pass
+    return faults
+
+
+FAULTS = read_faults()
+if "report-sha" in FAULTS:
+    GIT_SHA = FAULTS["report-sha"][0]
+if "report-version" in FAULTS:
+    VERSION = FAULTS["report-version"][0]
+_flaky = {FAULTS["flaky"][0]: int(FAULTS["flaky"][1])} if "flaky" in FAULTS else {}
 
 
 def database_ok() -> bool:
@@ -63,6 +85,11 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with _lock:
             _counts[path] = _counts.get(path, 0) + 1
+            flaky = _counts[path] <= _flaky.get(path, 0)
+        if flaky:
+            return self._send(503, {"status": "flaky on purpose"})
+        if path == "/health" and "health-fails" in FAULTS:
+            return self._send(500, {"status": "broken on purpose"})
         if path in ("/health", "/api/health"):
             return self._send(200, {"status": "ok"})
         if path == "/ready":
@@ -74,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
             ok = len(JWT_SECRET) >= 32
             return self._send(200 if ok else 503, {"status": "ok" if ok else "JWT secret not configured"})
         if path == "/metrics":
-            if not metrics_authorized(self.headers.get("Authorization")):
+            if "open-metrics" not in FAULTS and not metrics_authorized(self.headers.get("Authorization")):
                 return self._send(401, "unauthorized\n", "text/plain", {"WWW-Authenticate": 'Basic realm="metrics"'})
             with _lock:
                 lines = [
@@ -92,5 +119,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if "crash-on-start" in FAULTS:
+        print("fatal: cannot start (crash-on-start fault)", file=sys.stderr, flush=True)
+        sys.exit(1)
     print(f"smartaccounting stand-in {VERSION} ({GIT_SHA}) listening on 127.0.0.1:{PORT}", flush=True)
+    # PID 1 in a container gets no default SIGTERM action: without this, every
+    # `compose up` that replaces the container waits its full stop timeout.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()

@@ -1,0 +1,49 @@
+"""The release history of an environment: a Prefect table artifact keyed
+`release-history-<env>`, one row per release run, newest last. Each release
+publishes the whole table again, so the artifact's latest version is the history."""
+
+import json
+from datetime import datetime, timezone
+
+from prefect.artifacts import Artifact, create_table_artifact
+
+from smartrelease.report import Report
+
+HISTORY_LIMIT = 200  # rows kept in the artifact; older ones stay in its earlier versions
+
+
+def history_key(environment: str) -> str:
+    return f"release-history-{environment}"
+
+
+def read_history(environment: str) -> list[dict]:
+    artifact = Artifact.get(history_key(environment))
+    if artifact is None or not artifact.data:
+        return []
+    data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return list(data) if isinstance(data, list) else []
+
+
+def last_release(environment: str) -> dict | None:
+    """The newest row whose release succeeded, or None."""
+    return next((row for row in reversed(read_history(environment)) if row.get("result") == "released"), None)
+
+
+def append_history(report: Report, images: dict[str, str], flow_run_name: str) -> None:
+    facts = report.facts
+    failed = [r.name for r in report.failures()]
+    row = {
+        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
+        "version": facts.version,
+        "previous": facts.previous_version or "",
+        "result": "released" if report.ok else f"failed at {', '.join(failed)}",
+        "backend": images.get("backend", ""),
+        "frontend": images.get("frontend", ""),
+        "git_sha": facts.git_sha or "",
+        "migrations": ", ".join(facts.migrations_applied),
+        "flow_run": flow_run_name,
+        "triggered_by": facts.triggered_by,
+    }
+    rows = (read_history(report.environment) + [row])[-HISTORY_LIMIT:]
+    create_table_artifact(key=history_key(report.environment), table=rows,
+                          description=f"Release history of {report.environment}, newest last")

@@ -1,0 +1,126 @@
+"""Runbook: "Deploy steps (compose up, migrate, smoke, verify)" and "Post-deploy
+verification", as one release:
+
+preflight -> build-pin -> migration-guard -> launch -> wait-ready -> migrations
+-> smoke (four endpoints at once) -> metrics -> verify
+
+Everything up to and including migration-guard leaves production untouched; the
+first failing step stops the release. The report is returned, published as the
+`release-<env>` markdown artifact, and appended to the `release-history-<env>` table.
+"""
+
+import time
+
+import docker
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import smartrelease
+from blocks import load_environment
+from blocks.envfile import Environment
+from flows.history import append_history
+from flows.preflight import preflight
+from flows.steps import StepRunner, Stopped
+from flows.trigger import triggered_by
+from smartrelease.errors import ConfigError
+from smartrelease.redact import Redactor
+from smartrelease.report import ReleaseFacts, Report, Status, StepResult
+from smartrelease.semver import is_semver
+from tasks.build_pin import LABEL_VERSION, SERVICES, build_pin_task
+from tasks.environment import app_version
+from tasks.images import engine
+from tasks.launch import launch_task
+from tasks.metrics import metrics_task
+from tasks.migrations import confirm_migrations_task, plan_migrations_task
+from tasks.readiness import wait_ready_task
+from tasks.registry import DIGEST
+from tasks.running import running_services
+from tasks.smoke import ENDPOINTS, smoke_task
+from tasks.verify import verify_task
+
+SMOKE = tuple(f"smoke {path}" for path in ENDPOINTS)
+STEPS = ("preflight", "build-pin", "migration-guard", "launch", "wait-ready", "migrations", *SMOKE, "metrics", "verify")
+
+
+def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+    """Validate the run's inputs before anything is touched (ConfigError names the problem)."""
+    try:
+        version = app_version(env, version)
+    except Exception as exc:
+        raise ConfigError(getattr(exc, "reason", str(exc))) from None
+    if not is_semver(version):
+        raise ConfigError(f"version {version!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+    digests = dict(digests or {})
+    for service, digest in digests.items():
+        if service not in SERVICES:
+            raise ConfigError(f"digests: unknown service {service!r} (known: {', '.join(SERVICES)})")
+        if not DIGEST.match(digest):
+            raise ConfigError(f"digests: {service} digest must be sha256:<64 hex digits>")
+    return version, digests
+
+
+def current_version(env: Environment) -> str | None:
+    """The version the backend container runs now, from its image's label (read only)."""
+    try:
+        backend = running_services(engine(timeout_s=30), env).get("backend")
+    except docker.errors.DockerException:
+        return None
+    return backend.labels.get(LABEL_VERSION) if backend else None
+
+
+def preflight_result(environment: str, version: str) -> StepResult:
+    started = time.monotonic()
+    state = preflight(environment=environment, version=version, return_state=True)
+    report = state.result(raise_on_failure=False)
+    ms = round((time.monotonic() - started) * 1000, 1)
+    if not isinstance(report, Report):
+        return StepResult(name="preflight", status=Status.FAILED, detail=f"preflight could not run: {report}", duration_ms=ms)
+    if report.ok:
+        warnings = [r for r in report.results if r.status == Status.WARNING]
+        detail = f"{len(report.results)} checks passed" + "".join(f"; {r.name}: {r.detail}" for r in warnings)
+        return StepResult(name="preflight", status=Status.WARNING if warnings else Status.PASSED, detail=detail, duration_ms=ms)
+    detail = "; ".join(f"{r.name}: {r.detail}" for r in report.failures())
+    return StepResult(name="preflight", status=Status.FAILED, detail=detail, duration_ms=ms)
+
+
+def publish(report: Report, images: dict[str, str]) -> None:
+    create_markdown_artifact(key=f"release-{report.environment}", markdown=report.markdown(),
+                             description=f"Release report for {report.environment}")
+    append_history(report, images, flow_run.name or "")
+
+
+@flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(SMOKE)))
+def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None):
+    """Release `version` (default: the app checkout's VERSION) to `environment`.
+    `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}."""
+    env = load_environment(environment)
+    version, digests = release_inputs(env, version, digests)
+    steps = StepRunner(STEPS, Redactor(env.secret_values()))
+    facts = ReleaseFacts(version=version, previous_version=current_version(env),
+                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    images: dict[str, str] = {}
+    try:
+        steps.add(preflight_result(environment, version))
+        pinned = steps.run("build-pin", build_pin_task, env, version, digests)
+        facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
+        images = {service: image.ref for service, image in pinned.images.items()}
+        plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"])
+        steps.run("launch", launch_task, env, images)
+        steps.run("wait-ready", wait_ready_task, env)
+        steps.run("migrations", confirm_migrations_task, env, plan)
+        facts.migrations_applied = plan.pending
+        steps.run_together(lambda: {
+            name: smoke_task.with_options(task_run_name=name).submit(env, path) for name, path in zip(SMOKE, ENDPOINTS)
+        })
+        steps.run("metrics", metrics_task, env)
+        steps.run("verify", verify_task, env, version, images)
+    except Stopped:
+        pass
+    report = Report(flow="release", environment=environment, results=steps.results(), facts=facts)
+    publish(report, images)
+    if report.ok:
+        return Completed(message=f"released {version}", data=report)
+    return Failed(message=f"release {version} failed: " + ", ".join(r.name for r in report.failures()), data=report)

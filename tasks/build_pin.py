@@ -1,0 +1,168 @@
+"""Runbook, deploy step 1, "Build/pin artifacts".
+
+Each image (backend, frontend) ends pinned to a registry digest:
+- a digest named by the caller is used as is (it must exist, and must agree with
+  the version's tag if that tag exists);
+- a version already in the registry is deployed as pushed, never rebuilt
+  (a rebuild changes the digest, if only through the build time);
+- only a version not yet pushed is built, from a clean checkout whose VERSION is
+  that version, labelled and pushed.
+Tags are immutable: a tag already pointing to other content is never overwritten.
+"""
+
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+from pydantic import BaseModel
+
+from blocks.envfile import Environment
+from smartrelease.errors import StepFailed
+from smartrelease.report import Finding
+from tasks.images import build_image, engine, push_image, repo_digests
+from tasks.registry import Registry, RegistryError
+from tasks.runbook_task import runbook_task
+
+STEP = "build-pin"
+SERVICES = ("backend", "frontend")
+LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_CREATED = "org.opencontainers.image.created"
+
+
+class PinnedImage(BaseModel):
+    service: str
+    repository: str  # registry host and path, e.g. 127.0.0.1:5001/smartaccounting/backend
+    tag: str
+    digest: str
+    built: bool
+    labels: dict[str, str] = {}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+class Pinned(Finding):
+    version: str
+    images: dict[str, PinnedImage]
+
+    @property
+    def git_sha(self) -> str | None:
+        return self.images["backend"].labels.get(LABEL_REVISION)
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {i.repository: i.digest for i in self.images.values()}
+
+
+def repository_path(env: Environment, service: str) -> str:
+    path = {"backend": env.target.backend_image, "frontend": env.target.frontend_image}[service]
+    if not path:
+        raise StepFailed(STEP, f"RELEASE_{service.upper()}_IMAGE is not set")
+    return path
+
+
+def registry_for(env: Environment) -> Registry:
+    if not env.target.registry:
+        raise StepFailed(STEP, "RELEASE_REGISTRY is not set")
+    creds = env.registry_credentials
+    return Registry(env.target.registry, username=creds.username if creds else None,
+                    password=creds.password.get_secret_value() if creds else None)
+
+
+def checkout_revision(app_dir: Path, version: str) -> str:
+    """The checkout's git SHA, refusing a checkout that does not match what it would be labelled."""
+    git = ["git", "-C", str(app_dir)]
+    found = (app_dir / "VERSION").read_text().strip() if (app_dir / "VERSION").is_file() else None
+    if found != version:
+        raise StepFailed(STEP, f"version {version} is not in the registry and the checkout {app_dir} is at {found}: cannot build it")
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    if head.returncode != 0:
+        raise StepFailed(STEP, f"{app_dir} is not a git checkout: the image's revision label would be unknown")
+    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, timeout=30).stdout
+    if dirty.strip():
+        raise StepFailed(STEP, f"the checkout {app_dir} has uncommitted changes: the image would not match its git SHA")
+    return head.stdout.strip()
+
+
+def push_immutable(client: docker.DockerClient, registry: Registry, repository: str, path: str, tag: str) -> str:
+    """Push `repository:tag` unless the tag exists with other content; returns the digest."""
+    local = repo_digests(client, f"{repository}:{tag}", repository)
+    remote = registry.digest(path, tag)
+    if remote and remote not in local:
+        raise StepFailed(STEP, f"{path}:{tag} already points to {remote}; tags are immutable, refusing to overwrite it with different content")
+    if not remote:
+        # The registry API has no "create only" push, so a push racing this one
+        # could still land first; the digest check below catches that case.
+        push_image(client, repository, tag)
+        remote = registry.digest(path, tag)
+        local = repo_digests(client, f"{repository}:{tag}", repository)
+    if remote not in local:
+        raise StepFailed(STEP, f"after the push {path}:{tag} points to {remote}, not to the image just built")
+    return remote
+
+
+def _build(client: docker.DockerClient, env: Environment, service: str, repository: str, version: str, sha: str) -> dict[str, str]:
+    app_dir = Path(env.target.app_dir or "")
+    context = app_dir / (env.target.backend_context if service == "backend" else env.target.frontend_context)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    labels = {LABEL_VERSION: version, LABEL_REVISION: sha, LABEL_CREATED: created}
+    try:
+        build_image(client, context, f"{repository}:{version}",
+                    build_args={"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": created}, labels=labels)
+    except docker.errors.BuildError as exc:
+        tail = " / ".join(str(line.get("stream") or line.get("error") or "").strip() for line in list(exc.build_log)[-5:])
+        raise StepFailed(STEP, f"building {service} from {context} failed: {exc.msg}; last lines: {tail}") from None
+    return labels
+
+
+def build_pin(env: Environment, version: str, digests: dict[str, str] | None = None) -> Pinned:
+    digests = digests or {}
+    images: dict[str, PinnedImage] = {}
+    try:
+        with registry_for(env) as registry:
+            to_build = []
+            for service in SERVICES:
+                path = repository_path(env, service)
+                repository = f"{env.target.registry}/{path}"
+                tagged = registry.digest(path, version)
+                if named := digests.get(service):
+                    if not registry.digest(path, named):
+                        raise StepFailed(STEP, f"{path}@{named} is not in the registry")
+                    if tagged and tagged != named:
+                        raise StepFailed(STEP, f"{path}:{version} points to {tagged}, not to the named {named}")
+                    digest = named
+                elif tagged:
+                    digest = tagged
+                else:
+                    to_build.append((service, path, repository))
+                    continue
+                images[service] = PinnedImage(service=service, repository=repository, tag=version, digest=digest,
+                                              built=False, labels=registry.labels(path, digest))
+            if to_build:
+                sha = checkout_revision(Path(env.target.app_dir or "."), version)
+                client = engine()
+                if creds := env.registry_credentials:
+                    client.login(username=creds.username, password=creds.password.get_secret_value(),
+                                 registry=env.target.registry, reauth=True)
+                for service, path, repository in to_build:
+                    labels = _build(client, env, service, repository, version, sha)
+                    digest = push_immutable(client, registry, repository, path, version)
+                    images[service] = PinnedImage(service=service, repository=repository, tag=version, digest=digest,
+                                                  built=True, labels=labels)
+    except RegistryError as exc:
+        raise StepFailed(STEP, str(exc), transient=True) from None
+    except docker.errors.APIError as exc:
+        raise StepFailed(STEP, f"Docker Engine: {exc.explanation or exc}") from None
+
+    ordered = {s: images[s] for s in SERVICES}
+    detail = "; ".join(
+        f"{i.service} {i.digest[:19]}… ({'built and pushed' if i.built else 'already pushed, deployed as pushed'})"
+        for i in ordered.values()
+    )
+    return Pinned(detail=f"{version}: {detail}", version=version, images=ordered)
+
+
+build_pin_task = runbook_task(STEP, timeout_s=1800)(build_pin)

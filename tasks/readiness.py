@@ -1,0 +1,72 @@
+"""wait-ready: every container of the project running (and healthy, where it has a
+health check) and `/ready` answering 200 through the public URL.
+
+Polls fast at first and backs off to POLL_CAP_S, so readiness is seen within about
+a quarter of a second of becoming true. A container that exits, restarts or turns
+unhealthy fails the step at once, with its last log lines.
+"""
+
+import time
+
+import httpx
+
+from blocks.envfile import Environment
+from smartrelease.errors import StepFailed
+from smartrelease.report import Finding
+from tasks.http import client
+from tasks.images import engine
+from tasks.running import logs_tail, running_services
+from tasks.runbook_task import runbook_task
+
+STEP = "wait-ready"
+POLL_FIRST_S = 0.05
+POLL_CAP_S = 0.25
+
+
+def _broken(services, restarts: dict[str, int]) -> tuple[str, str] | None:
+    """(service, why) for the first container that has failed for good. Restarts
+    count from the first look: a container launch left alone may have old ones."""
+    for s in services.values():
+        if s.status in ("exited", "dead", "restarting") or s.restart_count > restarts.get(s.container_id, s.restart_count):
+            return s.service, f"{s.status}, restarted {s.restart_count} time(s)"
+        if s.health == "unhealthy":
+            return s.service, "unhealthy"
+    return None
+
+
+def wait_ready(env: Environment) -> Finding:
+    docker = engine(timeout_s=30)
+    started = time.monotonic()
+    deadline = started + env.target.ready_timeout_s
+    delay, ready_status, waiting_for = POLL_FIRST_S, None, "containers"
+    restarts: dict[str, int] = {}
+    with client(env.target, timeout_s=2) as web:
+        while True:
+            services = running_services(docker, env)
+            if not services:
+                raise StepFailed(STEP, f"no containers in compose project {env.target.compose_project}")
+            for s in services.values():
+                restarts.setdefault(s.container_id, s.restart_count)
+            if broken := _broken(services, restarts):
+                name, why = broken
+                logs = logs_tail(docker, services[name].container_id)
+                raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")
+            starting = [s.service for s in services.values() if s.status != "running" or s.health == "starting"]
+            if starting:
+                waiting_for = "containers: " + ", ".join(f"{n} {services[n].health or services[n].status}" for n in starting)
+            else:
+                try:
+                    ready_status = web.get("/ready").status_code
+                except httpx.HTTPError as exc:
+                    ready_status = type(exc).__name__
+                if ready_status == 200:
+                    took = time.monotonic() - started
+                    return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, /ready 200")
+                waiting_for = f"/ready answered {ready_status}"
+            if time.monotonic() + delay > deadline:
+                raise StepFailed(STEP, f"not ready after {env.target.ready_timeout_s:.0f} s: waiting for {waiting_for}")
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_CAP_S)
+
+
+wait_ready_task = runbook_task(STEP, timeout_s=1800)(wait_ready)
