@@ -77,9 +77,19 @@ def _cmd_preflight(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _cmd_release(args) -> int:
-    from flows.release import release
+def _semver_or_exit(value: str | None, what: str) -> None:
+    from smartrelease.semver import is_semver
 
+    if value is not None and not is_semver(value):
+        raise ConfigError(f"{what} {value!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+
+
+def _cmd_release(args) -> int:
+    from blocks import parse_env_file
+    from flows.release import release, release_inputs
+
+    _semver_or_exit(args.release_version, "--version")
+    release_inputs(parse_env_file(args.env_file), args.release_version, None)  # before anything is saved
     report = _run(release, args, version=args.release_version)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -88,6 +98,13 @@ def _cmd_release(args) -> int:
 def _cmd_verify(args) -> int:
     from flows.verify import verify
 
+    from blocks import parse_env_file
+    from flows.history import last_release
+
+    _semver_or_exit(args.expect_version, "--expect-version")
+    name = parse_env_file(args.env_file).name
+    if not args.expect_version and last_release(name) is None:
+        raise ConfigError(f"no expected version for {name}: pass --expect-version, or release first")
     report = _run(verify, args, expect_version=args.expect_version)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED

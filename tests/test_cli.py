@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from prefect.settings import PREFECT_API_URL
 
 from flows.preflight import CHECKS
@@ -54,3 +56,35 @@ def test_json_contract_on_a_failing_environment(write_env, https_server):
         assert isinstance(check["duration_ms"], (int, float)) and check["duration_ms"] >= 0
     tls = next(c for c in report["checks"] if c["name"] == "tls")
     assert tls["status"] == "failed" and "answered 503" in tls["detail"]
+
+
+def test_release_with_a_bad_version_is_exit_2_and_touches_nothing(write_env):
+    from blocks import AppEnvironment
+
+    path = write_env(name="badversion")
+    out = smartrelease("release", "--env-file", str(path), "--version", "1.0")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == "smartrelease: --version '1.0' is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])"
+    with pytest.raises(ValueError):  # not even the blocks were saved
+        AppEnvironment.load("badversion")
+
+
+def test_verify_with_nothing_released_and_no_expected_version_is_exit_2(write_env):
+    out = smartrelease("verify", "--env-file", str(write_env(name="neverreleased")))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == "smartrelease: no expected version for neverreleased: pass --expect-version, or release first"
+
+
+def test_release_json_contract_when_preflight_fails(write_env, https_server):
+    path = write_env(name="clirelease", public_url=https_server(status=503))
+    out = smartrelease("release", "--env-file", str(path), "--json")
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert {"ok", "version", "previous_version", "digests", "steps"} <= set(report)
+    assert report["ok"] is False and report["version"] == "1.2.3" and report["previous_version"] is None
+    assert report["digests"] == {}
+    assert [(s["name"], s["status"]) for s in report["steps"]][:2] == [("preflight", "failed"), ("build-pin", "skipped")]
+    assert all(s["status"] == "skipped" for s in report["steps"][1:])
+    assert "tls: " in report["steps"][0]["detail"] and "answered 503" in report["steps"][0]["detail"]
+    for step in report["steps"]:
+        assert set(step) == {"name", "status", "detail", "duration_ms"}

@@ -1,53 +1,17 @@
 """The preflight flow under a real Prefect server (the test harness)."""
 
 import threading
-import time
-
-import anyio
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId, TaskRunFilter
-from prefect.client.schemas.sorting import LogSort
-from prefect.logging.handlers import APILogHandler
 
 from blocks import import_env_file
 from flows.preflight import CHECKS, preflight
 from smartrelease.report import Report, Status
 
-from tests.conftest import SENTINELS
+from tests.conftest import SENTINELS, stored
 
 
 def run(env_name: str):
     state = preflight(environment=env_name, return_state=True)
     return state, state.result(raise_on_failure=False)
-
-
-async def _stored(flow_run_id):
-    """Everything the Prefect server keeps about a flow run, as text."""
-    await APILogHandler.aflush()  # logs are shipped in the background: send them now
-    async with get_client() as client:
-        run = await client.read_flow_run(flow_run_id)
-        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        deadline = time.monotonic() + 15
-        while True:  # bounded wait until the run's last line has arrived
-            logs = await client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC)
-            if any("Finished in state" in l.message for l in logs) or time.monotonic() > deadline:
-                break
-            await anyio.sleep(0.2)
-        artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {
-        "parameters": repr(run.parameters),
-        "state": repr(run.state),
-        "logs": "\n".join(l.message for l in logs),
-        "artifacts": "\n".join(repr(a.data) + repr(a.description) for a in artifacts),
-        "task_runs": "\n".join(repr(t.model_dump()) for t in task_runs),
-        "artifact_keys": [a.key for a in artifacts],
-        "task_run_counts": {t.name: t.run_count for t in task_runs},
-    }
-
-
-def stored(flow_run_id):
-    return anyio.run(_stored, flow_run_id)
 
 
 def test_all_checks_pass_and_publish_an_artifact(write_env, https_server):

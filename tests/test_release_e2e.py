@@ -1,0 +1,205 @@
+"""The release and verify flows end to end on a sandbox of the tests' own: real
+Docker Engine, registry, Compose v2, PostgreSQL and Prefect server. Faults are
+baked into the images shipped (see sandbox/app/standin-faults), not mocked."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import docker
+import pytest
+
+from blocks import import_env_file, load_environment
+from flows.history import last_release, read_history
+from flows.release import STEPS, release
+from flows.verify import verify
+from sandbox import manager
+from sandbox.app_changes import commit_version, migration
+from smartrelease.errors import StepFailed
+from smartrelease.report import Report, Status
+from tasks.build_pin import push_immutable, registry_for
+from tasks.images import build_image
+from tasks.launch import compose_up
+from tasks.postgres import connect
+from tasks.readiness import wait_ready
+from tasks.running import running_services
+from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, free_port, stored
+
+pytestmark = pytest.mark.e2e
+ENV = "e2e"
+
+
+class Sandbox:
+    def __init__(self, settings: manager.Settings):
+        self.settings = settings
+        self.app_dir = settings.app_dir
+
+    def env(self):
+        return load_environment(ENV)
+
+    def set_env(self, key: str, value: str) -> None:
+        """Change one key of the env file and import it again."""
+        path = self.settings.env_file
+        lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
+        path.write_text("\n".join(lines + [f"{key}={value}"]) + "\n")
+        import_env_file(path, ENV)
+
+    def release(self, version: str, files=None, faults=None) -> tuple[object, Report, str]:
+        """Commit `version` to the checkout and release it; (state, report, git SHA)."""
+        sha = commit_version(self.app_dir, version, files, faults)
+        state = release(environment=ENV, return_state=True)
+        report = state.result(raise_on_failure=False)
+        assert isinstance(report, Report), report
+        return state, report, sha
+
+    def containers(self) -> dict[str, tuple[str, str]]:
+        return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
+
+    def schema(self) -> tuple:
+        with connect(self.env().app.database_url, "test") as conn:
+            columns = conn.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
+            meta = conn.execute('SELECT name FROM "SequelizeMeta" ORDER BY name').fetchall()
+        return columns, meta
+
+    def restore_last_good(self) -> None:
+        """Put the last released version back (rollback proper is the rollback flow's job)."""
+        row = last_release(ENV)
+        compose_up(self.env(), {"backend": row["backend"], "frontend": row["frontend"]})
+        wait_ready(self.env())
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    root = Path(tempfile.mkdtemp(prefix="smartrelease-release-e2e-"))
+    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
+    settings = manager.Settings(
+        root=root / ".sandbox", env_file=root / ".env.sandbox", project="smartrelease-release-e2e",
+        pg_port=free_port(), registry_port=free_port(), backend_port=free_port(), frontend_port=free_port(),
+        edge_port=free_port(),
+    )
+    # Sentinel secrets, kept by `up`, so the leak checks below know what to look for.
+    settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
+                                 f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
+    assert manager.up(settings) == 0
+    import_env_file(settings.env_file, ENV)
+    yield Sandbox(settings)
+    manager.down(settings)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def by_name(report: Report) -> dict:
+    return {r.name: r for r in report.results}
+
+
+def assert_no_secrets(state, report: Report) -> None:
+    texts = stored(state.state_details.flow_run_id)
+    texts["report"] = report.model_dump_json() + report.markdown() + report.text()
+    assert "preflight" in texts["logs"]  # the logs really are stored, so the sweep means something
+    for where, text in texts.items():
+        for secret in SENTINELS:
+            assert secret not in str(text), f"{secret!r} leaked into {where}"
+
+
+def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
+    state, first, sha = sandbox.release("1.0.0")
+    assert state.is_completed(), first.text()
+    assert [r.name for r in first.results] == list(STEPS)
+    assert all(r.status == Status.PASSED for r in first.results), first.text()
+    assert first.facts.previous_version == "0.9.0" and first.facts.git_sha == sha
+    assert first.facts.migrations_applied == []
+    assert_no_secrets(state, first)
+
+    name = "20261101000000-add-account-currency.sql"
+    state, second, _ = sandbox.release("1.1.0", files={f"migrations/{name}": migration(
+        "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR';",
+        "ALTER TABLE accounts DROP COLUMN currency;")})
+    assert state.is_completed(), second.text()
+    assert second.facts.previous_version == "1.0.0"
+    assert second.facts.migrations_applied == [name]
+    columns, meta = sandbox.schema()
+    assert ("accounts", "currency", "character") in columns and (name,) in meta
+
+    # What runs is exactly what was pinned, and the history says so.
+    running = running_services(docker.from_env(), sandbox.env())
+    for repository, digest in second.facts.digests.items():
+        service = repository.rsplit("/", 1)[1]
+        assert running[service].digest_in(repository) == digest
+    rows = read_history(ENV)
+    assert [(r["version"], r["result"]) for r in rows[-2:]] == [("1.0.0", "released"), ("1.1.0", "released")]
+    assert rows[-1]["migrations"] == name and rows[-1]["previous"] == "1.0.0"
+    assert {"release-e2e", "release-history-e2e"} <= set(stored(state.state_details.flow_run_id)["artifact_keys"])
+
+    # The verify flow (what the schedule runs) agrees, and notices a version mismatch.
+    ok = verify(environment=ENV, return_state=True)
+    assert ok.is_completed(), ok.result(raise_on_failure=False).text()
+    wrong = verify(environment=ENV, expect_version="1.0.0", return_state=True).result(raise_on_failure=False)
+    assert not wrong.ok and "version is '1.1.0', expected '1.0.0'" in by_name(wrong)["verify"].detail
+
+
+def test_pending_migrations_without_allow_prod_migrations_change_nothing(sandbox):
+    sandbox.set_env("ALLOW_PROD_MIGRATIONS", "false")
+    before = sandbox.containers(), sandbox.schema()
+    try:
+        state, report, _ = sandbox.release("1.2.0", files={"migrations/20261102000000-add-account-note.sql": migration(
+            "ALTER TABLE accounts ADD COLUMN note TEXT;", "ALTER TABLE accounts DROP COLUMN note;")})
+    finally:
+        sandbox.set_env("ALLOW_PROD_MIGRATIONS", "true")
+    assert state.is_failed()
+    guard = by_name(report)["migration-guard"]
+    assert guard.status == Status.FAILED
+    assert "20261102000000-add-account-note.sql" in guard.detail and "ALLOW_PROD_MIGRATIONS is not 'true'" in guard.detail
+    assert all(by_name(report)[s].status == Status.SKIPPED for s in ("launch", "wait-ready", "verify"))
+    assert (sandbox.containers(), sandbox.schema()) == before  # same containers, same images, same schema
+
+
+def test_a_version_endpoint_reporting_a_wrong_git_sha_fails_verify(sandbox):
+    state, report, sha = sandbox.release("1.3.0", faults=["report-sha 0000000000000000000000000000000000000000"])
+    assert state.is_failed()
+    failed = report.failures()
+    assert [r.name for r in failed] == ["verify"]
+    assert f"gitSha is '0000000000000000000000000000000000000000', expected '{sha}'" in failed[0].detail
+
+
+def test_an_open_metrics_endpoint_fails_the_metrics_step(sandbox):
+    state, report, _ = sandbox.release("1.4.0", faults=["open-metrics"])
+    assert state.is_failed()
+    assert [r.name for r in report.failures()] == ["metrics"]
+    assert "SECURITY" in by_name(report)["metrics"].detail and "without credentials" in by_name(report)["metrics"].detail
+
+
+def test_an_endpoint_failing_its_first_two_calls_passes_on_retry(sandbox):
+    state, report, _ = sandbox.release("1.5.0", faults=["flaky /api/auth/health 2"])
+    assert state.is_completed(), report.text()
+    counts = stored(state.state_details.flow_run_id)["task_run_counts"]
+    assert counts["smoke /api/auth/health"] == 3 and counts["smoke /health"] == 1
+
+
+def test_a_container_crashing_on_start_fails_wait_ready_with_its_logs(sandbox):
+    try:
+        state, report, _ = sandbox.release("1.6.0", faults=["crash-on-start"])
+        assert state.is_failed()
+        step = by_name(report)["wait-ready"]
+        assert step.status == Status.FAILED
+        # Reported as the crash it is, not as a timeout after ready_timeout_s.
+        assert step.detail.startswith("backend container") and "not ready after" not in step.detail
+        assert "fatal: cannot start (crash-on-start fault)" in step.detail
+        assert "fatal: cannot start" in report.markdown()
+        assert_no_secrets(state, report)
+    finally:
+        sandbox.restore_last_good()
+
+
+def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_path):
+    env = sandbox.env()
+    repository = f"{env.target.registry}/{env.target.backend_image}"
+    with registry_for(env) as registry:
+        before = registry.digest(env.target.backend_image, "1.0.0")
+        assert before
+        (tmp_path / "Dockerfile").write_text("FROM smartrelease-sandbox/base:bookworm\nLABEL impostor=yes\n")
+        build_image(docker.from_env(), tmp_path, f"{repository}:1.0.0")
+        with pytest.raises(StepFailed) as refused:
+            push_immutable(docker.from_env(), registry, repository, env.target.backend_image, "1.0.0")
+        assert f"already points to {before}" in refused.value.reason and "immutable" in refused.value.reason
+        assert registry.digest(env.target.backend_image, "1.0.0") == before
