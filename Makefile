@@ -20,10 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt VERSION
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
-# Bring the sandbox up and run the main job on it.
+# A fresh sandbox at 0.9.0, then the release flow ships 1.0.0 and 1.1.0 (with a migration).
 demo: setup
-	$(SR) sandbox up
-	$(SR) preflight --env-file .env.sandbox
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/python -m sandbox.demo
 
 test: setup
 	$(VENV)/bin/pytest

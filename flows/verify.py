@@ -44,7 +44,8 @@ def verify(environment: str, expect_version: str | None = None):
     futures["verify"] = verify_task.submit(env, version, images)
     results = gather(futures, Redactor(env.secret_values()), started)
 
-    facts = ReleaseFacts(version=version, digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()},
+    facts = ReleaseFacts(version=version, digests=dict(ref.split("@", 1) for ref in images.values()),
+                         git_sha=(last or {}).get("git_sha") if images else None,
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="verify", environment=environment, results=results, facts=facts)
     create_markdown_artifact(key=f"verify-{environment}", markdown=report.markdown(),

@@ -97,8 +97,13 @@ class Report(BaseModel):
         width = max((len(r.name) for r in self.results), default=0)
         lines = [f"{self.flow} [{self.environment}]"]
         if f := self.facts:
-            lines.append(f"  version {f.version or '?'} (previous {f.previous_version or 'none'}), git {(f.git_sha or '?')[:12]}, "
-                         f"migrations applied: {', '.join(f.migrations_applied) or 'none'}")
+            facts = [f"version {f.version or '?'}"]
+            if self.flow == "release":
+                facts += [f"previous {f.previous_version or 'none'}",
+                          f"migrations applied: {', '.join(f.migrations_applied) or 'none'}"]
+            if f.git_sha:
+                facts.append(f"git {f.git_sha[:12]}")
+            lines.append("  " + ", ".join(facts))
             lines += [f"  {repo}@{digest}" for repo, digest in f.digests.items()]
         for r in self.results:
             detail = r.detail.replace("\n", "\n" + " " * (width + 13))

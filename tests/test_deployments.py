@@ -6,15 +6,28 @@ from prefect.client.orchestration import get_client
 from deployments.serve import all_deployments
 
 
-def test_preflight_deployment_asks_only_for_the_environment_name():
-    async def registered():
-        async with get_client() as client:
-            return await client.read_deployment_by_name("preflight/preflight")
+async def _registered(*names):
+    async with get_client() as client:
+        return [await client.read_deployment_by_name(n) for n in names]
 
+
+def test_deployments_ask_only_for_the_environment_name_and_plain_options():
     for deployment in all_deployments():
         deployment.apply()
-    stored = anyio.run(registered)
-    schema = stored.parameter_openapi_schema
-    assert set(schema["properties"]) == {"environment", "version"}
-    assert schema["required"] == ["environment"]
-    assert "smartrelease" in stored.tags
+    preflight, release, verify = anyio.run(_registered, "preflight/preflight", "release/release", "verify/verify")
+    for stored, expected in ((preflight, {"environment", "version"}), (release, {"environment", "version", "digests"}),
+                             (verify, {"environment", "expect_version"})):
+        schema = stored.parameter_openapi_schema
+        assert set(schema["properties"]) == expected
+        assert schema["required"] == ["environment"]
+        assert "smartrelease" in stored.tags
+        assert not stored.schedules  # run on demand, from the UI or CI
+
+
+def test_scheduled_re_verification_of_an_environment():
+    for deployment in all_deployments(["prod"], verify_every_minutes=10):
+        deployment.apply()
+    (stored,) = anyio.run(_registered, "verify/verify-prod")
+    assert stored.parameters == {"environment": "prod"}
+    assert len(stored.schedules) == 1 and stored.schedules[0].active
+    assert stored.schedules[0].schedule.interval.total_seconds() == 600
