@@ -66,7 +66,8 @@ class Report(BaseModel):
         }
 
     def markdown(self) -> str:
-        icon = {Status.PASSED: "✅", Status.WARNING: "⚠️", Status.FAILED: "❌", Status.SKIPPED: "⏭️"}
+        # Words, not emoji: a browser without an emoji font shows emoji as empty boxes.
+        shown = {Status.PASSED: "passed", Status.WARNING: "**warning**", Status.FAILED: "**FAILED**", Status.SKIPPED: "skipped"}
         verdict = "passed" if self.ok else f"FAILED ({', '.join(r.name for r in self.failures())})"
         title = f"{self.flow} {self.facts.version} — {self.environment}" if self.facts and self.facts.version else f"{self.flow} — {self.environment}"
         lines = [f"# {title}: {verdict}", ""]
@@ -87,7 +88,7 @@ class Report(BaseModel):
         for r in self.results:
             first, _, rest = r.detail.partition("\n")
             first = first.replace("|", "\\|")
-            lines.append(f"| {r.name} | {icon[r.status]} {r.status.value} | {first} | {r.duration_ms:.0f} |")
+            lines.append(f"| {r.name} | {shown[r.status]} | {first} | {r.duration_ms:.0f} |")
             if rest:
                 long.append(f"**{r.name}**\n\n```\n{rest}\n```")
         return "\n".join(lines + [""] + long) + "\n"
