@@ -126,9 +126,13 @@ def load_or_make_secrets(s: Settings) -> dict[str, str]:
 
 
 class Registry:
-    def __init__(self, s: Settings):
-        self.s = s
-        self.dir = s.root / "registry"
+    """Debian's docker-registry on `addr`, state in `directory`; with `htpasswd`
+    (a bcrypt htpasswd file) it requires basic auth."""
+
+    def __init__(self, directory: Path, addr: str, htpasswd: Path | None = None):
+        self.dir = directory
+        self.addr = addr
+        self.htpasswd = htpasswd
         self.pidfile = self.dir / "registry.pid"
 
     def pid(self) -> int | None:
@@ -141,7 +145,7 @@ class Registry:
 
     def answering(self) -> bool:
         try:
-            return httpx.get(f"http://{self.s.registry}/v2/", timeout=2).status_code == 200
+            return httpx.get(f"http://{self.addr}/v2/", timeout=2).status_code in (200, 401)
         except httpx.HTTPError:
             return False
 
@@ -150,10 +154,11 @@ class Registry:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "config.yml"
+        auth = f"auth:\n  htpasswd:\n    realm: smartrelease\n    path: {self.htpasswd}\n" if self.htpasswd else ""
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.s.registry}\n"
+            f"http:\n  addr: {self.addr}\n{auth}"
         )
         with open(self.dir / "registry.log", "ab") as out:
             proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out, start_new_session=True)
@@ -165,12 +170,16 @@ class Registry:
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
-        raise SandboxError(f"registry did not start on {self.s.registry}; see {self.dir / 'registry.log'}")
+        raise SandboxError(f"registry did not start on {self.addr}; see {self.dir / 'registry.log'}")
 
     def stop(self) -> None:
         if pid := self.pid():
             os.kill(pid, signal.SIGTERM)
         self.pidfile.unlink(missing_ok=True)
+
+
+def sandbox_registry(s: Settings) -> Registry:
+    return Registry(s.root / "registry", s.registry)
 
 
 EDGE_CERT_DAYS = 90  # a realistic lifetime (Let's Encrypt's), so preflight's expiry figure means something
@@ -280,7 +289,7 @@ def up(s: Settings | None = None) -> int:
         cluster.ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME)
         log(f"PostgreSQL on 127.0.0.1:{s.pg_port}, WAL archived to {s.wal_dir}")
 
-        Registry(s).start()
+        sandbox_registry(s).start()
         log(f"registry on {s.registry}")
 
         ensure_tls(s)
@@ -323,7 +332,7 @@ def down(s: Settings | None = None) -> int:
             with compose(env.target.compose_file, s.project, placeholders, env.target.compose_env_file) as dc:
                 dc.compose.down(remove_orphans=True, quiet=True)
             log("containers removed")
-    Registry(s).stop()
+    sandbox_registry(s).stop()
     s.cluster().stop()
     log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")
     return 0
@@ -331,7 +340,7 @@ def down(s: Settings | None = None) -> int:
 
 def status(s: Settings | None = None) -> int:
     s = s or Settings()
-    registry = Registry(s)
+    registry = sandbox_registry(s)
     parts = {
         "postgres": s.cluster().initialized and s.cluster().running(),
         "registry": registry.answering(),

@@ -1,0 +1,140 @@
+"""build-pin against a real registry that requires a login (Debian's docker-registry
+with htpasswd), and the registry credentials block it reads."""
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import bcrypt
+import docker
+import pytest
+from prefect_docker.credentials import DockerRegistryCredentials
+
+from blocks import import_env_file, load_environment, parse_env_file
+from sandbox.base_image import ensure_base_image
+from sandbox.manager import Registry
+from smartrelease.errors import ConfigError, StepFailed
+from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin
+from tasks.registry import Registry as RegistryApi
+from tests.conftest import free_port
+
+REGISTRY_USER, REGISTRY_PASS = "ci", "registry-SENTINEL-pass"
+DOCKERFILE = "FROM smartrelease-sandbox/base:bookworm\nARG APP_VERSION=0.0.0\nRUN echo $APP_VERSION > /app-version\n"
+
+
+@pytest.fixture(scope="module")
+def auth_registry():
+    root = Path(tempfile.mkdtemp(prefix="smartrelease-registry-"))
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"{REGISTRY_USER}:{bcrypt.hashpw(REGISTRY_PASS.encode(), bcrypt.gensalt()).decode()}\n")
+    registry = Registry(root / "registry", f"127.0.0.1:{free_port()}", htpasswd)
+    registry.start()
+    yield registry.addr
+    registry.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A two-image app checkout at 2.0.0, committed."""
+    ensure_base_image(docker.from_env(), lambda _: None)
+    app = tmp_path / "app"
+    (app / "client").mkdir(parents=True)
+    (app / "VERSION").write_text("2.0.0\n")
+    (app / "Dockerfile").write_text(DOCKERFILE)
+    (app / "client" / "Dockerfile").write_text(DOCKERFILE.replace("/app-version", "/client-version"))
+    git = ["git", "-C", str(app), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "app"], check=True)
+    return app
+
+
+def env_for(tmp_path, registry: str, app: Path, credentials: bool = True, name: str = "pin"):
+    path = tmp_path / f".env.{name}"
+    lines = [f"RELEASE_REGISTRY={registry}", f"RELEASE_APP_DIR={app}",
+             f"RELEASE_BACKEND_IMAGE=pin-{name}/backend", f"RELEASE_FRONTEND_IMAGE=pin-{name}/frontend"]
+    if credentials:
+        lines += [f"RELEASE_REGISTRY_USERNAME={REGISTRY_USER}", f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}"]
+    path.write_text("\n".join(lines) + "\n")
+    return parse_env_file(path)
+
+
+def git_sha(app: Path) -> str:
+    return subprocess.run(["git", "-C", str(app), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.e2e
+def test_builds_pushes_with_the_login_then_deploys_as_pushed(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout)
+    first = build_pin(env, "2.0.0")
+    assert {s: i.built for s, i in first.images.items()} == {"backend": True, "frontend": True}
+    with RegistryApi(auth_registry, username=REGISTRY_USER, password=REGISTRY_PASS) as api:
+        for image in first.images.values():
+            path = image.repository.split("/", 1)[1]
+            assert api.digest(path, "2.0.0") == image.digest
+            labels = api.labels(path, image.digest)
+            assert labels[LABEL_VERSION] == "2.0.0" and labels[LABEL_REVISION] == git_sha(checkout)
+    second = build_pin(env, "2.0.0")  # already pushed: never rebuilt
+    assert {s: (i.built, i.digest) for s, i in second.images.items()} == {s: (False, i.digest) for s, i in first.images.items()}
+    assert second.git_sha == git_sha(checkout)
+    assert REGISTRY_PASS not in first.model_dump_json() + second.model_dump_json()
+
+
+@pytest.mark.e2e
+def test_without_the_login_the_registry_refusal_is_named(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout, credentials=False, name="nologin")
+    with pytest.raises(StepFailed) as failed:
+        build_pin(env, "2.0.0")
+    assert failed.value.step == "build-pin" and "answered HTTP 401" in failed.value.reason
+
+
+@pytest.mark.e2e
+def test_a_dirty_checkout_is_not_built_and_nothing_is_pushed(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout, name="dirty")
+    (checkout / "Dockerfile").write_text(DOCKERFILE + "RUN true\n")
+    with pytest.raises(StepFailed) as failed:
+        build_pin(env, "2.0.0")
+    assert "uncommitted changes" in failed.value.reason
+    with RegistryApi(auth_registry, username=REGISTRY_USER, password=REGISTRY_PASS) as api:
+        assert api.digest("pin-dirty/backend", "2.0.0") is None
+
+
+@pytest.mark.e2e
+def test_a_named_digest_must_exist_and_agree_with_the_existing_tag(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout, name="named")
+    first = build_pin(env, "2.0.0")
+    (checkout / "VERSION").write_text("2.0.1\n")
+    subprocess.run(["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@localhost",
+                    "commit", "-qam", "2.0.1"], check=True)
+    newer = build_pin(env, "2.0.1").images["backend"].digest
+    with pytest.raises(StepFailed) as failed:
+        build_pin(env, "2.0.0", {"backend": newer})  # a real backend digest, but not 2.0.0's
+    assert failed.value.reason == f"pin-named/backend:2.0.0 points to {first.images['backend'].digest}, not to the named {newer}"
+    stranger = first.images["frontend"].digest  # a digest of another repository
+    with pytest.raises(StepFailed) as failed:
+        build_pin(env, "2.0.0", {"backend": stranger})
+    assert failed.value.reason == f"pin-named/backend@{stranger} is not in the registry"
+
+
+def test_registry_login_is_saved_as_a_docker_registry_credentials_block(tmp_path):
+    path = tmp_path / ".env.withlogin"
+    path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n"
+                    f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}\n")
+    import_env_file(path)
+    stored = DockerRegistryCredentials.load("withlogin")
+    assert stored.username == REGISTRY_USER and stored.password.get_secret_value() == REGISTRY_PASS
+    assert stored.registry_url == "registry.example.test"
+    assert REGISTRY_PASS in load_environment("withlogin").secret_values()  # so every report redacts it
+
+    path.write_text("RELEASE_REGISTRY=registry.example.test\n")  # login removed from the file: forgotten
+    import_env_file(path)
+    assert load_environment("withlogin").registry_credentials is None
+
+
+def test_a_username_without_a_password_is_refused(tmp_path):
+    path = tmp_path / ".env.halflogin"
+    path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n")
+    with pytest.raises(ConfigError, match="RELEASE_REGISTRY_USERNAME and RELEASE_REGISTRY_PASSWORD go together"):
+        parse_env_file(path)
