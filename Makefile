@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt VERSION
 
 # A fresh sandbox at 0.9.0, then the release flow ships 1.0.0 and 1.1.0 (with a migration).
 demo: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/python -m sandbox.demo
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING $(VENV)/bin/python -m sandbox.demo
 
 test: setup
 	$(VENV)/bin/pytest
