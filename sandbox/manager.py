@@ -26,7 +26,7 @@ from blocks.envfile import Environment, parse_env_file
 from sandbox.base_image import ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster
 from smartrelease.errors import ConfigError, StepFailed
-from tasks.backup_files import dump_database
+from tasks.backup_files import dump_database_encrypted
 from tasks.build_pin import build_pin
 from tasks.compose import compose
 from tasks.images import build_image
@@ -268,10 +268,13 @@ def deploy_checkout(env: Environment) -> str:
 
 
 def take_backup(s: Settings, sec: dict[str, str], version: str) -> Path:
+    """An encrypted pg_dump (BACKUP_PASSPHRASE), as the release's own backups are."""
     s.backup_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return dump_database("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME,
-                         s.backup_dir / f"sandbox-{version}-{stamp}.dump")
+    target = s.backup_dir / f"sandbox-{version}-{stamp}.dump.enc"
+    dump_database_encrypted("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME,
+                            target, sec["BACKUP_PASSPHRASE"])
+    return target
 
 
 # --- commands ---------------------------------------------------------------

@@ -6,6 +6,8 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGIC, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
+
 PG_RESTORE = "pg_restore"
 READ_TIMEOUT_S = 900
 PLAIN_TRAILER = b"-- PostgreSQL database dump complete"
@@ -21,10 +23,11 @@ class BackupUnreadable(BackupError):
 
 def newest_backup(directory: Path) -> Path | None:
     """The most recently modified backup: a file, or a pg_dump directory archive.
-    Hidden files (probes, partial writes) are not backups."""
+    Hidden files (probes, partial writes) and checksum files are not backups."""
     candidates = [
         p for p in directory.iterdir()
-        if not p.name.startswith(".") and (p.is_file() or (p / "toc.dat").is_file())
+        if not p.name.startswith(".") and not p.name.endswith(CHECKSUM_SUFFIX)
+        and (p.is_file() or (p / "toc.dat").is_file())
     ]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
@@ -38,6 +41,8 @@ def dump_format(path: Path) -> str:
         return "directory"
     with path.open("rb") as f:
         head = f.read(512)
+    if head.startswith(MAGIC):
+        return "encrypted"
     if head.startswith(b"PGDMP"):
         return "custom"
     if head[257:262] == b"ustar":
@@ -47,10 +52,12 @@ def dump_format(path: Path) -> str:
     return "plain"
 
 
-def read_whole(path: Path) -> str:
+def read_whole(path: Path, passphrase: str | None = None) -> str:
     """Read every byte of a backup the way a restore would. Returns its format;
     raises BackupUnreadable naming what is wrong."""
     fmt = dump_format(path)
+    if fmt == "encrypted":
+        return _read_encrypted(path, passphrase)
     if fmt in ("custom", "tar", "directory"):
         # --list reads only the table of contents and passes on a truncated file;
         # writing the whole script to /dev/null reads every data block.
@@ -83,18 +90,96 @@ def read_whole(path: Path) -> str:
     return "plain SQL"
 
 
+def _read_encrypted(path: Path, passphrase: str | None) -> str:
+    """Checksum first, then decrypt into `pg_restore --file=/dev/null` through a
+    pipe (plain text never touches the disk); the GCM tag is checked at the end."""
+    if not passphrase:
+        raise BackupUnreadable("it is encrypted and BACKUP_PASSPHRASE is not set")
+    try:
+        verify_checksum(path)
+        proc = subprocess.Popen([PG_RESTORE, "--file=/dev/null"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except BackupIntegrityError as exc:
+        raise BackupUnreadable(str(exc)) from None
+    except FileNotFoundError:
+        raise BackupUnreadable(f"{PG_RESTORE} is not installed") from None
+    try:
+        chunks = decrypt_stream(path, passphrase)
+        for chunk in chunks:
+            if chunk and not chunk.startswith(b"PGDMP"):
+                # Garbage from an intact file: most likely the wrong passphrase, which
+                # only the tag at the end can tell for sure; read on to it.
+                proc.kill()
+                for _ in chunks:
+                    pass
+                raise BackupUnreadable("decrypted, but not a pg_dump custom archive")
+            if chunk:
+                proc.stdin.write(chunk)
+                break
+        for chunk in chunks:
+            proc.stdin.write(chunk)
+    except BackupIntegrityError as exc:
+        proc.kill()
+        raise BackupUnreadable(str(exc)) from None
+    except BrokenPipeError:
+        pass  # pg_restore stopped reading: its exit status below says why
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    try:
+        err = proc.stderr.read()
+        proc.wait(timeout=READ_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BackupUnreadable(f"reading it took longer than {READ_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [l for l in err.decode(errors="replace").strip().splitlines() if l.strip()]
+        raise BackupUnreadable(f"pg_restore cannot read it: {lines[0] if lines else 'exit ' + str(proc.returncode)}")
+    return "custom, encrypted"
+
+
 def _require_trailer(tail: bytes) -> None:
     if PLAIN_TRAILER not in tail:
         raise BackupUnreadable("plain SQL dump lacks pg_dump's closing line (truncated, or not a pg_dump file)")
+
+
+def _pg_env(password: str | None) -> dict[str, str]:
+    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"}
+    if password:
+        env["PGPASSWORD"] = password  # the environment, never argv
+    return env
+
+
+def dump_database_encrypted(host: str, port: int, user: str | None, password: str | None, dbname: str,
+                            target: Path, passphrase: str) -> str:
+    """pg_dump custom format piped straight into the encryptor; returns the SHA-256
+    recorded beside `target`. Nothing is left behind when pg_dump fails."""
+    cmd = ["pg_dump", "--format=custom", "-h", host, "-p", str(port), "-d", dbname, *(["-U", user] if user else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_pg_env(password))
+
+    def pg_dump_succeeded() -> None:
+        _, err = proc.communicate(timeout=READ_TIMEOUT_S)
+        if proc.returncode != 0:
+            lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
+            raise BackupError(f"pg_dump failed: {lines[0] if lines else proc.returncode}")
+
+    try:
+        return encrypt_stream(iter(lambda: proc.stdout.read(1 << 20), b""), target, passphrase, pg_dump_succeeded)
+    except subprocess.TimeoutExpired:
+        raise BackupError(f"pg_dump took longer than {READ_TIMEOUT_S} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def dump_database(host: str, port: int, user: str | None, password: str | None, dbname: str, target: Path) -> Path:
     """pg_dump custom format to `target`, written under a hidden name and renamed
     when complete, so a reader never mistakes a partial dump for a backup."""
     partial = target.with_name(f".{target.name}.partial")
-    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"}
-    if password:
-        env["PGPASSWORD"] = password  # the environment, never argv
+    env = _pg_env(password)
     cmd = ["pg_dump", "--format=custom", f"--file={partial}", "-h", host, "-p", str(port), "-d", dbname]
     if user:
         cmd += ["-U", user]

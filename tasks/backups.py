@@ -29,7 +29,8 @@ def check_backups(env: Environment, now: float | None = None) -> Finding:
     if age_h > limit:
         raise StepFailed(STEP, f"newest backup {latest.name} is {age_h:.1f} h old, older than {limit:g} h")
     try:
-        fmt = read_whole(latest)
+        passphrase = env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None
+        fmt = read_whole(latest, passphrase)
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"newest backup {latest.name} is unreadable: {exc}") from None
     return Finding(detail=f"{latest.name}: {fmt}, {size} bytes, {age_h:.1f} h old, read whole")

@@ -1,0 +1,119 @@
+"""Backups encrypted at rest with BACKUP_PASSPHRASE: AES-256-GCM (authenticated)
+from `cryptography`, the key derived with scrypt, streamed so a dump of any size
+never sits on disk in plain text.
+
+File layout: MAGIC | salt (16) | nonce (12) | ciphertext | GCM tag (16).
+Beside each file, `<name>.sha256` in `sha256sum` format: a tampered or damaged
+file is refused by its checksum before anything reads it.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+MAGIC = b"SRBK1\n"
+SALT, NONCE, TAG = 16, 12, 16
+CHUNK = 1 << 20
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class BackupIntegrityError(Exception):
+    """Wrong passphrase, tampered or truncated file, or checksum mismatch."""
+
+
+def _key(passphrase: str, salt: bytes) -> bytes:
+    # scrypt's cost (n=2**15) makes guessing a passphrase from a stolen backup slow.
+    return Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode())
+
+
+def is_encrypted(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def encrypt_stream(chunks: Iterable[bytes], target: Path, passphrase: str,
+                   before_commit: Callable[[], None] | None = None) -> str:
+    """Encrypt `chunks` into `target` (written under a hidden name, renamed when
+    complete, mode 0600), write its checksum file, and return the SHA-256.
+    `before_commit` may raise to abandon the file (the producer failed)."""
+    salt, nonce = os.urandom(SALT), os.urandom(NONCE)
+    encryptor = Cipher(algorithms.AES(_key(passphrase, salt)), modes.GCM(nonce)).encryptor()
+    partial = target.with_name(f".{target.name}.partial")
+    digest = hashlib.sha256()
+    try:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            def write(data: bytes) -> None:
+                out.write(data)
+                digest.update(data)
+            write(MAGIC + salt + nonce)
+            for chunk in chunks:
+                write(encryptor.update(chunk))
+            write(encryptor.finalize() + encryptor.tag)
+            out.flush()
+            os.fsync(out.fileno())
+        if before_commit:
+            before_commit()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.rename(target)
+    checksum = digest.hexdigest()
+    target.with_name(target.name + CHECKSUM_SUFFIX).write_text(f"{checksum}  {target.name}\n")
+    return checksum
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recorded_checksum(path: Path) -> str | None:
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    return sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+
+
+def verify_checksum(path: Path) -> str:
+    """The file's SHA-256, after checking it against its checksum file."""
+    recorded = recorded_checksum(path)
+    if recorded is None:
+        raise BackupIntegrityError(f"{path.name} has no {CHECKSUM_SUFFIX} file: its integrity cannot be checked")
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise BackupIntegrityError(f"{path.name} does not match its recorded SHA-256 (tampered or damaged): refused")
+    return actual
+
+
+def decrypt_stream(path: Path, passphrase: str) -> Iterator[bytes]:
+    """Plain-text chunks of an encrypted backup. The GCM tag is checked at the end:
+    a consumer must treat everything as unverified until the iterator finishes."""
+    size = path.stat().st_size
+    header = len(MAGIC) + SALT + NONCE
+    if size < header + TAG:
+        raise BackupIntegrityError(f"{path.name} is too short to be an encrypted backup")
+    with path.open("rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise BackupIntegrityError(f"{path.name} is not an encrypted backup")
+        salt, nonce = f.read(SALT), f.read(NONCE)
+        f.seek(size - TAG)
+        tag = f.read(TAG)
+        f.seek(header)
+        decryptor = Cipher(algorithms.AES(_key(passphrase, salt)), modes.GCM(nonce, tag)).decryptor()
+        remaining = size - header - TAG
+        while remaining:
+            chunk = f.read(min(CHUNK, remaining))
+            remaining -= len(chunk)
+            yield decryptor.update(chunk)
+        try:
+            yield decryptor.finalize()
+        except InvalidTag:
+            raise BackupIntegrityError(f"{path.name} fails authentication: wrong BACKUP_PASSPHRASE, or the file was altered") from None
