@@ -25,7 +25,7 @@ from flows.history import append_history
 from flows.preflight import preflight
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
-from smartrelease.errors import ConfigError
+from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.redact import Redactor
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.semver import is_semver
@@ -49,8 +49,8 @@ def release_inputs(env: Environment, version: str | None, digests: dict[str, str
     """Validate the run's inputs before anything is touched (ConfigError names the problem)."""
     try:
         version = app_version(env, version)
-    except Exception as exc:
-        raise ConfigError(getattr(exc, "reason", str(exc))) from None
+    except StepFailed as exc:
+        raise ConfigError(exc.reason) from None
     if not is_semver(version):
         raise ConfigError(f"version {version!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
     digests = dict(digests or {})

@@ -96,7 +96,10 @@ def push_immutable(client: docker.DockerClient, registry: Registry, repository: 
     if not remote:
         # The registry API has no "create only" push, so a push racing this one
         # could still land first; the digest check below catches that case.
-        push_image(client, repository, tag)
+        try:
+            push_image(client, repository, tag)
+        except RuntimeError as exc:
+            raise StepFailed(STEP, str(exc), transient=True) from None
         remote = registry.digest(path, tag)
         local = repo_digests(client, f"{repository}:{tag}", repository)
     if remote not in local:

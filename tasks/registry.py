@@ -70,9 +70,3 @@ class Registry:
         if blob.status_code != 200:
             raise RegistryError(f"registry {self.registry}: config of {repository}@{digest} answered HTTP {blob.status_code}")
         return (blob.json().get("config") or {}).get("Labels") or {}
-
-
-def manifest_digest(registry: str, repository: str, tag: str, timeout_s: float = 10) -> str | None:
-    """The digest a tag points to on an unauthenticated registry, or None."""
-    with Registry(registry, timeout_s=timeout_s) as r:
-        return r.digest(repository, tag)
