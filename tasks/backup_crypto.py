@@ -79,7 +79,8 @@ def recorded_checksum(path: Path) -> str | None:
     sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
     if not sidecar.is_file():
         return None
-    return sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+    fields = sidecar.read_text().split()
+    return fields[0] if fields else ""
 
 
 def verify_checksum(path: Path) -> str:

@@ -38,7 +38,7 @@ def wait_ready(env: Environment) -> Finding:
     docker = engine(timeout_s=30)
     started = time.monotonic()
     deadline = started + env.target.ready_timeout_s
-    delay, ready_status, waiting_for = POLL_FIRST_S, None, "containers"
+    delay, waiting_for = POLL_FIRST_S, "containers"
     restarts: dict[str, int] = {}
     with client(env.target, timeout_s=2) as web:
         while True:
