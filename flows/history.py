@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from prefect.artifacts import Artifact, create_table_artifact
 
 from smartrelease.report import Report
+from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
 
 HISTORY_LIMIT = 200  # rows kept in the artifact; older ones stay in its earlier versions
 
@@ -25,22 +26,33 @@ def read_history(environment: str) -> list[dict]:
 
 
 def last_release(environment: str) -> dict | None:
-    """The newest row whose release succeeded, or None."""
-    return next((row for row in reversed(read_history(environment)) if row.get("result") == "released"), None)
+    """The row of what should run now, or None before the first release."""
+    stack = deployed(read_history(environment))
+    return stack[-1] if stack else None
+
+
+def result_of(report: Report) -> str:
+    if report.ok:
+        return ROLLED_BACK if report.flow == "rollback" else RELEASED
+    failed = ", ".join(r.name for r in report.failures())
+    rb = report.facts.rollback if report.facts else None
+    if report.flow == "release" and rb is not None:
+        return f"failed at {failed}; " + (f"rolled back to {rb.to_version}" if rb.recovered else "NOT recovered")
+    return f"failed at {failed}"
 
 
 def append_history(report: Report, images: dict[str, str], flow_run_name: str) -> None:
     facts = report.facts
-    failed = [r.name for r in report.failures()]
     row = {
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
         "version": facts.version,
         "previous": facts.previous_version or "",
-        "result": "released" if report.ok else f"failed at {', '.join(failed)}",
+        "result": result_of(report),
         "backend": images.get("backend", ""),
         "frontend": images.get("frontend", ""),
         "git_sha": facts.git_sha or "",
         "migrations": ", ".join(facts.migrations_applied),
+        "backup": facts.backup or "",
         "flow_run": flow_run_name,
         "triggered_by": facts.triggered_by,
     }

@@ -1,11 +1,13 @@
-"""Runbook: "Deploy steps (compose up, migrate, smoke, verify)" and "Post-deploy
-verification", as one release:
+"""Runbook: "Deploy steps (compose up, migrate, smoke, verify)", "Post-deploy
+verification" and "Rollback plan (code + DB)", as one release:
 
-preflight -> build-pin -> migration-guard -> launch -> wait-ready -> migrations
--> smoke (four endpoints at once) -> metrics -> verify
+preflight -> build-pin -> migration-guard -> backup -> rollback-plan -> launch
+-> wait-ready -> migrations -> smoke (four endpoints at once) -> metrics -> verify
 
-Everything up to and including migration-guard leaves production untouched; the
-first failing step stops the release. The report is returned, published as the
+Everything before launch leaves production untouched; the first failing step stops
+the release. A failure from launch on rolls the release back (flows/rollback.py):
+its migrations undone (or the backup restored, per `db_strategy`), the previous
+images relaunched by digest and verified. The report is returned, published as the
 `release-<env>` markdown artifact, and appended to the `release-history-<env>` table.
 """
 
@@ -21,13 +23,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import smartrelease
 from blocks import load_environment
 from blocks.envfile import Environment
-from flows.history import append_history
+from flows.history import append_history, read_history
 from flows.preflight import preflight
+from flows.rollback import roll_back
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.redact import Redactor
-from smartrelease.report import ReleaseFacts, Report, Status, StepResult
+from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.semver import is_semver
 from tasks.build_pin import LABEL_VERSION, SERVICES, build_pin_task
 from tasks.environment import app_version
@@ -37,16 +40,25 @@ from tasks.metrics import metrics_task
 from tasks.migrations import confirm_migrations_task, plan_migrations_task
 from tasks.readiness import wait_ready_task
 from tasks.registry import DIGEST
+from tasks.release_backup import release_backup_task
+from tasks.rollback_inputs import STRATEGIES, after_failed_release_task
+from tasks.rollback_plan import rollback_plan_task
 from tasks.running import running_services
 from tasks.smoke import ENDPOINTS, smoke_task
 from tasks.verify import verify_task
 
 SMOKE = tuple(f"smoke {path}" for path in ENDPOINTS)
-STEPS = ("preflight", "build-pin", "migration-guard", "launch", "wait-ready", "migrations", *SMOKE, "metrics", "verify")
+STEPS = ("preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready", "migrations", *SMOKE, "metrics", "verify")
 
 
-def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+ROLLBACK = "rollback: "
+
+
+def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None,
+                   db_strategy: str = "undo") -> tuple[str, dict[str, str]]:
     """Validate the run's inputs before anything is touched (ConfigError names the problem)."""
+    if db_strategy not in STRATEGIES:
+        raise ConfigError(f"db strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
     try:
         version = app_version(env, version)
     except StepFailed as exc:
@@ -86,6 +98,29 @@ def preflight_result(environment: str, version: str) -> StepResult:
     return StepResult(name="preflight", status=Status.FAILED, detail=detail, duration_ms=ms)
 
 
+def automatic_rollback(env: Environment, redact, plan, migrations, new_backend: str, db_strategy: str,
+                       detected_at: float) -> tuple[list[StepResult], RollbackFacts]:
+    """Decide (from the rollback plan and the database now), then roll back."""
+    if plan.previous is None:
+        return [], RollbackFacts(instructions=["First release of this environment: there is no previous version to "
+                                               "go back to. Fix forward, or stop the Compose project."])
+    decide = StepRunner((ROLLBACK + "rollback-target",), redact)
+    try:
+        inputs = decide.run(ROLLBACK + "rollback-target", after_failed_release_task, env, plan, migrations.pending,
+                            new_backend, db_strategy)
+    except Stopped:
+        return decide.results(), RollbackFacts(to_version=plan.previous.version, instructions=[
+            f"The rollback could not be decided (see {ROLLBACK}rollback-target); nothing was rolled back. Run "
+            f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {plan.previous.version}`."])
+    done, facts = roll_back(env, inputs, redact, prefix=ROLLBACK, detected_at=detected_at)
+    return decide.results() + done, facts
+
+
+def publish_plan(plan) -> None:
+    create_markdown_artifact(key=f"rollback-plan-{plan.environment}", markdown=plan.markdown(),
+                             description=f"Rollback plan of the release of {plan.version} to {plan.environment}")
+
+
 def publish(report: Report, images: dict[str, str]) -> None:
     create_markdown_artifact(key=f"release-{report.environment}", markdown=report.markdown(),
                              description=f"Release report for {report.environment}")
@@ -93,21 +128,31 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(SMOKE)))
-def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None):
+def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
+            db_strategy: str = "undo"):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
-    `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}."""
+    `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}.
+    `db_strategy` is what a rollback does to the database: undo, restore or none."""
     env = load_environment(environment)
-    version, digests = release_inputs(env, version, digests)
-    steps = StepRunner(STEPS, Redactor(env.secret_values()))
+    version, digests = release_inputs(env, version, digests, db_strategy)
+    redact = Redactor(env.secret_values())
+    steps = StepRunner(STEPS, redact)
     facts = ReleaseFacts(version=version, previous_version=current_version(env),
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    first_release = facts.previous_version is None and not read_history(environment)
     images: dict[str, str] = {}
+    launched, detected_at = False, 0.0
     try:
         steps.add(preflight_result(environment, version))
         pinned = steps.run("build-pin", build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
         plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"])
+        backup = steps.run("backup", release_backup_task, env, version, plan.pending)
+        facts.backup = backup.name if backup.taken_now else None
+        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, backup, first_release)
+        publish_plan(rollback_plan)
+        launched = True
         steps.run("launch", launch_task, env, images)
         steps.run("wait-ready", wait_ready_task, env)
         steps.run("migrations", confirm_migrations_task, env, plan)
@@ -118,9 +163,17 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
         steps.run("metrics", metrics_task, env)
         steps.run("verify", verify_task, env, version, images)
     except Stopped:
-        pass
-    report = Report(flow="release", environment=environment, results=steps.results(), facts=facts)
+        detected_at = time.monotonic()
+    results = steps.results()
+    if launched and detected_at:
+        done, facts.rollback = automatic_rollback(env, redact, rollback_plan, plan, images["backend"], db_strategy,
+                                                  detected_at)
+        results += done
+    report = Report(flow="release", environment=environment, results=results, facts=facts)
     publish(report, images)
     if report.ok:
         return Completed(message=f"released {version}", data=report)
-    return Failed(message=f"release {version} failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    message = f"release {version} failed: " + ", ".join(r.name for r in report.failures())
+    if facts.rollback and facts.rollback.recovered:
+        message += f"; rolled back to {facts.rollback.to_version} in {facts.rollback.time_to_recover_s} s"
+    return Failed(message=message, data=report)

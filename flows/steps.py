@@ -53,12 +53,14 @@ class StepRunner:
         self.redact = redact
         self.done: list[StepResult] = []
 
-    def add(self, result: StepResult) -> None:
+    def add(self, result: StepResult, *, stop: bool = True) -> None:
+        """Record a result; a failure stops the flow unless `stop` is False (a step
+        that failed by design, such as an undo refused for want of a down step)."""
         result = result.model_copy(update={"detail": self.redact(result.detail)})
         self.done.append(result)
         level = {Status.PASSED: "info", Status.WARNING: "warning", Status.FAILED: "error"}.get(result.status, "info")
         getattr(get_run_logger(), level)("%s %s: %s", result.name, result.status.value, result.detail)
-        if result.status == Status.FAILED:
+        if result.status == Status.FAILED and stop:
             raise Stopped(result.name)
 
     def run(self, name: str, task, *args):

@@ -8,6 +8,8 @@ import sys
 from smartrelease import __version__
 from smartrelease.errors import ConfigError
 
+STRATEGIES = ("undo", "restore", "none")  # tasks.rollback_inputs.STRATEGIES, without importing Prefect for --help
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
@@ -29,7 +31,21 @@ def _parser() -> argparse.ArgumentParser:
     rel = sub.add_parser("release", help="release a version: preflight, build-pin, launch, wait-ready, smoke, metrics, verify")
     rel.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
     rel.add_argument("--version", dest="release_version", metavar="X", help="the SemVer to release (default: the app checkout's VERSION)")
+    rel.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
+                     help="what an automatic rollback does to the database (default: undo)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    rb = sub.add_parser("rollback", help="put the previous release back: database (undo, restore or none), images by digest, verify")
+    rb.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    rb.add_argument("--to", dest="to_version", metavar="VERSION", help="the release to go back to (default: the one before the running one)")
+    rb.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
+                    help="undo: undo the migrations applied since (after a safety backup); restore: restore the "
+                         "pre-release backup (later writes are lost); none: leave the database (default: undo)")
+    rb.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    guard = sub.add_parser("guard", help="turn production migrations off or on (ALLOW_PROD_MIGRATIONS in the environment's block)")
+    guard.add_argument("state", choices=["off", "on"])
+    guard.add_argument("--name", required=True, help="the environment (block) name, e.g. prod")
 
     ver = sub.add_parser("verify", help="post-deploy verification (read only): health, ready, version, auth health, metrics")
     ver.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
@@ -89,8 +105,8 @@ def _cmd_release(args) -> int:
     from flows.release import release, release_inputs
 
     _semver_or_exit(args.release_version, "--version")
-    release_inputs(parse_env_file(args.env_file), args.release_version, None)  # before anything is saved
-    report = _run(release, args, version=args.release_version)
+    release_inputs(parse_env_file(args.env_file), args.release_version, None, args.db_strategy)  # before anything is saved
+    report = _run(release, args, version=args.release_version, db_strategy=args.db_strategy)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -110,6 +126,32 @@ def _cmd_verify(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_rollback(args) -> int:
+    from blocks import parse_env_file
+    from flows.history import read_history
+    from flows.rollback import rollback
+    from tasks.rollback_inputs import deployed
+
+    _semver_or_exit(args.to_version, "--to")
+    name = parse_env_file(args.env_file).name
+    stack = deployed(read_history(name))
+    if not stack:
+        raise ConfigError(f"no release of {name} in the history: nothing to roll back to")
+    if args.to_version and args.to_version not in [row["version"] for row in stack]:
+        raise ConfigError(f"--to {args.to_version}: not a release of {name} that can be gone back to "
+                          f"({', '.join(row['version'] for row in stack)})")
+    report = _run(rollback, args, to_version=args.to_version, db_strategy=args.db_strategy)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_guard(args) -> int:
+    from blocks.guard import set_prod_migrations
+
+    print(set_prod_migrations(args.name, allow=args.state == "on"))
+    return EXIT_OK
+
+
 def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
@@ -119,7 +161,7 @@ def _cmd_sandbox(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release,
-               "verify": _cmd_verify, "sandbox": _cmd_sandbox}[args.command]
+               "verify": _cmd_verify, "rollback": _cmd_rollback, "guard": _cmd_guard, "sandbox": _cmd_sandbox}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

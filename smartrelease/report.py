@@ -27,6 +27,20 @@ class StepResult(BaseModel):
     duration_ms: float = Field(ge=0)
 
 
+class RollbackFacts(BaseModel):
+    """What a rollback (automatic, or the rollback flow) did and left to a human."""
+
+    to_version: str | None = None
+    images: dict[str, str] = {}  # service -> repository@digest brought back
+    db_strategy: str = "undo"
+    migrations_undone: list[str] = []
+    backup: str | None = None  # the backup restored, or the safety backup taken before an undo
+    recovered: bool = False  # the previous version runs and verified
+    time_to_recover_s: float | None = None  # failure detected -> previous version verified
+    warnings: list[str] = []
+    instructions: list[str] = []  # what a human must do next
+
+
 class ReleaseFacts(BaseModel):
     """What a release (or a verification) was about, for the report and the history."""
 
@@ -37,6 +51,8 @@ class ReleaseFacts(BaseModel):
     migrations_applied: list[str] = []
     triggered_by: str = ""
     tool_version: str = ""
+    backup: str | None = None  # the pre-release backup (file name in BACKUP_DIR)
+    rollback: RollbackFacts | None = None
 
 
 class Report(BaseModel):
@@ -62,6 +78,8 @@ class Report(BaseModel):
             "digests": facts.digests,
             "git_sha": facts.git_sha,
             "migrations_applied": facts.migrations_applied,
+            "backup": facts.backup,
+            "rollback": facts.rollback.model_dump(mode="json") if facts.rollback else None,
             "steps": [r.model_dump(mode="json") for r in self.results],
         }
 
@@ -79,10 +97,25 @@ class Report(BaseModel):
                 *(f"| digest | `{repo}@{digest}` |" for repo, digest in f.digests.items()),
                 f"| git SHA | `{f.git_sha or '—'}` |",
                 f"| migrations applied | {', '.join(f.migrations_applied) or 'none'} |",
+                f"| pre-release backup | {f.backup or '—'} |",
                 f"| triggered by | {f.triggered_by} |",
                 f"| smartrelease | {f.tool_version} |",
                 "",
             ]
+            if rb := f.rollback:
+                lines += [
+                    f"## Rollback to {rb.to_version}: {'recovered' if rb.recovered else '**NOT recovered**'}", "",
+                    "| | |", "|---|---|",
+                    f"| database strategy | {rb.db_strategy} |",
+                    f"| migrations undone | {', '.join(rb.migrations_undone) or 'none'} |",
+                    f"| backup | {rb.backup or '—'} |",
+                    *(f"| image | `{ref}` |" for ref in rb.images.values()),
+                    f"| time to recover | {f'{rb.time_to_recover_s:.1f} s' if rb.time_to_recover_s is not None else '—'} |",
+                    "",
+                    *(f"**Warning:** {w}\n" for w in rb.warnings),
+                    *(["**What to do now:**", "", *(f"{i}. {text}" for i, text in enumerate(rb.instructions, 1)), ""]
+                      if rb.instructions else []),
+                ]
         lines += ["| step | status | detail | ms |", "|---|---|---|---:|"]
         long = []
         for r in self.results:
@@ -106,8 +139,16 @@ class Report(BaseModel):
                 facts.append(f"git {f.git_sha[:12]}")
             lines.append("  " + ", ".join(facts))
             lines += [f"  {repo}@{digest}" for repo, digest in f.digests.items()]
+            if f.backup:
+                lines.append(f"  pre-release backup {f.backup}")
         for r in self.results:
             detail = r.detail.replace("\n", "\n" + " " * (width + 13))
             lines.append(f"  {r.status.value.upper():8} {r.name:{width}}  {detail}  ({r.duration_ms:.0f} ms)")
+        if self.facts and (rb := self.facts.rollback):
+            ttr = f", time to recover {rb.time_to_recover_s:.1f} s" if rb.time_to_recover_s is not None else ""
+            lines.append(f"rollback to {rb.to_version}: {'recovered' if rb.recovered else 'NOT recovered'}"
+                         f" (database: {rb.db_strategy}, undone: {', '.join(rb.migrations_undone) or 'none'}{ttr})")
+            lines += [f"  WARNING: {w}" for w in rb.warnings]
+            lines += [f"  {i}. {text}" for i, text in enumerate(rb.instructions, 1)]
         lines.append("OK" if self.ok else f"FAILED: {', '.join(r.name for r in self.failures())}")
         return "\n".join(lines)

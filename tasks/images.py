@@ -35,3 +35,13 @@ def repo_digests(client: docker.DockerClient, ref: str, repository: str) -> set[
     except docker.errors.ImageNotFound:
         return set()
     return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == repository}
+
+
+def ensure_local(client: docker.DockerClient, ref: str, credentials=None) -> None:
+    """Pull `ref` (repository@digest) unless Docker already has it."""
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        auth = ({"username": credentials.username, "password": credentials.password.get_secret_value()}
+                if credentials else None)
+        client.images.pull(ref, auth_config=auth)

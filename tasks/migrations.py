@@ -8,6 +8,7 @@ refuses up front. After launch it confirms each one was applied.
 """
 
 import io
+import re
 import tarfile
 
 import docker
@@ -28,8 +29,25 @@ MIGRATION_SUFFIXES = (".js", ".cjs", ".mjs", ".ts", ".sql")
 
 class MigrationPlan(Finding):
     in_image: list[str]
+    applied: list[str] = []  # in the database before the release
     pending: list[str]
     unknown: list[str]  # recorded in the database but absent from the image (a downgrade)
+    without_down: list[str] = []  # pending migrations that cannot be undone
+
+
+# A Sequelize migration exports `down` (`down: async (...) =>` or `async down(...)`);
+# the stand-in's SQL files carry a `-- down` section. A down step that exists but
+# does nothing is not detected: the undo would then fail its confirmation instead.
+_JS_DOWN = re.compile(rb"\bdown\s*(:|\()")
+_SQL_DOWN = re.compile(rb"^\s*--\s*down\s*$(.*)", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+
+
+def has_down_step(name: str, content: bytes) -> bool:
+    if name.endswith(".sql"):
+        found = _SQL_DOWN.search(content)
+        body = found.group(1) if found else b""
+        return any(line.strip() and not line.strip().startswith(b"--") for line in body.splitlines())
+    return bool(_JS_DOWN.search(content))
 
 
 def migration_files(client: docker.DockerClient, image_ref: str, directory: str) -> dict[str, bytes]:
@@ -62,11 +80,13 @@ def applied_migrations(env: Environment, step: str) -> list[str]:
 
 def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
     try:
-        in_image = sorted(migration_files(engine(), backend_ref, env.target.migrations_dir))
+        files = migration_files(engine(), backend_ref, env.target.migrations_dir)
     except docker.errors.DockerException as exc:
         raise StepFailed(GUARD_STEP, f"cannot read migrations from {backend_ref}: {exc}") from None
+    in_image = sorted(files)
     applied = applied_migrations(env, GUARD_STEP)
     pending = [m for m in in_image if m not in applied]
+    without_down = [m for m in pending if not has_down_step(m, files[m])]
     unknown = [m for m in applied if m not in in_image]
     allow = env.app.allow_prod_migrations == "true"
     if pending and env.target.production and not allow:
@@ -77,10 +97,13 @@ def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
             "set ALLOW_PROD_MIGRATIONS=true to release this version.",
         )
     detail = f"{len(pending)} pending: {', '.join(pending)}" if pending else f"none pending ({len(in_image)} in the image, all applied)"
+    if without_down:
+        detail += f"; no down step: {', '.join(without_down)}"
+    facts = dict(in_image=in_image, applied=applied, pending=pending, unknown=unknown, without_down=without_down)
     if unknown:
         return MigrationPlan(detail=f"{detail}; the database has migrations this image does not know: {', '.join(unknown)}",
-                             warning=True, in_image=in_image, pending=pending, unknown=unknown)
-    return MigrationPlan(detail=detail, in_image=in_image, pending=pending, unknown=unknown)
+                             warning=True, **facts)
+    return MigrationPlan(detail=detail, **facts)
 
 
 def confirm_migrations(env: Environment, plan: MigrationPlan) -> Finding:

@@ -2,91 +2,29 @@
 Docker Engine, registry, Compose v2, PostgreSQL and Prefect server. Faults are
 baked into the images shipped (see sandbox/app/standin-faults), not mocked."""
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import docker
 import pytest
 
-from blocks import import_env_file, load_environment
-from flows.history import last_release, read_history
-from flows.release import STEPS, release
+from flows.history import read_history
+from flows.release import STEPS
 from flows.verify import verify
-from sandbox import manager
-from sandbox.app_changes import commit_version, migration
+from sandbox.app_changes import migration
 from smartrelease.errors import StepFailed
 from smartrelease.report import Report, Status
 from tasks.build_pin import push_immutable, registry_for
 from tasks.images import build_image
-from tasks.launch import compose_up
-from tasks.postgres import connect
-from tasks.readiness import wait_ready
 from tasks.running import running_services
-from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, free_port, stored
+from tests.conftest import SENTINELS, stored
+from tests.release_sandbox import module_sandbox
 
 pytestmark = pytest.mark.e2e
 ENV = "e2e"
 
 
-class Sandbox:
-    def __init__(self, settings: manager.Settings):
-        self.settings = settings
-        self.app_dir = settings.app_dir
-
-    def env(self):
-        return load_environment(ENV)
-
-    def set_env(self, key: str, value: str) -> None:
-        """Change one key of the env file and import it again."""
-        path = self.settings.env_file
-        lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
-        path.write_text("\n".join(lines + [f"{key}={value}"]) + "\n")
-        import_env_file(path, ENV)
-
-    def release(self, version: str, files=None, faults=None) -> tuple[object, Report, str]:
-        """Commit `version` to the checkout and release it; (state, report, git SHA)."""
-        sha = commit_version(self.app_dir, version, files, faults)
-        state = release(environment=ENV, return_state=True)
-        report = state.result(raise_on_failure=False)
-        assert isinstance(report, Report), report
-        return state, report, sha
-
-    def containers(self) -> dict[str, tuple[str, str]]:
-        return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
-
-    def schema(self) -> tuple:
-        with connect(self.env().app.database_url, "test") as conn:
-            columns = conn.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
-            meta = conn.execute('SELECT name FROM "SequelizeMeta" ORDER BY name').fetchall()
-        return columns, meta
-
-    def restore_last_good(self) -> None:
-        """Put the last released version back (rollback proper is the rollback flow's job)."""
-        row = last_release(ENV)
-        compose_up(self.env(), {"backend": row["backend"], "frontend": row["frontend"]})
-        wait_ready(self.env())
-
-
 @pytest.fixture(scope="module")
 def sandbox():
-    root = Path(tempfile.mkdtemp(prefix="smartrelease-release-e2e-"))
-    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
-    settings = manager.Settings(
-        root=root / ".sandbox", env_file=root / ".env.sandbox", project="smartrelease-release-e2e",
-        pg_port=free_port(), registry_port=free_port(), backend_port=free_port(), frontend_port=free_port(),
-        edge_port=free_port(),
-    )
-    # Sentinel secrets, kept by `up`, so the leak checks below know what to look for.
-    settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
-                                 f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
-    assert manager.up(settings) == 0
-    import_env_file(settings.env_file, ENV)
-    yield Sandbox(settings)
-    manager.down(settings)
-    shutil.rmtree(root, ignore_errors=True)
+    with module_sandbox("smartrelease-release-e2e", ENV) as sb:
+        yield sb
 
 
 def by_name(report: Report) -> dict:

@@ -1,0 +1,22 @@
+"""The runbook's contingency after a bad migration: "set ALLOW_PROD_MIGRATIONS=false".
+`smartrelease guard off|on --name ENV` flips it in the environment's saved block."""
+
+from blocks.app_environment import AppEnvironment
+from blocks.envfile import check_name
+from smartrelease.errors import ConfigError
+
+
+def set_prod_migrations(name: str, allow: bool) -> str:
+    """Save ALLOW_PROD_MIGRATIONS in block `name`; returns a one-line account."""
+    check_name(name)
+    try:
+        app = AppEnvironment.load(name)
+    except ValueError:
+        raise ConfigError(f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`") from None
+    before = app.allow_prod_migrations
+    app.allow_prod_migrations = "true" if allow else "false"
+    app.save(name, overwrite=True)
+    # The env file is the source the CLI imports on every `--env-file` run; say so.
+    return (f"ALLOW_PROD_MIGRATIONS={app.allow_prod_migrations} saved in block {name!r} (was {before or 'unset'}). "
+            "Runs from the Prefect UI and schedules use it from now on; change the env file too, or the next "
+            "`--env-file` run imports its value again.")

@@ -1,0 +1,154 @@
+"""Runbook, "Rollback plan (code + DB)": put the previous version back.
+
+rollback-target (decided before anything is touched)
+-> stop-backend -> safety-backup -> undo-migrations     (database strategy `undo`)
+               or restore-database                      (`restore`; nothing for `none`)
+-> relaunch (previous images, by digest) -> wait-ready -> verify
+
+`roll_back` is the sequence after the decision; a failed release runs it with its
+own decision (flows/release.py), the `rollback` flow with one from the history.
+"""
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+import smartrelease
+from blocks import load_environment
+from blocks.envfile import Environment
+from flows.history import append_history, read_history
+from flows.steps import StepRunner, Stopped
+from flows.trigger import triggered_by
+from smartrelease.errors import ConfigError
+from smartrelease.redact import Redactor
+from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from tasks.launch import launch_task
+from tasks.readiness import wait_ready_task
+from tasks.release_backup import safety_backup_task
+from tasks.restore import restore_database_task
+from tasks.rollback_inputs import STRATEGIES, RollbackInputs, for_rollback_flow_task
+from tasks.undo import stop_backend_task, undo_migrations_task
+from tasks.verify import verify_task
+
+CODE_STEPS = ("relaunch", "wait-ready", "verify")
+
+
+def blocked_undo(inputs: RollbackInputs) -> list[str]:
+    """Migrations an undo would need and cannot do: the database is then left alone."""
+    return [m for m in inputs.to_undo if m in inputs.without_down] if inputs.strategy == "undo" else []
+
+
+def sequence(inputs: RollbackInputs) -> tuple[str, ...]:
+    if inputs.strategy == "undo" and inputs.to_undo:
+        database = ("undo-migrations",) if blocked_undo(inputs) else ("stop-backend", "safety-backup", "undo-migrations")
+    elif inputs.strategy == "restore" and inputs.backup is not None:
+        database = ("stop-backend", "restore-database")
+    else:
+        database = ()
+    return database + CODE_STEPS
+
+
+def _command(env: Environment, inputs: RollbackInputs, strategy: str) -> str:
+    return (f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {inputs.target.version}"
+            f" --db-strategy {strategy}`")
+
+
+def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> None:
+    """Warnings and a human's next steps, from what was decided and what happened."""
+    if blocked := blocked_undo(inputs):
+        runs = ("runs on it: wait-ready and verify passed, so the code stays rolled back" if facts.recovered
+                else "did not pass wait-ready and verify on it")
+        backup = inputs.backup.name if inputs.backup else "the newest backup in BACKUP_DIR"
+        facts.instructions.append(
+            f"{', '.join(blocked)} has no down step, so the database was not touched and keeps the schema of "
+            f"{inputs.from_version}; {inputs.target.version} {runs}. To finish the rollback, either add a down step "
+            f"to the migration, release it, then run {_command(env, inputs, 'undo')}; or restore {backup}, losing "
+            f"every write since it was taken: {_command(env, inputs, 'restore')}.")
+    if inputs.strategy == "none" and inputs.to_undo:
+        facts.warnings.append(f"database strategy none: {', '.join(inputs.to_undo)} stay applied under {inputs.target.version}")
+    if inputs.failed_migrations:
+        facts.instructions.append(
+            f"A migration failed ({', '.join(inputs.failed_migrations)}): keep migrations off in production until it "
+            f"is fixed: `smartrelease guard off --name {env.name}`.")
+
+
+def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], str], *, prefix: str = "",
+              detected_at: float | None = None) -> tuple[list[StepResult], RollbackFacts]:
+    """Run the decided rollback; returns its step results and facts (never raises Stopped)."""
+    names = sequence(inputs)
+    steps = StepRunner(tuple(prefix + n for n in names), redact)
+    facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
+    images = inputs.target.images
+    try:
+        if blocked := blocked_undo(inputs):
+            steps.add(StepResult(name=prefix + "undo-migrations", status=Status.FAILED, duration_ms=0,
+                                 detail=f"not run: {', '.join(blocked)} has no down step; the database was not touched"),
+                      stop=False)
+        if "stop-backend" in names:
+            steps.run(prefix + "stop-backend", stop_backend_task, env, images)
+        if "safety-backup" in names:
+            facts.backup = steps.run(prefix + "safety-backup", safety_backup_task, env, inputs.from_version or "unknown").name
+        if "undo-migrations" in names and not blocked:
+            steps.run(prefix + "undo-migrations", undo_migrations_task, env, inputs.undo_image, inputs.to_undo)
+            facts.migrations_undone = inputs.to_undo
+        if "restore-database" in names:
+            steps.run(prefix + "restore-database", restore_database_task, env, inputs.backup.path)
+            facts.backup = inputs.backup.name
+            taken = datetime.fromtimestamp(inputs.backup.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            facts.warnings.append(f"the database was restored from {inputs.backup.name}, taken {taken}: "
+                                  "every write since then is lost")
+        steps.run(prefix + "relaunch", launch_task, env, images)
+        steps.run(prefix + "wait-ready", wait_ready_task, env)
+        steps.run(prefix + "verify", verify_task, env, inputs.target.version, images)
+        facts.recovered = True
+        if detected_at is not None:
+            facts.time_to_recover_s = round(time.monotonic() - detected_at, 2)
+    except Stopped as stopped:
+        facts.instructions.append(
+            f"The rollback stopped at {stopped}: the environment is not verified. Fix the cause named in that "
+            f"step, then run {_command(env, inputs, inputs.strategy)}.")
+    advice(env, inputs, facts)
+    return steps.results(), facts
+
+
+def publish(report: Report, images: dict[str, str]) -> None:
+    create_markdown_artifact(key=f"rollback-{report.environment}", markdown=report.markdown(),
+                             description=f"Rollback report for {report.environment}")
+    append_history(report, images, flow_run.name or "")
+
+
+@flow(name="rollback", flow_run_name="rollback-{environment}")
+def rollback(environment: str, to_version: str | None = None, db_strategy: str = "undo"):
+    """Put `to_version` (default: the release before the running one) back on
+    `environment`; `db_strategy` is undo, restore or none."""
+    if db_strategy not in STRATEGIES:
+        raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
+    env = load_environment(environment)
+    redact = Redactor(env.secret_values())
+    started = time.monotonic()
+    steps = StepRunner(("rollback-target",), redact)
+    inputs = None
+    try:
+        inputs = steps.run("rollback-target", for_rollback_flow_task, env, read_history(environment), to_version,
+                           db_strategy)
+    except Stopped:
+        pass
+    results, rb = steps.results(), None
+    if inputs is not None:
+        done, rb = roll_back(env, inputs, redact, detected_at=started)
+        results += done
+    images = inputs.target.images if inputs else {}
+    facts = ReleaseFacts(version=inputs.target.version if inputs else to_version,
+                         previous_version=inputs.from_version if inputs else None,
+                         digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()},
+                         rollback=rb, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    report = Report(flow="rollback", environment=environment, results=results, facts=facts)
+    publish(report, images)
+    if report.ok:
+        return Completed(message=f"rolled back to {facts.version}", data=report)
+    return Failed(message="rollback failed: " + ", ".join(r.name for r in report.failures()), data=report)

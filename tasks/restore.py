@@ -1,0 +1,123 @@
+"""Runbook, rollback: "restore the last backup". The database becomes exactly the
+backup, in one transaction: if anything fails, it stays as it was.
+
+The checksum is checked first (a tampered file is refused before anything is
+touched), then the backup is decrypted into `pg_restore --file=-`, whose SQL goes to
+`psql --single-transaction` after a preamble that drops what the app's schema holds
+now (tables a newer migration created would otherwise survive the restore).
+"""
+
+import subprocess
+import threading
+from pathlib import Path
+
+from blocks.envfile import Environment
+from smartrelease.errors import StepFailed
+from smartrelease.report import Finding
+from tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
+from tasks.backup_files import READ_TIMEOUT_S, _pg_env
+from tasks.postgres import parse_database_url
+from tasks.runbook_task import runbook_task
+
+STEP = "restore-database"
+LOCK_TIMEOUT = "30s"  # a session still holding locks fails the restore instead of hanging it
+
+# Everything in the public schema and in schemas the app's user owns, except
+# objects that belong to an extension (the dump re-creates those with the extension).
+EMPTY_SCHEMA = f"""
+SET lock_timeout = '{LOCK_TIMEOUT}';
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\\_%'
+             AND pg_get_userbyid(nspowner) = current_user
+  LOOP EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname); END LOOP;
+  FOR r IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
+      CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                     WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.relname);
+  END LOOP;
+  FOR r IN SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c', 'r')
+             AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
+  LOOP EXECUTE format('DROP TYPE IF EXISTS public.%I CASCADE', r.typname); END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS sig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'public'
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+  LOOP EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.sig); END LOOP;
+END $$;
+"""
+
+
+def _first_error(stderr: bytes) -> str:
+    lines = [l for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    errors = [l for l in lines if "ERROR" in l or "error" in l]
+    return (errors or lines or ["no output"])[0]
+
+
+def restore_database(env: Environment, backup_path: str) -> Finding:
+    path = Path(backup_path)
+    if not path.is_file():
+        raise StepFailed(STEP, f"backup {path} does not exist: nothing was restored")
+    if not env.app.backup_passphrase:
+        raise StepFailed(STEP, "BACKUP_PASSPHRASE is not set: the backup cannot be decrypted; nothing was restored")
+    try:
+        verify_checksum(path)
+    except BackupIntegrityError as exc:
+        raise StepFailed(STEP, f"{exc}; the database was not touched") from None
+    db = parse_database_url(env.app.database_url, STEP)
+    pg_env = _pg_env(db.password.get_secret_value() if db.password else None)
+    psql = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h", db.host, "-p", str(db.port),
+         "-d", db.dbname, *(["-U", db.user] if db.user else []), "-c", EMPTY_SCHEMA, "-f", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=pg_env)
+    restore = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--file=-"],
+                               stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+    psql.stdin.close()  # pg_restore holds the write end now
+    errors: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda p=p, n=n: errors.__setitem__(n, p.stderr.read()), daemon=True)
+               for n, p in (("psql", psql), ("pg_restore", restore))]
+    for t in readers:
+        t.start()
+    try:
+        # Each chunk is written only once the next one exists: the last one waits for
+        # the GCM tag, so an altered file never reaches pg_restore complete.
+        held = None
+        for chunk in decrypt_stream(path, env.app.backup_passphrase.get_secret_value()):
+            if held:
+                restore.stdin.write(held)
+            held = chunk
+        if held:
+            restore.stdin.write(held)
+        restore.stdin.close()
+        restore.wait(timeout=READ_TIMEOUT_S)
+        psql.wait(timeout=READ_TIMEOUT_S)
+    except BackupIntegrityError as exc:
+        _kill(psql, restore)  # psql dies before COMMIT: the transaction is rolled back
+        raise StepFailed(STEP, f"{exc}; the database was not touched") from None
+    except (BrokenPipeError, subprocess.TimeoutExpired):
+        _kill(psql, restore)
+    for t in readers:
+        t.join(timeout=10)
+    if restore.returncode != 0:
+        raise StepFailed(STEP, f"pg_restore failed ({_first_error(errors.get('pg_restore', b''))}); "
+                               "the transaction was rolled back, the database is as it was")
+    if psql.returncode != 0:
+        raise StepFailed(STEP, f"psql failed ({_first_error(errors.get('psql', b''))}); "
+                               "the transaction was rolled back, the database is as it was")
+    return Finding(detail=f"database restored from {path.name} (checksum verified, one transaction)")
+
+
+def _kill(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+restore_database_task = runbook_task(STEP, timeout_s=2 * READ_TIMEOUT_S + 60)(restore_database)

@@ -1,0 +1,170 @@
+"""Deciding a rollback before touching anything: the version and images to bring
+back, which migrations to undo with which image, which backup to restore.
+
+Two entry points: after a failed release (the release's rollback plan says what
+ran before) and the standalone rollback flow (the history says it).
+"""
+
+from pathlib import Path
+
+import docker
+
+from blocks.envfile import Environment
+from smartrelease.errors import StepFailed
+from smartrelease.report import Finding
+from tasks.backup_crypto import sha256_file
+from tasks.backup_files import BackupUnreadable, read_whole
+from tasks.build_pin import SERVICES, registry_for, repository_path
+from tasks.images import engine, ensure_local
+from tasks.migrations import applied_migrations, has_down_step, migration_files
+from tasks.registry import RegistryError
+from tasks.release_backup import BackupRecord
+from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
+from tasks.runbook_task import runbook_task
+from tasks.running import running_services
+
+STRATEGIES = ("undo", "restore", "none")
+STEP = "rollback-target"
+RELEASED, ROLLED_BACK = "released", "rolled back"  # history results that change what should run
+
+
+class RollbackInputs(Finding):
+    environment: str
+    from_version: str | None
+    target: Deployment
+    strategy: str
+    to_undo: list[str]  # newest first
+    undo_image: str | None  # the backend image holding their down steps
+    without_down: list[str]  # of to_undo
+    backup: BackupRecord | None  # what `restore` restores
+    failed_migrations: list[str] = []  # pending in the failed release and never applied: a migration was the cause
+
+
+def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str], new_backend: str,
+                         strategy: str) -> RollbackInputs:
+    """The release's own migrations, from "SequelizeMeta" now against before launch."""
+    applied = applied_migrations(env, STEP)
+    to_undo = sorted((m for m in applied if m not in plan.applied_before), reverse=True)
+    without_down = [m.name for m in plan.migrations if not m.has_down and m.name in to_undo]
+    backup = plan.backup if plan.backup and plan.backup.taken_now else None
+    detail = f"back to {plan.previous.version}; database: {strategy}"
+    detail += f", undo {', '.join(to_undo)}" if strategy == "undo" and to_undo else ""
+    return RollbackInputs(detail=detail, environment=env.name, from_version=plan.version, target=plan.previous,
+                          strategy=strategy, to_undo=to_undo, undo_image=new_backend, without_down=without_down,
+                          backup=backup, failed_migrations=[m for m in pending if m not in applied])
+
+
+def deployed(rows: list[dict]) -> list[dict]:
+    """The stack of good deployments, oldest first: a release pushes its row, a
+    rollback to version V pops down to V's row. The top is what should run now, the
+    one below it is what a rollback goes back to. Failed releases leave it alone
+    (they rolled themselves back, or never changed anything)."""
+    stack: list[dict] = []
+    for row in rows:
+        if row.get("result") == RELEASED:
+            stack.append(row)
+        elif row.get("result") == ROLLED_BACK:
+            while stack and stack[-1].get("version") != row.get("version"):
+                stack.pop()
+            stack[-1:] = [row]
+    return stack
+
+
+def target_from_history(stack: list[dict], running: Deployment | None, to_version: str | None) -> dict:
+    """The history row to go back to. Default: the release before the one running;
+    when what runs is not the last release (an interrupted release), the last release."""
+    if to_version:
+        row = next((r for r in reversed(stack) if r.get("version") == to_version), None)
+        if row is None:
+            raise StepFailed(STEP, f"{to_version} is not among the releases that can be gone back to "
+                                   f"({', '.join(r['version'] for r in stack) or 'none'})")
+        return row
+    if not stack:
+        raise StepFailed(STEP, "the history has no release to go back to")
+    top = stack[-1]
+    consistent = running is not None and all(running.images.get(s) == top.get(s) for s in SERVICES)
+    if not consistent:
+        return top
+    if len(stack) < 2:
+        raise StepFailed(STEP, f"{top['version']} runs and is the only release in the history: nothing to go back to")
+    return stack[-2]
+
+
+def _image_available(env: Environment, ref: str) -> bool:
+    repository, _, digest = ref.partition("@")
+    path = repository.split("/", 1)[1] if "/" in repository else repository
+    with registry_for(env) as registry:
+        return registry.digest(path, digest) == digest
+
+
+def for_rollback_flow(env: Environment, history: list[dict], to_version: str | None, strategy: str) -> RollbackInputs:
+    running = running_deployment(env)
+    row = target_from_history(deployed(history), running, to_version)
+    target = Deployment(version=row["version"], images={s: row[s] for s in SERVICES})
+    try:
+        missing = [ref for ref in target.images.values() if not _image_available(env, ref)]
+    except RegistryError as exc:
+        raise StepFailed(STEP, f"cannot check the target's images: {exc}; nothing was changed") from None
+    if missing:
+        raise StepFailed(STEP, f"{target.version}'s image(s) are no longer in the registry: {', '.join(missing)}; "
+                               "nothing was changed")
+    client = engine()
+    try:
+        ensure_local(client, target.images["backend"], env.registry_credentials)
+        target_files = migration_files(client, target.images["backend"], env.target.migrations_dir)
+    except docker.errors.DockerException as exc:
+        raise StepFailed(STEP, f"cannot read {target.version}'s migrations: {exc}; nothing was changed") from None
+    applied = applied_migrations(env, STEP)
+    to_undo = sorted((m for m in applied if m not in target_files), reverse=True)
+
+    undo_image, without_down = None, []
+    if to_undo and strategy == "undo":
+        undo_image = _backend_ref(client, env)
+        files = migration_files(client, undo_image, env.target.migrations_dir) if undo_image else {}
+        without_down = [m for m in to_undo if m not in files or not has_down_step(m, files[m])]
+
+    backup = None
+    if strategy == "restore":
+        backup = _recorded_backup(env, history, row)
+    detail = f"back to {target.version} (images in the registry); database: {strategy}"
+    if to_undo:
+        detail += f"; applied since: {', '.join(to_undo)}"
+    return RollbackInputs(detail=detail, environment=env.name,
+                          from_version=running.version if running else None, target=target, strategy=strategy,
+                          to_undo=to_undo, undo_image=undo_image, without_down=without_down, backup=backup)
+
+
+def _backend_ref(client: docker.DockerClient, env: Environment) -> str | None:
+    """The backend container's image by digest, whether it runs or not (an interrupted
+    release): the image that applied the migrations, so the one with their down steps."""
+    repository = f"{env.target.registry}/{repository_path(env, 'backend')}"
+    found = running_services(client, env).get("backend")
+    digest = found.digest_in(repository) if found else None
+    return f"{repository}@{digest}" if digest else None
+
+
+def backup_after(history: list[dict], target: dict) -> str | None:
+    """The first backup recorded after the target's row: taken before the oldest
+    schema change since the target (by a release that later passed or failed)."""
+    later = history[next((i for i, r in enumerate(history) if r is target), len(history)) + 1:]
+    return next((r["backup"] for r in later if r.get("backup")), None)
+
+
+def _recorded_backup(env: Environment, history: list[dict], target: dict) -> BackupRecord:
+    """The backup taken before the first release after the target, checked and read whole now."""
+    name = backup_after(history, target)
+    if not name:
+        raise StepFailed(STEP, f"the history records no pre-release backup after {target.get('version')}; nothing was changed")
+    path = Path(env.app.backup_dir or "") / name
+    if not path.is_file():
+        raise StepFailed(STEP, f"backup {name} is not in BACKUP_DIR; nothing was changed")
+    try:
+        read_whole(path, env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None)
+    except BackupUnreadable as exc:
+        raise StepFailed(STEP, f"backup {name} refused before any restore: {exc}") from None
+    return BackupRecord(detail=name, name=name, path=str(path), sha256=sha256_file(path),
+                        taken_at=path.stat().st_mtime, taken_now=False)
+
+
+for_rollback_flow_task = runbook_task(STEP, timeout_s=900)(for_rollback_flow)
+after_failed_release_task = runbook_task(STEP, timeout_s=60, retries=2)(after_failed_release)

@@ -1,0 +1,103 @@
+"""Runbook, "Rollback plan (code + DB)", written down before deploy: what runs now
+(version and digests, to go back to), the backup, and the migrations about to run
+with whether each can be undone. An incomplete plan stops the release before
+anything changes, unless this is the environment's first release."""
+
+from datetime import datetime, timezone
+
+import docker
+from pydantic import BaseModel
+
+from blocks.envfile import Environment
+from smartrelease.errors import StepFailed
+from smartrelease.report import Finding
+from tasks.build_pin import LABEL_VERSION, SERVICES, repository_path
+from tasks.images import engine
+from tasks.migrations import MigrationPlan
+from tasks.release_backup import BackupRecord
+from tasks.runbook_task import runbook_task
+from tasks.running import running_services
+
+STEP = "rollback-plan"
+
+
+class Deployment(BaseModel):
+    """A version and its images pinned by digest: {service: registry/repository@sha256:...}."""
+
+    version: str | None
+    images: dict[str, str]
+
+
+class MigrationUndo(BaseModel):
+    name: str
+    has_down: bool
+
+
+class RollbackPlan(Finding):
+    environment: str
+    version: str
+    first_release: bool
+    previous: Deployment | None
+    backup: BackupRecord | None
+    migrations: list[MigrationUndo]
+    applied_before: list[str]  # "SequelizeMeta" before launch: what an undo returns to
+
+    def markdown(self, now: float | None = None) -> str:
+        prev = self.previous
+        lines = [f"# Rollback plan: {self.environment} {prev.version if prev else '—'} → {self.version}", "",
+                 "| | |", "|---|---|",
+                 f"| go back to | {prev.version if prev else '— (first release: nothing to go back to)'} |",
+                 *(f"| {service} | `{ref}` |" for service, ref in (prev.images if prev else {}).items())]
+        if b := self.backup:
+            taken = datetime.fromtimestamp(b.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            lines += [f"| backup | {b.name} ({'taken by this release' if b.taken_now else 'newest in BACKUP_DIR'}) |",
+                      f"| backup taken | {taken} ({b.age_s(now) / 60:.1f} min ago) |",
+                      f"| backup sha256 | `{b.sha256}` |"]
+        else:
+            lines.append("| backup | — |")
+        lines += ["", "| migration about to run | down step |", "|---|---|"]
+        lines += [f"| {m.name} | {'yes' if m.has_down else '**NO**: cannot be undone, restore the backup instead'} |"
+                  for m in self.migrations] or ["| none | |"]
+        return "\n".join(lines) + "\n"
+
+
+def running_deployment(env: Environment) -> Deployment | None:
+    """What runs now, if every service runs an image known by its registry digest."""
+    try:
+        running = running_services(engine(timeout_s=30), env)
+    except docker.errors.DockerException as exc:
+        raise StepFailed(STEP, f"cannot read the running containers: {exc}") from None
+    images = {}
+    for service in SERVICES:
+        found = running.get(service)
+        repository = f"{env.target.registry}/{repository_path(env, service)}"
+        digest = found.digest_in(repository) if found else None
+        if digest is None:
+            return None
+        images[service] = f"{repository}@{digest}"
+    return Deployment(version=running["backend"].labels.get(LABEL_VERSION), images=images)
+
+
+def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, backup: BackupRecord | None,
+                  first_release: bool) -> RollbackPlan:
+    previous = running_deployment(env)
+    missing = []
+    if previous is None:
+        missing.append("the running backend and frontend are not both known by a registry digest, so there is "
+                       "nothing pinned to go back to")
+    if backup is None:
+        missing.append("no fresh backup")
+    if missing and not first_release:
+        raise StepFailed(STEP, "rollback plan incomplete: " + "; ".join(missing) + ". Nothing was changed.")
+    steps = [MigrationUndo(name=m, has_down=m not in migrations.without_down) for m in migrations.pending]
+    detail = (f"back to {previous.version} by digest" if previous else "first release: nothing to go back to")
+    if backup:
+        detail += f"; backup {backup.name}, {backup.age_s() / 60:.1f} min old"
+    if no_down := [m.name for m in steps if not m.has_down]:
+        detail += f"; no down step: {', '.join(no_down)} (a rollback would leave the schema and need a human)"
+    return RollbackPlan(detail=detail, warning=bool(no_down) or (first_release and bool(missing)),
+                        environment=env.name, version=version, first_release=first_release, previous=previous,
+                        backup=backup, migrations=steps, applied_before=migrations.applied)
+
+
+rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

@@ -1,0 +1,99 @@
+"""A sandbox of a test module's own (its ports, project and sentinel secrets), with
+the helpers the end-to-end tests use to ship versions and look at the result."""
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+from psycopg import sql
+
+from blocks import import_env_file, load_environment
+from flows.history import last_release
+from flows.release import release
+from sandbox import manager
+from sandbox.app_changes import commit_version
+from smartrelease.report import Report
+from tasks.launch import compose_up
+from tasks.postgres import connect
+from tasks.readiness import wait_ready
+from tasks.running import running_services
+from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port
+
+
+class Sandbox:
+    def __init__(self, settings: manager.Settings, name: str):
+        self.settings = settings
+        self.app_dir = settings.app_dir
+        self.name = name
+
+    def env(self):
+        return load_environment(self.name)
+
+    def set_env(self, key: str, value: str) -> None:
+        """Change one key of the env file and import it again."""
+        path = self.settings.env_file
+        lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
+        path.write_text("\n".join(lines + [f"{key}={value}"]) + "\n")
+        import_env_file(path, self.name)
+
+    def release(self, version: str, files=None, faults=None, **parameters) -> tuple[object, Report, str]:
+        """Commit `version` to the checkout and release it; (state, report, git SHA)."""
+        sha = commit_version(self.app_dir, version, files, faults)
+        state = release(environment=self.name, return_state=True, **parameters)
+        report = state.result(raise_on_failure=False)
+        assert isinstance(report, Report), report
+        return state, report, sha
+
+    def containers(self) -> dict[str, tuple[str, str]]:
+        return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
+
+    def schema(self) -> tuple:
+        with connect(self.env().app.database_url, "test") as conn:
+            columns = conn.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
+            meta = conn.execute('SELECT name FROM "SequelizeMeta" ORDER BY name').fetchall()
+        return columns, meta
+
+    def restore_last_good(self) -> None:
+        """Put the last released version back (rollback proper is the rollback flow's job)."""
+        row = last_release(self.name)
+        compose_up(self.env(), {"backend": row["backend"], "frontend": row["frontend"]})
+        wait_ready(self.env())
+
+    def fingerprint(self) -> dict:
+        """Schema and data of every table in public: columns, and an md5 over each
+        table's rows in a fixed order. Equal fingerprints mean equal databases."""
+        with connect(self.env().app.database_url, "test") as conn:
+            out = {"columns": conn.execute(
+                "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()}
+            for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall():
+                out[table] = conn.execute(sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t"
+                ).format(sql.Identifier(table))).fetchone()
+        return out
+
+
+@contextmanager
+def module_sandbox(project: str, name: str):
+    """Up a sandbox on free ports with sentinel secrets (kept by `up`, so the leak
+    checks know what to look for); import its env file as blocks `name`."""
+    root = Path(tempfile.mkdtemp(prefix=f"{project}-"))
+    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
+    settings = manager.Settings(
+        root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
+        pg_port=free_port(), registry_port=free_port(), backend_port=free_port(), frontend_port=free_port(),
+        edge_port=free_port(),
+    )
+    settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
+                                 f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
+    assert manager.up(settings) == 0
+    import_env_file(settings.env_file, name)
+    try:
+        yield Sandbox(settings, name)
+    finally:
+        manager.down(settings)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,270 @@
+"""Rollback and data safety end to end, on a sandbox of this module's own: faults
+are shipped in real images (sandbox/app/standin-faults) and real migrations; the
+database is compared before and after by schema and by every row."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import psycopg
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+from flows.history import last_release, read_history
+from flows.rollback import rollback
+from flows.verify import verify
+from sandbox.app_changes import commit_version, migration
+from smartrelease.report import Report, Status
+from tasks.backup_crypto import verify_checksum
+from tasks.postgres import connect
+from tasks.rollback_plan import running_deployment
+from tests.conftest import SENTINELS, stored
+from tests.release_sandbox import module_sandbox
+
+pytestmark = pytest.mark.e2e
+ENV = "rb"
+ROLLBACK_STEPS = ("stop-backend", "safety-backup", "undo-migrations", "relaunch", "wait-ready", "verify")
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with module_sandbox("smartrelease-rollback-e2e", ENV) as sb:
+        state, report, _ = sb.release("1.0.0")
+        assert state.is_completed(), report.text()
+        yield sb
+
+
+def by_name(report: Report) -> dict:
+    return {r.name: r for r in report.results}
+
+
+def accounts(sandbox) -> list[tuple]:
+    with connect(sandbox.env().app.database_url, "test") as conn:
+        return conn.execute("SELECT id, name, created_at FROM accounts ORDER BY id").fetchall()
+
+
+class Writer(threading.Thread):
+    """Inserts accounts every 20 ms while a release runs, keeping what was committed."""
+
+    def __init__(self, sandbox):
+        super().__init__(daemon=True)
+        self.url, self.written, self.stopping = sandbox.env().app.database_url, [], threading.Event()
+
+    def run(self):
+        with connect(self.url, "writer") as conn:
+            while not self.stopping.is_set():
+                try:
+                    self.written.append(conn.execute(
+                        "INSERT INTO accounts (name) VALUES (%s) RETURNING id, name, created_at",
+                        (f"written-during-release-{len(self.written)}",)).fetchone())
+                except psycopg.Error:
+                    pass  # e.g. a lock timeout while a migration runs: not committed, not expected back
+                time.sleep(0.02)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join(timeout=10)
+
+
+def assert_back_on(sandbox, version: str) -> None:
+    """The version runs by the history's digests, and the verify flow passes."""
+    row = last_release(ENV)
+    assert row["version"] == version
+    running = running_deployment(sandbox.env())
+    assert running.version == version and running.images == {"backend": row["backend"], "frontend": row["frontend"]}
+    check = verify(environment=ENV, return_state=True)
+    assert check.is_completed(), check.result(raise_on_failure=False).text()
+
+
+def drop_from_checkout(sandbox, *names: str) -> None:
+    """Remove this test's migration files so that later versions do not ship them."""
+    commit_version(sandbox.app_dir, "0.0.0", {f"migrations/{n}": None for n in names})
+
+
+def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
+    name = "20261110000000-add-account-currency.sql"
+    before_rows, before_schema = accounts(sandbox), sandbox.schema()
+    with Writer(sandbox) as writer:
+        state, report, _ = sandbox.release("1.1.0", faults=["health-fails"], files={f"migrations/{name}": migration(
+            "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR';",
+            "ALTER TABLE accounts DROP COLUMN currency;")})
+    drop_from_checkout(sandbox, name)
+    assert state.is_failed()
+    steps = by_name(report)
+    assert steps["wait-ready"].status == Status.FAILED and "unhealthy" in steps["wait-ready"].detail
+    assert all(steps[f"rollback: {n}"].status == Status.PASSED for n in ROLLBACK_STEPS), report.text()
+    rb = report.facts.rollback
+    assert rb.recovered and rb.to_version == "1.0.0" and rb.migrations_undone == [name]
+    assert rb.time_to_recover_s > 0 and rb.instructions == []
+
+    # Back on 1.0.0, by digest, verified; the schema as before; every row kept.
+    assert_back_on(sandbox, "1.0.0")
+    assert sandbox.schema() == before_schema
+    assert len(writer.written) > 10
+    assert accounts(sandbox) == sorted(before_rows + writer.written)
+
+    # The pre-release and safety backups exist with their checksums; the plan was published first.
+    backup_dir = sandbox.env().app.backup_dir
+    verify_checksum(Path(backup_dir) / report.facts.backup)
+    verify_checksum(Path(backup_dir) / rb.backup)
+    assert report.facts.backup.startswith(f"{ENV}-1.1.0-") and rb.backup.startswith(f"{ENV}-1.1.0-before-undo-")
+    texts = stored(state.state_details.flow_run_id)
+    assert "rollback-plan-rb" in texts["artifact_keys"] and f"| {name} | yes |" in texts["artifacts"]
+    assert read_history(ENV)[-1]["result"] == "failed at wait-ready; rolled back to 1.0.0"
+    for secret in SENTINELS:
+        assert secret not in texts["logs"] + texts["artifacts"] + report.model_dump_json()
+
+
+def test_the_second_of_three_migrations_failing_leaves_the_database_as_before(sandbox):
+    names = ["20261111000001-create-ledgers.sql", "20261111000002-broken.sql", "20261111000003-add-note.sql"]
+    before = sandbox.fingerprint()
+    state, report, _ = sandbox.release("1.2.0", files={
+        f"migrations/{names[0]}": migration("CREATE TABLE ledgers (id SERIAL PRIMARY KEY, label TEXT);", "DROP TABLE ledgers;"),
+        f"migrations/{names[1]}": migration("ALTER TABLE no_such_table ADD COLUMN x INT;", "SELECT 1;"),
+        f"migrations/{names[2]}": migration("ALTER TABLE accounts ADD COLUMN note TEXT;", "ALTER TABLE accounts DROP COLUMN note;"),
+    })
+    drop_from_checkout(sandbox, *names)
+    assert state.is_failed()
+    rb = report.facts.rollback
+    assert rb.recovered, report.text()
+    assert rb.migrations_undone == [names[0]]  # exactly what this release applied
+    assert sandbox.fingerprint() == before  # schema and every row
+    assert any("guard off --name rb" in i and names[1] in i for i in rb.instructions)
+    assert_back_on(sandbox, "1.0.0")
+
+
+def test_restore_strategy_makes_the_database_equal_the_backup(sandbox):
+    name = "20261112000000-ledgers-and-code.sql"
+    before = sandbox.fingerprint()  # nothing writes between this and the release's backup
+    state, report, _ = sandbox.release("1.3.0", faults=["health-fails"], db_strategy="restore",
+                                       files={f"migrations/{name}": migration(
+                                           "CREATE TABLE ledgers (id SERIAL PRIMARY KEY); ALTER TABLE accounts ADD COLUMN code TEXT;",
+                                           "DROP TABLE ledgers; ALTER TABLE accounts DROP COLUMN code;")})
+    drop_from_checkout(sandbox, name)
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert steps["rollback: restore-database"].status == Status.PASSED, report.text()
+    assert "rollback: undo-migrations" not in steps
+    assert rb.recovered and rb.db_strategy == "restore" and rb.backup == report.facts.backup
+    assert "every write since then is lost" in rb.warnings[0]
+    assert sandbox.fingerprint() == before  # the new table is gone too
+    assert_back_on(sandbox, "1.0.0")
+
+
+def test_a_migration_without_a_down_step_leaves_the_database_alone_and_says_what_to_do(sandbox):
+    name = "20261113000000-add-account-tag.sql"
+    before_rows, before = accounts(sandbox), sandbox.fingerprint()
+    state, report, _ = sandbox.release("1.4.0", faults=["health-fails"], files={
+        f"migrations/{name}": migration("ALTER TABLE accounts ADD COLUMN tag TEXT;")})
+    drop_from_checkout(sandbox, name)
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert "no down step: " + name in steps["migration-guard"].detail
+    assert steps["rollback: undo-migrations"].status == Status.FAILED
+    assert "has no down step; the database was not touched" in steps["rollback: undo-migrations"].detail
+    assert "rollback: stop-backend" not in steps and "rollback: safety-backup" not in steps
+    # Untouched by the rollback: the release's column and record are still there, rows unchanged.
+    columns, meta = sandbox.schema()
+    assert ("accounts", "tag", "text") in columns and (name,) in meta and accounts(sandbox) == before_rows
+    # 1.0.0 runs on the new schema (wait-ready and verify passed), so the code stays rolled back.
+    assert rb.recovered and steps["rollback: verify"].status == Status.PASSED
+    [advice] = rb.instructions
+    assert name in advice and "--db-strategy restore" in advice and report.facts.backup in advice
+    assert "runs on it" in advice and "--to 1.0.0" in advice
+
+    # Following the advice puts the database back as it was before 1.4.0.
+    state = rollback(environment=ENV, to_version="1.0.0", db_strategy="restore", return_state=True)
+    restored = state.result(raise_on_failure=False)
+    assert state.is_completed(), restored.text()
+    assert sandbox.fingerprint() == before
+    assert_back_on(sandbox, "1.0.0")
+
+
+def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(sandbox):
+    name = "20261114000000-create-budgets.sql"
+    state, report, _ = sandbox.release("1.5.0", files={f"migrations/{name}": migration(
+        "CREATE TABLE budgets (id SERIAL PRIMARY KEY, amount NUMERIC);", "DROP TABLE budgets;")})
+    drop_from_checkout(sandbox, name)
+    assert state.is_completed(), report.text()
+    backup = Path(sandbox.env().app.backup_dir) / report.facts.backup
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    backup.write_bytes(bytes(data))
+
+    before = sandbox.containers(), sandbox.fingerprint()
+    state = rollback(environment=ENV, db_strategy="restore", return_state=True)
+    refused = state.result(raise_on_failure=False)
+    assert state.is_failed()
+    assert [r.name for r in refused.results] == ["rollback-target"]
+    assert "does not match its recorded SHA-256" in refused.results[0].detail
+    assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
+
+    # The default strategy undoes 1.5.0's migration and goes back to the release before it.
+    state = rollback(environment=ENV, return_state=True)
+    back = state.result(raise_on_failure=False)
+    assert state.is_completed(), back.text()
+    assert back.facts.rollback.to_version == "1.0.0" and back.facts.rollback.migrations_undone == [name]
+    assert ("budgets",) not in [(c[0],) for c in sandbox.schema()[0]]
+    assert read_history(ENV)[-1]["result"] == "rolled back"
+    assert_back_on(sandbox, "1.0.0")
+
+
+def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(sandbox):
+    name = "20261115000000-add-account-region.sql"
+    commit_version(sandbox.app_dir, "1.6.0", {f"migrations/{name}": migration(
+        "ALTER TABLE accounts ADD COLUMN region TEXT;", "ALTER TABLE accounts DROP COLUMN region;")})
+    before = sandbox.fingerprint()
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    cli = [sys.executable, "-m", "smartrelease.cli"]
+    client = docker.from_env()
+    events = client.events(decode=True, filters={"type": "container", "event": "create",
+                                                 "label": f"com.docker.compose.project={sandbox.settings.project}"})
+    proc = subprocess.Popen([*cli, "release", "--env-file", str(sandbox.settings.env_file)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for event in events:  # compose up is creating the new containers: kill the whole release
+            if event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service") == "backend":
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        events.close()
+        proc.wait(timeout=60)
+    drop_from_checkout(sandbox, name)
+    assert proc.returncode == -signal.SIGKILL
+
+    done = subprocess.run([*cli, "rollback", "--env-file", str(sandbox.settings.env_file), "--json"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["rollback"]["to_version"] == "1.0.0" and result["rollback"]["recovered"]
+    assert sandbox.fingerprint() == before
+    assert_back_on(sandbox, "1.0.0")
+
+
+def test_rollback_refuses_a_target_whose_images_are_gone(sandbox):
+    state, report, _ = sandbox.release("1.7.0")
+    assert state.is_completed(), report.text()
+    gone = last_release(ENV) and read_history(ENV)  # 1.0.0's row is the rollback target now
+    target = [r for r in gone if r["version"] == "1.0.0"][-1]["backend"]
+    repository, digest = target.split("@")
+    registry, path = repository.split("/", 1)
+    deleted = httpx.delete(f"http://{registry}/v2/{path}/manifests/{digest}")  # delete is enabled in the sandbox
+    assert deleted.status_code == 202, deleted.text
+
+    before = sandbox.containers(), sandbox.fingerprint()
+    state = rollback(environment=ENV, return_state=True)
+    refused = state.result(raise_on_failure=False)
+    assert state.is_failed() and [r.name for r in refused.results] == ["rollback-target"]
+    assert "no longer in the registry" in refused.results[0].detail and digest in refused.results[0].detail
+    assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
