@@ -53,6 +53,8 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str) -
         "git_sha": facts.git_sha or "",
         "migrations": ", ".join(facts.migrations_applied),
         "backup": facts.backup or "",
+        # Still applied after this run's rollback (a migration without a down step, strategy none).
+        "migrations_left": ", ".join(facts.rollback.migrations_left) if facts.rollback else "",
         "flow_run": flow_run_name,
         "triggered_by": facts.triggered_by,
     }

@@ -84,6 +84,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], 
     steps = StepRunner(tuple(prefix + n for n in names), redact)
     facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
     images = inputs.target.images
+    facts.migrations_left = list(inputs.to_undo)  # until the database step says otherwise
     try:
         if blocked := blocked_undo(inputs):
             steps.add(StepResult(name=prefix + "undo-migrations", status=Status.FAILED, duration_ms=0,
@@ -95,10 +96,10 @@ def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], 
             facts.backup = steps.run(prefix + "safety-backup", safety_backup_task, env, inputs.from_version or "unknown").name
         if "undo-migrations" in names and not blocked:
             steps.run(prefix + "undo-migrations", undo_migrations_task, env, inputs.undo_image, inputs.to_undo)
-            facts.migrations_undone = inputs.to_undo
+            facts.migrations_undone, facts.migrations_left = inputs.to_undo, []
         if "restore-database" in names:
             steps.run(prefix + "restore-database", restore_database_task, env, inputs.backup.path)
-            facts.backup = inputs.backup.name
+            facts.backup, facts.migrations_left = inputs.backup.name, []
             taken = datetime.fromtimestamp(inputs.backup.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             facts.warnings.append(f"the database was restored from {inputs.backup.name}, taken {taken}: "
                                   "every write since then is lost")

@@ -34,6 +34,7 @@ class RollbackFacts(BaseModel):
     images: dict[str, str] = {}  # service -> repository@digest brought back
     db_strategy: str = "undo"
     migrations_undone: list[str] = []
+    migrations_left: list[str] = []  # applied since the target and still applied after the rollback
     backup: str | None = None  # the backup restored, or the safety backup taken before an undo
     recovered: bool = False  # the previous version runs and verified
     time_to_recover_s: float | None = None  # failure detected -> previous version verified

@@ -21,7 +21,7 @@ from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 from tasks.runbook_task import runbook_task
-from tasks.running import running_services
+from tasks.running import project_containers, running_services
 
 STRATEGIES = ("undo", "restore", "none")
 STEP = "rollback-target"
@@ -72,7 +72,7 @@ def deployed(rows: list[dict]) -> list[dict]:
 
 def target_from_history(stack: list[dict], running: Deployment | None, to_version: str | None) -> dict:
     """The history row to go back to. Default: the release before the one running;
-    when what runs is not the last release (an interrupted release), the last release."""
+    when what runs is not exactly the last release (an interrupted release), the last release."""
     if to_version:
         row = next((r for r in reversed(stack) if r.get("version") == to_version), None)
         if row is None:
@@ -97,8 +97,27 @@ def _image_available(env: Environment, ref: str) -> bool:
         return registry.digest(path, digest) == digest
 
 
-def for_rollback_flow(env: Environment, history: list[dict], to_version: str | None, strategy: str) -> RollbackInputs:
+def exactly_running(client: docker.DockerClient, env: Environment) -> Deployment | None:
+    """What runs, when the project is exactly that: every container of the project
+    running its service's image. A release killed half-way leaves a container it
+    created (or a service on the new image) behind; then this is None."""
     running = running_deployment(env)
+    if running is None:
+        return None
+    for c in project_containers(client, env.target.compose_project or ""):
+        service = c.labels.get("com.docker.compose.service")
+        ref = running.images.get(service)
+        if ref is None:
+            continue  # not a release's service (the edge proxy)
+        digests = client.images.get(c.attrs["Image"]).attrs.get("RepoDigests") or []
+        if c.status != "running" or ref not in digests:
+            return None
+    return running
+
+
+def for_rollback_flow(env: Environment, history: list[dict], to_version: str | None, strategy: str) -> RollbackInputs:
+    client = engine()
+    running = exactly_running(client, env)
     row = target_from_history(deployed(history), running, to_version)
     target = Deployment(version=row["version"], images={s: row[s] for s in SERVICES})
     try:
@@ -108,7 +127,6 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     if missing:
         raise StepFailed(STEP, f"{target.version}'s image(s) are no longer in the registry: {', '.join(missing)}; "
                                "nothing was changed")
-    client = engine()
     try:
         ensure_local(client, target.images["backend"], env.registry_credentials)
         target_files = migration_files(client, target.images["backend"], env.target.migrations_dir)
@@ -129,8 +147,9 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     detail = f"back to {target.version} (images in the registry); database: {strategy}"
     if to_undo:
         detail += f"; applied since: {', '.join(to_undo)}"
+    current = running_deployment(env)
     return RollbackInputs(detail=detail, environment=env.name,
-                          from_version=running.version if running else None, target=target, strategy=strategy,
+                          from_version=current.version if current else None, target=target, strategy=strategy,
                           to_undo=to_undo, undo_image=undo_image, without_down=without_down, backup=backup)
 
 
@@ -144,10 +163,13 @@ def _backend_ref(client: docker.DockerClient, env: Environment) -> str | None:
 
 
 def backup_after(history: list[dict], target: dict) -> str | None:
-    """The first backup recorded after the target's row: taken before the oldest
-    schema change since the target (by a release that later passed or failed)."""
+    """The backup taken before the oldest schema change still in the database since
+    the target: the first one recorded after the target's row by a release that
+    passed, or by a failed one whose rollback left migrations applied. (A failed
+    release that undid its migrations left nothing to restore.)"""
     later = history[next((i for i, r in enumerate(history) if r is target), len(history)) + 1:]
-    return next((r["backup"] for r in later if r.get("backup")), None)
+    return next((r["backup"] for r in later
+                 if r.get("backup") and (r.get("result") == RELEASED or r.get("migrations_left"))), None)
 
 
 def _recorded_backup(env: Environment, history: list[dict], target: dict) -> BackupRecord:

@@ -228,12 +228,12 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     cli = [sys.executable, "-m", "smartrelease.cli"]
     client = docker.from_env()
-    events = client.events(decode=True, filters={"type": "container", "event": "create",
+    events = client.events(decode=True, filters={"type": "container", "event": "start",
                                                  "label": f"com.docker.compose.project={sandbox.settings.project}"})
     proc = subprocess.Popen([*cli, "release", "--env-file", str(sandbox.settings.env_file)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for event in events:  # compose up is creating the new containers: kill the whole release
+        for event in events:  # compose up has started the new backend: kill the whole release
             if event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service") == "backend":
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
@@ -248,6 +248,8 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert result["ok"] and result["rollback"]["to_version"] == "1.0.0" and result["rollback"]["recovered"]
+    # The new backend kept running after the kill and applied its migration; the rollback undid it.
+    assert result["rollback"]["migrations_undone"] == [name]
     assert sandbox.fingerprint() == before
     assert_back_on(sandbox, "1.0.0")
 
