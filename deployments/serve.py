@@ -20,6 +20,7 @@ import smartrelease
 from blocks.envfile import check_name
 from flows.preflight import preflight
 from flows.release import release
+from flows.rollback import rollback
 from flows.verify import verify
 
 TAGS = ["smartrelease"]
@@ -33,7 +34,11 @@ def all_deployments(verify_environments: list[str] = (), verify_every_minutes: f
                                 description="Runbook: preflight checklist (env, DB, TLS, backups) for one environment."),
         release.to_deployment(name="release", tags=[*TAGS, "release"], **common,
                               description="Runbook: deploy steps and post-deploy verification: preflight, build-pin, "
-                                          "launch, wait-ready, smoke, metrics, verify."),
+                                          "migration-guard, backup, rollback-plan, launch, wait-ready, smoke, metrics, "
+                                          "verify; rolls itself back when a step from launch on fails."),
+        rollback.to_deployment(name="rollback", tags=[*TAGS, "rollback"], **common,
+                               description="Runbook: rollback plan (code + DB): the previous release back by digest, "
+                                           "its database undone, restored or left, verified."),
         verify.to_deployment(name="verify", tags=[*TAGS, "verify"], **common,
                              description="Runbook: post-deploy verification, read only."),
     ]

@@ -41,7 +41,7 @@ from tasks.migrations import confirm_migrations_task, plan_migrations_task
 from tasks.readiness import wait_ready_task
 from tasks.registry import DIGEST
 from tasks.release_backup import release_backup_task
-from tasks.rollback_inputs import STRATEGIES, after_failed_release_task
+from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
 from tasks.rollback_plan import rollback_plan_task
 from tasks.running import running_services
 from tasks.smoke import ENDPOINTS, smoke_task
@@ -55,7 +55,7 @@ ROLLBACK = "rollback: "
 
 
 def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None,
-                   db_strategy: str = "undo") -> tuple[str, dict[str, str]]:
+                   db_strategy: Strategy = "undo") -> tuple[str, dict[str, str]]:
     """Validate the run's inputs before anything is touched (ConfigError names the problem)."""
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
@@ -129,7 +129,7 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(SMOKE)))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
-            db_strategy: str = "undo"):
+            db_strategy: Strategy = "undo"):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
     `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}.
     `db_strategy` is what a rollback does to the database: undo, restore or none."""

@@ -31,7 +31,7 @@ from tasks.launch import launch_task
 from tasks.readiness import wait_ready_task
 from tasks.release_backup import safety_backup_task
 from tasks.restore import restore_database_task
-from tasks.rollback_inputs import STRATEGIES, RollbackInputs, for_rollback_flow_task
+from tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInputs, for_rollback_flow_task
 from tasks.undo import stop_backend_task, undo_migrations_task
 from tasks.verify import verify_task
 
@@ -124,7 +124,7 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
-def rollback(environment: str, to_version: str | None = None, db_strategy: str = "undo"):
+def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo"):
     """Put `to_version` (default: the release before the running one) back on
     `environment`; `db_strategy` is undo, restore or none."""
     if db_strategy not in STRATEGIES:

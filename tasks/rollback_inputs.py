@@ -6,6 +6,7 @@ ran before) and the standalone rollback flow (the history says it).
 """
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import docker
 
@@ -23,7 +24,8 @@ from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 from tasks.runbook_task import runbook_task
 from tasks.running import project_containers, running_services
 
-STRATEGIES = ("undo", "restore", "none")
+Strategy = Literal["undo", "restore", "none"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 STEP = "rollback-target"
 RELEASED, ROLLED_BACK = "released", "rolled back"  # history results that change what should run
 

@@ -14,14 +14,20 @@ async def _registered(*names):
 def test_deployments_ask_only_for_the_environment_name_and_plain_options():
     for deployment in all_deployments():
         deployment.apply()
-    preflight, release, verify = anyio.run(_registered, "preflight/preflight", "release/release", "verify/verify")
-    for stored, expected in ((preflight, {"environment", "version"}), (release, {"environment", "version", "digests"}),
-                             (verify, {"environment", "expect_version"})):
+    preflight, release, verify, rollback = anyio.run(_registered, "preflight/preflight", "release/release",
+                                                     "verify/verify", "rollback/rollback")
+    for stored, expected in ((preflight, {"environment", "version"}),
+                             (release, {"environment", "version", "digests", "db_strategy"}),
+                             (verify, {"environment", "expect_version"}),
+                             (rollback, {"environment", "to_version", "db_strategy"})):
         schema = stored.parameter_openapi_schema
         assert set(schema["properties"]) == expected
         assert schema["required"] == ["environment"]
         assert "smartrelease" in stored.tags
         assert not stored.schedules  # run on demand, from the UI or CI
+    # The UI offers the database strategies as a choice, not free text.
+    for stored in (release, rollback):
+        assert stored.parameter_openapi_schema["properties"]["db_strategy"]["enum"] == ["undo", "restore", "none"]
 
 
 def test_scheduled_re_verification_of_an_environment():
