@@ -88,3 +88,39 @@ def test_release_json_contract_when_preflight_fails(write_env, https_server):
     assert "tls: " in report["steps"][0]["detail"] and "answered 503" in report["steps"][0]["detail"]
     for step in report["steps"]:
         assert set(step) == {"name", "status", "detail", "duration_ms"}
+
+
+def test_rollback_with_nothing_released_is_exit_2(write_env):
+    path = write_env("nohistory")
+    out = smartrelease("rollback", "--env-file", str(path))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == "smartrelease: no release of nohistory in the history: nothing to roll back to"
+
+
+def test_rollback_to_a_version_never_released_is_exit_2(write_env):
+    from prefect.artifacts import create_table_artifact
+
+    from flows.history import history_key
+
+    path = write_env("onerelease")
+    create_table_artifact(key=history_key("onerelease"), table=[{"version": "1.0.0", "result": "released",
+                                                                "backend": "r/b@sha256:" + "1" * 64, "frontend": "r/f@sha256:" + "2" * 64}])
+    out = smartrelease("rollback", "--env-file", str(path), "--to", "0.9.0")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "--to 0.9.0: not a release of onerelease" in out.stderr and "(1.0.0)" in out.stderr
+    bad = smartrelease("rollback", "--env-file", str(path), "--db-strategy", "drop")
+    assert bad.returncode == 2 and "invalid choice: 'drop'" in bad.stderr
+
+
+def test_guard_flips_allow_prod_migrations_in_the_block(write_env):
+    from blocks import AppEnvironment, import_env_file
+
+    import_env_file(write_env("guarded", ALLOW_PROD_MIGRATIONS="true"), "guarded")
+    off = smartrelease("guard", "off", "--name", "guarded")
+    assert off.returncode == 0, off.stderr
+    assert "ALLOW_PROD_MIGRATIONS=false saved in block 'guarded' (was true)" in off.stdout
+    assert AppEnvironment.load("guarded").allow_prod_migrations == "false"
+    assert smartrelease("guard", "on", "--name", "guarded").returncode == 0
+    assert AppEnvironment.load("guarded").allow_prod_migrations == "true"
+    missing = smartrelease("guard", "off", "--name", "nosuchenv")
+    assert missing.returncode == 2 and "no blocks named 'nosuchenv'" in missing.stderr

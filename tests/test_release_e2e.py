@@ -112,6 +112,8 @@ def test_an_endpoint_failing_its_first_two_calls_passes_on_retry(sandbox):
     assert state.is_completed(), report.text()
     counts = stored(state.state_details.flow_run_id)["task_run_counts"]
     assert counts["smoke /api/auth/health"] == 3 and counts["smoke /health"] == 1
+    # Retries happen inside the step: a step that passes on retry never starts a rollback.
+    assert report.facts.rollback is None and not any(r.name.startswith("rollback: ") for r in report.results)
 
 
 def test_a_container_crashing_on_start_fails_wait_ready_with_its_logs(sandbox):

@@ -1,0 +1,123 @@
+"""The rollback's decisions as pure logic: history stack, target, backup, down steps,
+the step sequence and the advice; plus the rollback plan's refusal on a real engine."""
+
+import docker
+import pytest
+
+from blocks.app_environment import AppEnvironment
+from blocks.envfile import Environment
+from blocks.release_target import ReleaseTarget
+from flows.rollback import advice, sequence
+from smartrelease import cli
+from smartrelease.errors import StepFailed
+from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from tasks.migrations import MigrationPlan, has_down_step
+from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
+from tasks.rollback_plan import Deployment, rollback_plan
+
+B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"
+
+
+def row(version, result="released", backup="", left=""):
+    return {"version": version, "result": result, "backend": B + version, "frontend": F + version,
+            "backup": backup, "migrations_left": left}
+
+
+def test_the_history_stack_pushes_releases_and_pops_rollbacks():
+    rows = [row("1.0.0"), row("1.1.0"), row("1.2.0"), row("1.3.0", "failed at verify; rolled back to 1.2.0"),
+            row("1.1.0", "rolled back")]
+    assert [r["version"] for r in deployed(rows)] == ["1.0.0", "1.1.0"]
+    assert deployed(rows)[-1]["result"] == "rolled back"
+    assert [r["version"] for r in deployed(rows + [row("1.4.0")])] == ["1.0.0", "1.1.0", "1.4.0"]
+
+
+def test_the_default_target_is_the_release_before_the_running_one_unless_the_environment_is_half_done():
+    stack = [row("1.0.0"), row("1.1.0")]
+    running = Deployment(version="1.1.0", images={"backend": B + "1.1.0", "frontend": F + "1.1.0"})
+    assert target_from_history(stack, running, None)["version"] == "1.0.0"
+    assert target_from_history(stack, None, None)["version"] == "1.1.0"  # interrupted: back to the last good
+    assert target_from_history(stack, running, "1.1.0")["version"] == "1.1.0"
+    with pytest.raises(StepFailed, match="only release in the history"):
+        target_from_history(stack[:1], Deployment(version="1.0.0", images={"backend": B + "1.0.0", "frontend": F + "1.0.0"}), None)
+    with pytest.raises(StepFailed, match="0.1.0 is not among"):
+        target_from_history(stack, running, "0.1.0")
+
+
+def test_the_backup_to_restore_is_the_first_one_whose_changes_are_still_there():
+    history = [row("1.0.0"), row("1.1.0", "failed at wait-ready; rolled back to 1.0.0", backup="undone.enc"),
+               row("1.2.0", "failed at wait-ready; rolled back to 1.0.0", backup="left.enc", left="m1"),
+               row("1.3.0", backup="later.enc")]
+    assert backup_after(history, history[0]) == "left.enc"
+    assert backup_after(history, history[2]) == "later.enc"
+    assert backup_after(history, history[3]) is None
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("1.sql", b"-- up\nCREATE TABLE t (id INT);\n-- down\nDROP TABLE t;\n", True),
+    ("2.sql", b"-- up\nCREATE TABLE t (id INT);\n", False),
+    ("3.sql", b"-- up\nCREATE TABLE t (id INT);\n-- down\n-- irreversible\n", False),
+    ("4.js", b"module.exports = { up: async (q) => {}, down: async (q) => { await q.dropTable('t'); } };", True),
+    ("5.js", b"module.exports = { async up(q) {}, async down(q) {} };", True),
+    ("6.js", b"module.exports = { up: async (q) => { await q.createTable('downloads'); } };", False),
+])
+def test_down_steps_are_recognised(name, content, expected):
+    assert has_down_step(name, content) is expected
+
+
+def inputs(strategy="undo", to_undo=("m2", "m1"), without_down=(), failed=()):
+    return RollbackInputs(detail="", environment="prod", from_version="1.1.0",
+                          target=Deployment(version="1.0.0", images={"backend": B + "1", "frontend": F + "1"}),
+                          strategy=strategy, to_undo=list(to_undo), undo_image=B + "2", without_down=list(without_down),
+                          backup=None, failed_migrations=list(failed))
+
+
+def env():
+    return Environment(name="prod", app=AppEnvironment(), target=ReleaseTarget(
+        env_file="/etc/smartaccounting/.env.prod", registry="127.0.0.1:9", backend_image="app/backend",
+        frontend_image="app/frontend", compose_project="smartrelease-units-no-such-project"))
+
+
+def test_the_sequence_follows_the_strategy_and_a_missing_down_step_keeps_the_database_out_of_it():
+    assert sequence(inputs()) == ("stop-backend", "safety-backup", "undo-migrations", "relaunch", "wait-ready", "verify")
+    assert sequence(inputs(to_undo=())) == ("relaunch", "wait-ready", "verify")
+    assert sequence(inputs(without_down=["m2"])) == ("undo-migrations", "relaunch", "wait-ready", "verify")
+    assert sequence(inputs("none")) == ("relaunch", "wait-ready", "verify")
+    assert sequence(inputs("restore")) == ("relaunch", "wait-ready", "verify")  # no backup: nothing to restore
+
+
+def test_the_advice_names_the_migration_the_commands_and_the_guard():
+    facts = RollbackFacts(recovered=True)
+    advice(env(), inputs(without_down=["m2"], failed=["m3"]), facts)
+    blocked, guard = facts.instructions
+    assert "m2 has no down step" in blocked and "1.0.0 runs on it" in blocked
+    assert "smartrelease rollback --env-file /etc/smartaccounting/.env.prod --to 1.0.0 --db-strategy restore" in blocked
+    assert "m3" in guard and "`smartrelease guard off --name prod`" in guard
+    none = RollbackFacts()
+    advice(env(), inputs("none"), none)
+    assert none.warnings == ["database strategy none: m2, m1 stay applied under 1.0.0"]
+
+
+def test_the_rollback_shows_in_every_rendering_of_the_report():
+    rb = RollbackFacts(to_version="1.0.0", recovered=True, time_to_recover_s=4.2, migrations_undone=["m1"],
+                       instructions=["do this"], warnings=["beware"])
+    report = Report(flow="release", environment="prod", facts=ReleaseFacts(version="1.1.0", rollback=rb),
+                    results=[StepResult(name="wait-ready", status=Status.FAILED, detail="unhealthy", duration_ms=1)])
+    assert report.release_json()["rollback"]["time_to_recover_s"] == 4.2
+    assert "## Rollback to 1.0.0: recovered" in report.markdown() and "1. do this" in report.markdown()
+    assert "rollback to 1.0.0: recovered (database: undo, undone: m1, time to recover 4.2 s)" in report.text()
+    assert "WARNING: beware" in report.text()
+
+
+def test_the_cli_offers_the_same_strategies_as_the_flows():
+    assert cli.STRATEGIES == STRATEGIES
+
+
+def test_a_rollback_plan_without_a_pinned_previous_version_refuses_unless_first_release():
+    docker.from_env().ping()  # a real engine: the project simply has no containers
+    plan = MigrationPlan(detail="", in_image=[], pending=[], unknown=[])
+    with pytest.raises(StepFailed, match="rollback plan incomplete: the running backend and frontend are not both "
+                                         "known by a registry digest.*no fresh backup. Nothing was changed"):
+        rollback_plan(env(), "1.1.0", plan, None, first_release=False)
+    first = rollback_plan(env(), "1.0.0", plan, None, first_release=True)
+    assert first.previous is None and first.warning and "first release" in first.detail
+    assert "first release: nothing to go back to" in first.markdown()
