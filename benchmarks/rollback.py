@@ -1,0 +1,71 @@
+"""Benchmark: time to recover from a failed release, and what it is made of.
+
+Each run releases the sandbox checkout's version, which must be a broken one whose
+migration has a down step (after `make demo`: 1.2.0, already in the registry, so it
+is deployed as pushed), and reads the report: the time from the failing step's end
+to the previous version verified, and each rollback step's duration.
+
+usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/rollback.py [--env-file .env.sandbox] [--runs 5] [--out docs/benchmarks-rollback.md]
+Needs `make demo` first (it leaves 1.1.0 running and the broken 1.2.0 checked out).
+"""
+
+import argparse
+import platform
+import statistics
+from datetime import datetime, timezone
+
+from blocks import import_env_file
+from flows.release import release
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env-file", default=".env.sandbox")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="docs/benchmarks-rollback.md")
+    args = ap.parse_args()
+
+    env = import_env_file(args.env_file, "sandbox")
+    recover, detect, steps = [], [], {}
+    version = previous = None
+    for _ in range(args.runs):
+        report = release(environment=env.name, return_state=True).result(raise_on_failure=False)
+        rb = report.facts.rollback
+        if report.ok or rb is None or not rb.recovered:
+            raise SystemExit(f"expected a failed release that rolls back; got:\n{report.text()}")
+        version, previous = report.facts.version, rb.to_version
+        recover.append(rb.time_to_recover_s * 1000)
+        detect.append(next(r.duration_ms for r in report.results if r.name == "wait-ready"))
+        for r in report.results:
+            if r.name.startswith("rollback: "):
+                steps.setdefault(r.name, []).append(r.duration_ms)
+
+    rows = "\n".join(f"| `{name}` | {statistics.median(ms):.0f} | {max(ms):.0f} |" for name, ms in steps.items())
+    text = f"""# Benchmarks: rollback
+
+## Time to recover from a failed release
+
+Command: `python benchmarks/rollback.py --runs {args.runs}` on the sandbox after `make demo`:
+each run releases the broken {version} (a migration with a down step, a backend whose
+`/health` fails) over {previous}; it fails wait-ready and rolls back with the default
+database strategy `undo`. Machine: {platform.machine()}, CPython
+{platform.python_version()}, measured {datetime.now(timezone.utc):%Y-%m-%d}. The machine
+is shared: read these as orders of magnitude, not limits.
+
+| | median ms | max ms |
+|---|---:|---:|
+| the release's wait-ready step, until the backend was reported unhealthy | {statistics.median(detect):.0f} | {max(detect):.0f} |
+| **time to recover**: failure detected → {previous} verified | {statistics.median(recover):.0f} | {max(recover):.0f} |
+{rows}
+
+Detection is bounded by the image's health check (interval 2 s, 3 retries). Of the
+recovery, the relaunched backend's wait-ready is the largest part, again the health
+check's first interval; the safety backup and the undo (a one-off container) follow.
+"""
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
