@@ -69,6 +69,9 @@ def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> No
             f"{inputs.from_version}; {inputs.target.version} {runs}. To finish the rollback, either add a down step "
             f"to the migration, release it, then run {_command(env, inputs, 'undo')}; or restore {backup}, losing "
             f"every write since it was taken: {_command(env, inputs, 'restore')}.")
+    if inputs.strategy == "restore" and inputs.backup is None:
+        facts.warnings.append("database strategy restore, but this release took no backup (it had nothing to "
+                              "migrate): the database was left as it is")
     if inputs.strategy == "none" and inputs.to_undo:
         facts.warnings.append(f"database strategy none: {', '.join(inputs.to_undo)} stay applied under {inputs.target.version}")
     if inputs.failed_migrations:

@@ -145,7 +145,8 @@ def _require_trailer(tail: bytes) -> None:
         raise BackupUnreadable("plain SQL dump lacks pg_dump's closing line (truncated, or not a pg_dump file)")
 
 
-def _pg_env(password: str | None) -> dict[str, str]:
+def pg_environment(password: str | None) -> dict[str, str]:
+    """The environment for PostgreSQL's client programs: the password goes here, never in argv."""
     env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"}
     if password:
         env["PGPASSWORD"] = password  # the environment, never argv
@@ -157,7 +158,7 @@ def dump_database_encrypted(host: str, port: int, user: str | None, password: st
     """pg_dump custom format piped straight into the encryptor; returns the SHA-256
     recorded beside `target`. Nothing is left behind when pg_dump fails."""
     cmd = ["pg_dump", "--format=custom", "-h", host, "-p", str(port), "-d", dbname, *(["-U", user] if user else [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_pg_env(password))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg_environment(password))
 
     def pg_dump_succeeded() -> None:
         _, err = proc.communicate(timeout=READ_TIMEOUT_S)
@@ -179,7 +180,7 @@ def dump_database(host: str, port: int, user: str | None, password: str | None, 
     """pg_dump custom format to `target`, written under a hidden name and renamed
     when complete, so a reader never mistakes a partial dump for a backup."""
     partial = target.with_name(f".{target.name}.partial")
-    env = _pg_env(password)
+    env = pg_environment(password)
     cmd = ["pg_dump", "--format=custom", f"--file={partial}", "-h", host, "-p", str(port), "-d", dbname]
     if user:
         cmd += ["-U", user]

@@ -15,7 +15,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
-from tasks.backup_files import READ_TIMEOUT_S, _pg_env
+from tasks.backup_files import READ_TIMEOUT_S, pg_environment
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
 
@@ -71,7 +71,7 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
     except BackupIntegrityError as exc:
         raise StepFailed(STEP, f"{exc}; the database was not touched") from None
     db = parse_database_url(env.app.database_url, STEP)
-    pg_env = _pg_env(db.password.get_secret_value() if db.password else None)
+    pg_env = pg_environment(db.password.get_secret_value() if db.password else None)
     psql = subprocess.Popen(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h", db.host, "-p", str(db.port),
          "-d", db.dbname, *(["-U", db.user] if db.user else []), "-c", EMPTY_SCHEMA, "-f", "-"],

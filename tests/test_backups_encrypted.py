@@ -2,18 +2,21 @@
 written by pg_dump through the encryptor, read whole through pg_restore, and
 refused when tampered with, truncated, or opened with the wrong passphrase."""
 
-import os
 import stat
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from blocks.envfile import parse_env_file
+from blocks.app_environment import AppEnvironment
+from blocks.envfile import Environment, parse_env_file
+from blocks.release_target import ReleaseTarget
 from sandbox.postgres import Cluster
 from smartrelease.errors import StepFailed
 from tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
 from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
 from tasks.backups import check_backups
+from tasks.restore import restore_database
 from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER
 
 
@@ -77,3 +80,46 @@ def test_preflight_backups_check_decrypts(write_env, pg):
     with pytest.raises(StepFailed) as failed:
         check_backups(env)
     assert failed.value.reason == f"newest backup {newest.name} is unreadable: {newest.name} does not match its recorded SHA-256 (tampered or damaged): refused"
+
+
+def _database(cluster: Cluster) -> dict:
+    """Every table in public with its columns and rows: equal means equal databases."""
+    with psycopg.connect(cluster.dsn(DB_USER, DB_PASSWORD, DB_NAME)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        return {t: (conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = %s ORDER BY 1", (t,)).fetchall(),
+                    conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()) for t in tables}
+
+
+def _app_env(cluster: Cluster) -> Environment:
+    return Environment(name="restore", target=ReleaseTarget(), app=AppEnvironment(
+        database_url=cluster.dsn(DB_USER, DB_PASSWORD, DB_NAME), backup_passphrase=BACKUP_PASSPHRASE))
+
+
+def test_restore_makes_the_database_equal_the_backup_in_one_transaction(own_pg, tmp_path):
+    with psycopg.connect(own_pg.dsn(DB_USER, DB_PASSWORD, DB_NAME), autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id SERIAL PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO accounts (name) VALUES ('kept'), ('also kept')")
+    at_backup = _database(own_pg)
+    path = encrypted_backup(own_pg, tmp_path)
+    with psycopg.connect(own_pg.dsn(DB_USER, DB_PASSWORD, DB_NAME), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledgers (id INT)")  # a newer migration's table
+        conn.execute("ALTER TABLE accounts ADD COLUMN code TEXT")
+        conn.execute("INSERT INTO accounts (name) VALUES ('written later')")
+    changed = _database(own_pg)
+
+    # Altered, with its checksum forged to match: the tag fails before the last chunk
+    # reaches pg_restore, psql is killed before COMMIT, and nothing changes.
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    path.write_bytes(bytes(bad))
+    (tmp_path / (path.name + ".sha256")).write_text(f"{sha256_file(path)}  {path.name}\n")
+    with pytest.raises(StepFailed, match="fails authentication.*the database was not touched"):
+        restore_database(_app_env(own_pg), str(path))
+    assert _database(own_pg) == changed
+
+    path.write_bytes(good)
+    (tmp_path / (path.name + ".sha256")).write_text(f"{sha256_file(path)}  {path.name}\n")
+    assert "one transaction" in restore_database(_app_env(own_pg), str(path)).detail
+    assert _database(own_pg) == at_backup  # the later table, column and row are gone
