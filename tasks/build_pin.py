@@ -107,13 +107,14 @@ def push_immutable(client: docker.DockerClient, registry: Registry, repository: 
     return remote
 
 
-def _build(client: docker.DockerClient, env: Environment, service: str, repository: str, version: str, sha: str) -> dict[str, str]:
+def _build(client: docker.DockerClient, env: Environment, service: str, repository: str, version: str, sha: str,
+           tag: str) -> dict[str, str]:
     app_dir = Path(env.target.app_dir or "")
     context = app_dir / (env.target.backend_context if service == "backend" else env.target.frontend_context)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     labels = {LABEL_VERSION: version, LABEL_REVISION: sha, LABEL_CREATED: created}
     try:
-        build_image(client, context, f"{repository}:{version}",
+        build_image(client, context, f"{repository}:{tag}",
                     build_args={"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": created}, labels=labels)
     except docker.errors.BuildError as exc:
         tail = " / ".join(str(line.get("stream") or line.get("error") or "").strip() for line in list(exc.build_log)[-5:])
@@ -121,8 +122,11 @@ def _build(client: docker.DockerClient, env: Environment, service: str, reposito
     return labels
 
 
-def build_pin(env: Environment, version: str, digests: dict[str, str] | None = None) -> Pinned:
+def build_pin(env: Environment, version: str, digests: dict[str, str] | None = None, tag: str | None = None) -> Pinned:
+    """Pin both images of `version` to digests, building and pushing what the registry
+    lacks. `tag` is the registry tag (default: the version; dev builds use dev-<sha>)."""
     digests = digests or {}
+    tag = tag or version
     images: dict[str, PinnedImage] = {}
     try:
         with registry_for(env) as registry:
@@ -130,19 +134,19 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
             for service in SERVICES:
                 path = repository_path(env, service)
                 repository = f"{env.target.registry}/{path}"
-                tagged = registry.digest(path, version)
+                tagged = registry.digest(path, tag)
                 if named := digests.get(service):
                     if not registry.digest(path, named):
                         raise StepFailed(STEP, f"{path}@{named} is not in the registry")
                     if tagged and tagged != named:
-                        raise StepFailed(STEP, f"{path}:{version} points to {tagged}, not to the named {named}")
+                        raise StepFailed(STEP, f"{path}:{tag} points to {tagged}, not to the named {named}")
                     digest = named
                 elif tagged:
                     digest = tagged
                 else:
                     to_build.append((service, path, repository))
                     continue
-                images[service] = PinnedImage(service=service, repository=repository, tag=version, digest=digest,
+                images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                               built=False, labels=registry.labels(path, digest))
             if to_build:
                 sha = checkout_revision(Path(env.target.app_dir or "."), version)
@@ -151,9 +155,9 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
                     client.login(username=creds.username, password=creds.password.get_secret_value(),
                                  registry=env.target.registry, reauth=True)
                 for service, path, repository in to_build:
-                    labels = _build(client, env, service, repository, version, sha)
-                    digest = push_immutable(client, registry, repository, path, version)
-                    images[service] = PinnedImage(service=service, repository=repository, tag=version, digest=digest,
+                    labels = _build(client, env, service, repository, version, sha, tag)
+                    digest = push_immutable(client, registry, repository, path, tag)
+                    images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                                   built=True, labels=labels)
     except RegistryError as exc:
         raise StepFailed(STEP, str(exc), transient=True) from None
@@ -165,7 +169,7 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
         f"{i.service} {i.digest[:19]}… ({'built and pushed' if i.built else 'already pushed, deployed as pushed'})"
         for i in ordered.values()
     )
-    return Pinned(detail=f"{version}: {detail}", version=version, images=ordered)
+    return Pinned(detail=f"{tag}: {detail}", version=version, images=ordered)
 
 
 build_pin_task = runbook_task(STEP, timeout_s=1800)(build_pin)

@@ -43,11 +43,28 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self._http.close()
 
-    def _get(self, method: str, path: str, accept: str = MANIFEST_TYPES) -> httpx.Response:
+    def _get(self, method: str, path: str, accept: str = MANIFEST_TYPES, **kwargs) -> httpx.Response:
         try:
-            return self._http.request(method, path, headers={"Accept": accept})
+            return self._http.request(method, path, headers={"Accept": accept, **kwargs.pop("headers", {})}, **kwargs)
         except httpx.HTTPError as exc:
             raise RegistryError(f"registry {self.registry} unreachable: {type(exc).__name__}") from None
+
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
+        """A manifest's exact bytes and media type (the digest is over these bytes), or None."""
+        resp = self._get("GET", f"/v2/{repository}/manifests/{reference}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RegistryError(f"registry {self.registry}: manifest {repository}:{reference} answered HTTP {resp.status_code}")
+        return resp.content, resp.headers.get("Content-Type", "")
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Store `body` under `tag` (the layers are already there: nothing is pulled or
+        pushed but these bytes); returns the digest the registry computed."""
+        resp = self._get("PUT", f"/v2/{repository}/manifests/{tag}", content=body, headers={"Content-Type": media_type})
+        if resp.status_code not in (200, 201):
+            raise RegistryError(f"registry {self.registry}: PUT {repository}:{tag} answered HTTP {resp.status_code}")
+        return resp.headers.get("Docker-Content-Digest", "")
 
     def digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag (or digest) resolves to, or None when it does not exist."""

@@ -15,7 +15,9 @@ from blocks import import_env_file, load_environment, parse_env_file
 from sandbox.base_image import ensure_base_image
 from sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
-from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin
+from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
+from tasks.dev_build import dev_build
+from tasks.promote_tag import resolve_tag, tag_digest
 from tasks.registry import Registry as RegistryApi
 from tests.conftest import free_port
 
@@ -138,3 +140,40 @@ def test_a_username_without_a_password_is_refused(tmp_path):
     path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n")
     with pytest.raises(ConfigError, match="RELEASE_REGISTRY_USERNAME and RELEASE_REGISTRY_PASSWORD go together"):
         parse_env_file(path)
+
+
+@pytest.mark.e2e
+def test_a_dev_build_is_tagged_with_the_checkouts_short_sha_and_release_labels(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout, name="dev")
+    sha = git_sha(checkout)
+    pinned = dev_build(env)
+    assert {i.tag for i in pinned.images.values()} == {f"dev-{sha[:7]}"}
+    with registry_for(env) as api:
+        for service, image in pinned.images.items():
+            assert api.digest(f"pin-dev/{service}", f"dev-{sha[:7]}") == image.digest
+            labels = api.labels(f"pin-dev/{service}", image.digest)
+            assert labels[LABEL_VERSION] == "2.0.0" and labels[LABEL_REVISION] == sha
+            assert api.digest(f"pin-dev/{service}", "2.0.0") is None  # the SemVer is promotion's to give
+    again = dev_build(env)  # the same commit again: deployed as pushed, not rebuilt
+    assert not any(i.built for i in again.images.values()) and again.digests == pinned.digests
+
+
+@pytest.mark.e2e
+def test_tagging_a_digest_copies_the_manifest_and_never_moves_a_tag(tmp_path, auth_registry, checkout):
+    env = env_for(tmp_path, auth_registry, checkout, name="tag")
+    first = dev_build(env).images["backend"]
+    (checkout / "Dockerfile").write_text(DOCKERFILE + "LABEL change=yes\n")
+    subprocess.run(["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@localhost",
+                    "commit", "-qam", "change"], check=True)
+    second = dev_build(env).images["backend"]
+    assert first.digest != second.digest
+    with registry_for(env) as api:
+        assert resolve_tag(api, "pin-tag/backend", first.tag) == first.digest
+        assert "now names" in tag_digest(api, "pin-tag/backend", first.digest, "2.0.0")
+        assert api.digest("pin-tag/backend", "2.0.0") == first.digest  # the same bytes, read back over the API
+        assert "already names" in tag_digest(api, "pin-tag/backend", first.digest, "2.0.0")
+        with pytest.raises(StepFailed, match=f"2.0.0 already points to {first.digest}, not to {second.digest}"):
+            tag_digest(api, "pin-tag/backend", second.digest, "2.0.0")
+        assert api.digest("pin-tag/backend", "2.0.0") == first.digest  # unchanged
+        with pytest.raises(StepFailed, match="pin-tag/backend:dev-0000000 does not exist in 127.0.0.1:"):
+            resolve_tag(api, "pin-tag/backend", "dev-0000000")
