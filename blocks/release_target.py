@@ -24,6 +24,7 @@ class ReleaseTarget(Block):
     backend_context: str = Field(".", description="The backend's build context, relative to app_dir.")
     frontend_context: str = Field("client", description="The frontend's build context, relative to app_dir.")
     migrations_dir: str = Field("/app/migrations", description="Where the backend image holds its migration files; each file's name is what \"SequelizeMeta\" records.")
+    promote_from: str = Field("dev", description="The environment whose passing release runs vouch for a digest promoted to this one.")
     undo_command: str = Field("npm run db:rollback", description="The app's command that undoes its newest migration, run in a one-off backend container (the runbook's `npm run db:rollback`).")
     ready_timeout_s: float = Field(120, gt=0, description="How long wait-ready waits for the containers to be healthy and /ready to answer 200.")
     backup_max_age_hours: float = Field(26, gt=0, description="The newest logical backup must be younger than this.")

@@ -10,6 +10,8 @@ from prefect.artifacts import Artifact, create_table_artifact
 from smartrelease.report import Report
 from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
 
+PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
+
 HISTORY_LIMIT = 200  # rows kept in the artifact; older ones stay in its earlier versions
 
 
@@ -33,7 +35,7 @@ def last_release(environment: str) -> dict | None:
 
 def result_of(report: Report) -> str:
     if report.ok:
-        return ROLLED_BACK if report.flow == "rollback" else RELEASED
+        return {"rollback": ROLLED_BACK, "promote": PROMOTED}.get(report.flow, RELEASED)
     failed = ", ".join(r.name for r in report.failures())
     rb = report.facts.rollback if report.facts else None
     if report.flow == "release" and rb is not None:
@@ -41,7 +43,7 @@ def result_of(report: Report) -> str:
     return f"failed at {failed}"
 
 
-def append_history(report: Report, images: dict[str, str], flow_run_name: str) -> None:
+def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
     facts = report.facts
     row = {
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
@@ -56,6 +58,7 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str) -
         # Still applied after this run's rollback (a migration without a down step, strategy none).
         "migrations_left": ", ".join(facts.rollback.migrations_left) if facts.rollback else "",
         "flow_run": flow_run_name,
+        "flow_run_id": flow_run_id,  # promotion's evidence: the run is read back by id
         "triggered_by": facts.triggered_by,
     }
     rows = (read_history(report.environment) + [row])[-HISTORY_LIMIT:]

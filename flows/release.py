@@ -124,7 +124,7 @@ def publish_plan(plan) -> None:
 def publish(report: Report, images: dict[str, str]) -> None:
     create_markdown_artifact(key=f"release-{report.environment}", markdown=report.markdown(),
                              description=f"Release report for {report.environment}")
-    append_history(report, images, flow_run.name or "")
+    append_history(report, images, flow_run.name or "", flow_run.id or "")
 
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(SMOKE)))

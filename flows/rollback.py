@@ -123,7 +123,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], 
 def publish(report: Report, images: dict[str, str]) -> None:
     create_markdown_artifact(key=f"rollback-{report.environment}", markdown=report.markdown(),
                              description=f"Rollback report for {report.environment}")
-    append_history(report, images, flow_run.name or "")
+    append_history(report, images, flow_run.name or "", flow_run.id or "")
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")

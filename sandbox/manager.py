@@ -1,8 +1,11 @@
-"""`smartrelease sandbox up|down|status`: production on one machine.
+"""`smartrelease sandbox up [--dev]|down|status`: production on one machine.
 
 up is idempotent: it starts what is not running, builds only what is missing, and
-(re)writes a complete .env.sandbox. Settings (SANDBOX_* environment variables) are
-listed in `Settings` and in the README.
+(re)writes a complete .env.sandbox. With --dev it also brings up a dev environment
+beside it (`.env.sandbox-dev`): its own Compose project, database, ports and backups,
+sharing the registry, the PostgreSQL cluster, the TLS edge's certificate and the app
+checkout. Settings (SANDBOX_* environment variables) are listed in `Settings` and in
+the README.
 """
 
 import os
@@ -22,7 +25,7 @@ import trustme
 from cryptography import x509
 from dotenv import dotenv_values
 
-from blocks.envfile import Environment, parse_env_file
+from blocks.envfile import Environment, name_from_env_file, parse_env_file
 from sandbox.base_image import ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster
 from smartrelease.errors import ConfigError, StepFailed
@@ -54,6 +57,9 @@ class Settings:
     backend_port: int = field(default_factory=lambda: _env_int("SANDBOX_BACKEND_PORT", 18080))
     frontend_port: int = field(default_factory=lambda: _env_int("SANDBOX_FRONTEND_PORT", 18081))
     edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
+    dev_backend_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_BACKEND_PORT", 18090))
+    dev_frontend_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_FRONTEND_PORT", 18091))
+    dev_edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_EDGE_PORT", 18453))
 
     @property
     def registry(self) -> str:
@@ -61,7 +67,7 @@ class Settings:
 
     @property
     def public_url(self) -> str:
-        return f"https://localhost:{self.edge_port}"
+        return self.prod.public_url
 
     @property
     def app_dir(self) -> Path:
@@ -73,11 +79,11 @@ class Settings:
 
     @property
     def compose_env_file(self) -> Path:
-        return self.root / "compose.env"
+        return self.prod.compose_env_file
 
     @property
     def backup_dir(self) -> Path:
-        return self.root / "backups"
+        return self.prod.backup_dir
 
     @property
     def wal_dir(self) -> Path:
@@ -85,6 +91,42 @@ class Settings:
 
     def cluster(self) -> Cluster:
         return Cluster(self.root / "postgres", self.pg_port, self.wal_dir)
+
+    @property
+    def prod(self) -> "Stage":
+        return Stage(self.env_file, self.project, DB_NAME, self.root / "compose.env", self.root / "backups",
+                     self.backend_port, self.frontend_port, self.edge_port)
+
+    @property
+    def dev(self) -> "Stage":
+        return Stage(self.env_file.with_name(self.env_file.name + DEV), self.project + DEV, DB_NAME + "_dev",
+                     self.root / f"compose{DEV}.env", self.root / f"backups{DEV}",
+                     self.dev_backend_port, self.dev_frontend_port, self.dev_edge_port)
+
+
+DEV = "-dev"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One environment of the sandbox: production, or dev beside it."""
+
+    env_file: Path
+    project: str
+    db_name: str
+    compose_env_file: Path
+    backup_dir: Path
+    backend_port: int
+    frontend_port: int
+    edge_port: int
+
+    @property
+    def name(self) -> str:
+        return name_from_env_file(self.env_file)
+
+    @property
+    def public_url(self) -> str:
+        return f"https://localhost:{self.edge_port}"
 
 
 def log(msg: str) -> None:
@@ -219,41 +261,43 @@ def ensure_app_checkout(s: Settings) -> None:
     subprocess.run([*git, "commit", "-q", "-m", "stand-in SmartAccounting app"], check=True)
 
 
-def env_file_text(s: Settings, sec: dict[str, str]) -> str:
+def env_file_text(s: Settings, stage: Stage, sec: dict[str, str]) -> str:
     cluster = s.cluster()
     values = {
         "NODE_ENV": "production",
-        "DATABASE_URL": cluster.dsn(DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME),
+        "DATABASE_URL": cluster.dsn(DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name),
         "JWT_SECRET": sec["JWT_SECRET"],
-        "FRONTEND_URL": s.public_url,
-        "CLIENT_URL": s.public_url,
-        "CORS_ORIGIN": s.public_url,
+        "FRONTEND_URL": stage.public_url,
+        "CLIENT_URL": stage.public_url,
+        "CORS_ORIGIN": stage.public_url,
         "BACKUP_PASSPHRASE": sec["BACKUP_PASSPHRASE"],
         "ALLOW_PROD_MIGRATIONS": "true",
-        "BACKUP_DIR": str(s.backup_dir),
+        "BACKUP_DIR": str(stage.backup_dir),
         "WAL_ARCHIVE_DIR": str(s.wal_dir),
         "METRICS_BASIC_AUTH_USER": "metrics",
         "METRICS_BASIC_AUTH_PASS": sec["METRICS_BASIC_AUTH_PASS"],
         "RELEASE_PRODUCTION": "true",
-        "RELEASE_PUBLIC_URL": s.public_url,
+        "RELEASE_PUBLIC_URL": stage.public_url,
         "RELEASE_CA_BUNDLE": str(s.tls_dir / "ca.pem"),
         "RELEASE_COMPOSE_FILE": str(s.app_dir / "docker-compose.prod.yml"),
-        "RELEASE_COMPOSE_PROJECT": s.project,
-        "RELEASE_COMPOSE_ENV_FILE": str(s.compose_env_file),
+        "RELEASE_COMPOSE_PROJECT": stage.project,
+        "RELEASE_COMPOSE_ENV_FILE": str(stage.compose_env_file),
         "RELEASE_APP_DIR": str(s.app_dir),
         "RELEASE_REGISTRY": s.registry,
         "RELEASE_BACKEND_IMAGE": "smartaccounting/backend",
         "RELEASE_FRONTEND_IMAGE": "smartaccounting/frontend",
+        # Promotion into production asks the dev environment's history for evidence.
+        "RELEASE_PROMOTE_FROM": s.dev.name,
         # Kept so a second `sandbox up` reuses the database password.
         "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
     }
     return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def compose_env_text(s: Settings) -> str:
+def compose_env_text(s: Settings, stage: Stage) -> str:
     """The sandbox deployment's own, non-secret compose variables (RELEASE_COMPOSE_ENV_FILE)."""
-    values = {"EDGE_IMAGE": EDGE_IMAGE, "EDGE_TLS_DIR": str(s.tls_dir), "BACKEND_PORT": s.backend_port,
-              "FRONTEND_PORT": s.frontend_port, "EDGE_PORT": s.edge_port}
+    values = {"EDGE_IMAGE": EDGE_IMAGE, "EDGE_TLS_DIR": str(s.tls_dir), "BACKEND_PORT": stage.backend_port,
+              "FRONTEND_PORT": stage.frontend_port, "EDGE_PORT": stage.edge_port}
     return "# Written by `smartrelease sandbox up`.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
@@ -267,19 +311,41 @@ def deploy_checkout(env: Environment) -> str:
     return version
 
 
-def take_backup(s: Settings, sec: dict[str, str], version: str) -> Path:
+def take_backup(s: Settings, stage: Stage, sec: dict[str, str], version: str) -> Path:
     """An encrypted pg_dump (BACKUP_PASSPHRASE), as the release's own backups are."""
-    s.backup_dir.mkdir(parents=True, exist_ok=True)
+    stage.backup_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = s.backup_dir / f"sandbox-{version}-{stamp}.dump.enc"
-    dump_database_encrypted("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME,
+    target = stage.backup_dir / f"{stage.name}-{version}-{stamp}.dump.enc"
+    dump_database_encrypted("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name,
                             target, sec["BACKUP_PASSPHRASE"])
     return target
 
 
+def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.DockerClient) -> None:
+    """One environment: its database, env files, app (deployed from the checkout when
+    not running) and a fresh backup."""
+    cluster = s.cluster()
+    cluster.ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name)
+    stage.env_file.write_text(env_file_text(s, stage, sec))
+    stage.env_file.chmod(0o600)
+    stage.compose_env_file.write_text(compose_env_text(s, stage))
+    env = parse_env_file(stage.env_file)
+
+    running = running_services(client, env)
+    if {"backend", "frontend", "edge"} <= {n for n, c in running.items() if c.status == "running"}:
+        version = running["backend"].labels.get("org.opencontainers.image.version", "?")
+        log(f"{stage.name}: app {version} already running; left as it is (releases go through `smartrelease release`)")
+    else:
+        version = deploy_checkout(env)
+        log(f"{stage.name}: app {version} deployed from the checkout")
+    log(f"{stage.name}: serving at {stage.public_url}")
+    backup = take_backup(s, stage, sec, version)
+    log(f"{stage.name}: backup {backup.name}; wrote {stage.env_file}")
+
+
 # --- commands ---------------------------------------------------------------
 
-def up(s: Settings | None = None) -> int:
+def up(s: Settings | None = None, dev: bool = False) -> int:
     s = s or Settings()
     try:
         client = require_tools()
@@ -289,7 +355,6 @@ def up(s: Settings | None = None) -> int:
         cluster = s.cluster()
         cluster.init()
         cluster.start()
-        cluster.ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], DB_NAME)
         log(f"PostgreSQL on 127.0.0.1:{s.pg_port}, WAL archived to {s.wal_dir}")
 
         sandbox_registry(s).start()
@@ -302,24 +367,11 @@ def up(s: Settings | None = None) -> int:
             client.images.get(EDGE_IMAGE)
         except docker.errors.ImageNotFound:
             build_image(client, TEMPLATE / "edge", EDGE_IMAGE, build_args={"BASE_IMAGE": base})
-        s.env_file.write_text(env_file_text(s, sec))
-        s.env_file.chmod(0o600)
-        s.compose_env_file.write_text(compose_env_text(s))
-        env = parse_env_file(s.env_file)
-
-        running = running_services(client, env)
-        if {"backend", "frontend", "edge"} <= {n for n, c in running.items() if c.status == "running"}:
-            version = running["backend"].labels.get("org.opencontainers.image.version", "?")
-            log(f"app {version} already running; left as it is (releases go through `smartrelease release`)")
-        else:
-            version = deploy_checkout(env)
-            log(f"app {version} deployed from the checkout")
-        log(f"serving at {s.public_url}")
-
-        backup = take_backup(s, sec, version)
+        for stage in (s.prod, s.dev) if dev else (s.prod,):
+            up_stage(s, stage, sec, client)
         cluster.switch_wal()
-        log(f"backup {backup.name}; wrote {s.env_file}")
-        print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}")
+        print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
+              + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
     except (SandboxError, ConfigError, StepFailed) as exc:
         print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
@@ -328,13 +380,15 @@ def up(s: Settings | None = None) -> int:
 
 def down(s: Settings | None = None) -> int:
     s = s or Settings()
-    if s.env_file.is_file():
-        env = parse_env_file(s.env_file)
+    for stage in (s.dev, s.prod):
+        if not stage.env_file.is_file():
+            continue
+        env = parse_env_file(stage.env_file)
         if env.target.compose_file and Path(env.target.compose_file).is_file():
             placeholders = compose_variables(env, {"backend": "none", "frontend": "none"})
-            with compose(env.target.compose_file, s.project, placeholders, env.target.compose_env_file) as dc:
+            with compose(env.target.compose_file, stage.project, placeholders, env.target.compose_env_file) as dc:
                 dc.compose.down(remove_orphans=True, quiet=True)
-            log("containers removed")
+            log(f"{stage.name}: containers removed")
     sandbox_registry(s).stop()
     s.cluster().stop()
     log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")

@@ -35,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="what an automatic rollback does to the database (default: undo)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
+    bd = sub.add_parser("build", help="build and push the app checkout as dev-<short git SHA> (for a dev environment)")
+    bd.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    bd.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    pm = sub.add_parser("promote", help="give a dev build's digests a SemVer tag, without rebuilding, if they passed in dev")
+    pm.add_argument("--env-file", required=True, help="the target environment (e.g. .env.prod), imported first")
+    pm.add_argument("--from", dest="from_tag", required=True, metavar="dev-SHA", help="the dev tag to promote")
+    pm.add_argument("--version", dest="promote_version", metavar="X", help="the SemVer to give it (default: the app checkout's VERSION)")
+    pm.add_argument("--force", action="store_true", help="promote without a passing dev run (needs --reason)")
+    pm.add_argument("--reason", help="why --force is needed; recorded in the ticket and the history")
+    pm.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
     rb = sub.add_parser("rollback", help="put the previous release back: database (undo, restore or none), images by digest, verify")
     rb.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
     rb.add_argument("--to", dest="to_version", metavar="VERSION", help="the release to go back to (default: the one before the running one)")
@@ -54,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser("sandbox", help="the local production-like sandbox")
     sb.add_argument("action", choices=["up", "down", "status"])
+    sb.add_argument("--dev", action="store_true", help="with up: also a dev environment beside it (.env.sandbox-dev)")
     return p
 
 
@@ -126,6 +139,28 @@ def _cmd_verify(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_build(args) -> int:
+    from flows.build import build
+
+    report = _run(build, args)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_promote(args) -> int:
+    from flows.promote import promote
+
+    _semver_or_exit(args.promote_version, "--version")
+    if args.force != bool(args.reason):
+        raise ConfigError("--force and --reason go together: say why the dev evidence is skipped")
+    if not args.from_tag.startswith("dev-"):
+        raise ConfigError(f"--from {args.from_tag!r}: expected a dev tag, dev-<short git SHA>")
+    report = _run(promote, args, from_tag=args.from_tag, version=args.promote_version,
+                  force_reason=args.reason if args.force else None)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def _cmd_rollback(args) -> int:
     from blocks import parse_env_file
     from flows.history import read_history
@@ -155,13 +190,15 @@ def _cmd_guard(args) -> int:
 def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
-    return {"up": manager.up, "down": manager.down, "status": manager.status}[args.action]()
+    if args.action == "up":
+        return manager.up(dev=args.dev)
+    return {"down": manager.down, "status": manager.status}[args.action]()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release,
-               "verify": _cmd_verify, "rollback": _cmd_rollback, "guard": _cmd_guard, "sandbox": _cmd_sandbox}[args.command]
+               "verify": _cmd_verify, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard, "sandbox": _cmd_sandbox}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

@@ -42,6 +42,15 @@ class RollbackFacts(BaseModel):
     instructions: list[str] = []  # what a human must do next
 
 
+class PromotionFacts(BaseModel):
+    """Where a promoted digest came from and who vouched for it, for an auditor."""
+
+    from_tag: str
+    from_environment: str
+    evidence: str | None = None  # the passing dev run: "<flow run name> (<id>), finished <time>"
+    forced_reason: str | None = None  # --force --reason: promoted without evidence, and why
+
+
 class ReleaseFacts(BaseModel):
     """What a release (or a verification) was about, for the report and the history."""
 
@@ -54,6 +63,7 @@ class ReleaseFacts(BaseModel):
     tool_version: str = ""
     backup: str | None = None  # the pre-release backup (file name in BACKUP_DIR)
     rollback: RollbackFacts | None = None
+    promotion: PromotionFacts | None = None
 
 
 class Report(BaseModel):
@@ -81,6 +91,7 @@ class Report(BaseModel):
             "migrations_applied": facts.migrations_applied,
             "backup": facts.backup,
             "rollback": facts.rollback.model_dump(mode="json") if facts.rollback else None,
+            **({"promotion": facts.promotion.model_dump(mode="json")} if facts.promotion else {}),
             "steps": [r.model_dump(mode="json") for r in self.results],
         }
 
@@ -103,6 +114,14 @@ class Report(BaseModel):
                 f"| smartrelease | {f.tool_version} |",
                 "",
             ]
+            if pr := f.promotion:
+                lines += [
+                    f"## Promotion of {pr.from_tag} from {pr.from_environment}", "",
+                    "| | |", "|---|---|",
+                    f"| vouched for by | {pr.evidence or '— (none)'} |",
+                    f"| forced | {('yes: ' + pr.forced_reason) if pr.forced_reason else 'no'} |",
+                    "",
+                ]
             if rb := f.rollback:
                 lines += [
                     f"## Rollback to {rb.to_version}: {'recovered' if rb.recovered else '**NOT recovered**'}", "",
@@ -142,6 +161,9 @@ class Report(BaseModel):
             lines += [f"  {repo}@{digest}" for repo, digest in f.digests.items()]
             if f.backup:
                 lines.append(f"  pre-release backup {f.backup}")
+            if pr := f.promotion:
+                lines.append(f"  promoted from {pr.from_environment} {pr.from_tag}; vouched for by {pr.evidence or 'nothing'}"
+                             + (f"; FORCED: {pr.forced_reason}" if pr.forced_reason else ""))
         for r in self.results:
             detail = r.detail.replace("\n", "\n" + " " * (width + 13))
             lines.append(f"  {r.status.value.upper():8} {r.name:{width}}  {detail}  ({r.duration_ms:.0f} ms)")

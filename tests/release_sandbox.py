@@ -78,20 +78,23 @@ class Sandbox:
 
 
 @contextmanager
-def module_sandbox(project: str, name: str):
+def module_sandbox(project: str, name: str, dev: bool = False):
     """Up a sandbox on free ports with sentinel secrets (kept by `up`, so the leak
-    checks know what to look for); import its env file as blocks `name`."""
+    checks know what to look for); import its env file as blocks `name` (and with
+    `dev`, the dev environment's as `name`-dev)."""
     root = Path(tempfile.mkdtemp(prefix=f"{project}-"))
     root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
     settings = manager.Settings(
         root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
         pg_port=free_port(), registry_port=free_port(), backend_port=free_port(), frontend_port=free_port(),
-        edge_port=free_port(),
+        edge_port=free_port(), dev_backend_port=free_port(), dev_frontend_port=free_port(), dev_edge_port=free_port(),
     )
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
-    assert manager.up(settings) == 0
+    assert manager.up(settings, dev=dev) == 0
     import_env_file(settings.env_file, name)
+    if dev:
+        import_env_file(settings.dev.env_file, settings.dev.name)
     try:
         yield Sandbox(settings, name)
     finally:

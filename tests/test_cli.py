@@ -124,3 +124,11 @@ def test_guard_flips_allow_prod_migrations_in_the_block(write_env):
     assert AppEnvironment.load("guarded").allow_prod_migrations == "true"
     missing = smartrelease("guard", "off", "--name", "nosuchenv")
     assert missing.returncode == 2 and "no blocks named 'nosuchenv'" in missing.stderr
+
+
+def test_promote_refuses_force_without_a_reason_and_a_non_dev_tag(write_env):
+    path = str(write_env("promoter"))
+    force = smartrelease("promote", "--env-file", path, "--from", "dev-1a2b3c4", "--force")
+    assert force.returncode == 2 and "--force and --reason go together" in force.stderr
+    semver = smartrelease("promote", "--env-file", path, "--from", "1.0.0")
+    assert semver.returncode == 2 and "expected a dev tag, dev-<short git SHA>" in semver.stderr

@@ -1,0 +1,34 @@
+"""Runbook, "Promotion strategy (dev -> prod)", first half: build the app checkout for
+dev, tagged `dev-<short git SHA>`, pushed; published as the artifact `build-<env>`."""
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, Failed
+
+import smartrelease
+from blocks import load_environment
+from flows.steps import StepRunner, Stopped
+from flows.trigger import triggered_by
+from smartrelease.redact import Redactor
+from smartrelease.report import ReleaseFacts, Report
+from tasks.build_pin import STEP
+from tasks.dev_build import dev_build_task
+
+
+@flow(name="build", flow_run_name="build-{environment}")
+def build(environment: str):
+    """Build and push the app checkout of `environment` as dev-<short git SHA>."""
+    env = load_environment(environment)
+    steps = StepRunner((STEP,), Redactor(env.secret_values()))
+    facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    try:
+        pinned = steps.run(STEP, dev_build_task, env)
+        facts.version, facts.digests, facts.git_sha = pinned.version, pinned.digests, pinned.git_sha
+    except Stopped:
+        pass
+    report = Report(flow="build", environment=environment, results=steps.results(), facts=facts)
+    create_markdown_artifact(key=f"build-{environment}", markdown=report.markdown(),
+                             description=f"Dev build for {environment}")
+    if report.ok:
+        return Completed(message=f"built {next(iter(pinned.images.values())).tag}", data=report)
+    return Failed(message="build failed: " + ", ".join(r.name for r in report.failures()), data=report)
