@@ -37,4 +37,4 @@ sandbox-down:
 	$(SR) sandbox down
 
 clean: sandbox-down
-	rm -rf .sandbox .env.sandbox
+	rm -rf .sandbox .env.sandbox .env.sandbox-dev

@@ -18,7 +18,9 @@ from prefect.deployments.runner import RunnerDeployment
 
 import smartrelease
 from blocks.envfile import check_name
+from flows.build import build
 from flows.preflight import preflight
+from flows.promote import promote
 from flows.release import release
 from flows.rollback import rollback
 from flows.verify import verify
@@ -39,6 +41,11 @@ def all_deployments(verify_environments: list[str] = (), verify_every_minutes: f
         rollback.to_deployment(name="rollback", tags=[*TAGS, "rollback"], **common,
                                description="Runbook: rollback plan (code + DB): the previous release back by digest, "
                                            "its database undone, restored or left, verified."),
+        build.to_deployment(name="build", tags=[*TAGS, "build"], **common,
+                            description="Runbook: promotion, dev half: build the app checkout as dev-<short git SHA> and push it."),
+        promote.to_deployment(name="promote", tags=[*TAGS, "promote"], **common,
+                              description="Runbook: promotion dev -> prod: the SemVer on the digests that passed in dev, "
+                                          "without rebuilding."),
         verify.to_deployment(name="verify", tags=[*TAGS, "verify"], **common,
                              description="Runbook: post-deploy verification, read only."),
     ]

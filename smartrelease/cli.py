@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     rel = sub.add_parser("release", help="release a version: preflight, build-pin, launch, wait-ready, smoke, metrics, verify")
     rel.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
     rel.add_argument("--version", dest="release_version", metavar="X", help="the SemVer to release (default: the app checkout's VERSION)")
+    rel.add_argument("--from", dest="from_tag", metavar="TAG",
+                     help="release the images this registry tag names, by digest (e.g. a dev build's dev-<sha>)")
     rel.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                      help="what an automatic rollback does to the database (default: undo)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
@@ -118,10 +120,26 @@ def _cmd_release(args) -> int:
     from flows.release import release, release_inputs
 
     _semver_or_exit(args.release_version, "--version")
-    release_inputs(parse_env_file(args.env_file), args.release_version, None, args.db_strategy)  # before anything is saved
-    report = _run(release, args, version=args.release_version, db_strategy=args.db_strategy)
+    env = parse_env_file(args.env_file)
+    release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
+    digests = _tag_digests(env, args.from_tag) if args.from_tag else None
+    report = _run(release, args, version=args.release_version, digests=digests, db_strategy=args.db_strategy)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _tag_digests(env, tag: str) -> dict[str, str]:
+    """{service: digest} that `tag` names in the registry (read only); exit 2 when missing."""
+    from smartrelease.errors import StepFailed
+    from tasks.build_pin import SERVICES, registry_for, repository_path
+    from tasks.promote_tag import resolve_tag
+    from tasks.registry import RegistryError
+
+    try:
+        with registry_for(env) as registry:
+            return {s: resolve_tag(registry, repository_path(env, s), tag) for s in SERVICES}
+    except (StepFailed, RegistryError) as exc:
+        raise ConfigError(f"--from {tag}: {getattr(exc, 'reason', exc)}") from None
 
 
 def _cmd_verify(args) -> int:

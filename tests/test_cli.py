@@ -10,6 +10,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.preflight import CHECKS
+from tests.conftest import free_port
 
 
 def smartrelease(*args, env_extra=None) -> subprocess.CompletedProcess:
@@ -132,3 +133,19 @@ def test_promote_refuses_force_without_a_reason_and_a_non_dev_tag(write_env):
     assert force.returncode == 2 and "--force and --reason go together" in force.stderr
     semver = smartrelease("promote", "--env-file", path, "--from", "1.0.0")
     assert semver.returncode == 2 and "expected a dev tag, dev-<short git SHA>" in semver.stderr
+
+
+def test_release_from_a_tag_the_registry_lacks_is_exit_2(write_env, tmp_path):
+    from sandbox.manager import Registry
+
+    registry = Registry(tmp_path / "registry", f"127.0.0.1:{free_port()}")
+    registry.start()
+    try:
+        path = write_env("fromtag", RELEASE_REGISTRY=registry.addr, RELEASE_BACKEND_IMAGE="app/backend",
+                         RELEASE_FRONTEND_IMAGE="app/frontend")
+        out = smartrelease("release", "--env-file", str(path), "--from", "dev-0000000")
+        assert out.returncode == 2 and out.stdout == ""
+        assert out.stderr.strip() == (f"smartrelease: --from dev-0000000: app/backend:dev-0000000 does not exist in "
+                                      f"{registry.addr}: build it first (`smartrelease build --env-file .env.dev`)")
+    finally:
+        registry.stop()

@@ -14,15 +14,18 @@ async def _registered(*names):
 def test_deployments_ask_only_for_the_environment_name_and_plain_options():
     for deployment in all_deployments():
         deployment.apply()
-    preflight, release, verify, rollback = anyio.run(_registered, "preflight/preflight", "release/release",
-                                                     "verify/verify", "rollback/rollback")
+    preflight, release, verify, rollback, build, promote = anyio.run(
+        _registered, "preflight/preflight", "release/release", "verify/verify", "rollback/rollback", "build/build",
+        "promote/promote")
     for stored, expected in ((preflight, {"environment", "version"}),
                              (release, {"environment", "version", "digests", "db_strategy"}),
                              (verify, {"environment", "expect_version"}),
-                             (rollback, {"environment", "to_version", "db_strategy"})):
+                             (rollback, {"environment", "to_version", "db_strategy"}),
+                             (build, {"environment"}),
+                             (promote, {"environment", "from_tag", "version", "force_reason"})):
         schema = stored.parameter_openapi_schema
         assert set(schema["properties"]) == expected
-        assert schema["required"] == ["environment"]
+        assert schema["required"] == (["environment", "from_tag"] if stored is promote else ["environment"])
         assert "smartrelease" in stored.tags
         assert not stored.schedules  # run on demand, from the UI or CI
     # The UI offers the database strategies as a choice, not free text.
