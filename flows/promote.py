@@ -9,6 +9,8 @@ record the digests, the dev run that vouched for them, who promoted and when; a
 following `release` of that version deploys those digests.
 """
 
+from datetime import datetime, timezone
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -20,54 +22,12 @@ from flows.history import append_history, read_history
 from flows.release import release_inputs
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
-from smartrelease.errors import StepFailed
 from smartrelease.redact import Redactor
-from smartrelease.report import Finding, PromotionFacts, ReleaseFacts, Report
-from tasks.build_pin import SERVICES, registry_for, repository_path
-from tasks.evidence import require_evidence
-from tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_tag, tag_digest
-from tasks.registry import RegistryError
-from tasks.runbook_task import runbook_task
+from smartrelease.report import PromotionFacts, ReleaseFacts, Report
+from tasks.evidence import STEP as EVIDENCE_STEP, evidence_task
+from tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_task, tag_task
 
-STEPS = (RESOLVE_STEP, "evidence", TAG_STEP)
-
-
-class Resolved(Finding):
-    images: dict[str, str]  # service -> registry/repository@digest
-
-
-def resolve(env, from_tag: str) -> Resolved:
-    try:
-        with registry_for(env) as registry:
-            images = {}
-            for service in SERVICES:
-                path = repository_path(env, service)
-                images[service] = f"{env.target.registry}/{path}@{resolve_tag(registry, path, from_tag)}"
-    except RegistryError as exc:
-        raise StepFailed(RESOLVE_STEP, str(exc), transient=True) from None
-    return Resolved(detail=f"{from_tag}: " + ", ".join(f"{s} {ref.split('@')[1][:19]}…" for s, ref in images.items()),
-                    images=images)
-
-
-def tag(env, images: dict[str, str], version: str) -> Finding:
-    """Both tags checked before either is written: a refusal leaves the registry unchanged."""
-    try:
-        with registry_for(env) as registry:
-            for service, ref in images.items():
-                path, digest = repository_path(env, service), ref.split("@")[1]
-                existing = registry.digest(path, version)
-                if existing not in (None, digest):
-                    raise StepFailed(TAG_STEP, f"{path}:{version} already points to {existing}, not to {digest}; tags "
-                                               "are immutable, refusing (the registry is unchanged)")
-            done = [tag_digest(registry, repository_path(env, s), ref.split("@")[1], version) for s, ref in images.items()]
-    except RegistryError as exc:
-        raise StepFailed(TAG_STEP, str(exc), transient=True) from None
-    return Finding(detail="; ".join(done))
-
-
-resolve_task = runbook_task(RESOLVE_STEP, timeout_s=60, retries=2)(resolve)
-evidence_task = runbook_task("evidence", timeout_s=60, retries=2)(require_evidence)
-tag_task = runbook_task(TAG_STEP, timeout_s=120, retries=1)(tag)
+STEPS = (RESOLVE_STEP, EVIDENCE_STEP, TAG_STEP)
 
 
 @flow(name="promote", flow_run_name="promote-{environment}")
@@ -79,15 +39,16 @@ def promote(environment: str, from_tag: str, version: str | None = None, force_r
     version, _ = release_inputs(env, version, None)
     source = env.target.promote_from
     steps = StepRunner(STEPS, Redactor(env.secret_values()))
-    promotion = PromotionFacts(from_tag=from_tag, from_environment=source, forced_reason=force_reason)
+    promotion = PromotionFacts(from_tag=from_tag, from_environment=source, forced_reason=force_reason,
+                               at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"))
     facts = ReleaseFacts(version=version, promotion=promotion, triggered_by=triggered_by(),
                          tool_version=smartrelease.__version__)
     images: dict[str, str] = {}
     try:
         images = steps.run(RESOLVE_STEP, resolve_task, env, from_tag).images
         facts.digests = dict(ref.split("@") for ref in images.values())
-        found = steps.run("evidence", evidence_task, read_history(source), images, source, force_reason)
-        promotion.evidence = found.detail.split(": ", 1)[1] if not found.warning else None
+        promotion.evidence = steps.run(EVIDENCE_STEP, evidence_task, read_history(source), images, source,
+                                       force_reason).run
         steps.run(TAG_STEP, tag_task, env, images, version)
     except Stopped:
         pass

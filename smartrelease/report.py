@@ -49,6 +49,7 @@ class PromotionFacts(BaseModel):
     from_environment: str
     evidence: str | None = None  # the passing dev run: "<flow run name> (<id>), finished <time>"
     forced_reason: str | None = None  # --force --reason: promoted without evidence, and why
+    at: str = ""  # when, UTC
 
 
 class ReleaseFacts(BaseModel):
@@ -119,6 +120,7 @@ class Report(BaseModel):
                     f"## Promotion of {pr.from_tag} from {pr.from_environment}", "",
                     "| | |", "|---|---|",
                     f"| vouched for by | {pr.evidence or '— (none)'} |",
+                    f"| promoted at | {pr.at} |",
                     f"| forced | {('yes: ' + pr.forced_reason) if pr.forced_reason else 'no'} |",
                     "",
                 ]

@@ -9,6 +9,7 @@ from prefect.client.orchestration import get_client
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.rollback_inputs import RELEASED
+from tasks.runbook_task import runbook_task
 
 STEP = "evidence"
 
@@ -25,12 +26,20 @@ def passing_run(rows: list[dict], images: dict[str, str]) -> str | None:
     return None
 
 
-def require_evidence(rows: list[dict], images: dict[str, str], from_environment: str, forced_reason: str | None) -> Finding:
+class Evidence(Finding):
+    run: str | None  # the passing run, or None when forced
+
+
+def require_evidence(rows: list[dict], images: dict[str, str], from_environment: str, forced_reason: str | None) -> Evidence:
     found = passing_run(rows, images)
     if found:
-        return Finding(detail=f"passed in {from_environment}: {found}")
+        return Evidence(detail=f"passed in {from_environment}: {found}", run=found)
     if forced_reason:
-        return Finding(detail=f"no passing {from_environment} run with these digests; FORCED: {forced_reason}", warning=True)
+        return Evidence(detail=f"no passing {from_environment} run with these digests; FORCED: {forced_reason}",
+                        warning=True, run=None)
     raise StepFailed(STEP, f"no Completed release of {from_environment} ran these digests "
                            f"({', '.join(images.values())}): release them to {from_environment} first, or pass "
                            "--force --reason TEXT (recorded)")
+
+
+evidence_task = runbook_task(STEP, timeout_s=60, retries=2)(require_evidence)

@@ -2,8 +2,12 @@
 and the same manifest bytes stored under the SemVer tag, so the new tag names exactly
 the dev digest (no pull, no rebuild, no layer copied)."""
 
+from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
-from tasks.registry import Registry
+from smartrelease.report import Finding
+from tasks.build_pin import SERVICES, registry_for, repository_path
+from tasks.registry import Registry, RegistryError
+from tasks.runbook_task import runbook_task
 
 RESOLVE_STEP = "resolve"
 TAG_STEP = "tag"
@@ -35,3 +39,40 @@ def tag_digest(registry: Registry, path: str, digest: str, tag: str) -> str:
     if landed != digest:
         raise StepFailed(TAG_STEP, f"after tagging, {path}:{tag} names {landed}, not {digest}")
     return f"{path}:{tag} now names {digest}"
+
+
+class Resolved(Finding):
+    images: dict[str, str]  # service -> registry/repository@digest
+
+
+def resolve(env: Environment, from_tag: str) -> Resolved:
+    try:
+        with registry_for(env) as registry:
+            images = {}
+            for service in SERVICES:
+                path = repository_path(env, service)
+                images[service] = f"{env.target.registry}/{path}@{resolve_tag(registry, path, from_tag)}"
+    except RegistryError as exc:
+        raise StepFailed(RESOLVE_STEP, str(exc), transient=True) from None
+    return Resolved(detail=f"{from_tag}: " + ", ".join(f"{s} {ref.split('@')[1][:19]}…" for s, ref in images.items()),
+                    images=images)
+
+
+def tag(env: Environment, images: dict[str, str], version: str) -> Finding:
+    """Both tags checked before either is written: a refusal leaves the registry unchanged."""
+    try:
+        with registry_for(env) as registry:
+            for service, ref in images.items():
+                path, digest = repository_path(env, service), ref.split("@")[1]
+                existing = registry.digest(path, version)
+                if existing not in (None, digest):
+                    raise StepFailed(TAG_STEP, f"{path}:{version} already points to {existing}, not to {digest}; tags "
+                                               "are immutable, refusing (the registry is unchanged)")
+            done = [tag_digest(registry, repository_path(env, s), ref.split("@")[1], version) for s, ref in images.items()]
+    except RegistryError as exc:
+        raise StepFailed(TAG_STEP, str(exc), transient=True) from None
+    return Finding(detail="; ".join(done))
+
+
+resolve_task = runbook_task(RESOLVE_STEP, timeout_s=60, retries=2)(resolve)
+tag_task = runbook_task(TAG_STEP, timeout_s=120, retries=1)(tag)

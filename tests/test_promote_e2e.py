@@ -69,6 +69,7 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
     dev_run = read_history(DEV)[-1]
     assert dev_run["result"] == "released" and dev_run["flow_run_id"] in ticket.facts.promotion.evidence
     assert ticket.facts.promotion.forced_reason is None
+    assert "| promoted at | 20" in ticket.markdown() and "| triggered by | direct run by " in ticket.markdown()
     row = read_history(PROD)[-1]
     assert row["result"] == "promoted" and row["version"] == "1.0.0"
     assert {s: row[s].split("@")[1] for s in SERVICES} == digests
