@@ -22,7 +22,7 @@ from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 from tasks.runbook_task import runbook_task
-from tasks.running import project_containers, running_services
+from tasks.running import RunningService, project_containers, running_services
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -92,38 +92,37 @@ def target_from_history(stack: list[dict], running: Deployment | None, to_versio
     return stack[-2]
 
 
-def _image_available(env: Environment, ref: str) -> bool:
-    repository, _, digest = ref.partition("@")
-    path = repository.split("/", 1)[1] if "/" in repository else repository
+def missing_images(env: Environment, refs: list[str]) -> list[str]:
+    """The references (registry/repository@digest) the registry no longer has."""
     with registry_for(env) as registry:
-        return registry.digest(path, digest) == digest
+        return [ref for ref in refs
+                if registry.digest(ref.partition("@")[0].split("/", 1)[-1], ref.partition("@")[2]) is None]
 
 
-def exactly_running(client: docker.DockerClient, env: Environment) -> Deployment | None:
-    """What runs, when the project is exactly that: every container of the project
+def is_exactly(client: docker.DockerClient, env: Environment, deployment: Deployment | None) -> bool:
+    """Whether the project is exactly `deployment`: every container of the project
     running its service's image. A release killed half-way leaves a container it
-    created (or a service on the new image) behind; then this is None."""
-    running = running_deployment(env)
-    if running is None:
-        return None
+    created (or a service on the new image) behind."""
+    if deployment is None:
+        return False
     for c in project_containers(client, env.target.compose_project or ""):
-        service = c.labels.get("com.docker.compose.service")
-        ref = running.images.get(service)
+        ref = deployment.images.get(c.labels.get("com.docker.compose.service"))
         if ref is None:
             continue  # not a release's service (the edge proxy)
         digests = client.images.get(c.attrs["Image"]).attrs.get("RepoDigests") or []
         if c.status != "running" or ref not in digests:
-            return None
-    return running
+            return False
+    return True
 
 
 def for_rollback_flow(env: Environment, history: list[dict], to_version: str | None, strategy: str) -> RollbackInputs:
     client = engine()
-    running = exactly_running(client, env)
-    row = target_from_history(deployed(history), running, to_version)
+    services = running_services(client, env)
+    current = running_deployment(env, services)
+    row = target_from_history(deployed(history), current if is_exactly(client, env, current) else None, to_version)
     target = Deployment(version=row["version"], images={s: row[s] for s in SERVICES})
     try:
-        missing = [ref for ref in target.images.values() if not _image_available(env, ref)]
+        missing = missing_images(env, list(target.images.values()))
     except RegistryError as exc:
         raise StepFailed(STEP, f"cannot check the target's images: {exc}; nothing was changed") from None
     if missing:
@@ -139,7 +138,7 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
 
     undo_image, without_down = None, []
     if to_undo and strategy == "undo":
-        undo_image = _backend_ref(client, env)
+        undo_image = _backend_ref(env, services)
         files = migration_files(client, undo_image, env.target.migrations_dir) if undo_image else {}
         without_down = [m for m in to_undo if m not in files or not has_down_step(m, files[m])]
 
@@ -149,17 +148,16 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     detail = f"back to {target.version} (images in the registry); database: {strategy}"
     if to_undo:
         detail += f"; applied since: {', '.join(to_undo)}"
-    current = running_deployment(env)
     return RollbackInputs(detail=detail, environment=env.name,
                           from_version=current.version if current else None, target=target, strategy=strategy,
                           to_undo=to_undo, undo_image=undo_image, without_down=without_down, backup=backup)
 
 
-def _backend_ref(client: docker.DockerClient, env: Environment) -> str | None:
+def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str | None:
     """The backend container's image by digest, whether it runs or not (an interrupted
     release): the image that applied the migrations, so the one with their down steps."""
     repository = f"{env.target.registry}/{repository_path(env, 'backend')}"
-    found = running_services(client, env).get("backend")
+    found = services.get("backend")
     digest = found.digest_in(repository) if found else None
     return f"{repository}@{digest}" if digest else None
 

@@ -16,7 +16,7 @@ from tasks.images import engine
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord
 from tasks.runbook_task import runbook_task
-from tasks.running import running_services
+from tasks.running import RunningService, running_services
 
 STEP = "rollback-plan"
 
@@ -61,12 +61,14 @@ class RollbackPlan(Finding):
         return "\n".join(lines) + "\n"
 
 
-def running_deployment(env: Environment) -> Deployment | None:
-    """What runs now, if every service runs an image known by its registry digest."""
-    try:
-        running = running_services(engine(timeout_s=30), env)
-    except docker.errors.DockerException as exc:
-        raise StepFailed(STEP, f"cannot read the running containers: {exc}") from None
+def running_deployment(env: Environment, running: dict[str, RunningService] | None = None) -> Deployment | None:
+    """What runs now (read from Docker unless given), if every service runs an image
+    known by its registry digest."""
+    if running is None:
+        try:
+            running = running_services(engine(timeout_s=30), env)
+        except docker.errors.DockerException as exc:
+            raise StepFailed(STEP, f"cannot read the running containers: {exc}") from None
     images = {}
     for service in SERVICES:
         found = running.get(service)
