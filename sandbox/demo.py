@@ -23,11 +23,12 @@ INVOICES_MIGRATION = "migrations/20261201000000-create-invoices.sql"
 
 
 def fresh_sandbox(s: manager.Settings) -> None:
-    if s.root.exists() or s.env_file.exists():
-        manager.log(f"starting afresh: removing {s.root} and {s.env_file}")
+    if s.root.exists() or s.env_file.exists() or s.dev.env_file.exists():
+        manager.log(f"starting afresh: removing {s.root}, {s.env_file.name} and {s.dev.env_file.name}")
         manager.down(s)
         shutil.rmtree(s.root, ignore_errors=True)
         s.env_file.unlink(missing_ok=True)
+        s.dev.env_file.unlink(missing_ok=True)
     if manager.up(s) != 0:
         sys.exit(2)
 

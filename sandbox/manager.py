@@ -35,7 +35,7 @@ from tasks.compose import compose
 from tasks.images import build_image
 from tasks.launch import compose_up, compose_variables
 from tasks.readiness import wait_ready
-from tasks.running import running_services
+from tasks.running import project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
@@ -384,6 +384,13 @@ def down(s: Settings | None = None) -> int:
         if not stage.env_file.is_file():
             continue
         env = parse_env_file(stage.env_file)
+        if not (env.target.compose_env_file and Path(env.target.compose_env_file).is_file()):
+            # Its state directory was deleted: Compose cannot read the project's
+            # variables any more, so remove its containers by the project label.
+            for c in project_containers(docker.from_env(), stage.project):
+                c.remove(force=True)
+            log(f"{stage.name}: containers removed (its compose env file was gone)")
+            continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
             placeholders = compose_variables(env, {"backend": "none", "frontend": "none"})
             with compose(env.target.compose_file, stage.project, placeholders, env.target.compose_env_file) as dc:

@@ -13,6 +13,9 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.preflight import CHECKS
+from sandbox import manager
+from sandbox.base_image import ensure_base_image
+from tasks.running import project_containers
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +78,25 @@ def test_sandbox_down_removes_what_up_started(sandbox_env):
     assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"}) == []
     status = cli("sandbox", "status")
     assert status.returncode == 1 and "postgres  down" in status.stdout and "registry  down" in status.stdout
+
+
+def test_down_removes_the_containers_of_an_environment_whose_state_was_deleted(tmp_path):
+    """A dev env file outliving its `.sandbox/` (deleted by hand, or by a fresh demo)
+    must not stop `down`: its containers are removed by their project label."""
+    s = manager.Settings(root=tmp_path / ".sandbox", env_file=tmp_path / ".env.gone", project="smartrelease-gone-test",
+                         pg_port=free_port(), registry_port=free_port())
+    client = docker.from_env()
+    ensure_base_image(client, lambda _: None)
+    orphan = client.containers.run("smartrelease-sandbox/base:bookworm", ["sleep", "300"], detach=True,
+                                   labels={"com.docker.compose.project": s.dev.project})
+    s.dev.env_file.write_text(f"RELEASE_COMPOSE_FILE={tmp_path}/gone/docker-compose.prod.yml\n"
+                              f"RELEASE_COMPOSE_ENV_FILE={tmp_path}/gone/compose-dev.env\n"
+                              f"RELEASE_COMPOSE_PROJECT={s.dev.project}\n")
+    try:
+        assert manager.down(s) == 0
+        assert project_containers(client, s.dev.project) == []
+    finally:
+        try:
+            orphan.remove(force=True)
+        except docker.errors.NotFound:
+            pass
