@@ -18,8 +18,7 @@ from datetime import datetime, timezone
 import docker
 
 from blocks import parse_env_file
-from tasks.compose import compose
-from tasks.launch import compose_variables
+from tasks.launch import project_compose
 from tasks.readiness import POLL_CAP_S, wait_ready
 from tasks.running import running_services
 
@@ -46,10 +45,9 @@ def main() -> None:
     client = docker.from_env()
     running = running_services(client, env)
     images = {s: running[s].digests[0] for s in ("backend", "frontend")}
-    t = env.target
     latencies, totals = [], []
     for _ in range(args.runs):
-        with compose(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file) as dc:
+        with project_compose(env, images) as dc:
             dc.compose.up(services=["backend"], detach=True, force_recreate=True, quiet=True)
         started = time.time()
         wait_ready(env)

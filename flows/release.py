@@ -25,7 +25,7 @@ from blocks import load_environment
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
 from flows.preflight import preflight
-from flows.rollback import roll_back
+from flows.rollback import roll_back, rollback_command
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
@@ -111,7 +111,7 @@ def automatic_rollback(env: Environment, redact, plan, migrations, new_backend: 
     except Stopped:
         return decide.results(), RollbackFacts(to_version=plan.previous.version, instructions=[
             f"The rollback could not be decided (see {ROLLBACK}rollback-target); nothing was rolled back. Run "
-            f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {plan.previous.version}`."])
+            f"{rollback_command(env, plan.previous.version)}."])
     done, facts = roll_back(env, inputs, redact, prefix=ROLLBACK, detected_at=detected_at)
     return decide.results() + done, facts
 

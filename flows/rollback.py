@@ -53,9 +53,10 @@ def sequence(inputs: RollbackInputs) -> tuple[str, ...]:
     return database + CODE_STEPS
 
 
-def _command(env: Environment, inputs: RollbackInputs, strategy: str) -> str:
-    return (f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {inputs.target.version}"
-            f" --db-strategy {strategy}`")
+def rollback_command(env: Environment, version: str | None, strategy: str | None = None) -> str:
+    """The command line a human runs to finish (or retry) a rollback."""
+    return (f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {version}"
+            + (f" --db-strategy {strategy}`" if strategy else "`"))
 
 
 def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> None:
@@ -67,8 +68,8 @@ def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> No
         facts.instructions.append(
             f"{', '.join(blocked)} has no down step, so the database was not touched and keeps the schema of "
             f"{inputs.from_version}; {inputs.target.version} {runs}. To finish the rollback, either add a down step "
-            f"to the migration, release it, then run {_command(env, inputs, 'undo')}; or restore {backup}, losing "
-            f"every write since it was taken: {_command(env, inputs, 'restore')}.")
+            f"to the migration, release it, then run {rollback_command(env, inputs.target.version, 'undo')}; or restore {backup}, losing "
+            f"every write since it was taken: {rollback_command(env, inputs.target.version, 'restore')}.")
     if inputs.strategy == "restore" and inputs.backup is None:
         facts.warnings.append("database strategy restore, but this release took no backup (it had nothing to "
                               "migrate): the database was left as it is")
@@ -115,7 +116,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], 
     except Stopped as stopped:
         facts.instructions.append(
             f"The rollback stopped at {stopped}: the environment is not verified. Fix the cause named in that "
-            f"step, then run {_command(env, inputs, inputs.strategy)}.")
+            f"step, then run {rollback_command(env, inputs.target.version, inputs.strategy)}.")
     advice(env, inputs, facts)
     return steps.results(), facts
 

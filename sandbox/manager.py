@@ -31,9 +31,8 @@ from sandbox.postgres import PG_BIN, Cluster
 from smartrelease.errors import ConfigError, StepFailed
 from tasks.backup_files import dump_database_encrypted
 from tasks.build_pin import build_pin
-from tasks.compose import compose
 from tasks.images import build_image
-from tasks.launch import compose_up, compose_variables
+from tasks.launch import compose_up, project_compose
 from tasks.readiness import wait_ready
 from tasks.running import project_containers, running_services
 
@@ -392,8 +391,7 @@ def down(s: Settings | None = None) -> int:
             log(f"{stage.name}: containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
-            placeholders = compose_variables(env, {"backend": "none", "frontend": "none"})
-            with compose(env.target.compose_file, stage.project, placeholders, env.target.compose_env_file) as dc:
+            with project_compose(env, {"backend": "none", "frontend": "none"}) as dc:
                 dc.compose.down(remove_orphans=True, quiet=True)
             log(f"{stage.name}: containers removed")
     sandbox_registry(s).stop()

@@ -29,12 +29,19 @@ def compose_variables(env: Environment, images: dict[str, str]) -> dict[str, str
     return values
 
 
+def project_compose(env: Environment, images: dict[str, str]):
+    """The Compose project of `env` with `images` pinned: the context every compose
+    command of a release, a rollback or the sandbox runs in."""
+    t = env.target
+    return compose(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file)
+
+
 def compose_up(env: Environment, images: dict[str, str]) -> None:
     """The one `compose up` of this project (releases and the sandbox's first deploy)."""
     t = env.target
     if not (t.compose_file and t.compose_project):
         raise StepFailed(STEP, "RELEASE_COMPOSE_FILE and RELEASE_COMPOSE_PROJECT must be set")
-    with compose(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file) as dc:
+    with project_compose(env, images) as dc:
         try:
             dc.compose.up(detach=True, quiet=True, remove_orphans=True)
         except DockerException as exc:

@@ -15,8 +15,7 @@ from python_on_whales.exceptions import DockerException
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.compose import compose
-from tasks.launch import compose_variables
+from tasks.launch import project_compose
 from tasks.migrations import applied_migrations
 from tasks.runbook_task import runbook_task
 
@@ -25,13 +24,8 @@ STEP = "undo-migrations"
 STOP_TIMEOUT_S = 30
 
 
-def _compose(env: Environment, images: dict[str, str]):
-    t = env.target
-    return compose(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file)
-
-
 def stop_backend(env: Environment, images: dict[str, str]) -> Finding:
-    with _compose(env, images) as dc:
+    with project_compose(env, images) as dc:
         try:
             dc.compose.stop(["backend"], timeout=STOP_TIMEOUT_S)
         except DockerException as exc:
@@ -47,7 +41,7 @@ def undo_migrations(env: Environment, image_ref: str, to_undo: list[str]) -> Fin
     """Undo `to_undo` (names), newest first, with the undo command of `image_ref`."""
     command = shlex.split(env.target.undo_command)
     done: list[str] = []
-    with _compose(env, {"backend": image_ref, "frontend": "unused"}) as dc:
+    with project_compose(env, {"backend": image_ref, "frontend": "unused"}) as dc:
         for name in sorted(to_undo, reverse=True):
             applied = applied_migrations(env, STEP)
             if name not in applied:
