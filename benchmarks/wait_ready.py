@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import docker
 
 from blocks import parse_env_file
+from smartrelease.process import run
 from tasks.launch import project_compose
 from tasks.readiness import POLL_CAP_S, wait_ready
 from tasks.running import running_services
@@ -47,8 +48,7 @@ def main() -> None:
     images = {s: running[s].digests[0] for s in ("backend", "frontend")}
     latencies, totals = [], []
     for _ in range(args.runs):
-        with project_compose(env, images) as dc:
-            dc.compose.up(services=["backend"], detach=True, force_recreate=True, quiet=True)
+        run(project_compose(env, images).up(["backend"], force_recreate=True))
         started = time.time()
         wait_ready(env)
         noticed = time.time()

@@ -1,5 +1,12 @@
-from pydantic import Field
+import shlex
+
+from pydantic import Field, field_validator
 from prefect.blocks.core import Block
+
+from smartrelease.errors import ConfigError
+from smartrelease.refs import check_registry, check_repository
+
+DAY_S = 86400
 
 
 class ReleaseTarget(Block):
@@ -26,9 +33,39 @@ class ReleaseTarget(Block):
     migrations_dir: str = Field("/app/migrations", description="Where the backend image holds its migration files; each file's name is what \"SequelizeMeta\" records.")
     promote_from: str = Field("dev", description="The environment whose passing release runs vouch for a digest promoted to this one.")
     undo_command: str = Field("npm run db:rollback", description="The app's command that undoes its newest migration, run in a one-off backend container (the runbook's `npm run db:rollback`).")
-    ready_timeout_s: float = Field(120, gt=0, description="How long wait-ready waits for the containers to be healthy and /ready to answer 200.")
-    backup_max_age_hours: float = Field(26, gt=0, description="The newest logical backup must be younger than this.")
-    tls_warn_days: int = Field(14, ge=0, description="Warn when the certificate expires in fewer days than this.")
-    tls_fail_days: int = Field(3, ge=0, description="Fail when the certificate expires in fewer days than this.")
-    wal_max_age_minutes: float = Field(60, gt=0, description="WAL archiving is stale when segments wait and the last one shipped is older than this.")
+    ready_timeout_s: float = Field(120, gt=0, le=DAY_S, allow_inf_nan=False, description="How long wait-ready waits for the containers to be healthy and /ready to answer 200.")
+    compose_timeout_s: float = Field(600, gt=0, le=DAY_S, allow_inf_nan=False, description="How long one `docker compose` command (up, stop, run, down) may take, image pulls included, before it is stopped and reported.")
+    backup_timeout_s: float = Field(1800, gt=0, le=7 * DAY_S, allow_inf_nan=False, description="How long pg_dump, pg_restore or psql may take on one backup or restore (raise it for a large database).")
+    backup_max_age_hours: float = Field(26, gt=0, le=24 * 366, allow_inf_nan=False, description="The newest logical backup must be younger than this.")
+    tls_warn_days: int = Field(14, ge=0, le=3650, description="Warn when the certificate expires in fewer days than this.")
+    tls_fail_days: int = Field(3, ge=0, le=3650, description="Fail when the certificate expires in fewer days than this.")
+    wal_max_age_minutes: float = Field(60, gt=0, le=60 * 24 * 366, allow_inf_nan=False, description="WAL archiving is stale when segments wait and the last one shipped is older than this.")
     env_file: str | None = Field(None, description="The env file this was imported from (set by the importer, not a key).")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(check_registry, value, "host[:port]")
+
+    @field_validator("backend_image", "frontend_image")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(check_repository, value, "a repository name")
+
+    @field_validator("undo_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"does not split into words ({exc})") from None
+        if not words:
+            raise ValueError("is empty")
+        return value
+
+
+def _checked(check, value: str, expected: str) -> str:
+    try:
+        return check(value)
+    except ConfigError:
+        raise ValueError(f"must be {expected}") from None

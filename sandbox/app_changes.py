@@ -1,10 +1,12 @@
 """Committing new versions of the stand-in app to the sandbox's checkout, as a
 developer would: the demo and the end-to-end tests ship versions this way."""
 
-import subprocess
 from pathlib import Path
 
+from smartrelease.process import Command, run
+
 FAULTS_FILE = "standin-faults"
+GIT_TIMEOUT_S = 60
 
 
 def commit_version(app_dir: Path, version: str, files: dict[str, str | None] | None = None,
@@ -24,9 +26,9 @@ def commit_version(app_dir: Path, version: str, files: dict[str, str | None] | N
     header = [line for line in faults_path.read_text().splitlines() if line.startswith("#")]
     faults_path.write_text("\n".join(header + (faults or [])) + "\n")
     git = ["git", "-C", str(app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", f"version {version}"], check=True)
-    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    run(Command((*git, "add", "-A"), timeout_s=GIT_TIMEOUT_S))
+    run(Command((*git, "commit", "-q", "--allow-empty", "-m", f"version {version}"), timeout_s=GIT_TIMEOUT_S))
+    return run(Command((*git, "rev-parse", "HEAD"), timeout_s=GIT_TIMEOUT_S)).stdout.strip()
 
 
 def migration(up: str, down: str | None = None) -> str:

@@ -7,16 +7,23 @@ the Dockerfiles install what that image lacks.
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import docker
+
+from smartrelease.process import Command, run
 
 DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:bookworm"
 SUITE = "bookworm"
 # Everything the stand-in app, its frontend and the TLS edge need.
 PACKAGES = ["python3", "python3-psycopg", "nginx-light", "ca-certificates", "curl"]
 CACHE_DIR = Path(os.environ.get("SMARTRELEASE_CACHE", Path.home() / ".cache" / "smartrelease"))
+MMDEBSTRAP_TIMEOUT_S = 1800
+IMPORT_TIMEOUT_S = 600
+
+
+class BaseImageError(Exception):
+    pass
 
 
 def base_image_name() -> str:
@@ -28,7 +35,7 @@ def _apt_sources() -> str:
     for candidate in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
         if Path(candidate).is_file() and Path(candidate).stat().st_size > 0:
             return candidate
-    raise RuntimeError("no apt sources found for mmdebstrap")
+    raise BaseImageError("no apt sources found for mmdebstrap (/etc/apt/sources.list.d/debian.sources)")
 
 
 def ensure_base_image(client: docker.DockerClient, log=print) -> str:
@@ -49,16 +56,18 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
     tarball = CACHE_DIR / f"base-{SUITE}.tar"
     if not tarball.is_file():
         if not shutil.which("mmdebstrap"):
-            raise RuntimeError("mmdebstrap is not installed: run scripts/install-system.sh")
+            raise BaseImageError("mmdebstrap is not installed: run scripts/install-system.sh")
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial.tar")
         log(f"building base image with mmdebstrap ({', '.join(PACKAGES)}); takes a minute or two")
-        subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE, str(partial), _apt_sources()],
-            check=True,
-        )
+        try:
+            run(Command(("mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE,
+                         str(partial), _apt_sources()), timeout_s=MMDEBSTRAP_TIMEOUT_S))
+        except Exception:
+            partial.unlink(missing_ok=True)
+            raise
         partial.rename(tarball)
     log(f"importing {tarball} as {name}")
     repository, tag = name.rsplit(":", 1)
-    subprocess.run(["docker", "import", str(tarball), f"{repository}:{tag}"], check=True, capture_output=True)
+    run(Command(("docker", "import", str(tarball), f"{repository}:{tag}"), timeout_s=IMPORT_TIMEOUT_S))
     return name

@@ -6,10 +6,13 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from smartrelease.errors import CommandFailed
+from smartrelease.process import Command, Deadline, failure, run
 from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGIC, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
 
 PG_RESTORE = "pg_restore"
-READ_TIMEOUT_S = 900
+# RELEASE_BACKUP_TIMEOUT_S's default: how long one pg_dump, pg_restore or psql may run.
+BACKUP_TIMEOUT_S = 1800
 PLAIN_TRAILER = b"-- PostgreSQL database dump complete"
 
 
@@ -52,27 +55,19 @@ def dump_format(path: Path) -> str:
     return "plain"
 
 
-def read_whole(path: Path, passphrase: str | None = None) -> str:
+def read_whole(path: Path, passphrase: str | None = None, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
     """Read every byte of a backup the way a restore would. Returns its format;
     raises BackupUnreadable naming what is wrong."""
     fmt = dump_format(path)
     if fmt == "encrypted":
-        return _read_encrypted(path, passphrase)
+        return _read_encrypted(path, passphrase, timeout_s)
     if fmt in ("custom", "tar", "directory"):
         # --list reads only the table of contents and passes on a truncated file;
         # writing the whole script to /dev/null reads every data block.
         try:
-            proc = subprocess.run(
-                [PG_RESTORE, "--file=/dev/null", str(path)],
-                capture_output=True, text=True, timeout=READ_TIMEOUT_S,
-            )
-        except FileNotFoundError:
-            raise BackupUnreadable(f"{PG_RESTORE} is not installed") from None
-        except subprocess.TimeoutExpired:
-            raise BackupUnreadable(f"reading it took longer than {READ_TIMEOUT_S} s") from None
-        if proc.returncode != 0:
-            lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-            raise BackupUnreadable(f"pg_restore cannot read it: {lines[0] if lines else 'exit ' + str(proc.returncode)}")
+            run(Command((PG_RESTORE, "--file=/dev/null", str(path)), timeout_s=timeout_s))
+        except CommandFailed as exc:
+            raise BackupUnreadable(str(exc)) from None
         return fmt
     if fmt == "gzip":
         tail = b""
@@ -90,7 +85,7 @@ def read_whole(path: Path, passphrase: str | None = None) -> str:
     return "plain SQL"
 
 
-def _read_encrypted(path: Path, passphrase: str | None) -> str:
+def _read_encrypted(path: Path, passphrase: str | None, timeout_s: float) -> str:
     """Checksum first, then decrypt into `pg_restore --file=/dev/null` through a
     pipe (plain text never touches the disk); the GCM tag is checked at the end."""
     if not passphrase:
@@ -103,13 +98,30 @@ def _read_encrypted(path: Path, passphrase: str | None) -> str:
         raise BackupUnreadable(str(exc)) from None
     except FileNotFoundError:
         raise BackupUnreadable(f"{PG_RESTORE} is not installed") from None
+    with Deadline(timeout_s, proc) as deadline:
+        try:
+            _feed_decrypted(path, passphrase, proc)
+        except BackupUnreadable:
+            proc.kill()
+            proc.wait()
+            raise
+        err = proc.stderr.read()
+        proc.wait()
+    if deadline.expired:
+        raise BackupUnreadable(f"reading it took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
+    if proc.returncode != 0:
+        raise BackupUnreadable(str(failure(PG_RESTORE, proc.returncode, err)))
+    return "custom, encrypted"
+
+
+def _feed_decrypted(path: Path, passphrase: str, proc: subprocess.Popen) -> None:
+    """Decrypt `path` into proc's standard input, which is closed after."""
     try:
         chunks = decrypt_stream(path, passphrase)
         for chunk in chunks:
             if chunk and not chunk.startswith(b"PGDMP"):
                 # Garbage from an intact file: most likely the wrong passphrase, which
                 # only the tag at the end can tell for sure; read on to it.
-                proc.kill()
                 for _ in chunks:
                     pass
                 raise BackupUnreadable("decrypted, but not a pg_dump custom archive")
@@ -119,25 +131,14 @@ def _read_encrypted(path: Path, passphrase: str | None) -> str:
         for chunk in chunks:
             proc.stdin.write(chunk)
     except BackupIntegrityError as exc:
-        proc.kill()
         raise BackupUnreadable(str(exc)) from None
     except BrokenPipeError:
-        pass  # pg_restore stopped reading: its exit status below says why
+        pass  # pg_restore stopped reading: its exit status says why
     finally:
         try:
             proc.stdin.close()
         except BrokenPipeError:
             pass
-    try:
-        err = proc.stderr.read()
-        proc.wait(timeout=READ_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise BackupUnreadable(f"reading it took longer than {READ_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        lines = [l for l in err.decode(errors="replace").strip().splitlines() if l.strip()]
-        raise BackupUnreadable(f"pg_restore cannot read it: {lines[0] if lines else 'exit ' + str(proc.returncode)}")
-    return "custom, encrypted"
 
 
 def _require_trailer(tail: bytes) -> None:
@@ -154,44 +155,44 @@ def pg_environment(password: str | None) -> dict[str, str]:
 
 
 def dump_database_encrypted(host: str, port: int, user: str | None, password: str | None, dbname: str,
-                            target: Path, passphrase: str) -> str:
+                            target: Path, passphrase: str, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
     """pg_dump custom format piped straight into the encryptor; returns the SHA-256
     recorded beside `target`. Nothing is left behind when pg_dump fails."""
     cmd = ["pg_dump", "--format=custom", "-h", host, "-p", str(port), "-d", dbname, *(["-U", user] if user else [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg_environment(password))
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg_environment(password))
+    except FileNotFoundError:
+        raise BackupError("pg_dump is not installed (not found on PATH)") from None
+    deadline = Deadline(timeout_s, proc)
 
     def pg_dump_succeeded() -> None:
-        _, err = proc.communicate(timeout=READ_TIMEOUT_S)
+        _, err = proc.communicate()
+        if deadline.expired:
+            raise BackupError(f"pg_dump took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
         if proc.returncode != 0:
-            lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
-            raise BackupError(f"pg_dump failed: {lines[0] if lines else proc.returncode}")
+            raise BackupError(str(failure("pg_dump", proc.returncode, err)))
 
     try:
-        return encrypt_stream(iter(lambda: proc.stdout.read(1 << 20), b""), target, passphrase, pg_dump_succeeded)
-    except subprocess.TimeoutExpired:
-        raise BackupError(f"pg_dump took longer than {READ_TIMEOUT_S} s") from None
+        with deadline:
+            return encrypt_stream(iter(lambda: proc.stdout.read(1 << 20), b""), target, passphrase, pg_dump_succeeded)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def dump_database(host: str, port: int, user: str | None, password: str | None, dbname: str, target: Path) -> Path:
+def dump_database(host: str, port: int, user: str | None, password: str | None, dbname: str, target: Path,
+                  timeout_s: float = BACKUP_TIMEOUT_S) -> Path:
     """pg_dump custom format to `target`, written under a hidden name and renamed
     when complete, so a reader never mistakes a partial dump for a backup."""
     partial = target.with_name(f".{target.name}.partial")
-    env = pg_environment(password)
     cmd = ["pg_dump", "--format=custom", f"--file={partial}", "-h", host, "-p", str(port), "-d", dbname]
     if user:
         cmd += ["-U", user]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=READ_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+        run(Command(tuple(cmd), timeout_s=timeout_s, env=pg_environment(password)))
+    except CommandFailed as exc:
         partial.unlink(missing_ok=True)
-        raise BackupError(f"pg_dump took longer than {READ_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        partial.unlink(missing_ok=True)
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
-        raise BackupError(f"pg_dump failed: {lines[0] if lines else proc.returncode}")
+        raise BackupError(str(exc)) from None
     partial.rename(target)
     return target

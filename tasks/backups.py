@@ -6,7 +6,7 @@ from pathlib import Path
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.backup_files import READ_TIMEOUT_S, BackupUnreadable, backup_size, newest_backup, read_whole
+from tasks.backup_files import BackupUnreadable, backup_size, newest_backup, read_whole
 from tasks.runbook_task import runbook_task
 
 STEP = "backups"
@@ -30,10 +30,11 @@ def check_backups(env: Environment, now: float | None = None) -> Finding:
         raise StepFailed(STEP, f"newest backup {latest.name} is {age_h:.1f} h old, older than {limit:g} h")
     try:
         passphrase = env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None
-        fmt = read_whole(latest, passphrase)
+        fmt = read_whole(latest, passphrase, env.target.backup_timeout_s)
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"newest backup {latest.name} is unreadable: {exc}") from None
     return Finding(detail=f"{latest.name}: {fmt}, {size} bytes, {age_h:.1f} h old, read whole")
 
 
-backups_task = runbook_task(STEP, timeout_s=READ_TIMEOUT_S + 60)(check_backups)
+# No task time limit of its own: pg_restore is stopped after RELEASE_BACKUP_TIMEOUT_S.
+backups_task = runbook_task(STEP, timeout_s=None)(check_backups)

@@ -10,7 +10,6 @@ Each image (backend, frontend) ends pinned to a registry digest:
 Tags are immutable: a tag already pointing to other content is never overwritten.
 """
 
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
+from smartrelease.process import Command, run
 from smartrelease.report import Finding
 from tasks.images import build_image, engine, push_image, repo_digests
 from tasks.registry import Registry, RegistryError
@@ -78,10 +78,10 @@ def checkout_revision(app_dir: Path, version: str) -> str:
     found = (app_dir / "VERSION").read_text().strip() if (app_dir / "VERSION").is_file() else None
     if found != version:
         raise StepFailed(STEP, f"version {version} is not in the registry and the checkout {app_dir} is at {found}: cannot build it")
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    head = run(Command((*git, "rev-parse", "HEAD"), timeout_s=30), check=False)
     if head.returncode != 0:
         raise StepFailed(STEP, f"{app_dir} is not a git checkout: the image's revision label would be unknown")
-    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, timeout=30).stdout
+    dirty = run(Command((*git, "status", "--porcelain"), timeout_s=30)).stdout
     if dirty.strip():
         raise StepFailed(STEP, f"the checkout {app_dir} has uncommitted changes: the image would not match its git SHA")
     return head.stdout.strip()

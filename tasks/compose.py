@@ -1,37 +1,54 @@
-"""The one way this project runs Docker Compose (v2, through python-on-whales).
+"""The one way this project runs Docker Compose v2: `ComposeProject` builds each
+`docker compose` command as a plain value (smartrelease.process.Command), tested
+without Docker; `run` executes it within RELEASE_COMPOSE_TIMEOUT_S.
 
-Compose reads its variables (image tags, secrets) from a 0600 env file that exists
-only while the command runs: secrets never go on a command line or into a log.
+Compose gets the app's variables (secrets included) and the pinned images through
+the process environment of that one command, never on the command line or in a
+file: any character a value may hold reaches the container unchanged, since Compose
+interpolates `${VAR}` in the compose file with the value as it is. Variables from
+the deployment's own env file (RELEASE_COMPOSE_ENV_FILE) come second: Compose lets
+the process environment win on a clash.
 """
 
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from python_on_whales import DockerClient
-
-from smartrelease.errors import ConfigError
+from smartrelease.process import Command
 
 
-def _env_line(key: str, value: str) -> str:
-    # Single quotes are literal in Compose env files (no `$` interpolation); a value
-    # holding a quote or a newline cannot be written safely, so it is refused.
-    if "'" in value or "\n" in value:
-        raise ConfigError(f"{key} contains a single quote or a newline, which Compose env files cannot carry")
-    return f"{key}='{value}'\n"
+@dataclass(frozen=True)
+class ComposeProject:
+    file: str
+    name: str
+    variables: Mapping[str, str] = field(repr=False)  # holds secrets
+    env_file: str | None = None
+    timeout_s: float = 600
 
+    def _command(self, *args: str, timeout_s: float | None = None) -> Command:
+        argv = ("docker", "compose", "--file", self.file, "--project-name", self.name,
+                *(("--env-file", self.env_file) if self.env_file else ()), *args)
+        return Command(argv, timeout_s=timeout_s or self.timeout_s, env=self.environment(),
+                       name=f"docker compose {args[0]}")
 
-@contextmanager
-def compose(compose_file: str, project: str, variables: Mapping[str, str],
-            extra_env_file: str | None = None) -> Iterator[DockerClient]:
-    """`extra_env_file` holds the deployment's non-secret variables (ports, proxy
-    image); `variables` are written after it, so they win on a clash."""
-    fd, path = tempfile.mkstemp(prefix="smartrelease-compose-", suffix=".env")
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.writelines(_env_line(k, v) for k, v in variables.items() if v is not None)
-        yield DockerClient(compose_files=[compose_file], compose_project_name=project, compose_env_files=[*([extra_env_file] if extra_env_file else []), path])
-    finally:
-        os.unlink(path)
+    def environment(self) -> dict[str, str]:
+        """This process's environment (PATH, HOME, DOCKER_HOST...) without any stale
+        copy of the variables, then the variables."""
+        inherited = {k: v for k, v in os.environ.items() if k not in self.variables}
+        return {**inherited, **{k: v for k, v in self.variables.items() if v is not None}}
+
+    def up(self, services: Sequence[str] = (), *, force_recreate: bool = False) -> Command:
+        return self._command("up", "--detach", "--quiet-pull", "--remove-orphans",
+                             *(("--force-recreate",) if force_recreate else ()), *services)
+
+    def stop(self, services: Sequence[str], *, grace_s: int) -> Command:
+        # Compose gets the grace period plus time to spare for itself.
+        return self._command("stop", "--timeout", str(grace_s), *services, timeout_s=grace_s + 60)
+
+    def run(self, service: str, command: Sequence[str]) -> Command:
+        """A one-off container of `service` (removed after), without its dependencies."""
+        entrypoint, *args = command
+        return self._command("run", "--rm", "--no-deps", "-T", "--entrypoint", entrypoint, service, *args)
+
+    def down(self) -> Command:
+        return self._command("down", "--remove-orphans")

@@ -5,20 +5,19 @@ It does not wait: wait-ready watches the containers, so a backend that fails is
 reported with its logs rather than as a stalled `compose up`.
 """
 
-from python_on_whales.exceptions import DockerException
-
 from blocks.envfile import Environment, app_keys
-from smartrelease.errors import StepFailed
+from smartrelease.errors import CommandFailed, StepFailed
+from smartrelease.process import run
 from smartrelease.report import Finding
-from tasks.compose import compose
+from tasks.compose import ComposeProject
 from tasks.runbook_task import runbook_task
 
 STEP = "launch"
 
 
 def compose_variables(env: Environment, images: dict[str, str]) -> dict[str, str]:
-    """What the compose file is given: the app's variables (secrets included: Compose
-    reads them from a 0600 file) and the pinned image references."""
+    """What the compose file is given: the app's variables (secrets included, in the
+    command's environment) and the pinned image references."""
     values = {}
     for key in app_keys():
         value = getattr(env.app, key.lower())
@@ -29,25 +28,22 @@ def compose_variables(env: Environment, images: dict[str, str]) -> dict[str, str
     return values
 
 
-def project_compose(env: Environment, images: dict[str, str]):
-    """The Compose project of `env` with `images` pinned: the context every compose
-    command of a release, a rollback or the sandbox runs in."""
+def project_compose(env: Environment, images: dict[str, str]) -> ComposeProject:
+    """The Compose project of `env` with `images` pinned: what every compose command
+    of a release, a rollback or the sandbox runs against."""
     t = env.target
-    return compose(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file)
+    if not (t.compose_file and t.compose_project):
+        raise StepFailed(STEP, "RELEASE_COMPOSE_FILE and RELEASE_COMPOSE_PROJECT must be set")
+    return ComposeProject(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file,
+                          timeout_s=t.compose_timeout_s)
 
 
 def compose_up(env: Environment, images: dict[str, str]) -> None:
     """The one `compose up` of this project (releases and the sandbox's first deploy)."""
-    t = env.target
-    if not (t.compose_file and t.compose_project):
-        raise StepFailed(STEP, "RELEASE_COMPOSE_FILE and RELEASE_COMPOSE_PROJECT must be set")
-    with project_compose(env, images) as dc:
-        try:
-            dc.compose.up(detach=True, quiet=True, remove_orphans=True)
-        except DockerException as exc:
-            # The command line names only files; the error text is Compose's own.
-            tail = " / ".join((exc.stderr or "").strip().splitlines()[-3:])
-            raise StepFailed(STEP, f"docker compose up failed (exit {exc.return_code}): {tail}") from None
+    try:
+        run(project_compose(env, images).up())
+    except CommandFailed as exc:
+        raise StepFailed(STEP, str(exc)) from None
 
 
 def launch(env: Environment, images: dict[str, str]) -> Finding:

@@ -14,7 +14,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.backup_crypto import recorded_checksum, sha256_file
-from tasks.backup_files import READ_TIMEOUT_S, BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
+from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
 
@@ -57,8 +57,8 @@ def take_backup(env: Environment, label: str, step: str) -> BackupRecord:
     target = directory / backup_name(env.name, label)
     try:
         digest = dump_database_encrypted(db.host, db.port, db.user, db.password.get_secret_value() if db.password else None,
-                                         db.dbname, target, passphrase)
-        read_whole(target, passphrase)
+                                         db.dbname, target, passphrase, env.target.backup_timeout_s)
+        read_whole(target, passphrase, env.target.backup_timeout_s)
     except BackupUnreadable as exc:
         raise StepFailed(step, f"backup {target.name} was written but does not read back: {exc}") from None
     except BackupError as exc:
@@ -92,5 +92,6 @@ def safety_backup(env: Environment, version: str) -> BackupRecord:
     return take_backup(env, f"{version}-before-undo", SAFETY_STEP)
 
 
-release_backup_task = runbook_task(STEP, timeout_s=2 * READ_TIMEOUT_S + 60, retries=1, retry_delay_s=5)(release_backup)
-safety_backup_task = runbook_task(SAFETY_STEP, timeout_s=2 * READ_TIMEOUT_S + 60, retries=1, retry_delay_s=5)(safety_backup)
+# No task time limit of their own: pg_dump and pg_restore are stopped after RELEASE_BACKUP_TIMEOUT_S.
+release_backup_task = runbook_task(STEP, timeout_s=None, retries=1, retry_delay_s=5)(release_backup)
+safety_backup_task = runbook_task(SAFETY_STEP, timeout_s=None, retries=1, retry_delay_s=5)(safety_backup)

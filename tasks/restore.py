@@ -13,9 +13,10 @@ from pathlib import Path
 
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
+from smartrelease.process import Deadline, failure
 from smartrelease.report import Finding
 from tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
-from tasks.backup_files import READ_TIMEOUT_S, pg_environment
+from tasks.backup_files import pg_environment
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
 
@@ -54,12 +55,6 @@ END $$;
 """
 
 
-def _first_error(stderr: bytes) -> str:
-    lines = [l for l in stderr.decode(errors="replace").splitlines() if l.strip()]
-    errors = [l for l in lines if "ERROR" in l or "error" in l]
-    return (errors or lines or ["no output"])[0]
-
-
 def restore_database(env: Environment, backup_path: str) -> Finding:
     path = Path(backup_path)
     if not path.is_file():
@@ -84,32 +79,35 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
                for n, p in (("psql", psql), ("pg_restore", restore))]
     for t in readers:
         t.start()
-    try:
-        # Each chunk is written only once the next one exists: the last one waits for
-        # the GCM tag, so an altered file never reaches pg_restore complete.
-        held = None
-        for chunk in decrypt_stream(path, env.app.backup_passphrase.get_secret_value()):
+    with Deadline(env.target.backup_timeout_s, psql, restore) as deadline:
+        try:
+            # Each chunk is written only once the next one exists: the last one waits for
+            # the GCM tag, so an altered file never reaches pg_restore complete.
+            held = None
+            for chunk in decrypt_stream(path, env.app.backup_passphrase.get_secret_value()):
+                if held:
+                    restore.stdin.write(held)
+                held = chunk
             if held:
                 restore.stdin.write(held)
-            held = chunk
-        if held:
-            restore.stdin.write(held)
-        restore.stdin.close()
-        restore.wait(timeout=READ_TIMEOUT_S)
-        psql.wait(timeout=READ_TIMEOUT_S)
-    except BackupIntegrityError as exc:
-        _kill(psql, restore)  # psql dies before COMMIT: the transaction is rolled back
-        raise StepFailed(STEP, f"{exc}; the database was not touched") from None
-    except (BrokenPipeError, subprocess.TimeoutExpired):
-        _kill(psql, restore)
+            restore.stdin.close()
+        except BackupIntegrityError as exc:
+            _kill(psql, restore)  # psql dies before COMMIT: the transaction is rolled back
+            raise StepFailed(STEP, f"{exc}; the database was not touched") from None
+        except BrokenPipeError:
+            pass  # pg_restore or psql stopped: their exit statuses say why
+        restore.wait()
+        psql.wait()
     for t in readers:
         t.join(timeout=10)
+    rolled_back = "the transaction was rolled back, the database is as it was"
+    if deadline.expired:
+        raise StepFailed(STEP, f"the restore took longer than {env.target.backup_timeout_s:g} s "
+                               f"(RELEASE_BACKUP_TIMEOUT_S) and was stopped; {rolled_back}")
     if restore.returncode != 0:
-        raise StepFailed(STEP, f"pg_restore failed ({_first_error(errors.get('pg_restore', b''))}); "
-                               "the transaction was rolled back, the database is as it was")
+        raise StepFailed(STEP, f"{failure('pg_restore', restore.returncode, errors.get('pg_restore', b''))}; {rolled_back}")
     if psql.returncode != 0:
-        raise StepFailed(STEP, f"psql failed ({_first_error(errors.get('psql', b''))}); "
-                               "the transaction was rolled back, the database is as it was")
+        raise StepFailed(STEP, f"{failure('psql', psql.returncode, errors.get('psql', b''))}; {rolled_back}")
     return Finding(detail=f"database restored from {path.name} (checksum verified, one transaction)")
 
 
@@ -120,4 +118,5 @@ def _kill(*procs: subprocess.Popen) -> None:
             p.wait()
 
 
-restore_database_task = runbook_task(STEP, timeout_s=2 * READ_TIMEOUT_S + 60)(restore_database)
+# No task time limit of its own: pg_restore and psql are stopped after RELEASE_BACKUP_TIMEOUT_S.
+restore_database_task = runbook_task(STEP, timeout_s=None)(restore_database)

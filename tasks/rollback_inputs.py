@@ -181,7 +181,8 @@ def _recorded_backup(env: Environment, history: list[dict], target: dict) -> Bac
     if not path.is_file():
         raise StepFailed(STEP, f"backup {name} is not in BACKUP_DIR; nothing was changed")
     try:
-        read_whole(path, env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None)
+        read_whole(path, env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None,
+                   env.target.backup_timeout_s)
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"backup {name} refused before any restore: {exc}") from None
     return BackupRecord(detail=name, name=name, path=str(path), sha256=sha256_file(path),

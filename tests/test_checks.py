@@ -59,7 +59,7 @@ def test_environment_non_production_allows_development(write_env):
 def test_environment_rejects_bad_urls_and_version(write_env, app_dir):
     (app_dir / "VERSION").write_text("1.2\n")
     err = failure(check_environment, env_of(write_env(FRONTEND_URL="app.example.test", RELEASE_PUBLIC_URL="http://x.test",
-                                                       DATABASE_URL="mysql://u:p@h/db", ALLOW_PROD_MIGRATIONS="yes")))
+                                                       DATABASE_URL="mysql://u:mysql-password@h/db", ALLOW_PROD_MIGRATIONS="yes")))
     for part in ("FRONTEND_URL must be an absolute http or https URL", "RELEASE_PUBLIC_URL must be an absolute https URL",
                  "DATABASE_URL scheme must be postgres", "ALLOW_PROD_MIGRATIONS must be 'true' or 'false'",
                  "app version '1.2' is not SemVer"):
@@ -196,7 +196,7 @@ def test_backups_truncated_dump_is_caught(write_env, pg):
     data = dump.read_bytes()
     dump.write_bytes(data[: len(data) * 2 // 3])
     err = failure(check_backups, env)
-    assert "newest backup newer.dump is unreadable: pg_restore cannot read it" in err.reason
+    assert "newest backup newer.dump is unreadable: pg_restore failed (exit 1): pg_restore: error: could not read" in err.reason
 
 
 def test_backups_empty_and_missing(write_env, tmp_path):
