@@ -36,5 +36,5 @@ test-fast: venv
 sandbox-down:
 	$(SR) sandbox down
 
-clean: sandbox-down
-	rm -rf .sandbox .env.sandbox .env.sandbox-dev
+clean: venv
+	$(SR) sandbox destroy

@@ -8,7 +8,6 @@ Runs in one process, so Prefect starts one temporary server for both releases (s
 PREFECT_API_URL to keep the runs in a server of your own and see them in its UI).
 """
 
-import shutil
 import sys
 
 from blocks import import_env_file
@@ -25,10 +24,7 @@ INVOICES_MIGRATION = "migrations/20261201000000-create-invoices.sql"
 def fresh_sandbox(s: manager.Settings) -> None:
     if s.root.exists() or s.env_file.exists() or s.dev.env_file.exists():
         manager.log(f"starting afresh: removing {s.root}, {s.env_file.name} and {s.dev.env_file.name}")
-        manager.down(s)
-        shutil.rmtree(s.root, ignore_errors=True)
-        s.env_file.unlink(missing_ok=True)
-        s.dev.env_file.unlink(missing_ok=True)
+        manager.destroy(s)
     if manager.up(s) != 0:
         sys.exit(2)
 

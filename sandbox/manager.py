@@ -26,9 +26,10 @@ from cryptography import x509
 from dotenv import dotenv_values
 
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
-from sandbox.base_image import ensure_base_image
-from sandbox.postgres import PG_BIN, Cluster
-from smartrelease.errors import ConfigError, StepFailed
+from sandbox.base_image import BaseImageError, ensure_base_image
+from sandbox.postgres import PG_BIN, Cluster, server_dir
+from smartrelease.errors import CommandFailed, ConfigError, StepFailed
+from smartrelease.process import Command, run
 from tasks.backup_files import dump_database_encrypted
 from tasks.build_pin import build_pin
 from tasks.images import build_image
@@ -86,10 +87,11 @@ class Settings:
 
     @property
     def wal_dir(self) -> Path:
-        return self.root / "wal-archive"
+        return server_dir(self.root / "wal-archive")
 
     def cluster(self) -> Cluster:
-        return Cluster(self.root / "postgres", self.pg_port, self.wal_dir)
+        # Under root/ unless the server's user cannot reach it (see server_dir).
+        return Cluster(server_dir(self.root / "postgres"), self.pg_port, self.wal_dir)
 
     @property
     def prod(self) -> "Stage":
@@ -149,8 +151,10 @@ def require_tools() -> docker.DockerClient:
         client.ping()
     except docker.errors.DockerException:
         raise SandboxError(f"Docker Engine is not reachable: {hint}") from None
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        raise SandboxError(f"Docker Compose v2 is not installed: {hint}")
+    try:
+        run(Command(("docker", "compose", "version"), timeout_s=30))
+    except CommandFailed:
+        raise SandboxError(f"Docker Compose v2 is not installed: {hint}") from None
     return client
 
 
@@ -255,9 +259,8 @@ def ensure_app_checkout(s: Settings) -> None:
         return
     shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     git = ["git", "-C", str(s.app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "stand-in SmartAccounting app"], check=True)
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "stand-in SmartAccounting app")):
+        run(Command((*git, *args), timeout_s=60))
 
 
 def env_file_text(s: Settings, stage: Stage, sec: dict[str, str]) -> str:
@@ -372,7 +375,7 @@ def up(s: Settings | None = None, dev: bool = False) -> int:
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
               + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
-    except (SandboxError, ConfigError, StepFailed) as exc:
+    except (SandboxError, ConfigError, StepFailed, CommandFailed, BaseImageError) as exc:
         print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
         return 2
 
@@ -391,12 +394,26 @@ def down(s: Settings | None = None) -> int:
             log(f"{stage.name}: containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
-            with project_compose(env, {"backend": "none", "frontend": "none"}) as dc:
-                dc.compose.down(remove_orphans=True, quiet=True)
+            run(project_compose(env, {"backend": "none", "frontend": "none"}).down())
             log(f"{stage.name}: containers removed")
     sandbox_registry(s).stop()
     s.cluster().stop()
     log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")
+    return 0
+
+
+def destroy(s: Settings | None = None) -> int:
+    """down, then delete everything the sandbox wrote: its state directory, the
+    PostgreSQL files wherever they had to live, and the env files."""
+    s = s or Settings()
+    cluster = s.cluster()
+    down(s)
+    cluster.destroy()
+    for path in (s.root, cluster.root, s.wal_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (s.env_file, s.dev.env_file):
+        path.unlink(missing_ok=True)
+    log(f"deleted {s.root} and the env files {s.env_file.name}, {s.dev.env_file.name}")
     return 0
 
 

@@ -1,9 +1,12 @@
 """A throwaway PostgreSQL cluster on a port of our choosing, with WAL archiving.
 
 Used by the sandbox and by the tests. initdb refuses to run as root, so as root the
-server runs as the `postgres` system user.
+server runs as the `postgres` system user, which must reach its data, socket and
+WAL archive directories: `server_dir` says where that holds.
 """
 
+import functools
+import hashlib
 import os
 import pwd
 import shutil
@@ -14,8 +17,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from smartrelease.process import Command, run
+
 PG_BIN = Path(os.environ.get("SMARTRELEASE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"
+# Where a cluster goes when the `postgres` user cannot reach the directory asked for
+# (a checkout under a private home directory, as root).
+SHARED_STATE = Path(os.environ.get("SMARTRELEASE_PG_STATE", "/var/lib/smartrelease"))
+PG_CTL_TIMEOUT_S = 90
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -28,6 +37,32 @@ def _chown(path: Path) -> None:
         os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
+@functools.cache
+def reachable_by_server(path: Path) -> bool:
+    """Whether the server's user can reach `path`: enter every directory on the way to
+    its nearest existing ancestor (always, unless we are root and the server runs as
+    `postgres`). The directories below are made for it, and given to it, by us."""
+    if os.geteuid() != 0:
+        return True
+    probe = Path(path).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return subprocess.run(_as_postgres(["test", "-x", str(probe)]),
+                          capture_output=True, timeout=30).returncode == 0
+
+
+def server_dir(wanted: Path) -> Path:
+    """`wanted`, or, when the server's user cannot reach it, a directory of its own
+    under SHARED_STATE named after `wanted`."""
+    wanted = Path(wanted).resolve()
+    if reachable_by_server(wanted.parent):
+        return wanted
+    tag = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
+    moved = SHARED_STATE / f"{wanted.parent.name.lstrip('.') or 'state'}-{wanted.name}-{tag}"
+    SHARED_STATE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return moved
+
+
 class Cluster:
     def __init__(self, root: Path, port: int, wal_archive_dir: Path | None = None):
         self.root = Path(root).resolve()
@@ -38,11 +73,9 @@ class Cluster:
         self.log = self.root / "postgres.log"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(_as_postgres([str(PG_BIN / args[0]), *args[1:]]), capture_output=True, text=True)
-        if check and proc.returncode != 0:
-            lines = [l for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
-            raise RuntimeError(f"{args[0]} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
-        return proc
+        """A server program (initdb, pg_ctl) as the server's user; CommandFailed names the cause."""
+        command = Command(tuple(_as_postgres([str(PG_BIN / args[0]), *args[1:]])), timeout_s=PG_CTL_TIMEOUT_S, name=args[0])
+        return run(command, check=check)
 
     @property
     def initialized(self) -> bool:

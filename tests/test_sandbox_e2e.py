@@ -24,12 +24,17 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def sandbox_env():
     """A sandbox of the tests' own (directory, ports, compose project), so a
-    developer's running sandbox is left alone."""
+    developer's running sandbox is left alone. Its directory is private (0700, like a
+    checkout under a home directory): as root, PostgreSQL (running as `postgres`)
+    cannot reach it, so its files must go to SMARTRELEASE_PG_STATE."""
     root = Path(tempfile.mkdtemp(prefix="smartrelease-e2e-"))
-    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
+    assert root.stat().st_mode & 0o777 == 0o700
+    pg_state = Path(tempfile.mkdtemp(prefix="smartrelease-e2e-pgstate-"))
+    pg_state.chmod(0o755)
     env = {
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "SMARTRELEASE_PG_STATE": str(pg_state / "state"),
         "SANDBOX_DIR": str(root / ".sandbox"),
         "SANDBOX_ENV_FILE": str(root / ".env.sandbox"),
         "SANDBOX_PROJECT": "smartrelease-e2e",
@@ -43,14 +48,18 @@ def sandbox_env():
     up = cli("sandbox", "up")
     assert up.returncode == 0, up.stderr
     yield cli, root, env
-    cli("sandbox", "down")
+    cli("sandbox", "destroy")
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(pg_state, ignore_errors=True)
 
 
 def test_sandbox_up_gives_a_passing_preflight(sandbox_env):
-    cli, root, _ = sandbox_env
+    cli, root, env = sandbox_env
     env_file = root / ".env.sandbox"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    if os.geteuid() == 0:  # the server's files went where `postgres` can reach them
+        assert list(Path(env["SMARTRELEASE_PG_STATE"]).glob("sandbox-postgres-*/data/PG_VERSION"))
+        assert not (root / ".sandbox" / "postgres").exists()
     out = cli("preflight", "--env-file", str(env_file), "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
@@ -78,6 +87,14 @@ def test_sandbox_down_removes_what_up_started(sandbox_env):
     assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"}) == []
     status = cli("sandbox", "status")
     assert status.returncode == 1 and "postgres  down" in status.stdout and "registry  down" in status.stdout
+
+
+def test_destroy_deletes_the_state_wherever_it_lives(sandbox_env):
+    cli, root, env = sandbox_env
+    out = cli("sandbox", "destroy")
+    assert out.returncode == 0, out.stderr
+    assert not (root / ".sandbox").exists() and not (root / ".env.sandbox").exists()
+    assert list(Path(env["SMARTRELEASE_PG_STATE"]).iterdir()) == []
 
 
 def test_down_removes_the_containers_of_an_environment_whose_state_was_deleted(tmp_path):
