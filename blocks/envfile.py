@@ -1,21 +1,26 @@
 """Reading a dotenv file into the two blocks, saving them, and loading them back."""
 
+import difflib
+import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from prefect_docker.credentials import DockerRegistryCredentials
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from blocks.app_environment import AppEnvironment
 from blocks.release_target import ReleaseTarget
 from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
+from smartrelease.redact import remember
+from smartrelease.refs import check_environment
 
 RELEASE_PREFIX = "RELEASE_"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LEADING_KEY = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)")
 # Keys set by the tool itself, not read from the file.
 _INTERNAL_TARGET_FIELDS = {"env_file"}
 # Registry login, saved as prefect-docker's DockerRegistryCredentials block.
@@ -64,9 +69,44 @@ def name_from_env_file(path: Path) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigError(f"invalid environment name {name!r}: use lower-case letters, digits and dashes")
-    return name
+    return check_environment(name)
+
+
+def secret_keys() -> set[str]:
+    return {name.upper() for name, f in AppEnvironment.model_fields.items()
+            if f.annotation is not None and SecretStr in getattr(f.annotation, "__args__", (f.annotation,))} | {REGISTRY_PASSWORD}
+
+
+def read_values(path: Path) -> dict[str, str | None]:
+    """KEY=VALUE pairs of a dotenv file (python-dotenv's grammar, no interpolation).
+    A line that is not KEY=VALUE is refused by its line number and, when it is one
+    of ours, its key: never its text, which may be a secret typed in the wrong place."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"env file unreadable: {path}: {type(exc).__name__}") from None
+    known = set(app_keys()) | set(release_keys())
+
+    def ours(key: str | None) -> str:
+        return f" {key}" if key and (key in known or key.startswith(RELEASE_PREFIX)) else ""
+
+    values: dict[str, str | None] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        leading = _LEADING_KEY.match(binding.original.string)
+        if binding.error:
+            raise ConfigError(f"{path}: line {line}{ours(leading and leading[1])}: cannot be parsed "
+                              "(expected KEY=VALUE; an unclosed quote?)")
+        if binding.key is None:  # a blank line or a comment
+            continue
+        if not _KEY.fullmatch(binding.key):
+            raise ConfigError(f"{path}: line {line}{ours(leading and leading[1])}: not KEY=VALUE "
+                              "(a ':' or another character where '=' belongs?)")
+        if binding.value is None and (binding.key in known or binding.key.startswith(RELEASE_PREFIX)):
+            raise ConfigError(f"{path}: line {line} {binding.key}: no '=' (expected {binding.key}=VALUE)")
+        values[binding.key] = binding.value
+    remember(v for k, v in values.items() if k in secret_keys())
+    return values
 
 
 def parse_env_file(path: str | os.PathLike) -> Environment:
@@ -76,10 +116,7 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         raise ConfigError(f"env file not found: {path}")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"env file not readable: {path}")
-    try:
-        values = dotenv_values(path, interpolate=False)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"env file unreadable: {path}: {type(exc).__name__}") from None
+    values = read_values(path)
 
     known_app, known_release = set(app_keys()), release_keys()
     app_fields = {k.lower(): v for k, v in values.items() if k in known_app and v is not None}
@@ -88,7 +125,9 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         if not key.startswith(RELEASE_PREFIX):
             continue
         if key not in known_release:
-            raise ConfigError(f"{path}: unknown setting {key} (known: {', '.join(known_release)})")
+            close = difflib.get_close_matches(key, known_release, n=1)
+            raise ConfigError(f"{path}: unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else
+                                                                   " (the README lists the RELEASE_ settings)"))
         if value is not None and value != "" and key not in (REGISTRY_USERNAME, REGISTRY_PASSWORD):
             target_fields[key[len(RELEASE_PREFIX) :].lower()] = value
     target_fields["env_file"] = str(path.resolve())
@@ -102,8 +141,10 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         field = str(first["loc"][0]) if first["loc"] else "?"
         key = (RELEASE_PREFIX + field.upper()) if field in ReleaseTarget.model_fields else field.upper()
         raise ConfigError(f"{path}: {key}: {first['msg']}") from None
-    return Environment(name=name_from_env_file(path), app=app, target=target,
-                       registry_credentials=_registry_credentials(path, values, target))
+    env = Environment(name=name_from_env_file(path), app=app, target=target,
+                      registry_credentials=_registry_credentials(path, values, target))
+    remember(env.secret_values())
+    return env
 
 
 def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> DockerRegistryCredentials | None:
@@ -148,5 +189,7 @@ def load_environment(name: str) -> Environment:
         credentials = DockerRegistryCredentials.load(name)
     except ValueError:
         credentials = None  # an unauthenticated registry
-    return Environment(name=name, app=app, target=target, registry_credentials=credentials)
+    env = Environment(name=name, app=app, target=target, registry_credentials=credentials)
+    remember(env.secret_values())
+    return env
 

@@ -9,7 +9,6 @@ import smartrelease
 from blocks import load_environment
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
-from smartrelease.redact import Redactor
 from smartrelease.report import ReleaseFacts, Report
 from tasks.build_pin import STEP
 from tasks.dev_build import dev_build_task
@@ -19,7 +18,7 @@ from tasks.dev_build import dev_build_task
 def build(environment: str):
     """Build and push the app checkout of `environment` as dev-<short git SHA>."""
     env = load_environment(environment)
-    steps = StepRunner((STEP,), Redactor(env.secret_values()))
+    steps = StepRunner((STEP,))
     facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     try:
         pinned = steps.run(STEP, dev_build_task, env)

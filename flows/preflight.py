@@ -14,7 +14,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import load_environment
 from flows.steps import gather
-from smartrelease.redact import Redactor
 from smartrelease.report import Report
 from tasks.backup_dirs import backup_dirs_task
 from tasks.backups import backups_task
@@ -39,7 +38,7 @@ def preflight(environment: str, version: str | None = None):
         "backups": backups_task.submit(env),
         "wal-archive": wal_archive_task.submit(env),
     }
-    report = Report(flow="preflight", environment=environment, results=gather(futures, Redactor(env.secret_values()), started))
+    report = Report(flow="preflight", environment=environment, results=gather(futures, started))
     create_markdown_artifact(
         key=f"preflight-{environment}", markdown=report.markdown(), description=f"Preflight report for {environment}"
     )

@@ -22,7 +22,7 @@ from flows.history import append_history, read_history
 from flows.release import release_inputs
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
-from smartrelease.redact import Redactor
+from smartrelease.refs import check_dev_tag
 from smartrelease.report import PromotionFacts, ReleaseFacts, Report
 from tasks.evidence import STEP as EVIDENCE_STEP, evidence_task
 from tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_task, tag_task
@@ -36,9 +36,10 @@ def promote(environment: str, from_tag: str, version: str | None = None, force_r
     the app checkout's VERSION) for `environment`. Without a passing release of those
     digests in the source environment it refuses, unless `force_reason` says why."""
     env = load_environment(environment)
+    check_dev_tag(from_tag, "from_tag")
     version, _ = release_inputs(env, version, None)
     source = env.target.promote_from
-    steps = StepRunner(STEPS, Redactor(env.secret_values()))
+    steps = StepRunner(STEPS)
     promotion = PromotionFacts(from_tag=from_tag, from_environment=source, forced_reason=force_reason,
                                at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"))
     facts = ReleaseFacts(version=version, promotion=promotion, triggered_by=triggered_by(),

@@ -29,9 +29,8 @@ from flows.rollback import roll_back, rollback_command
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
-from smartrelease.redact import Redactor
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from smartrelease.semver import is_semver
+from smartrelease.refs import check_digest, check_version
 from tasks.build_pin import LABEL_VERSION, SERVICES, build_pin_task
 from tasks.environment import app_version
 from tasks.images import engine
@@ -39,7 +38,6 @@ from tasks.launch import launch_task
 from tasks.metrics import metrics_task
 from tasks.migrations import confirm_migrations_task, plan_migrations_task
 from tasks.readiness import wait_ready_task
-from tasks.registry import DIGEST
 from tasks.release_backup import release_backup_task
 from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
 from tasks.rollback_plan import rollback_plan_task
@@ -63,14 +61,12 @@ def release_inputs(env: Environment, version: str | None, digests: dict[str, str
         version = app_version(env, version)
     except StepFailed as exc:
         raise ConfigError(exc.reason) from None
-    if not is_semver(version):
-        raise ConfigError(f"version {version!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+    check_version(version)
     digests = dict(digests or {})
     for service, digest in digests.items():
         if service not in SERVICES:
             raise ConfigError(f"digests: unknown service {service!r} (known: {', '.join(SERVICES)})")
-        if not DIGEST.match(digest):
-            raise ConfigError(f"digests: {service} digest must be sha256:<64 hex digits>")
+        check_digest(digest, f"digests: {service} digest")
     return version, digests
 
 
@@ -98,13 +94,13 @@ def preflight_result(environment: str, version: str) -> StepResult:
     return StepResult(name="preflight", status=Status.FAILED, detail=detail, duration_ms=ms)
 
 
-def automatic_rollback(env: Environment, redact, plan, migrations, new_backend: str, db_strategy: str,
+def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_strategy: str,
                        detected_at: float) -> tuple[list[StepResult], RollbackFacts]:
     """Decide (from the rollback plan and the database now), then roll back."""
     if plan.previous is None:
         return [], RollbackFacts(instructions=["First release of this environment: there is no previous version to "
                                                "go back to. Fix forward, or stop the Compose project."])
-    decide = StepRunner((ROLLBACK + "rollback-target",), redact)
+    decide = StepRunner((ROLLBACK + "rollback-target",))
     try:
         inputs = decide.run(ROLLBACK + "rollback-target", after_failed_release_task, env, plan, migrations.pending,
                             new_backend, db_strategy)
@@ -112,7 +108,7 @@ def automatic_rollback(env: Environment, redact, plan, migrations, new_backend: 
         return decide.results(), RollbackFacts(to_version=plan.previous.version, instructions=[
             f"The rollback could not be decided (see {ROLLBACK}rollback-target); nothing was rolled back. Run "
             f"{rollback_command(env, plan.previous.version)}."])
-    done, facts = roll_back(env, inputs, redact, prefix=ROLLBACK, detected_at=detected_at)
+    done, facts = roll_back(env, inputs, prefix=ROLLBACK, detected_at=detected_at)
     return decide.results() + done, facts
 
 
@@ -135,8 +131,7 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `db_strategy` is what a rollback does to the database: undo, restore or none."""
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
-    redact = Redactor(env.secret_values())
-    steps = StepRunner(STEPS, redact)
+    steps = StepRunner(STEPS)
     facts = ReleaseFacts(version=version, previous_version=current_version(env),
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     first_release = facts.previous_version is None and not read_history(environment)
@@ -166,7 +161,7 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
         detected_at = time.monotonic()
     results = steps.results()
     if launched and detected_at:
-        done, facts.rollback = automatic_rollback(env, redact, rollback_plan, plan, images["backend"], db_strategy,
+        done, facts.rollback = automatic_rollback(env, rollback_plan, plan, images["backend"], db_strategy,
                                                   detected_at)
         results += done
     report = Report(flow="release", environment=environment, results=results, facts=facts)

@@ -10,7 +10,6 @@ own decision (flows/release.py), the `rollback` flow with one from the history.
 """
 
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 from prefect import flow
@@ -25,7 +24,6 @@ from flows.history import append_history, read_history
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError
-from smartrelease.redact import Redactor
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from tasks.launch import launch_task
 from tasks.readiness import wait_ready_task
@@ -81,11 +79,11 @@ def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> No
             f"is fixed: `smartrelease guard off --name {env.name}`.")
 
 
-def roll_back(env: Environment, inputs: RollbackInputs, redact: Callable[[str], str], *, prefix: str = "",
+def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
               detected_at: float | None = None) -> tuple[list[StepResult], RollbackFacts]:
     """Run the decided rollback; returns its step results and facts (never raises Stopped)."""
     names = sequence(inputs)
-    steps = StepRunner(tuple(prefix + n for n in names), redact)
+    steps = StepRunner(tuple(prefix + n for n in names))
     facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
     images = inputs.target.images
     facts.migrations_left = list(inputs.to_undo)  # until the database step says otherwise
@@ -134,9 +132,8 @@ def rollback(environment: str, to_version: str | None = None, db_strategy: Strat
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
     env = load_environment(environment)
-    redact = Redactor(env.secret_values())
     started = time.monotonic()
-    steps = StepRunner(("rollback-target",), redact)
+    steps = StepRunner(("rollback-target",))
     inputs = None
     try:
         inputs = steps.run("rollback-target", for_rollback_flow_task, env, read_history(environment), to_version,
@@ -145,7 +142,7 @@ def rollback(environment: str, to_version: str | None = None, db_strategy: Strat
         pass
     results, rb = steps.results(), None
     if inputs is not None:
-        done, rb = roll_back(env, inputs, redact, detected_at=started)
+        done, rb = roll_back(env, inputs, detected_at=started)
         results += done
     images = inputs.target.images if inputs else {}
     facts = ReleaseFacts(version=inputs.target.version if inputs else to_version,

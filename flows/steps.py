@@ -1,4 +1,4 @@
-"""Turning task runs into the report's step results: timed, typed, redacted."""
+"""Turning task runs into the report's step results: timed, typed, masked."""
 
 import time
 from collections.abc import Callable, Mapping
@@ -6,19 +6,22 @@ from collections.abc import Callable, Mapping
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
-from smartrelease.errors import StepFailed
+from smartrelease.errors import ConfigError, StepFailed
+from smartrelease.redact import mask
 from smartrelease.report import Finding, Status, StepResult
 
 
 def failure_reason(exc: BaseException | None) -> str:
     if isinstance(exc, StepFailed):
         return exc.reason
+    if isinstance(exc, ConfigError):
+        return str(exc)
     if isinstance(exc, TimeoutError):
-        return f"timed out: {exc}"
-    return f"unexpected error: {type(exc).__name__}: {exc}"
+        return mask(f"timed out: {exc}")
+    return mask(f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def gather(futures: Mapping[str, PrefectFuture], redact: Callable[[str], str], started: float) -> list[StepResult]:
+def gather(futures: Mapping[str, PrefectFuture], started: float) -> list[StepResult]:
     """Wait for every future (none is abandoned when another fails) and return one
     result per step, in the order given. `started` is when they were submitted."""
     logger = get_run_logger()
@@ -34,7 +37,7 @@ def gather(futures: Mapping[str, PrefectFuture], redact: Callable[[str], str], s
         else:
             status = Status.FAILED
             detail = failure_reason(outcome)
-        done[name] = StepResult(name=name, status=status, detail=redact(detail), duration_ms=round(elapsed_ms, 1))
+        done[name] = StepResult(name=name, status=status, detail=mask(detail), duration_ms=round(elapsed_ms, 1))
         level = {Status.PASSED: logger.info, Status.WARNING: logger.warning, Status.FAILED: logger.error}[status]
         level("%s %s: %s", name, status.value, done[name].detail)
     return [done[name] for name in futures]
@@ -48,15 +51,14 @@ class StepRunner:
     """Runs a flow's steps one after another and records each result; the first
     failure raises Stopped. Steps never reached are reported as skipped."""
 
-    def __init__(self, names: tuple[str, ...], redact: Callable[[str], str]):
+    def __init__(self, names: tuple[str, ...]):
         self.names = names
-        self.redact = redact
         self.done: list[StepResult] = []
 
     def add(self, result: StepResult, *, stop: bool = True) -> None:
         """Record a result; a failure stops the flow unless `stop` is False (a step
         that failed by design, such as an undo refused for want of a down step)."""
-        result = result.model_copy(update={"detail": self.redact(result.detail)})
+        result = result.model_copy(update={"detail": mask(result.detail)})
         self.done.append(result)
         level = {Status.PASSED: "info", Status.WARNING: "warning", Status.FAILED: "error"}.get(result.status, "info")
         getattr(get_run_logger(), level)("%s %s: %s", result.name, result.status.value, result.detail)
@@ -78,7 +80,7 @@ class StepRunner:
     def run_together(self, submit: Callable[[], Mapping[str, PrefectFuture]]) -> None:
         """Submit tasks together and wait for all; record them, then stop if any failed."""
         started = time.monotonic()
-        results = gather(submit(), self.redact, started)
+        results = gather(submit(), started)
         self.done += results
         if any(r.status == Status.FAILED for r in results):
             raise Stopped(", ".join(r.name for r in results if r.status == Status.FAILED))

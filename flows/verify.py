@@ -17,9 +17,8 @@ from flows.history import last_release
 from flows.steps import gather
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError
-from smartrelease.redact import Redactor
 from smartrelease.report import ReleaseFacts, Report
-from smartrelease.semver import is_semver
+from smartrelease.refs import check_version
 from tasks.metrics import metrics_task
 from tasks.smoke import ENDPOINTS, smoke_task
 from tasks.verify import verify_task
@@ -34,15 +33,14 @@ def verify(environment: str, expect_version: str | None = None):
     version = expect_version or (last or {}).get("version")
     if not version:
         raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
-    if not is_semver(version):
-        raise ConfigError(f"expected version {version!r} is not SemVer")
+    check_version(version, "expected version")
     images = {s: last[s] for s in ("backend", "frontend") if last and last.get("version") == version and last.get(s)}
 
     started = time.monotonic()
     futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path) for path in ENDPOINTS}
     futures["metrics"] = metrics_task.submit(env)
     futures["verify"] = verify_task.submit(env, version, images)
-    results = gather(futures, Redactor(env.secret_values()), started)
+    results = gather(futures, started)
 
     facts = ReleaseFacts(version=version, digests=dict(ref.split("@", 1) for ref in images.values()),
                          git_sha=(last or {}).get("git_sha") if images else None,

@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 from smartrelease import __version__
@@ -13,8 +14,16 @@ STRATEGIES = ("undo", "restore", "none")  # tasks.rollback_inputs.STRATEGIES, wi
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2), not the usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog.removeprefix('smartrelease').strip() or 'usage'}: {message} "
+                          f"(see `{self.prog} --help`)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smartrelease", description="SmartAccounting release automation (Prefect flows).")
+    p = _Parser(prog="smartrelease", description="SmartAccounting release automation (Prefect flows).")
     p.add_argument("--version", action="version", version=f"smartrelease {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -67,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
     sb = sub.add_parser("sandbox", help="the local production-like sandbox")
-    sb.add_argument("action", choices=["up", "down", "status"])
+    sb.add_argument("action", choices=["up", "down", "status", "destroy"],
+                    help="destroy: down, then delete the sandbox's state and env files")
     sb.add_argument("--dev", action="store_true", help="with up: also a dev environment beside it (.env.sandbox-dev)")
     return p
 
@@ -109,17 +119,21 @@ def _cmd_preflight(args) -> int:
 
 
 def _semver_or_exit(value: str | None, what: str) -> None:
-    from smartrelease.semver import is_semver
+    from smartrelease.refs import check_version
 
-    if value is not None and not is_semver(value):
-        raise ConfigError(f"{what} {value!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+    if value is not None:
+        check_version(value, what)
 
 
 def _cmd_release(args) -> int:
     from blocks import parse_env_file
     from flows.release import release, release_inputs
 
+    from smartrelease.refs import check_tag
+
     _semver_or_exit(args.release_version, "--version")
+    if args.from_tag is not None:
+        check_tag(args.from_tag, "--from")
     env = parse_env_file(args.env_file)
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
@@ -167,12 +181,12 @@ def _cmd_build(args) -> int:
 
 def _cmd_promote(args) -> int:
     from flows.promote import promote
+    from smartrelease.refs import check_dev_tag
 
     _semver_or_exit(args.promote_version, "--version")
     if args.force != bool(args.reason):
         raise ConfigError("--force and --reason go together: say why the dev evidence is skipped")
-    if not args.from_tag.startswith("dev-"):
-        raise ConfigError(f"--from {args.from_tag!r}: expected a dev tag, dev-<short git SHA>")
+    check_dev_tag(args.from_tag, "--from")
     report = _run(promote, args, from_tag=args.from_tag, version=args.promote_version,
                   force_reason=args.reason if args.force else None)
     print(json.dumps(report.release_json()) if args.json else report.text())
@@ -181,15 +195,17 @@ def _cmd_promote(args) -> int:
 
 def _cmd_rollback(args) -> int:
     from blocks import parse_env_file
-    from flows.history import read_history
+    from flows.history import load_history
     from flows.rollback import rollback
     from tasks.rollback_inputs import deployed
 
     _semver_or_exit(args.to_version, "--to")
     name = parse_env_file(args.env_file).name
-    stack = deployed(read_history(name))
+    history = load_history(name)
+    stack = deployed(history.rows)
     if not stack:
-        raise ConfigError(f"no release of {name} in the history: nothing to roll back to")
+        raise ConfigError(f"no release of {name} in the history: nothing to roll back to"
+                          + (f" ({history.summary()})" if history.skipped else ""))
     if args.to_version and args.to_version not in [row["version"] for row in stack]:
         raise ConfigError(f"--to {args.to_version}: not a release of {name} that can be gone back to "
                           f"({', '.join(row['version'] for row in stack)})")
@@ -210,18 +226,34 @@ def _cmd_sandbox(args) -> int:
 
     if args.action == "up":
         return manager.up(dev=args.dev)
-    return {"down": manager.down, "status": manager.status}[args.action]()
+    return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
+
+
+HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "verify": _cmd_verify,
+            "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
+            "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handler = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release,
-               "verify": _cmd_verify, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard, "sandbox": _cmd_sandbox}[args.command]
     try:
-        return handler(args)
+        args = _parser().parse_args(argv)
+        return HANDLERS[args.command](args)
     except ConfigError as exc:
-        print(f"smartrelease: {exc}", file=sys.stderr)
+        print(f"smartrelease: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:
+        # A bug or an unforeseen failure: one masked line; the traceback on request.
+        if os.environ.get("SMARTRELEASE_TRACEBACK"):
+            raise
+        from smartrelease.redact import mask
+
+        print(f"smartrelease: unexpected error: {type(exc).__name__}: {_one_line(mask(str(exc)))} "
+              "(set SMARTRELEASE_TRACEBACK=1 to see where)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from blocks.envfile import Environment, app_keys
-from smartrelease.errors import StepFailed
+from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import Finding
-from smartrelease.semver import is_semver
+from smartrelease.refs import check_version
+from tasks.http import ssl_context
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
 
@@ -18,8 +19,13 @@ REQUIRED = [
     "CORS_ORIGIN", "BACKUP_PASSPHRASE", "ALLOW_PROD_MIGRATIONS", "BACKUP_DIR", "WAL_ARCHIVE_DIR",
 ]
 MIN_JWT_SECRET = 32
-# A secret shorter than this cannot be told apart from ordinary text when redacting.
+# A secret shorter than this cannot be told apart from ordinary text when masking.
 MIN_SECRET = 8
+# Values that turn up in ordinary text (this tool's messages, libpq's, Docker's): a
+# secret equal to one would mask that text and so give itself away by elimination.
+COMMON_VALUES = {"connection", "password", "passphrase", "localhost", "postgres", "postgresql", "production",
+                 "development", "database", "smartaccounting", "changeme", "secret", "administrator", "metrics",
+                 "127.0.0.1", "0.0.0.0"}
 
 
 def app_version(env: Environment, version: str | None) -> str:
@@ -53,6 +59,54 @@ def _url_problem(key: str, url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
+def named_secrets(env: Environment) -> dict[str, str]:
+    """Each secret value by what it is called, never by its value."""
+    named = {key: v for key in app_keys() if hasattr(getattr(env.app, key.lower()), "get_secret_value")
+             and (v := getattr(env.app, key.lower()).get_secret_value())}
+    try:
+        db = parse_database_url(env.app.database_url, STEP)
+        if db.password and db.password.get_secret_value():
+            named["the DATABASE_URL password"] = db.password.get_secret_value()
+    except StepFailed:
+        pass  # reported by the DATABASE_URL check
+    if env.registry_credentials is not None:
+        named["RELEASE_REGISTRY_PASSWORD"] = env.registry_credentials.password.get_secret_value()
+    return named
+
+
+def plain_settings(env: Environment) -> dict[str, str]:
+    """Every setting that is not a secret, with the parts of DATABASE_URL shown in reports."""
+    plain = {key: str(v) for key in app_keys() if (v := getattr(env.app, key.lower())) is not None
+             and not hasattr(v, "get_secret_value")}
+    plain |= {f"RELEASE_{name.upper()}": str(v) for name in type(env.target).model_fields
+              if not name.startswith("_") and (v := getattr(env.target, name)) is not None}
+    try:
+        db = parse_database_url(env.app.database_url, STEP)
+        plain |= {"the DATABASE_URL host": db.host, "the DATABASE_URL user": db.user or "",
+                  "the DATABASE_URL database": db.dbname, "the DATABASE_URL port": str(db.port)}
+    except StepFailed:
+        pass
+    if env.registry_credentials is not None:
+        plain["RELEASE_REGISTRY_USERNAME"] = env.registry_credentials.username
+    plain["the environment name"] = env.name
+    return plain
+
+
+def secret_problems(env: Environment) -> list[str]:
+    """Secrets too weak to mask safely: short, common, or found in a plain setting
+    (masking would blank that setting, and so tell the secret)."""
+    problems = []
+    plain = plain_settings(env)
+    for what, secret in named_secrets(env).items():
+        if len(secret) < MIN_SECRET:
+            problems.append(f"{what} is shorter than {MIN_SECRET} characters")
+        elif secret.lower() in COMMON_VALUES:
+            problems.append(f"{what} is a common value that ordinary text contains; choose another")
+        elif holders := [key for key, value in plain.items() if secret in value]:
+            problems.append(f"{what} appears in {', '.join(holders)}; a secret must not be part of a plain setting")
+    return problems
+
+
 def check_environment(env: Environment, version: str | None = None) -> Finding:
     problems: list[str] = []
     warnings: list[str] = []
@@ -68,10 +122,7 @@ def check_environment(env: Environment, version: str | None = None) -> Finding:
     jwt = _value(env, "JWT_SECRET")
     if jwt and len(jwt) < MIN_JWT_SECRET:
         problems.append(f"JWT_SECRET is {len(jwt)} characters, needs at least {MIN_JWT_SECRET}")
-    for key in app_keys():
-        value = getattr(env.app, key.lower())
-        if hasattr(value, "get_secret_value") and value.get_secret_value() and len(value.get_secret_value()) < MIN_SECRET:
-            problems.append(f"{key} is shorter than {MIN_SECRET} characters")
+    problems += secret_problems(env)
 
     if _value(env, "DATABASE_URL"):
         try:
@@ -98,15 +149,20 @@ def check_environment(env: Environment, version: str | None = None) -> Finding:
         problems.append("RELEASE_PUBLIC_URL is not set")
     elif p := _url_problem("RELEASE_PUBLIC_URL", env.target.public_url, ("https",)):
         problems.append(p)
-    if env.target.ca_bundle and not os.path.isfile(env.target.ca_bundle):
-        problems.append(f"RELEASE_CA_BUNDLE {env.target.ca_bundle} is not a file")
+    if env.target.ca_bundle:
+        try:
+            ssl_context(env.target.ca_bundle)
+        except ConfigError as exc:
+            problems.append(str(exc))
 
     try:
         ver = app_version(env, version)
-        if not is_semver(ver):
-            problems.append(f"app version {ver!r} is not SemVer (MAJOR.MINOR.PATCH)")
+        check_version(ver, "app version")
     except StepFailed as exc:
         problems.append(exc.reason)
+        ver = None
+    except ConfigError as exc:
+        problems.append(str(exc))
         ver = None
 
     if env.target.env_file and os.path.exists(env.target.env_file):

@@ -1,6 +1,8 @@
 """The Prefect decorator every runbook action wears: a name, a timeout, retries
-for transient failures only, and no result caching (inputs hold secrets)."""
+for transient failures only, no result caching (inputs hold secrets), and errors
+that leave the task masked and typed."""
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -9,13 +11,17 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.states import State
 
-from smartrelease.errors import StepFailed
+from smartrelease.errors import CommandFailed, ConfigError, StepFailed
+from smartrelease.redact import install_log_masking
+
+install_log_masking()
 
 
 class _ThreadTimeoutNotice(logging.Filter):
     """Prefect warns on every threaded task run that its timeout cannot interrupt
-    blocking I/O. Every blocking call in tasks/ carries its own timeout (connect,
-    HTTP, subprocess), so the task timeout is only a backstop and the notice is noise."""
+    blocking I/O. Every blocking call in tasks/ carries its own time limit (connect
+    and HTTP timeouts, docker-py's, each subprocess's: smartrelease.process, compose),
+    so the task timeout is only a backstop and the notice is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "running in a worker thread. Timeouts in worker threads" not in record.getMessage()
@@ -31,19 +37,43 @@ def only_transient(task, task_run, state: State) -> bool:
         state.result()
     except StepFailed as exc:
         return exc.transient
+    except ConfigError:  # a setting is wrong: the next try would be wrong the same way
+        return False
     except Exception:
         return True
     return False
 
 
-def runbook_task(name: str, *, timeout_s: float, retries: int = 0, retry_delay_s: float = 1.0) -> Callable[[Callable[..., Any]], Any]:
-    return task(
-        name=name,
-        task_run_name=name,
-        timeout_seconds=timeout_s,
-        retries=retries,
-        retry_delay_seconds=retry_delay_s,
-        retry_condition_fn=only_transient,
-        cache_policy=NONE,
-        persist_result=False,
-    )
+def masked_errors(step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, but any exception leaving it is a StepFailed (or ConfigError) whose text
+    is masked: a third-party exception may quote a URL with its password, and Prefect
+    copies an exception's text into the state message, the event and the log."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (StepFailed, ConfigError):
+            raise
+        except CommandFailed as exc:
+            raise StepFailed(step, str(exc)) from None
+        except Exception as exc:
+            raise StepFailed(step, f"unexpected error: {type(exc).__name__}: {exc}", transient=True) from None
+
+    return run
+
+
+def runbook_task(name: str, *, timeout_s: float | None, retries: int = 0, retry_delay_s: float = 1.0) -> Callable[[Callable[..., Any]], Any]:
+    def decorate(fn: Callable[..., Any]):
+        return task(
+            name=name,
+            task_run_name=name,
+            timeout_seconds=timeout_s,
+            retries=retries,
+            retry_delay_seconds=retry_delay_s,
+            retry_condition_fn=only_transient,
+            cache_policy=NONE,
+            persist_result=False,
+        )(masked_errors(name, fn))
+
+    return decorate

@@ -17,7 +17,9 @@ import pytest
 import time
 import trustme
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId, LogFilter,
+                                            LogFilterFlowRunId)
+from prefect.events.filters import EventAnyResourceFilter, EventFilter
 from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
 from prefect.testing.utilities import prefect_test_harness
@@ -40,25 +42,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test():
+    """The masker remembers every secret its process reads; in one pytest process
+    that would be every test's, so each test starts from what was remembered before it."""
+    from smartrelease import redact
+
+    before = redact._process.secrets
+    yield
+    redact._process.secrets = before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():
     with prefect_test_harness(server_startup_timeout=60):
         yield
 
 
-async def _stored(flow_run_id):
-    await APILogHandler.aflush()  # logs are shipped in the background: send them now
-    async with get_client() as client:
-        run = await client.read_flow_run(flow_run_id)
-        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        deadline = time.monotonic() + 15
-        while True:  # bounded wait until the run's last line has arrived
-            logs = await client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC)
-            if any("Finished in state" in l.message for l in logs) or time.monotonic() > deadline:
-                break
-            await anyio.sleep(0.2)
-        artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+async def _run_texts(client, flow_run_id) -> dict:
+    run = await client.read_flow_run(flow_run_id)
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 15
+    while True:  # bounded wait until the run's last line has arrived
+        logs = await client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC)
+        if any("Finished in state" in l.message for l in logs) or time.monotonic() > deadline:
+            break
+        await anyio.sleep(0.2)
+    artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {
         "parameters": repr(run.parameters),
         "state": repr(run.state),
@@ -67,12 +78,59 @@ async def _stored(flow_run_id):
         "task_runs": "\n".join(repr(t.model_dump()) for t in task_runs),
         "artifact_keys": [a.key for a in artifacts],
         "task_run_counts": {t.name: t.run_count for t in task_runs},
+        "terminal": run.state.is_final() if run.state else False,
     }
 
 
+async def _events(client, flow_run_id, want_terminal: bool) -> list:
+    """Every event about the run or its task runs; the events service stores them a
+    moment after they happen, so wait (bounded) for the run's terminal event."""
+    flt = EventFilter(any_resource=EventAnyResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]))
+    deadline = time.monotonic() + 20
+    while True:
+        page = await client.read_events(filter=flt, limit=50)
+        events = list(page.events)
+        while page.next_page and len(events) < 2000:
+            page = await client.read_events_page(page.next_page)
+            events += page.events
+        done = any(e.event in TERMINAL_EVENTS and e.resource.id == f"prefect.flow-run.{flow_run_id}" for e in events)
+        if done or not want_terminal or time.monotonic() > deadline:
+            return events
+        await anyio.sleep(0.5)
+
+
+TERMINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Crashed", "Cancelled")}
+
+
+async def _stored(flow_run_id):
+    await APILogHandler.aflush()  # logs are shipped in the background: send them now
+    async with get_client() as client:
+        texts = await _run_texts(client, flow_run_id)
+        # Subflows (the release's preflight) keep their own logs, artifacts and task runs.
+        children = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        for child in children:
+            for key, value in (await _run_texts(client, child.id)).items():
+                if isinstance(value, str):
+                    texts[key] += "\n" + value
+        events = await _events(client, flow_run_id, want_terminal=texts["terminal"])
+        for child in children:
+            events += await _events(client, child.id, want_terminal=False)
+    texts["events"] = "\n".join(e.model_dump_json() for e in events)
+    texts["event_names"] = sorted({e.event for e in events})
+    return texts
+
+
 def stored(flow_run_id):
-    """Everything the Prefect server keeps about a flow run, as text."""
+    """Everything the Prefect server keeps about a flow run and its subflows, as text."""
     return anyio.run(_stored, flow_run_id)
+
+
+def assert_no_secret(texts: dict, secrets: list[str], what: str = "") -> None:
+    """No secret in any text: stored ones (stored()), stdout, stderr, reports."""
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in str(text), f"{secret!r} leaked into {where} {what}"
 
 
 def _cluster(archive: bool = True) -> Cluster:

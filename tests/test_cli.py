@@ -65,7 +65,7 @@ def test_release_with_a_bad_version_is_exit_2_and_touches_nothing(write_env):
     path = write_env(name="badversion")
     out = smartrelease("release", "--env-file", str(path), "--version", "1.0")
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip() == "smartrelease: --version '1.0' is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])"
+    assert out.stderr.strip() == "smartrelease: --version '1.0' is not SemVer (MAJOR.MINOR.PATCH[-prerelease], ASCII digits)"
     with pytest.raises(ValueError):  # not even the blocks were saved
         AppEnvironment.load("badversion")
 

@@ -1,0 +1,91 @@
+"""The names this tool takes from people and from registries, each checked by a
+full match against its grammar (ASCII only) before it is used anywhere: an
+environment name, a SemVer version, an image tag, a repository, a digest and a
+registry address. Registry URLs are built from checked parts only.
+
+The `check_*` functions return the value or raise ConfigError naming what is wrong.
+"""
+
+import re
+
+from smartrelease.errors import ConfigError
+
+ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# semver.org's regular expression, with ASCII digits only.
+SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
+# The OCI distribution spec's grammar for tags and repository names.
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# host[:port], the host a DNS name or an IPv4 address.
+REGISTRY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::[0-9]{1,5})?")
+DEV_TAG = re.compile(r"dev-[0-9a-f]{7,40}")
+
+
+def _shown(value: str) -> str:
+    # repr() shows a newline or a control character for what it is.
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + "..."
+
+
+def _full(pattern: re.Pattern, value: object) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def is_semver(text: str) -> bool:
+    return _full(SEMVER, text)
+
+
+def check_version(value: str, what: str = "version") -> str:
+    """A SemVer that can be an image tag: build metadata (`+...`) cannot (a tag has no
+    `+`), so it is refused rather than silently rewritten."""
+    if not is_semver(value):
+        raise ConfigError(f"{what} {_shown(value)} is not SemVer (MAJOR.MINOR.PATCH[-prerelease], ASCII digits)")
+    if "+" in value:
+        raise ConfigError(f"{what} {_shown(value)} has build metadata (+{value.split('+', 1)[1]}), which an image tag "
+                          f"cannot carry: release {value.split('+', 1)[0]} or a pre-release such as "
+                          f"{value.split('+', 1)[0]}-{value.split('+', 1)[1]}")
+    return value
+
+
+def check_tag(value: str, what: str = "tag") -> str:
+    if not _full(TAG, value):
+        raise ConfigError(f"{what} {_shown(value)} is not an image tag (letters, digits, '_', '.', '-'; "
+                          "at most 128; not starting with '.' or '-')")
+    return value
+
+
+def check_dev_tag(value: str, what: str = "--from") -> str:
+    if not _full(DEV_TAG, value):
+        raise ConfigError(f"{what} {_shown(value)}: expected a dev tag, dev-<short git SHA> (7 to 40 hex digits)")
+    return value
+
+
+def check_repository(value: str, what: str = "repository") -> str:
+    if not _full(REPOSITORY, value):
+        raise ConfigError(f"{what} {_shown(value)} is not a repository name (lower-case path components "
+                          "separated by '/', e.g. smartaccounting/backend)")
+    return value
+
+
+def check_digest(value: str, what: str = "digest") -> str:
+    if not _full(DIGEST, value):
+        raise ConfigError(f"{what} must be sha256:<64 lower-case hex digits>, not {_shown(value)}")
+    return value
+
+
+def check_registry(value: str, what: str = "RELEASE_REGISTRY") -> str:
+    if not _full(REGISTRY, value):
+        raise ConfigError(f"{what} {_shown(value)} is not host[:port]")
+    return value
+
+
+def check_environment(value: str) -> str:
+    if not _full(ENVIRONMENT, value):
+        raise ConfigError(f"invalid environment name {_shown(value)}: use lower-case letters, digits and dashes "
+                          "(at most 63, starting with a letter or digit)")
+    return value
