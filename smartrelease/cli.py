@@ -89,6 +89,10 @@ def _report_json(report) -> str:
 
 
 def _cmd_blocks_import(args) -> int:
+    from smartrelease.refs import check_environment
+
+    if args.name is not None:
+        check_environment(args.name)
     from blocks import import_env_file
 
     env = import_env_file(args.env_file, args.name)
@@ -126,14 +130,15 @@ def _semver_or_exit(value: str | None, what: str) -> None:
 
 
 def _cmd_release(args) -> int:
-    from blocks import parse_env_file
-    from flows.release import release, release_inputs
-
     from smartrelease.refs import check_tag
 
+    # Arguments first: they need no Prefect (seconds to import) to be refused.
     _semver_or_exit(args.release_version, "--version")
     if args.from_tag is not None:
         check_tag(args.from_tag, "--from")
+    from blocks import parse_env_file
+    from flows.release import release, release_inputs
+
     env = parse_env_file(args.env_file)
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
@@ -157,12 +162,11 @@ def _tag_digests(env, tag: str) -> dict[str, str]:
 
 
 def _cmd_verify(args) -> int:
-    from flows.verify import verify
-
+    _semver_or_exit(args.expect_version, "--expect-version")
     from blocks import parse_env_file
     from flows.history import last_release
+    from flows.verify import verify
 
-    _semver_or_exit(args.expect_version, "--expect-version")
     name = parse_env_file(args.env_file).name
     if not args.expect_version and last_release(name) is None:
         raise ConfigError(f"no expected version for {name}: pass --expect-version, or release first")
@@ -180,13 +184,14 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_promote(args) -> int:
-    from flows.promote import promote
     from smartrelease.refs import check_dev_tag
 
     _semver_or_exit(args.promote_version, "--version")
     if args.force != bool(args.reason):
         raise ConfigError("--force and --reason go together: say why the dev evidence is skipped")
     check_dev_tag(args.from_tag, "--from")
+    from flows.promote import promote
+
     report = _run(promote, args, from_tag=args.from_tag, version=args.promote_version,
                   force_reason=args.reason if args.force else None)
     print(json.dumps(report.release_json()) if args.json else report.text())
@@ -194,12 +199,12 @@ def _cmd_promote(args) -> int:
 
 
 def _cmd_rollback(args) -> int:
+    _semver_or_exit(args.to_version, "--to")
     from blocks import parse_env_file
     from flows.history import load_history
     from flows.rollback import rollback
     from tasks.rollback_inputs import deployed
 
-    _semver_or_exit(args.to_version, "--to")
     name = parse_env_file(args.env_file).name
     history = load_history(name)
     stack = deployed(history.rows)
@@ -215,6 +220,9 @@ def _cmd_rollback(args) -> int:
 
 
 def _cmd_guard(args) -> int:
+    from smartrelease.refs import check_environment
+
+    check_environment(args.name)
     from blocks.guard import set_prod_migrations
 
     print(set_prod_migrations(args.name, allow=args.state == "on"))

@@ -32,7 +32,8 @@ DB_USER, DB_NAME = "smartaccounting", "smartaccounting"
 DB_PASSWORD = "db-pass-SENTINEL-7f3a9c"
 JWT_SECRET = "jwt-SENTINEL-0123456789abcdef0123456789abcdef"
 BACKUP_PASSPHRASE = "backup-SENTINEL-passphrase-42"
-METRICS_PASS = "metrics-SENTINEL-pass-99"
+# Quotes, a dollar and a backslash: values reach Compose and the containers unchanged.
+METRICS_PASS = "metrics-SENTINEL-'\"$x\\y-pass-99"
 SENTINELS = [DB_PASSWORD, JWT_SECRET, BACKUP_PASSPHRASE, METRICS_PASS, "SENTINEL"]
 
 

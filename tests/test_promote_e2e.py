@@ -12,7 +12,7 @@ from sandbox.app_changes import commit_version
 from smartrelease.report import Report, Status
 from tasks.build_pin import registry_for
 from tasks.rollback_plan import running_deployment
-from tests.conftest import stored
+from tests.conftest import SENTINELS, assert_no_secret, stored
 from tests.release_sandbox import module_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +27,13 @@ def sandbox():
 
 
 def run(flow, **parameters) -> tuple[object, Report]:
+    """Run a flow; every run, passing or failing, is swept for the sentinel secrets."""
     state = flow(return_state=True, **parameters)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, Report), report
+    texts = stored(state.state_details.flow_run_id)
+    assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
+                     f"of {flow.name} {parameters}")
     return state, report
 
 

@@ -14,7 +14,7 @@ from smartrelease.report import Report, Status
 from tasks.build_pin import push_immutable, registry_for
 from tasks.images import build_image
 from tasks.running import running_services
-from tests.conftest import SENTINELS, stored
+from tests.conftest import SENTINELS, assert_no_secret, stored
 from tests.release_sandbox import module_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +34,10 @@ def by_name(report: Report) -> dict:
 def assert_no_secrets(state, report: Report) -> None:
     texts = stored(state.state_details.flow_run_id)
     texts["report"] = report.model_dump_json() + report.markdown() + report.text()
-    assert "preflight" in texts["logs"]  # the logs really are stored, so the sweep means something
-    for where, text in texts.items():
-        for secret in SENTINELS:
-            assert secret not in str(text), f"{secret!r} leaked into {where}"
+    # The logs and events really are stored (the preflight subflow's too), so the sweep means something.
+    assert "preflight" in texts["logs"] and "environment passed" in texts["logs"]
+    assert any(e.startswith("prefect.flow-run.") for e in texts["event_names"])
+    assert_no_secret(texts, SENTINELS)
 
 
 def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
@@ -71,6 +71,7 @@ def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
 
     # The verify flow (what the schedule runs) agrees, and notices a version mismatch.
     ok = verify(environment=ENV, return_state=True)
+    assert_no_secret(stored(ok.state_details.flow_run_id), SENTINELS, "of a passing verify")
     assert ok.is_completed(), ok.result(raise_on_failure=False).text()
     wrong = verify(environment=ENV, expect_version="1.0.0", return_state=True).result(raise_on_failure=False)
     assert not wrong.ok and "version is '1.1.0', expected '1.0.0'" in by_name(wrong)["verify"].detail

@@ -25,7 +25,7 @@ from smartrelease.report import Report, Status
 from tasks.backup_crypto import verify_checksum
 from tasks.postgres import connect
 from tasks.rollback_plan import running_deployment
-from tests.conftest import SENTINELS, stored
+from tests.conftest import SENTINELS, assert_no_secret, stored
 from tests.release_sandbox import module_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -122,8 +122,8 @@ def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     texts = stored(state.state_details.flow_run_id)
     assert "rollback-plan-rb" in texts["artifact_keys"] and f"| {name} | yes |" in texts["artifacts"]
     assert read_history(ENV)[-1]["result"] == "failed at wait-ready; rolled back to 1.0.0"
-    for secret in SENTINELS:
-        assert secret not in texts["logs"] + texts["artifacts"] + report.model_dump_json()
+    texts["report"] = report.model_dump_json() + report.markdown() + report.text()
+    assert_no_secret(texts, SENTINELS, "of a release that rolled back")
 
 
 def test_the_second_of_three_migrations_failing_leaves_the_database_as_before(sandbox):
@@ -214,6 +214,8 @@ def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(san
     state = rollback(environment=ENV, return_state=True)
     back = state.result(raise_on_failure=False)
     assert state.is_completed(), back.text()
+    assert_no_secret({**stored(state.state_details.flow_run_id), "report": back.model_dump_json()}, SENTINELS,
+                     "of a passing rollback")
     assert back.facts.rollback.to_version == "1.0.0" and back.facts.rollback.migrations_undone == [name]
     assert ("budgets",) not in [(c[0],) for c in sandbox.schema()[0]]
     assert read_history(ENV)[-1]["result"] == "rolled back"
@@ -250,6 +252,7 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
     assert result["ok"] and result["rollback"]["to_version"] == "1.0.0" and result["rollback"]["recovered"]
     # The new backend kept running after the kill and applied its migration; the rollback undid it.
     assert result["rollback"]["migrations_undone"] == [name]
+    assert_no_secret({"stdout": done.stdout, "stderr": done.stderr}, SENTINELS, "of the rollback command")
     assert sandbox.fingerprint() == before
     assert_back_on(sandbox, "1.0.0")
 
@@ -265,5 +268,7 @@ def test_rollback_refuses_a_target_whose_images_are_gone(sandbox):
     state = rollback(environment=ENV, to_version=target["version"], return_state=True)
     refused = state.result(raise_on_failure=False)
     assert state.is_failed() and [r.name for r in refused.results] == ["rollback-target"]
+    assert_no_secret({**stored(state.state_details.flow_run_id), "report": refused.model_dump_json()}, SENTINELS,
+                     "of a refused rollback")
     assert "no longer in the registry" in refused.results[0].detail and digest in refused.results[0].detail
     assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
