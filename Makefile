@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SR := $(VENV)/bin/smartrelease
+# Docker Engine for a user whose docker group membership is from this session (see the script).
+WITH_DOCKER := bash scripts/with-docker-group.sh
 
 .PHONY: setup system venv demo test test-fast sandbox-down clean
 
@@ -24,17 +26,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt VERSION
 # The demo prints each release's report; Prefect's own logging would add the
 # traceback of the failure the broken 1.2.0 is built to have.
 demo: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
+	$(WITH_DOCKER) env PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
 test: setup
-	$(VENV)/bin/pytest
+	$(WITH_DOCKER) $(VENV)/bin/pytest
 
 # Skips the slow end-to-end tests; needs only PostgreSQL and the venv.
 test-fast: venv
 	$(VENV)/bin/pytest -m "not e2e"
 
 sandbox-down:
-	$(SR) sandbox down
+	$(WITH_DOCKER) $(SR) sandbox down
 
 clean: venv
-	$(SR) sandbox destroy
+	$(WITH_DOCKER) $(SR) sandbox destroy

@@ -61,7 +61,9 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
         partial = tarball.with_suffix(".partial.tar")
         log(f"building base image with mmdebstrap ({', '.join(PACKAGES)}); takes a minute or two")
         try:
-            run(Command(("mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE,
+            # mmdebstrap needs root (or user namespaces, often closed): a user goes through sudo.
+            as_root = () if os.geteuid() == 0 else ("sudo", "-n")
+            run(Command((*as_root, "mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE,
                          str(partial), _apt_sources()), timeout_s=MMDEBSTRAP_TIMEOUT_S))
         except Exception:
             partial.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "install-system: run as root (apt-get, dockerd)" >&2; exit 2; }; }
 
-apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap)
+apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap python3-venv)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -62,4 +62,11 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "install-system: dockerd did not start, see /var/log/dockerd.log" >&2; exit 1; }
 fi
+# Run with sudo by a user: let that user reach Docker Engine (scripts/with-docker-group.sh
+# makes the group work in the current session too).
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && ! id -nG "$SUDO_USER" | grep -qw docker; then
+  usermod -aG docker "$SUDO_USER"
+  echo "install-system: added $SUDO_USER to the docker group"
+fi
+
 echo "install-system: docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short 2>/dev/null | sed 's/^/compose /'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"

@@ -52,40 +52,36 @@ def check_version(value: str, what: str = "version") -> str:
     return value
 
 
-def check_tag(value: str, what: str = "tag") -> str:
-    if not _full(TAG, value):
-        raise ConfigError(f"{what} {_shown(value)} is not an image tag (letters, digits, '_', '.', '-'; "
-                          "at most 128; not starting with '.' or '-')")
+def _check(pattern: re.Pattern, value: str, problem: str) -> str:
+    """`value` if it matches `pattern` whole, else ConfigError(problem), where {v}
+    stands for the value as repr() shows it."""
+    if not _full(pattern, value):
+        raise ConfigError(problem.format(v=_shown(value) if isinstance(value, str) else repr(value)))
     return value
+
+
+def check_tag(value: str, what: str = "tag") -> str:
+    return _check(TAG, value, what + " {v} is not an image tag (letters, digits, '_', '.', '-'; at most 128; "
+                                     "not starting with '.' or '-')")
 
 
 def check_dev_tag(value: str, what: str = "--from") -> str:
-    if not _full(DEV_TAG, value):
-        raise ConfigError(f"{what} {_shown(value)}: expected a dev tag, dev-<short git SHA> (7 to 40 hex digits)")
-    return value
+    return _check(DEV_TAG, value, what + " {v}: expected a dev tag, dev-<short git SHA> (7 to 40 hex digits)")
 
 
 def check_repository(value: str, what: str = "repository") -> str:
-    if not _full(REPOSITORY, value):
-        raise ConfigError(f"{what} {_shown(value)} is not a repository name (lower-case path components "
-                          "separated by '/', e.g. smartaccounting/backend)")
-    return value
+    return _check(REPOSITORY, value, what + " {v} is not a repository name (lower-case path components separated "
+                                            "by '/', e.g. smartaccounting/backend)")
 
 
 def check_digest(value: str, what: str = "digest") -> str:
-    if not _full(DIGEST, value):
-        raise ConfigError(f"{what} must be sha256:<64 lower-case hex digits>, not {_shown(value)}")
-    return value
+    return _check(DIGEST, value, what + " must be sha256:<64 lower-case hex digits>, not {v}")
 
 
 def check_registry(value: str, what: str = "RELEASE_REGISTRY") -> str:
-    if not _full(REGISTRY, value):
-        raise ConfigError(f"{what} {_shown(value)} is not host[:port]")
-    return value
+    return _check(REGISTRY, value, what + " {v} is not host[:port]")
 
 
 def check_environment(value: str) -> str:
-    if not _full(ENVIRONMENT, value):
-        raise ConfigError(f"invalid environment name {_shown(value)}: use lower-case letters, digits and dashes "
-                          "(at most 63, starting with a letter or digit)")
-    return value
+    return _check(ENVIRONMENT, value, "invalid environment name {v}: use lower-case letters, digits and dashes "
+                                      "(at most 63, starting with a letter or digit)")

@@ -1,0 +1,83 @@
+"""Programs that fail are reported by name, exit code and the stderr lines naming
+the cause, masked; every one runs within a time limit. Real programs, real failures."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sandbox.postgres import Cluster
+from smartrelease.errors import CommandFailed
+from smartrelease.process import Command, cause_lines, run
+from smartrelease.redact import remember
+from tasks.backup_files import BackupError, dump_database
+from tasks.compose import ComposeProject
+from tests.conftest import free_port
+
+
+def test_cause_lines_prefer_the_lines_that_say_why():
+    stderr = "The files belonging to this database system will be owned by user \"postgres\".\n\n" \
+             "initdb: error: could not access directory \"/x/data\": Permission denied\nSuccess. ignore\n"
+    assert cause_lines(stderr) == 'initdb: error: could not access directory "/x/data": Permission denied'
+    assert cause_lines("one\ntwo\nthree\nfour\nfive\n") == "two | three | four | five"  # else the last lines
+    assert cause_lines("", "Data page checksums are disabled.\nfatal: oops\n") == "fatal: oops"
+
+
+def test_a_command_is_a_value_named_after_its_program_and_keeps_its_environment_out_of_repr():
+    cmd = Command(("docker", "compose", "--file", "f.yml", "up"), timeout_s=5, env={"JWT_SECRET": "x" * 40})
+    assert cmd.name == "docker compose"
+    assert "x" * 40 not in repr(cmd)
+    assert Command(("/usr/lib/postgresql/15/bin/initdb", "-D", "d"), timeout_s=5).name == "initdb"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, the server runs as `postgres`")
+def test_initdb_in_a_directory_postgres_cannot_reach_names_the_real_cause():
+    # The issue's reproduction: before, only initdb's last stdout line was shown
+    # ("Data page checksums are disabled."), hiding the permission error.
+    private = Path(tempfile.mkdtemp(prefix="smartrelease-private-"))  # 0700
+    try:
+        with pytest.raises(CommandFailed) as exc:
+            Cluster(private / "pg", free_port()).init()
+        assert exc.value.command == "initdb" and exc.value.exit_code == 1
+        assert "Permission denied" in str(exc.value) and "initdb failed (exit 1): " in str(exc.value)
+        assert "checksums" not in str(exc.value)
+    finally:
+        import shutil
+
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_pg_dump_against_a_closed_port_says_connection_refused(tmp_path):
+    with pytest.raises(BackupError) as exc:
+        dump_database("127.0.0.1", free_port(), "app", "pw-for-nothing", "app", tmp_path / "x.dump", timeout_s=30)
+    assert str(exc.value).startswith("pg_dump failed (exit 1): ")
+    assert "Connection refused" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+def test_compose_with_a_missing_file_names_compose_and_the_file(tmp_path):
+    project = ComposeProject(str(tmp_path / "absent.yml"), "smartrelease-absent", {"JWT_SECRET": "j" * 40})
+    with pytest.raises(CommandFailed) as exc:
+        run(project.up())
+    assert exc.value.command == "docker compose up" and exc.value.exit_code not in (0, None)
+    assert "absent.yml" in exc.value.cause and "no such file" in exc.value.cause.lower()
+
+
+def test_a_program_that_outlives_its_limit_is_stopped_and_named():
+    with pytest.raises(CommandFailed) as exc:
+        run(Command(("sleep", "30"), timeout_s=0.3))
+    assert str(exc.value) == "sleep timed out: no result within 0.3 s"
+
+
+def test_a_secret_in_a_programs_stderr_is_masked_in_the_error():
+    secret = "stderr-SENTINEL-4c1b9e"
+    remember([secret])
+    with pytest.raises(CommandFailed) as exc:
+        run(Command(("sh", "-c", f"echo 'error: login failed for {secret}' >&2; exit 3"), timeout_s=10))
+    assert str(exc.value) == "sh failed (exit 3): error: login failed for ***"
+
+
+def test_a_missing_program_is_named():
+    with pytest.raises(CommandFailed, match="no-such-program is not installed"):
+        run(Command(("no-such-program",), timeout_s=5))
