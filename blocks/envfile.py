@@ -136,11 +136,7 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         app = AppEnvironment(**app_fields)
         target = ReleaseTarget(**target_fields)
     except ValidationError as exc:
-        # Name the key and the rule, never the value: it may be a secret.
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        key = (RELEASE_PREFIX + field.upper()) if field in ReleaseTarget.model_fields else field.upper()
-        raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {_invalid(exc)}") from None
     env = Environment(name=name_from_env_file(path), app=app, target=target,
                       registry_credentials=_registry_credentials(path, values, target))
     remember(env.secret_values())
@@ -176,11 +172,24 @@ def _delete_block(block_type: type, name: str) -> None:
         pass
 
 
+def _invalid(exc: ValidationError) -> str:
+    """`KEY: rule` of the first invalid value; never the value, which may be a secret."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    key = (RELEASE_PREFIX + field.upper()) if field in ReleaseTarget.model_fields else field.upper()
+    return f"{key}: {first['msg']}"
+
+
 def load_environment(name: str) -> Environment:
     check_name(name)
     try:
         app = AppEnvironment.load(name)
         target = ReleaseTarget.load(name)
+    except RuntimeError as exc:  # Prefect's wrapper of a ValidationError: saved by an older version, or edited
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise ConfigError(f"blocks {name!r} hold an invalid value, {_invalid(exc.__cause__)}: fix it in the UI or "
+                          f"run `smartrelease blocks import --env-file FILE --name {name}`") from None
     except ValueError:
         raise ConfigError(
             f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`"

@@ -209,3 +209,15 @@ def test_an_undo_command_that_does_not_split_is_refused(write_env):
     path = write_env(name="undo", RELEASE_UNDO_COMMAND="npm run 'db:rollback")
     line = one_line_exit_2(smartrelease("preflight", "--env-file", str(path)))
     assert "RELEASE_UNDO_COMMAND: Value error, does not split into words (No closing quotation)" in line
+
+
+def test_a_block_left_unloadable_by_an_older_version_is_named_not_mistaken_for_missing(write_env):
+    # What issue 10 found saved by `inf`: backup_max_age_hours null in the stored block.
+    from blocks import import_env_file, load_environment
+
+    import_env_file(write_env(name="oldblock"), "oldblock")
+    ReleaseTarget.model_construct(**{**ReleaseTarget.load("oldblock").model_dump(), "backup_max_age_hours": None}) \
+        .save("oldblock", overwrite=True)
+    with pytest.raises(ConfigError) as exc:
+        load_environment("oldblock")
+    assert str(exc.value).startswith("blocks 'oldblock' hold an invalid value, RELEASE_BACKUP_MAX_AGE_HOURS: ")
