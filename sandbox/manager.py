@@ -380,7 +380,7 @@ def up(s: Settings | None = None, dev: bool = False) -> int:
         return 2
 
 
-def down(s: Settings | None = None) -> int:
+def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
     s = s or Settings()
     for stage in (s.dev, s.prod):
         if not stage.env_file.is_file():
@@ -398,7 +398,8 @@ def down(s: Settings | None = None) -> int:
             log(f"{stage.name}: containers removed")
     sandbox_registry(s).stop()
     s.cluster().stop()
-    log(f"registry and PostgreSQL stopped; state kept in {s.root} (delete it to start afresh)")
+    log("registry and PostgreSQL stopped" + (f"; state kept in {s.root} (`sandbox destroy` deletes it)"
+                                             if keeping_state else ""))
     return 0
 
 
@@ -407,7 +408,7 @@ def destroy(s: Settings | None = None) -> int:
     PostgreSQL files wherever they had to live, and the env files."""
     s = s or Settings()
     cluster = s.cluster()
-    down(s)
+    down(s, keeping_state=False)
     cluster.destroy()
     for path in (s.root, cluster.root, s.wal_dir):
         shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,9 @@ from pydantic import SecretStr
 from smartrelease.errors import StepFailed
 
 CONNECT_TIMEOUT_S = 5
+# The tool's own queries are small; one waiting behind a lock (a migration running)
+# gives up instead of hanging the step.
+STATEMENT_TIMEOUT = "60s"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def connect(url: SecretStr | None, step: str, timeout_s: float = CONNECT_TIMEOUT
             connect_timeout=max(1, int(timeout_s)),
             autocommit=True,
             application_name="smartrelease",
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT}",
         )
     except psycopg.Error as exc:
         raise StepFailed(step, f"cannot connect to {db.safe()}: {_first_line(exc)}") from None
