@@ -70,13 +70,12 @@ def release_inputs(env: Environment, version: str | None, digests: dict[str, str
     return version, digests
 
 
-def current_version(env: Environment) -> str | None:
-    """The version the backend container runs now, from its image's label (read only)."""
+def running_now(env: Environment) -> dict:
+    """The project's services as they run now, read from Docker Engine ({} when it cannot be read)."""
     try:
-        backend = running_services(engine(timeout_s=30), env).get("backend")
+        return running_services(engine(timeout_s=30), env)
     except docker.errors.DockerException:
-        return None
-    return backend.labels.get(LABEL_VERSION) if backend else None
+        return {}
 
 
 def preflight_result(environment: str, version: str) -> StepResult:
@@ -132,9 +131,12 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
     steps = StepRunner(STEPS)
-    facts = ReleaseFacts(version=version, previous_version=current_version(env),
-                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
-    first_release = facts.previous_version is None and not read_history(environment)
+    running = running_now(env)
+    facts = ReleaseFacts(version=version, previous_version=running["backend"].labels.get(LABEL_VERSION)
+                         if "backend" in running else None, triggered_by=triggered_by(),
+                         tool_version=smartrelease.__version__)
+    # First: nothing of the app runs in the project and nothing was ever released to it.
+    first_release = not set(SERVICES) & set(running) and not read_history(environment)
     images: dict[str, str] = {}
     launched, detected_at = False, 0.0
     try:

@@ -172,12 +172,16 @@ def load_or_make_secrets(s: Settings) -> dict[str, str]:
 
 class Registry:
     """Debian's docker-registry on `addr`, state in `directory`; with `htpasswd`
-    (a bcrypt htpasswd file) it requires basic auth."""
+    (a bcrypt htpasswd file) it requires basic auth, with `token` (realm, service,
+    issuer, PEM file of the issuer's certificate) the token flow, as Docker Hub,
+    GHCR, GitLab and Harbor do."""
 
-    def __init__(self, directory: Path, addr: str, htpasswd: Path | None = None):
+    def __init__(self, directory: Path, addr: str, htpasswd: Path | None = None,
+                 token: tuple[str, str, str, Path] | None = None):
         self.dir = directory
         self.addr = addr
         self.htpasswd = htpasswd
+        self.token = token
         self.pidfile = self.dir / "registry.pid"
 
     def pid(self) -> int | None:
@@ -200,6 +204,10 @@ class Registry:
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "config.yml"
         auth = f"auth:\n  htpasswd:\n    realm: smartrelease\n    path: {self.htpasswd}\n" if self.htpasswd else ""
+        if self.token:
+            realm, service, issuer, bundle = self.token
+            auth = (f"auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n"
+                    f"    rootcertbundle: {bundle}\n")
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"

@@ -7,6 +7,7 @@ The `check_*` functions return the value or raise ConfigError naming what is wro
 """
 
 import re
+from dataclasses import dataclass
 
 from smartrelease.errors import ConfigError
 
@@ -85,3 +86,55 @@ def check_registry(value: str, what: str = "RELEASE_REGISTRY") -> str:
 def check_environment(value: str) -> str:
     return _check(ENVIRONMENT, value, "invalid environment name {v}: use lower-case letters, digits and dashes "
                                       "(at most 63, starting with a letter or digit)")
+
+
+# --- image references --------------------------------------------------------
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def docker_name(repository: str) -> str:
+    """A repository as Docker Engine names it in RepoDigests: Docker Hub's without its
+    host and without `library/` (`docker.io/library/postgres` -> `postgres`), any
+    other registry's as written."""
+    for alias in _HUB_ALIASES:
+        if repository.startswith(alias + "/"):
+            repository = repository[len(alias) + 1:]
+            return repository.removeprefix("library/")
+    return repository
+
+
+def same_repository(a: str, b: str) -> bool:
+    return docker_name(a) == docker_name(b)
+
+
+def api_path(registry: str, path: str) -> str:
+    """The repository path the registry's API wants: Docker Hub keeps official images
+    under `library/`."""
+    return f"library/{path}" if registry in _HUB_ALIASES and "/" not in path else path
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """registry/path@digest: an image pinned by digest, as the history and compose
+    name it (e.g. 127.0.0.1:5001/smartaccounting/backend@sha256:...)."""
+
+    registry: str
+    path: str
+    digest: str
+
+    @classmethod
+    def parse(cls, text: str) -> "ImageRef":
+        repository, at, digest = text.partition("@")
+        registry, slash, path = repository.partition("/")
+        if not (at and slash):
+            raise ConfigError(f"image {_shown(text)} is not registry/repository@digest")
+        return cls(check_registry(registry), check_repository(path), check_digest(digest))
+
+    @property
+    def repository(self) -> str:
+        return f"{self.registry}/{self.path}"
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}"

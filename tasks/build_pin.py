@@ -20,7 +20,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.process import Command, run
 from smartrelease.report import Finding
-from tasks.images import build_image, engine, push_image, repo_digests
+from tasks.images import build_image, engine, ensure_local, push_image, repo_digests
 from tasks.registry import Registry, RegistryError
 from tasks.runbook_task import runbook_task
 
@@ -69,7 +69,22 @@ def registry_for(env: Environment) -> Registry:
         raise StepFailed(STEP, "RELEASE_REGISTRY is not set")
     creds = env.registry_credentials
     return Registry(env.target.registry, username=creds.username if creds else None,
-                    password=creds.password.get_secret_value() if creds else None)
+                    password=creds.password.get_secret_value() if creds else None,
+                    ca_bundle=env.target.registry_ca_bundle)
+
+
+def check_labels(path: str, digest: str, labels: dict[str, str], version: str) -> None:
+    """An image built elsewhere (CI's plain `docker build`) must carry the OCI labels
+    the verify step checks the running app against, and name the version released."""
+    missing = [label for label in (LABEL_VERSION, LABEL_REVISION, LABEL_CREATED) if not labels.get(label)]
+    if missing:
+        raise StepFailed(STEP, f"{path}@{digest[:19]}… lacks the OCI label(s) {', '.join(missing)}, which verify "
+                               "checks the running app against; build it with `--label "
+                               f"{LABEL_VERSION}=$(cat VERSION) --label {LABEL_REVISION}=$(git rev-parse HEAD) "
+                               f"--label {LABEL_CREATED}=$(date -u +%Y-%m-%dT%H:%M:%SZ)` (as `smartrelease build` does)")
+    if labels[LABEL_VERSION] != version:
+        raise StepFailed(STEP, f"{path}@{digest[:19]}… is labelled version {labels[LABEL_VERSION]}, not {version}: "
+                               "it is another version's image")
 
 
 def checkout_revision(app_dir: Path, version: str) -> str:
@@ -146,8 +161,10 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
                 else:
                     to_build.append((service, path, repository))
                     continue
+                labels = registry.labels(path, digest)
+                check_labels(path, digest, labels, version)
                 images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
-                                              built=False, labels=registry.labels(path, digest))
+                                              built=False, labels=labels)
             if to_build:
                 sha = checkout_revision(Path(env.target.app_dir or "."), version)
                 client = engine()
@@ -159,6 +176,10 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
                     digest = push_immutable(client, registry, repository, path, tag)
                     images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                                   built=True, labels=labels)
+        # Migration-guard and launch run these images on this host, which may never
+        # have built them: pull them now, with the registry's credentials.
+        client = engine()
+        pulled = {s for s, image in images.items() if ensure_local(client, image.ref, env.registry_credentials)}
     except RegistryError as exc:
         raise StepFailed(STEP, str(exc), transient=True) from None
     except docker.errors.APIError as exc:
@@ -166,7 +187,8 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
 
     ordered = {s: images[s] for s in SERVICES}
     detail = "; ".join(
-        f"{i.service} {i.digest[:19]}… ({'built and pushed' if i.built else 'already pushed, deployed as pushed'})"
+        f"{i.service} {i.digest[:19]}… ({'built and pushed' if i.built else 'already pushed, deployed as pushed'}"
+        f"{', pulled' if i.service in pulled else ''})"
         for i in ordered.values()
     )
     return Pinned(detail=f"{tag}: {detail}", version=version, images=ordered)

@@ -149,9 +149,10 @@ def check_environment(env: Environment, version: str | None = None) -> Finding:
         problems.append("RELEASE_PUBLIC_URL is not set")
     elif p := _url_problem("RELEASE_PUBLIC_URL", env.target.public_url, ("https",)):
         problems.append(p)
-    if env.target.ca_bundle:
+    for setting, bundle in (("RELEASE_CA_BUNDLE", env.target.ca_bundle),
+                            ("RELEASE_REGISTRY_CA_BUNDLE", env.target.registry_ca_bundle)):
         try:
-            ssl_context(env.target.ca_bundle)
+            ssl_context(bundle, setting)
         except ConfigError as exc:
             problems.append(str(exc))
 

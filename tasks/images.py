@@ -4,6 +4,8 @@ from pathlib import Path
 
 import docker
 
+from smartrelease.refs import same_repository
+
 # Builds and pushes stream for minutes without a byte on quiet steps; docker-py's
 # default 60 s read timeout would cut them off.
 ENGINE_TIMEOUT_S = 600
@@ -34,14 +36,18 @@ def repo_digests(client: docker.DockerClient, ref: str, repository: str) -> set[
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
         return set()
-    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == repository}
+    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or []
+            if same_repository(d.split("@", 1)[0], repository)}
 
 
-def ensure_local(client: docker.DockerClient, ref: str, credentials=None) -> None:
-    """Pull `ref` (repository@digest) unless Docker already has it."""
+def ensure_local(client: docker.DockerClient, ref: str, credentials=None) -> bool:
+    """Pull `ref` (repository@digest) unless Docker already has it; True when pulled.
+    A release host need not be the one that built the image."""
     try:
         client.images.get(ref)
+        return False
     except docker.errors.ImageNotFound:
         auth = ({"username": credentials.username, "password": credentials.password.get_secret_value()}
                 if credentials else None)
         client.images.pull(ref, auth_config=auth)
+        return True

@@ -4,6 +4,7 @@ the dev digest (no pull, no rebuild, no layer copied)."""
 
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
+from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
 from tasks.build_pin import SERVICES, registry_for, repository_path
 from tasks.registry import Registry, RegistryError
@@ -63,12 +64,13 @@ def tag(env: Environment, images: dict[str, str], version: str) -> Finding:
     try:
         with registry_for(env) as registry:
             for service, ref in images.items():
-                path, digest = repository_path(env, service), ref.split("@")[1]
+                path, digest = repository_path(env, service), ImageRef.parse(ref).digest
                 existing = registry.digest(path, version)
                 if existing not in (None, digest):
                     raise StepFailed(TAG_STEP, f"{path}:{version} already points to {existing}, not to {digest}; tags "
                                                "are immutable, refusing (the registry is unchanged)")
-            done = [tag_digest(registry, repository_path(env, s), ref.split("@")[1], version) for s, ref in images.items()]
+            done = [tag_digest(registry, repository_path(env, s), ImageRef.parse(ref).digest, version)
+                    for s, ref in images.items()]
     except RegistryError as exc:
         raise StepFailed(TAG_STEP, str(exc), transient=True) from None
     return Finding(detail="; ".join(done))

@@ -1,14 +1,20 @@
 """Reading the image registry over its HTTP API (Docker Registry v2), with httpx.
 
 Reading the manifest and the image config is how the release learns what a tag
-points to and what an image was built from, without pulling a single layer.
+points to and what an image was built from, without pulling a single layer. A tag
+may name one image's manifest or an index (an OCI image index, a Docker manifest
+list: what buildx pushes, with its attestations, even for one platform): either is
+pinned by the digest that was pushed, and an index is read through to the image
+for this platform.
 """
 
 import hashlib
 
 import httpx
 
-from smartrelease.refs import DIGEST, check_registry, check_repository, check_tag
+from smartrelease.refs import DIGEST, api_path, check_registry, check_repository, check_tag
+from tasks.http import http_client, is_loopback
+from tasks.registry_auth import RegistryAuth, RegistryAuthError
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -17,6 +23,8 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
 _SINGLE_IMAGE = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+_INDEX = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+PLATFORM = {"os": "linux", "architecture": "amd64"}  # what the release hosts run
 
 
 class RegistryError(Exception):
@@ -24,28 +32,33 @@ class RegistryError(Exception):
 
 
 def registry_url(registry: str) -> str:
-    # Plain http only for a registry on this machine (as Docker itself allows).
+    """Plain http only for a registry on this machine (as Docker itself allows);
+    Docker Hub's API is at registry-1.docker.io."""
     host = check_registry(registry)
-    local = host.startswith(("127.", "localhost"))
-    return f"{'http' if local else 'https'}://{host}"
+    if host in ("docker.io", "index.docker.io"):
+        host = "registry-1.docker.io"
+    return f"{'http' if is_loopback(host) else 'https'}://{host}"
 
 
-def manifest_path(repository: str, reference: str) -> str:
+def manifest_path(repository: str, reference: str, registry: str = "") -> str:
     """/v2/<repository>/manifests/<tag or digest>, from checked parts only: a tag
     holding '/', '..' or '#' never reaches a URL."""
     check_repository(repository)
     if not DIGEST.fullmatch(reference):
         check_tag(reference)
-    return f"/v2/{repository}/manifests/{reference}"
+    return f"/v2/{api_path(registry, repository)}/manifests/{reference}"
 
 
 class Registry:
-    """One registry, optionally with basic-auth credentials."""
+    """One registry, with credentials for its Basic or token authentication, and a
+    private CA (RELEASE_REGISTRY_CA_BUNDLE) when it has one. Repository paths are
+    as configured (`smartaccounting/backend`); Docker Hub's `library/` is added here."""
 
-    def __init__(self, registry: str, *, username: str | None = None, password: str | None = None, timeout_s: float = 10):
+    def __init__(self, registry: str, *, username: str | None = None, password: str | None = None,
+                 ca_bundle: str | None = None, timeout_s: float = 10):
         self.registry = registry
-        auth = httpx.BasicAuth(username, password) if username and password else None
-        self._http = httpx.Client(base_url=registry_url(registry), auth=auth, timeout=timeout_s, follow_redirects=True)
+        self._http = http_client(registry_url(registry), ca_bundle=ca_bundle, ca_setting="RELEASE_REGISTRY_CA_BUNDLE",
+                                 timeout_s=timeout_s, auth=RegistryAuth(username, password), follow_redirects=True)
 
     def __enter__(self) -> "Registry":
         return self
@@ -55,13 +68,19 @@ class Registry:
 
     def _get(self, method: str, path: str, accept: str = MANIFEST_TYPES, **kwargs) -> httpx.Response:
         try:
-            return self._http.request(method, path, headers={"Accept": accept, **kwargs.pop("headers", {})}, **kwargs)
+            response = self._http.request(method, path, headers={"Accept": accept, **kwargs.pop("headers", {})}, **kwargs)
+        except RegistryAuthError as exc:
+            raise RegistryError(f"registry {self.registry}: {exc}") from None
         except httpx.HTTPError as exc:
             raise RegistryError(f"registry {self.registry} unreachable: {type(exc).__name__}") from None
+        if response.status_code == 401:
+            raise RegistryError(f"registry {self.registry} refused {method} {path.split('/manifests/')[0]} (HTTP 401): "
+                                "check RELEASE_REGISTRY_USERNAME and RELEASE_REGISTRY_PASSWORD")
+        return response
 
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
         """A manifest's exact bytes and media type (the digest is over these bytes), or None."""
-        resp = self._get("GET", manifest_path(repository, reference))
+        resp = self._get("GET", manifest_path(repository, reference, self.registry))
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
@@ -71,14 +90,14 @@ class Registry:
     def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
         """Store `body` under `tag` (the layers are already there: nothing is pulled or
         pushed but these bytes); returns the digest the registry computed."""
-        resp = self._get("PUT", manifest_path(repository, check_tag(tag)), content=body, headers={"Content-Type": media_type})
+        resp = self._get("PUT", manifest_path(repository, check_tag(tag), self.registry), content=body, headers={"Content-Type": media_type})
         if resp.status_code not in (200, 201):
             raise RegistryError(f"registry {self.registry}: PUT {repository}:{tag} answered HTTP {resp.status_code}")
         return resp.headers.get("Docker-Content-Digest", "")
 
     def digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag (or digest) resolves to, or None when it does not exist."""
-        resp = self._get("HEAD", manifest_path(repository, reference))
+        resp = self._get("HEAD", manifest_path(repository, reference, self.registry))
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
@@ -95,22 +114,47 @@ class Registry:
                                 f"{digest[:80]!r} (expected sha256:<64 hex digits>)")
         return digest
 
-    def labels(self, repository: str, digest: str) -> dict[str, str]:
-        """The image config's labels (OCI version, revision, created), read from the registry."""
-        resp = self._get("GET", manifest_path(repository, digest))
+    def _manifest_json(self, repository: str, digest: str) -> tuple[dict, str]:
+        resp = self._get("GET", manifest_path(repository, digest, self.registry))
         if resp.status_code != 200:
             raise RegistryError(f"registry {self.registry}: manifest {repository}@{digest} answered HTTP {resp.status_code}")
         try:
             manifest = resp.json()
-            media_type = manifest.get("mediaType", resp.headers.get("Content-Type"))
-            config_digest = manifest["config"]["digest"] if media_type in _SINGLE_IMAGE else None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise RegistryError(f"registry {self.registry}: {repository}@{digest} is not an image manifest") from None
-        if media_type not in _SINGLE_IMAGE:
-            raise RegistryError(f"{repository}@{digest} is a multi-platform index; a single-platform image is expected")
+            return manifest, manifest.get("mediaType") or resp.headers.get("Content-Type", "")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"registry {self.registry}: {repository}@{digest} is not a manifest") from None
+
+    def image_manifest(self, repository: str, digest: str) -> tuple[str, dict]:
+        """(digest, manifest) of the image `digest` names: itself, or, for an index,
+        its entry for PLATFORM (attestations, which buildx adds as `unknown/unknown`,
+        are passed over)."""
+        manifest, media_type = self._manifest_json(repository, digest)
+        if media_type in _SINGLE_IMAGE:
+            return digest, manifest
+        if media_type not in _INDEX:
+            raise RegistryError(f"registry {self.registry}: {repository}@{digest} is neither an image manifest nor "
+                                f"an index ({media_type or 'no media type'})")
+        entries = manifest.get("manifests") if isinstance(manifest.get("manifests"), list) else []
+        for entry in (e for e in entries if isinstance(e, dict)):
+            platform = entry.get("platform") or {}
+            if isinstance(platform, dict) and all(platform.get(k) == v for k, v in PLATFORM.items()) and DIGEST.fullmatch(str(entry.get("digest"))):
+                found, inner_type = self._manifest_json(repository, entry["digest"])
+                if inner_type in _SINGLE_IMAGE:
+                    return entry["digest"], found
+        raise RegistryError(f"{repository}@{digest} is an index without an image for "
+                            f"{PLATFORM['os']}/{PLATFORM['architecture']}")
+
+    def labels(self, repository: str, digest: str) -> dict[str, str]:
+        """The image config's labels (OCI version, revision, created), read from the
+        registry; `digest` may name an index."""
+        image_digest, manifest = self.image_manifest(repository, digest)
+        try:
+            config_digest = manifest["config"]["digest"]
+        except (KeyError, TypeError):
+            config_digest = None
         if not isinstance(config_digest, str) or not DIGEST.fullmatch(config_digest):
-            raise RegistryError(f"registry {self.registry}: {repository}@{digest} names a malformed config digest")
-        blob = self._get("GET", f"/v2/{repository}/blobs/{config_digest}", accept="*/*")
+            raise RegistryError(f"registry {self.registry}: {repository}@{image_digest} names a malformed config digest")
+        blob = self._get("GET", f"/v2/{api_path(self.registry, repository)}/blobs/{config_digest}", accept="*/*")
         if blob.status_code != 200:
             raise RegistryError(f"registry {self.registry}: config of {repository}@{digest} answered HTTP {blob.status_code}")
         try:

@@ -12,6 +12,7 @@ import docker
 
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
+from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
 from tasks.backup_crypto import sha256_file
 from tasks.backup_files import BackupUnreadable, read_whole
@@ -95,8 +96,7 @@ def target_from_history(stack: list[dict], running: Deployment | None, to_versio
 def missing_images(env: Environment, refs: list[str]) -> list[str]:
     """The references (registry/repository@digest) the registry no longer has."""
     with registry_for(env) as registry:
-        return [ref for ref in refs
-                if registry.digest(ref.partition("@")[0].split("/", 1)[-1], ref.partition("@")[2]) is None]
+        return [ref for ref in refs if registry.digest(ImageRef.parse(ref).path, ImageRef.parse(ref).digest) is None]
 
 
 def is_exactly(client: docker.DockerClient, env: Environment, deployment: Deployment | None) -> bool:

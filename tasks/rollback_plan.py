@@ -87,6 +87,9 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, bac
     if previous is None:
         missing.append("the running backend and frontend are not both known by a registry digest, so there is "
                        "nothing pinned to go back to")
+    elif previous.version is None:
+        missing.append(f"the running backend image carries no {LABEL_VERSION} label (built without the OCI labels), "
+                       "so a rollback to it could not be verified")
     if backup is None:
         missing.append("no fresh backup")
     if missing and not first_release:

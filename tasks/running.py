@@ -5,6 +5,7 @@ import docker
 from pydantic import BaseModel
 
 from blocks.envfile import Environment
+from smartrelease.refs import same_repository
 
 
 class RunningService(BaseModel):
@@ -16,9 +17,16 @@ class RunningService(BaseModel):
     image_id: str
     digests: list[str]  # every registry digest Docker knows for the image
     labels: dict[str, str]
+    reference: str = ""  # what the container was created from (compose: repository@digest)
 
     def digest_in(self, repository: str) -> str | None:
-        return next((d.split("@", 1)[1] for d in self.digests if d.split("@", 1)[0] == repository), None)
+        """The digest this container was started from: its own reference's when it was
+        pinned by digest (an image pulled both as an index and as its manifest has
+        two RepoDigests), else the image's RepoDigest in `repository`."""
+        repo, at, digest = self.reference.partition("@")
+        if at and same_repository(repo, repository):
+            return digest
+        return next((d.split("@", 1)[1] for d in self.digests if same_repository(d.split("@", 1)[0], repository)), None)
 
 
 def project_containers(client: docker.DockerClient, project: str) -> list:
@@ -38,6 +46,7 @@ def running_services(client: docker.DockerClient, env: Environment) -> dict[str,
         services[name] = RunningService(
             service=name, container_id=c.id, status=state["Status"], health=(state.get("Health") or {}).get("Status"),
             restart_count=c.attrs.get("RestartCount", 0), image_id=c.attrs["Image"], digests=digests, labels=labels,
+            reference=(c.attrs.get("Config") or {}).get("Image") or "",
         )
     return services
 

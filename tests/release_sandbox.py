@@ -41,7 +41,7 @@ class Sandbox:
     def release(self, version: str, files=None, faults=None, **parameters) -> tuple[object, Report, str]:
         """Commit `version` to the checkout and release it; (state, report, git SHA)."""
         sha = commit_version(self.app_dir, version, files, faults)
-        state = release(environment=self.name, return_state=True, **parameters)
+        state = release(**{"environment": self.name, **parameters}, return_state=True)
         report = state.result(raise_on_failure=False)
         assert isinstance(report, Report), report
         return state, report, sha

@@ -53,12 +53,13 @@ def checkout(tmp_path) -> Path:
     return app
 
 
-def env_for(tmp_path, registry: str, app: Path, credentials: bool = True, name: str = "pin"):
+def env_for(tmp_path, registry: str, app: Path, credentials: bool = True, name: str = "pin",
+            password: str = REGISTRY_PASS):
     path = tmp_path / f".env.{name}"
     lines = [f"RELEASE_REGISTRY={registry}", f"RELEASE_APP_DIR={app}",
              f"RELEASE_BACKEND_IMAGE=pin-{name}/backend", f"RELEASE_FRONTEND_IMAGE=pin-{name}/frontend"]
     if credentials:
-        lines += [f"RELEASE_REGISTRY_USERNAME={REGISTRY_USER}", f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}"]
+        lines += [f"RELEASE_REGISTRY_USERNAME={REGISTRY_USER}", f"RELEASE_REGISTRY_PASSWORD={password}"]
     path.write_text("\n".join(lines) + "\n")
     return parse_env_file(path)
 
@@ -89,7 +90,7 @@ def test_without_the_login_the_registry_refusal_is_named(tmp_path, auth_registry
     env = env_for(tmp_path, auth_registry, checkout, credentials=False, name="nologin")
     with pytest.raises(StepFailed) as failed:
         build_pin(env, "2.0.0")
-    assert failed.value.step == "build-pin" and "answered HTTP 401" in failed.value.reason
+    assert failed.value.step == "build-pin" and "(HTTP 401): check RELEASE_REGISTRY_USERNAME" in failed.value.reason
 
 
 @pytest.mark.e2e
@@ -177,3 +178,22 @@ def test_tagging_a_digest_copies_the_manifest_and_never_moves_a_tag(tmp_path, au
         assert api.digest("pin-tag/backend", "2.0.0") == first.digest  # unchanged
         with pytest.raises(StepFailed, match="pin-tag/backend:dev-0000000 does not exist in 127.0.0.1:"):
             resolve_tag(api, "pin-tag/backend", "dev-0000000")
+
+
+@pytest.mark.e2e
+def test_an_image_pushed_without_the_oci_labels_is_refused_up_front(tmp_path, auth_registry, checkout):
+    # CI built it with a plain `docker build`: verify could never check it, so it is refused, not deployed.
+    env = env_for(tmp_path, auth_registry, checkout, name="nolabels")
+    client = docker.from_env()
+    client.login(username=REGISTRY_USER, password=REGISTRY_PASS, registry=auth_registry, reauth=True)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "Dockerfile").write_text(DOCKERFILE)
+    for service in ("backend", "frontend"):
+        repository = f"{auth_registry}/pin-nolabels/{service}"
+        client.images.build(path=str(tmp_path / "plain"), tag=f"{repository}:2.0.0", rm=True, pull=False)
+        client.images.push(repository, tag="2.0.0")
+    with pytest.raises(StepFailed) as refused:
+        build_pin(env, "2.0.0")
+    assert "lacks the OCI label(s) org.opencontainers.image.version, org.opencontainers.image.revision, " \
+           "org.opencontainers.image.created" in refused.value.reason
+    assert "--label org.opencontainers.image.version=$(cat VERSION)" in refused.value.reason

@@ -2,11 +2,14 @@
 Docker Engine, registry, Compose v2, PostgreSQL and Prefect server. Faults are
 baked into the images shipped (see sandbox/app/standin-faults), not mocked."""
 
+import json
+import shlex
+
 import docker
 import pytest
 
 from flows.history import read_history
-from flows.release import STEPS
+from flows.release import STEPS, release
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.errors import StepFailed
@@ -144,3 +147,67 @@ def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_pa
             push_immutable(docker.from_env(), registry, repository, env.target.backend_image, "1.0.0")
         assert f"already points to {before}" in refused.value.reason and "immutable" in refused.value.reason
         assert registry.digest(env.target.backend_image, "1.0.0") == before
+
+
+def test_a_release_on_a_host_that_never_built_the_images(sandbox):
+    """CI built and pushed 1.7.0; the release host has no copy of its images (every
+    local one removed): build-pin pulls them before migration-guard and launch need them."""
+    from sandbox.app_changes import commit_version
+    from tasks.build_pin import build_pin
+
+    commit_version(sandbox.app_dir, "1.7.0", {"client/built-by-ci.txt": "1.7.0\n"})
+    pushed = build_pin(sandbox.env(), "1.7.0")
+    client = docker.from_env()
+    for image in pushed.images.values():
+        for local in client.images.list(name=image.repository):
+            if any(t.endswith(":1.7.0") for t in local.tags) or image.digest in str(local.attrs.get("RepoDigests")):
+                client.images.remove(local.id, force=True)
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(image.ref)
+    state = release(environment=ENV, return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert state.is_completed(), report.text()
+    assert by_name(report)["build-pin"].detail.count("deployed as pushed, pulled") == 2
+    assert {s: r.digest for s, r in pushed.images.items()} == {
+        s: ref.split("@")[1] for s, ref in {"backend": read_history(ENV)[-1]["backend"],
+                                             "frontend": read_history(ENV)[-1]["frontend"]}.items()}
+
+
+def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandbox):
+    """A project deployed by hand from CI's plain builds (images without the OCI labels)
+    is not an empty environment: the release refuses at rollback-plan, before launch,
+    instead of treating it as a first release with nothing to go back to."""
+    from blocks import import_env_file
+    from smartrelease.process import Command, run
+    from tasks.launch import compose_up
+    from tasks.readiness import wait_ready
+
+    env, client = sandbox.env(), docker.from_env()
+    bare = {}
+    for service, container in sandbox.containers().items():
+        if service not in ("backend", "frontend"):
+            continue
+        config = client.images.get(container[1]).attrs["Config"]
+        repository = f"{env.target.registry}/{getattr(env.target, service + '_image')}"
+        changes = [f"ENTRYPOINT {json.dumps(config.get('Entrypoint') or [])}", f"CMD {json.dumps(config.get('Cmd') or [])}",
+                   f"WORKDIR {config.get('WorkingDir') or '/'}", *(f"ENV {e}" for e in config.get("Env") or [])]
+        # The running image's files, re-imported with its command but none of its labels.
+        run(Command(("sh", "-c", f"docker export {container[0]} | docker import "
+                     + " ".join(f"--change {shlex.quote(c)}" for c in changes) + f" - {repository}:unlabelled"),
+                    timeout_s=300))
+        client.images.push(repository, tag="unlabelled")
+        with registry_for(env) as registry:
+            bare[service] = f"{repository}@{registry.digest(getattr(env.target, service + '_image'), 'unlabelled')}"
+    try:
+        compose_up(env, bare)
+        wait_ready(env)
+        import_env_file(sandbox.settings.env_file, "e2e-bare")  # the same project, no history
+        state, report, _ = sandbox.release("1.8.0", environment="e2e-bare")
+        assert state.is_failed()
+        step = by_name(report)["rollback-plan"]
+        assert step.status == Status.FAILED and "carries no org.opencontainers.image.version label" in step.detail
+        assert by_name(report)["launch"].status == Status.SKIPPED
+        assert {s: c[1] for s, c in sandbox.containers().items() if s in bare} == {
+            s: client.images.get(ref).id for s, ref in bare.items()}  # nothing relaunched
+    finally:
+        sandbox.restore_last_good()
