@@ -15,7 +15,6 @@ from flows.history import history_key, load_history
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_tag, check_version
 from tasks.registry import Registry, RegistryError, manifest_path
-from tests.conftest import free_port
 from tests.test_cli import smartrelease
 
 SECRET = "typo-SENTINEL-registry-password"

@@ -4,15 +4,12 @@ host that never built the images (every local copy removed first)."""
 
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
-from sandbox.base_image import ensure_base_image
 from sandbox.manager import Registry
 from smartrelease.refs import api_path, docker_name, same_repository
 from tasks.build_pin import LABEL_VERSION, build_pin, registry_for
@@ -24,7 +21,7 @@ from tasks.registry_auth import parse_challenge
 from tasks.rollback_inputs import missing_images
 from tests.conftest import free_port
 from tests.registry_tokens import TokenService
-from tests.test_build_pin import DOCKERFILE, env_for
+from tests.test_build_pin import checkout, env_for  # noqa: F401 (checkout is a fixture)
 
 from tests.test_build_pin import REGISTRY_USER as USER
 
@@ -74,20 +71,6 @@ def test_the_token_service_refusing_is_named(token_registry):
             api.digest("tok/backend", "1.0.0")
         assert "token service" in str(exc.value) and "answered HTTP 401" in str(exc.value)
         assert "not-the-password" not in str(exc.value)
-
-
-@pytest.fixture
-def checkout(tmp_path) -> Path:
-    ensure_base_image(docker.from_env(), lambda _: None)
-    app = tmp_path / "app"
-    (app / "client").mkdir(parents=True)
-    (app / "VERSION").write_text("2.0.0\n")
-    (app / "Dockerfile").write_text(DOCKERFILE + 'LABEL purpose="token registry test"\n')
-    (app / "client" / "Dockerfile").write_text(DOCKERFILE.replace("/app-version", "/client-version"))
-    git = ["git", "-C", str(app), "-c", "user.name=t", "-c", "user.email=t@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "app"]):
-        subprocess.run([*git, *args], check=True)
-    return app
 
 
 def remove_local(client: docker.DockerClient, repository: str) -> None:

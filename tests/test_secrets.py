@@ -14,7 +14,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 
-from blocks import import_env_file
 from smartrelease.redact import Masker, remember
 from tasks.environment import check_environment
 from tasks.runbook_task import runbook_task
