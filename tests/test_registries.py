@@ -126,12 +126,12 @@ def test_an_oci_index_is_pinned_by_its_own_digest_and_read_through(tmp_path, tok
                 {**entry, "platform": {"os": "unknown", "architecture": "unknown"},
                  "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
                 {**entry, "platform": {"os": "linux", "architecture": "amd64"}}]}
-            indexes[service] = api.put_manifest(path, "2.1.0", json.dumps(index).encode(),
+            indexes[service] = api.put_manifest(path, "2.0.0-index", json.dumps(index).encode(),
                                                 "application/vnd.oci.image.index.v1+json")
             assert indexes[service] != image.digest and api.labels(path, indexes[service])[LABEL_VERSION] == "2.0.0"
 
     client = docker.from_env()
-    pinned = build_pin(env, "2.1.0")  # the tag names the index: pinned by the index's digest
+    pinned = build_pin(env, "2.0.0", tag="2.0.0-index")  # the tag names the index: pinned by the index's digest
     assert {s: i.digest for s, i in pinned.images.items()} == indexes
     for image in pinned.images.values():
         client.images.get(image.ref)  # pulled by the index's digest, runnable as it is
