@@ -26,15 +26,17 @@ CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archi
 
 
 @flow(name="preflight", flow_run_name="preflight-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
-def preflight(environment: str, version: str | None = None):
-    """Check an environment is ready for a release. `environment` names its blocks."""
+def preflight(environment: str, version: str | None = None, first_release: bool = False):
+    """Check an environment is ready for a release. `environment` names its blocks.
+    `first_release`: nothing of the app runs yet, so nothing may serve the public URL
+    (tls then checks what it can and leaves the rest to after launch)."""
     env = load_environment(environment)
     started = time.monotonic()
     futures = {
         "environment": environment_task.submit(env, version),
         "database": database_task.submit(env),
         "backup-dirs": backup_dirs_task.submit(env),
-        "tls": tls_task.submit(env),
+        "tls": tls_task.submit(env, first_release),
         "backups": backups_task.submit(env),
         "wal-archive": wal_archive_task.submit(env),
     }

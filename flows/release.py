@@ -43,10 +43,20 @@ from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_tas
 from tasks.rollback_plan import rollback_plan_task
 from tasks.running import running_services
 from tasks.smoke import ENDPOINTS, smoke_task
+from tasks.tls import tls_task
 from tasks.verify import verify_task
 
 SMOKE = tuple(f"smoke {path}" for path in ENDPOINTS)
 STEPS = ("preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready", "migrations", *SMOKE, "metrics", "verify")
+TLS_AFTER_LAUNCH = "tls"
+
+
+def release_steps(first_release: bool) -> tuple[str, ...]:
+    """STEPS; a first release checks TLS after wait-ready (preflight could not)."""
+    if not first_release:
+        return STEPS
+    at = STEPS.index("wait-ready") + 1
+    return (*STEPS[:at], TLS_AFTER_LAUNCH, *STEPS[at:])
 
 
 ROLLBACK = "rollback: "
@@ -78,9 +88,9 @@ def running_now(env: Environment) -> dict:
         return {}
 
 
-def preflight_result(environment: str, version: str) -> StepResult:
+def preflight_result(environment: str, version: str, first_release: bool) -> StepResult:
     started = time.monotonic()
-    state = preflight(environment=environment, version=version, return_state=True)
+    state = preflight(environment=environment, version=version, first_release=first_release, return_state=True)
     report = state.result(raise_on_failure=False)
     ms = round((time.monotonic() - started) * 1000, 1)
     if not isinstance(report, Report):
@@ -130,17 +140,17 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `db_strategy` is what a rollback does to the database: undo, restore or none."""
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
-    steps = StepRunner(STEPS)
     running = running_now(env)
     facts = ReleaseFacts(version=version, previous_version=running["backend"].labels.get(LABEL_VERSION)
                          if "backend" in running else None, triggered_by=triggered_by(),
                          tool_version=smartrelease.__version__)
     # First: nothing of the app runs in the project and nothing was ever released to it.
     first_release = not set(SERVICES) & set(running) and not read_history(environment)
+    steps = StepRunner(release_steps(first_release))
     images: dict[str, str] = {}
     launched, detected_at = False, 0.0
     try:
-        steps.add(preflight_result(environment, version))
+        steps.add(preflight_result(environment, version, first_release))
         pinned = steps.run("build-pin", build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
@@ -152,6 +162,8 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
         launched = True
         steps.run("launch", launch_task, env, images)
         steps.run("wait-ready", wait_ready_task, env)
+        if first_release:  # preflight could not check it: nothing served the public URL yet
+            steps.run(TLS_AFTER_LAUNCH, tls_task, env)
         steps.run("migrations", confirm_migrations_task, env, plan)
         facts.migrations_applied = plan.pending
         steps.run_together(lambda: {

@@ -1,6 +1,7 @@
 """Preflight `tls`: `curl -I https://<host>/api/health` with a trusted chain and 200 OK,
 plus how many days the certificate has left."""
 
+import socket
 import ssl
 import time
 from urllib.parse import urlsplit
@@ -50,10 +51,27 @@ def days_left(cert: dict, now: float | None = None) -> float:
     return (ssl.cert_time_to_seconds(cert["notAfter"]) - (now if now is not None else time.time())) / 86400
 
 
-def check_tls(env: Environment) -> Finding:
+AFTER_LAUNCH = "the certificate and /api/health are checked after launch"
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+        return True
+    except (socket.gaierror, UnicodeError):
+        return False
+
+
+def check_tls(env: Environment, first_release: bool = False) -> Finding:
+    """The runbook's TLS check. Before an environment's first release nothing may serve
+    the public URL yet (the edge is part of the stack about to start): then the host
+    must resolve, and what does answer is checked, but an unanswered URL or a health
+    check that is not 200 is a warning; the release runs the full check after launch."""
     if not env.target.public_url:
         raise StepFailed(STEP, "RELEASE_PUBLIC_URL is not set")
     host = urlsplit(env.target.public_url).hostname or env.target.public_url
+    if first_release and not _resolves(host):
+        raise StepFailed(STEP, f"{host} does not resolve (DNS): the first release could not be reached")
     try:
         with http.client(env.target) as client, client.stream("GET", HEALTH_PATH) as resp:
             ssl_object = resp.extensions["network_stream"].get_extra_info("ssl_object")
@@ -64,6 +82,8 @@ def check_tls(env: Environment) -> Finding:
             raise StepFailed(STEP, describe_verify_error(verr, host)) from None
         if serr := _cause(exc, ssl.SSLError):
             raise StepFailed(STEP, f"TLS handshake with {host} failed: {serr.reason or serr}") from None
+        if first_release:
+            return Finding(detail=f"first release: nothing serves {host} yet; {AFTER_LAUNCH}", warning=True)
         raise StepFailed(STEP, f"cannot connect to {host}: {exc}", transient=True) from None
     except httpx.TimeoutException:
         raise StepFailed(STEP, f"{host} did not answer in time", transient=True) from None
@@ -74,15 +94,19 @@ def check_tls(env: Environment) -> Finding:
         raise StepFailed(STEP, f"{env.target.public_url} is not served over TLS")
     left = days_left(cert)
     expiry = f"certificate expires in {left:.1f} days ({cert['notAfter']})"
-    problems = []
-    if status != 200:
+    problems, notes = [], []
+    if status != 200 and first_release:
+        notes.append(f"first release: GET {HEALTH_PATH} answered {status}; {AFTER_LAUNCH}")
+    elif status != 200:
         problems.append(f"GET {HEALTH_PATH} answered {status}, expected 200")
     if left < env.target.tls_fail_days:
         problems.append(f"{expiry}, under the {env.target.tls_fail_days}-day limit")
     if problems:
         raise StepFailed(STEP, "; ".join(problems))
     if left < env.target.tls_warn_days:
-        return Finding(detail=f"200 OK, trusted chain; warning: {expiry}, under {env.target.tls_warn_days} days", warning=True)
+        notes.append(f"{expiry}, under {env.target.tls_warn_days} days")
+    if notes:
+        return Finding(detail=f"{status}, trusted chain; warning: " + "; ".join(notes), warning=True)
     return Finding(detail=f"200 OK, trusted chain, {expiry}")
 
 

@@ -173,6 +173,25 @@ def test_tls_nothing_listening_is_transient(write_env):
     assert err.transient and "cannot connect to localhost" in err.reason
 
 
+def test_tls_before_a_first_release_nothing_serving_is_a_warning_checked_after_launch(write_env):
+    found = check_tls(env_of(write_env(public_url="https://localhost:1")), first_release=True)
+    assert found.warning and "first release: nothing serves localhost yet" in found.detail
+
+
+def test_tls_before_a_first_release_checks_what_answers(write_env, https_server, ca):
+    found = check_tls(env_of(write_env(public_url=https_server(status=502))), first_release=True)
+    assert found.warning and "GET /api/health answered 502; the certificate and /api/health are checked after launch" \
+        in found.detail
+    # A bad certificate is as wrong before a first release as after it.
+    err = failure(check_tls, env_of(write_env(public_url=https_server(days=-1))), True)
+    assert "has expired" in err.reason
+
+
+def test_tls_before_a_first_release_the_host_must_resolve(write_env):
+    err = failure(check_tls, env_of(write_env(public_url="https://no-such-host.invalid")), True)
+    assert err.reason == "no-such-host.invalid does not resolve (DNS): the first release could not be reached"
+
+
 # --- backups ------------------------------------------------------------------
 
 def test_backups_fresh_custom_dump_passes(write_env):

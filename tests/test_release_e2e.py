@@ -211,3 +211,27 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
             s: client.images.get(ref).id for s, ref in bare.items()}  # nothing relaunched
     finally:
         sandbox.restore_last_good()
+
+
+def test_the_first_release_of_an_empty_environment(sandbox):
+    """Nothing runs in the project (the edge neither) and nothing was ever released
+    under this name: preflight cannot reach the public URL, so tls is a warning there
+    and the full check runs after launch."""
+    from blocks import import_env_file
+    from smartrelease.process import run
+    from tasks.launch import project_compose
+
+    run(project_compose(sandbox.env(), {"backend": "none", "frontend": "none"}).down())
+    import_env_file(sandbox.settings.env_file, "e2e-first")
+    try:
+        state, report, _ = sandbox.release("1.9.0", environment="e2e-first")
+        assert state.is_completed(), report.text()
+        steps = by_name(report)
+        assert list(steps).index("tls") == list(steps).index("wait-ready") + 1
+        assert steps["preflight"].status == Status.WARNING
+        assert "tls: first release: nothing serves localhost yet" in steps["preflight"].detail
+        assert steps["tls"].status == Status.PASSED and "200 OK, trusted chain" in steps["tls"].detail
+        assert "first release: nothing to go back to" in steps["rollback-plan"].detail
+        assert report.facts.previous_version is None and report.facts.rollback is None
+    finally:
+        sandbox.restore_last_good()
