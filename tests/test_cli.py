@@ -77,7 +77,9 @@ def test_verify_with_nothing_released_and_no_expected_version_is_exit_2(write_en
 
 
 def test_release_json_contract_when_preflight_fails(write_env, https_server):
-    path = write_env(name="clirelease", public_url=https_server(status=503))
+    # Nothing of this environment runs and it has no history (a first release), so an
+    # unanswered health check would only be a warning; an expired certificate is not.
+    path = write_env(name="clirelease", public_url=https_server(days=-1))
     out = smartrelease("release", "--env-file", str(path), "--json")
     assert out.returncode == 1, out.stderr
     report = json.loads(out.stdout)
@@ -86,7 +88,7 @@ def test_release_json_contract_when_preflight_fails(write_env, https_server):
     assert report["digests"] == {}
     assert [(s["name"], s["status"]) for s in report["steps"]][:2] == [("preflight", "failed"), ("build-pin", "skipped")]
     assert all(s["status"] == "skipped" for s in report["steps"][1:])
-    assert "tls: " in report["steps"][0]["detail"] and "answered 503" in report["steps"][0]["detail"]
+    assert "tls: certificate of localhost has expired" in report["steps"][0]["detail"]
     for step in report["steps"]:
         assert set(step) == {"name", "status", "detail", "duration_ms"}
 

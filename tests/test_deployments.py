@@ -17,7 +17,7 @@ def test_deployments_ask_only_for_the_environment_name_and_plain_options():
     preflight, release, verify, rollback, build, promote = anyio.run(
         _registered, "preflight/preflight", "release/release", "verify/verify", "rollback/rollback", "build/build",
         "promote/promote")
-    for stored, expected in ((preflight, {"environment", "version"}),
+    for stored, expected in ((preflight, {"environment", "version", "first_release"}),
                              (release, {"environment", "version", "digests", "db_strategy"}),
                              (verify, {"environment", "expect_version"}),
                              (rollback, {"environment", "to_version", "db_strategy"}),
