@@ -73,8 +73,9 @@ def check_name(name: str) -> str:
 
 
 def secret_keys() -> set[str]:
+    """The keys whose values are secrets: the SecretStr fields (`SecretStr | None`) and the registry password."""
     return {name.upper() for name, f in AppEnvironment.model_fields.items()
-            if f.annotation is not None and SecretStr in getattr(f.annotation, "__args__", (f.annotation,))} | {REGISTRY_PASSWORD}
+            if SecretStr in getattr(f.annotation, "__args__", (f.annotation,))} | {REGISTRY_PASSWORD}
 
 
 def read_values(path: Path) -> dict[str, str | None]:
@@ -105,7 +106,8 @@ def read_values(path: Path) -> dict[str, str | None]:
         if binding.value is None and (binding.key in known or binding.key.startswith(RELEASE_PREFIX)):
             raise ConfigError(f"{path}: line {line} {binding.key}: no '=' (expected {binding.key}=VALUE)")
         values[binding.key] = binding.value
-    remember(v for k, v in values.items() if k in secret_keys())
+    secret = secret_keys()
+    remember(v for k, v in values.items() if k in secret)
     return values
 
 

@@ -165,9 +165,9 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
                 check_labels(path, digest, labels, version)
                 images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                               built=False, labels=labels)
+            client = engine()
             if to_build:
                 sha = checkout_revision(Path(env.target.app_dir or "."), version)
-                client = engine()
                 if creds := env.registry_credentials:
                     client.login(username=creds.username, password=creds.password.get_secret_value(),
                                  registry=env.target.registry, reauth=True)
@@ -176,10 +176,9 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
                     digest = push_immutable(client, registry, repository, path, tag)
                     images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                                   built=True, labels=labels)
-        # Migration-guard and launch run these images on this host, which may never
-        # have built them: pull them now, with the registry's credentials.
-        client = engine()
-        pulled = {s for s, image in images.items() if ensure_local(client, image.ref, env.registry_credentials)}
+            # Migration-guard and launch run these images on this host, which may never
+            # have built them: pull them now, with the registry's credentials.
+            pulled = {s for s, image in images.items() if ensure_local(client, image.ref, env.registry_credentials)}
     except RegistryError as exc:
         raise StepFailed(STEP, str(exc), transient=True) from None
     except docker.errors.APIError as exc:

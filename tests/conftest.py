@@ -3,6 +3,11 @@ certificates, pg_dump files, and a Prefect server (Prefect's test harness)."""
 
 import datetime as dt
 import json
+import os
+
+# The test server stores events every 0.5 s instead of 5 s: the secret sweeps read
+# every run's events back, and would otherwise wait for each flush.
+os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
 import shutil
 import socket
 import tempfile
