@@ -28,18 +28,23 @@ class AppEnvironment(Block):
     metrics_basic_auth_user: str | None = Field(None, description="METRICS_BASIC_AUTH_USER for /metrics.")
     metrics_basic_auth_pass: SecretStr | None = Field(None, description="METRICS_BASIC_AUTH_PASS for /metrics.")
 
+    def named_secrets(self) -> dict[str, str]:
+        """Each secret by what it is called (never by its value): the SecretStr fields
+        by key, and the password inside DATABASE_URL."""
+        named = {name.upper(): value.get_secret_value() for name in type(self).model_fields
+                 if isinstance(value := getattr(self, name), SecretStr) and value.get_secret_value()}
+        if password := self._database_password():
+            named["the DATABASE_URL password"] = unquote(password)
+        return named
+
     def secret_values(self) -> list[str]:
-        """Every secret's plain value (and DATABASE_URL's password), for redaction."""
-        values = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                values.append(value.get_secret_value())
-        if self.database_url is not None:
-            try:
-                password = urlsplit(self.database_url.get_secret_value()).password
-            except ValueError:
-                password = None
-            if password:
-                values += [password, unquote(password)]
-        return values
+        """Every secret's plain value, for masking; the DATABASE_URL password also as written in the URL."""
+        return [*self.named_secrets().values(), *filter(None, [self._database_password()])]
+
+    def _database_password(self) -> str | None:
+        if self.database_url is None:
+            return None
+        try:
+            return urlsplit(self.database_url.get_secret_value()).password
+        except ValueError:
+            return None

@@ -36,6 +36,13 @@ class Environment:
     target: ReleaseTarget
     registry_credentials: DockerRegistryCredentials | None = None
 
+    def named_secrets(self) -> dict[str, str]:
+        """Each secret by what it is called: the app's, and the registry password."""
+        named = self.app.named_secrets()
+        if self.registry_credentials is not None:
+            named[REGISTRY_PASSWORD] = self.registry_credentials.password.get_secret_value()
+        return named
+
     def secret_values(self) -> list[str]:
         values = self.app.secret_values()
         if self.registry_credentials is not None:
@@ -66,10 +73,6 @@ def name_from_env_file(path: Path) -> str:
         stem = base
     slug = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")
     return slug or "default"
-
-
-def check_name(name: str) -> str:
-    return check_environment(name)
 
 
 def secret_keys() -> set[str]:
@@ -157,7 +160,7 @@ def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> Do
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
     """Parse an env file and save (overwrite) both blocks under `name`."""
     env = parse_env_file(path)
-    name = check_name(name or env.name)
+    name = check_environment(name or env.name)
     env.app.save(name, overwrite=True)
     env.target.save(name, overwrite=True)
     if env.registry_credentials is not None:
@@ -183,7 +186,7 @@ def _invalid(exc: ValidationError) -> str:
 
 
 def load_environment(name: str) -> Environment:
-    check_name(name)
+    check_environment(name)
     try:
         app = AppEnvironment.load(name)
         target = ReleaseTarget.load(name)

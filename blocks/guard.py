@@ -2,13 +2,13 @@
 `smartrelease guard off|on --name ENV` flips it in the environment's saved block."""
 
 from blocks.app_environment import AppEnvironment
-from blocks.envfile import check_name
+from smartrelease.refs import check_environment
 from smartrelease.errors import ConfigError
 
 
 def set_prod_migrations(name: str, allow: bool) -> str:
     """Save ALLOW_PROD_MIGRATIONS in block `name`; returns a one-line account."""
-    check_name(name)
+    check_environment(name)
     try:
         app = AppEnvironment.load(name)
     except ValueError:

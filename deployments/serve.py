@@ -17,7 +17,7 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
 import smartrelease
-from blocks.envfile import check_name
+from smartrelease.refs import check_environment
 from flows.build import build
 from flows.preflight import preflight
 from flows.promote import promote
@@ -51,7 +51,7 @@ def all_deployments(verify_environments: list[str] = (), verify_every_minutes: f
     ]
     for env in verify_environments:
         deployments.append(verify.to_deployment(
-            name=f"verify-{check_name(env)}", tags=[*TAGS, "verify", "scheduled"], **common,
+            name=f"verify-{check_environment(env)}", tags=[*TAGS, "verify", "scheduled"], **common,
             parameters={"environment": env}, interval=timedelta(minutes=verify_every_minutes),
             description=f"Re-verifies {env} every {verify_every_minutes:g} minutes against its last release.",
         ))

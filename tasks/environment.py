@@ -59,21 +59,6 @@ def _url_problem(key: str, url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
-def named_secrets(env: Environment) -> dict[str, str]:
-    """Each secret value by what it is called, never by its value."""
-    named = {key: v for key in app_keys() if hasattr(getattr(env.app, key.lower()), "get_secret_value")
-             and (v := getattr(env.app, key.lower()).get_secret_value())}
-    try:
-        db = parse_database_url(env.app.database_url, STEP)
-        if db.password and db.password.get_secret_value():
-            named["the DATABASE_URL password"] = db.password.get_secret_value()
-    except StepFailed:
-        pass  # reported by the DATABASE_URL check
-    if env.registry_credentials is not None:
-        named["RELEASE_REGISTRY_PASSWORD"] = env.registry_credentials.password.get_secret_value()
-    return named
-
-
 def plain_settings(env: Environment) -> dict[str, str]:
     """Every setting that is not a secret, with the parts of DATABASE_URL shown in reports."""
     plain = {key: str(v) for key in app_keys() if (v := getattr(env.app, key.lower())) is not None
@@ -97,7 +82,7 @@ def secret_problems(env: Environment) -> list[str]:
     (masking would blank that setting, and so tell the secret)."""
     problems = []
     plain = plain_settings(env)
-    for what, secret in named_secrets(env).items():
+    for what, secret in env.named_secrets().items():
         if len(secret) < MIN_SECRET:
             problems.append(f"{what} is shorter than {MIN_SECRET} characters")
         elif secret.lower() in COMMON_VALUES:

@@ -9,6 +9,7 @@ for this platform.
 """
 
 import hashlib
+import json
 
 import httpx
 
@@ -115,12 +116,13 @@ class Registry:
         return digest
 
     def _manifest_json(self, repository: str, digest: str) -> tuple[dict, str]:
-        resp = self._get("GET", manifest_path(repository, digest, self.registry))
-        if resp.status_code != 200:
-            raise RegistryError(f"registry {self.registry}: manifest {repository}@{digest} answered HTTP {resp.status_code}")
+        found = self.manifest(repository, digest)
+        if found is None:
+            raise RegistryError(f"registry {self.registry}: manifest {repository}@{digest} answered HTTP 404")
+        body, content_type = found
         try:
-            manifest = resp.json()
-            return manifest, manifest.get("mediaType") or resp.headers.get("Content-Type", "")
+            manifest = json.loads(body)
+            return manifest, manifest.get("mediaType") or content_type
         except (ValueError, AttributeError):
             raise RegistryError(f"registry {self.registry}: {repository}@{digest} is not a manifest") from None
 
