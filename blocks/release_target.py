@@ -1,16 +1,16 @@
-import shlex
-
 from pydantic import Field, field_validator
 from prefect.blocks.core import Block
 
+from blocks.app_contract import AppContract
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_registry, check_repository
 
 DAY_S = 86400
 
 
-class ReleaseTarget(Block):
-    """Where and how a release goes: the env file's RELEASE_ keys.
+class ReleaseTarget(Block, AppContract):
+    """Where and how a release goes: the env file's RELEASE_ keys, the app's contract
+    (blocks/app_contract.py) among them.
 
     Field `x` is read from key `RELEASE_X`. Defaults here are the documented ones.
     """
@@ -31,9 +31,7 @@ class ReleaseTarget(Block):
     compose_env_file: str | None = Field(None, description="A dotenv file of extra, non-secret variables the compose file needs (ports, proxy image), passed to Compose with the app's variables.")
     backend_context: str = Field(".", description="The backend's build context, relative to app_dir.")
     frontend_context: str = Field("client", description="The frontend's build context, relative to app_dir.")
-    migrations_dir: str = Field("/app/migrations", description="Where the backend image holds its migration files; each file's name is what \"SequelizeMeta\" records.")
     promote_from: str = Field("dev", description="The environment whose passing release runs vouch for a digest promoted to this one.")
-    undo_command: str = Field("npm run db:rollback", description="The app's command that undoes its newest migration, run in a one-off backend container (the runbook's `npm run db:rollback`).")
     ready_timeout_s: float = Field(120, gt=0, le=DAY_S, allow_inf_nan=False, description="How long wait-ready waits for the containers to be healthy and /ready to answer 200.")
     compose_timeout_s: float = Field(600, gt=0, le=DAY_S, allow_inf_nan=False, description="How long one `docker compose` command (up, stop, run, down) may take, image pulls included, before it is stopped and reported.")
     backup_timeout_s: float = Field(1800, gt=0, le=7 * DAY_S, allow_inf_nan=False, description="How long pg_dump, pg_restore or psql may take on one backup or restore (raise it for a large database).")
@@ -52,17 +50,6 @@ class ReleaseTarget(Block):
     @classmethod
     def _repository(cls, value: str | None) -> str | None:
         return None if value is None else _checked(check_repository, value, "a repository name")
-
-    @field_validator("undo_command")
-    @classmethod
-    def _command(cls, value: str) -> str:
-        try:
-            words = shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(f"does not split into words ({exc})") from None
-        if not words:
-            raise ValueError("is empty")
-        return value
 
 
 def _checked(check, value: str, expected: str) -> str:

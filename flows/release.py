@@ -31,7 +31,8 @@ from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.refs import check_digest, check_version
-from tasks.build_pin import LABEL_VERSION, SERVICES, build_pin_task
+from blocks.app_contract import ROLES, AppContract
+from tasks.build_pin import LABEL_VERSION, build_pin_task
 from tasks.environment import app_version
 from tasks.images import engine
 from tasks.launch import launch_task
@@ -41,22 +42,30 @@ from tasks.readiness import wait_ready_task
 from tasks.release_backup import release_backup_task
 from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
 from tasks.rollback_plan import rollback_plan_task
-from tasks.running import running_services
-from tasks.smoke import ENDPOINTS, smoke_task
+from tasks.running import app_services, running_services
+from tasks.smoke import smoke_task
 from tasks.tls import tls_task
 from tasks.verify import verify_task
 
-SMOKE = tuple(f"smoke {path}" for path in ENDPOINTS)
-STEPS = ("preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready", "migrations", *SMOKE, "metrics", "verify")
 TLS_AFTER_LAUNCH = "tls"
 
 
-def release_steps(first_release: bool) -> tuple[str, ...]:
-    """STEPS; a first release checks TLS after wait-ready (preflight could not)."""
+def smoke_steps(contract: AppContract) -> tuple[str, ...]:
+    return tuple(f"smoke {path}" for path in contract.smoke_paths)
+
+
+def release_steps(contract: AppContract, first_release: bool = False) -> tuple[str, ...]:
+    """The release's steps, in order; a first release checks TLS after wait-ready
+    (preflight could not)."""
+    steps = ("preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready",
+             "migrations", *smoke_steps(contract), "metrics", "verify")
     if not first_release:
-        return STEPS
-    at = STEPS.index("wait-ready") + 1
-    return (*STEPS[:at], TLS_AFTER_LAUNCH, *STEPS[at:])
+        return steps
+    at = steps.index("wait-ready") + 1
+    return (*steps[:at], TLS_AFTER_LAUNCH, *steps[at:])
+
+
+STEPS = release_steps(AppContract())  # with the runbook's endpoints
 
 
 ROLLBACK = "rollback: "
@@ -74,8 +83,8 @@ def release_inputs(env: Environment, version: str | None, digests: dict[str, str
     check_version(version)
     digests = dict(digests or {})
     for service, digest in digests.items():
-        if service not in SERVICES:
-            raise ConfigError(f"digests: unknown service {service!r} (known: {', '.join(SERVICES)})")
+        if service not in ROLES:
+            raise ConfigError(f"digests: unknown service {service!r} (known: {', '.join(ROLES)})")
         check_digest(digest, f"digests: {service} digest")
     return version, digests
 
@@ -132,7 +141,7 @@ def publish(report: Report, images: dict[str, str]) -> None:
     append_history(report, images, flow_run.name or "", flow_run.id or "")
 
 
-@flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(SMOKE)))
+@flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
             db_strategy: Strategy = "undo"):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
@@ -140,13 +149,13 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `db_strategy` is what a rollback does to the database: undo, restore or none."""
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
-    running = running_now(env)
+    running = app_services(env, running_now(env))
     facts = ReleaseFacts(version=version, previous_version=running["backend"].labels.get(LABEL_VERSION)
                          if "backend" in running else None, triggered_by=triggered_by(),
                          tool_version=smartrelease.__version__)
     # First: nothing of the app runs in the project and nothing was ever released to it.
-    first_release = not set(SERVICES) & set(running) and not read_history(environment)
-    steps = StepRunner(release_steps(first_release))
+    first_release = not running and not read_history(environment)
+    steps = StepRunner(release_steps(env.target, first_release))
     images: dict[str, str] = {}
     launched, detected_at = False, 0.0
     try:
@@ -167,7 +176,8 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
         steps.run("migrations", confirm_migrations_task, env, plan)
         facts.migrations_applied = plan.pending
         steps.run_together(lambda: {
-            name: smoke_task.with_options(task_run_name=name).submit(env, path) for name, path in zip(SMOKE, ENDPOINTS)
+            name: smoke_task.with_options(task_run_name=name).submit(env, path)
+            for name, path in zip(smoke_steps(env.target), env.target.smoke_paths)
         })
         steps.run("metrics", metrics_task, env)
         steps.run("verify", verify_task, env, version, images)

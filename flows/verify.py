@@ -20,11 +20,12 @@ from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report
 from smartrelease.refs import check_version
 from tasks.metrics import metrics_task
-from tasks.smoke import ENDPOINTS, smoke_task
+from blocks.app_contract import ROLES
+from tasks.smoke import smoke_task
 from tasks.verify import verify_task
 
 
-@flow(name="verify", flow_run_name="verify-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(ENDPOINTS) + 2))
+@flow(name="verify", flow_run_name="verify-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=6))
 def verify(environment: str, expect_version: str | None = None):
     """Re-verify `environment`. Expects `expect_version`, else the last released one
     (whose digests are then checked too)."""
@@ -34,10 +35,11 @@ def verify(environment: str, expect_version: str | None = None):
     if not version:
         raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
     check_version(version, "expected version")
-    images = {s: last[s] for s in ("backend", "frontend") if last and last.get("version") == version and last.get(s)}
+    images = {r: last[r] for r in ROLES if last and last.get("version") == version and last.get(r)}
 
     started = time.monotonic()
-    futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path) for path in ENDPOINTS}
+    futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path)
+               for path in env.target.smoke_paths}
     futures["metrics"] = metrics_task.submit(env)
     futures["verify"] = verify_task.submit(env, version, images)
     results = gather(futures, started)

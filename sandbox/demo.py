@@ -41,14 +41,14 @@ def accounts(s: manager.Settings) -> tuple[int, str]:
     """Row count and an md5 over every row of accounts, in id order."""
     from blocks import load_environment
 
-    with connect(load_environment(ENVIRONMENT).app.database_url, "demo") as conn:
+    with connect(load_environment(ENVIRONMENT), "demo") as conn:
         return conn.execute("SELECT count(*), md5(coalesce(string_agg(a::text, '|' ORDER BY id), '')) FROM accounts a").fetchone()
 
 
 def open_accounts(s: manager.Settings, names: list[str]) -> None:
     from blocks import load_environment
 
-    with connect(load_environment(ENVIRONMENT).app.database_url, "demo") as conn:
+    with connect(load_environment(ENVIRONMENT), "demo") as conn:
         for name in names:
             conn.execute("INSERT INTO accounts (name) VALUES (%s)", (name,))
 

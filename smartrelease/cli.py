@@ -150,13 +150,14 @@ def _cmd_release(args) -> int:
 def _tag_digests(env, tag: str) -> dict[str, str]:
     """{service: digest} that `tag` names in the registry (read only); exit 2 when missing."""
     from smartrelease.errors import StepFailed
-    from tasks.build_pin import SERVICES, registry_for, repository_path
+    from blocks.app_contract import ROLES
+    from tasks.build_pin import registry_for, repository_path
     from tasks.promote_tag import resolve_tag
     from tasks.registry import RegistryError
 
     try:
         with registry_for(env) as registry:
-            return {s: resolve_tag(registry, repository_path(env, s), tag) for s in SERVICES}
+            return {s: resolve_tag(registry, repository_path(env, s), tag) for s in ROLES}
     except (StepFailed, RegistryError) as exc:
         raise ConfigError(f"--from {tag}: {getattr(exc, 'reason', exc)}") from None
 

@@ -69,6 +69,17 @@ def run(command: Command, *, input: bytes | None = None, check: bool = True) -> 
     return result
 
 
+def start(command: Command, **popen) -> subprocess.Popen:
+    """Start `command` for a pipeline run by hand (its streams as `popen` says); the
+    caller bounds it with a Deadline and turns its exit status into `failure`."""
+    try:
+        return subprocess.Popen(command.argv, env=None if command.env is None else dict(command.env), **popen)
+    except FileNotFoundError:
+        raise CommandFailed(command.name, 127, f"{command.argv[0]} is not installed (not found on PATH)") from None
+    except PermissionError:
+        raise CommandFailed(command.name, 126, f"{command.argv[0]} is not executable") from None
+
+
 def failure(name: str, exit_code: int, stderr: str | bytes, stdout: str | bytes = "") -> CommandFailed:
     """The error for a program that exited `exit_code` (for pipelines run by hand)."""
     if isinstance(stderr, bytes):

@@ -7,8 +7,9 @@ import zlib
 from pathlib import Path
 
 from smartrelease.errors import CommandFailed
-from smartrelease.process import Command, Deadline, failure, run
+from smartrelease.process import Deadline, failure, run, start
 from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGIC, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
+from tasks.pg_client import HostTools, PgTools
 
 PG_RESTORE = "pg_restore"
 # RELEASE_BACKUP_TIMEOUT_S's default: how long one pg_dump, pg_restore or psql may run.
@@ -55,19 +56,27 @@ def dump_format(path: Path) -> str:
     return "plain"
 
 
-def read_whole(path: Path, passphrase: str | None = None, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
+def read_whole(path: Path, passphrase: str | None = None, timeout_s: float = BACKUP_TIMEOUT_S,
+               tools: PgTools | None = None) -> str:
     """Read every byte of a backup the way a restore would. Returns its format;
-    raises BackupUnreadable naming what is wrong."""
+    raises BackupUnreadable naming what is wrong. `tools` is where pg_restore runs
+    (the database service's own, for an archive a newer pg_dump wrote); default: this host."""
+    tools = tools or HostTools()
     fmt = dump_format(path)
     if fmt == "encrypted":
-        return _read_encrypted(path, passphrase, timeout_s)
+        return _read_encrypted(path, passphrase, timeout_s, tools)
     if fmt in ("custom", "tar", "directory"):
         # --list reads only the table of contents and passes on a truncated file;
         # writing the whole script to /dev/null reads every data block.
-        try:
-            run(Command((PG_RESTORE, "--file=/dev/null", str(path)), timeout_s=timeout_s))
-        except CommandFailed as exc:
-            raise BackupUnreadable(str(exc)) from None
+        if fmt == "directory" or isinstance(tools, HostTools):
+            command = HostTools().command(PG_RESTORE, "--file=/dev/null", str(path), connect=False, timeout_s=timeout_s)
+            try:
+                run(command)
+            except CommandFailed as exc:
+                raise BackupUnreadable(str(exc)) from None
+        else:  # a file streams into the container's pg_restore
+            with path.open("rb") as f:
+                _pipe_into_pg_restore(iter(lambda: f.read(1 << 20), b""), tools, timeout_s)
         return fmt
     if fmt == "gzip":
         tail = b""
@@ -85,22 +94,48 @@ def read_whole(path: Path, passphrase: str | None = None, timeout_s: float = BAC
     return "plain SQL"
 
 
-def _read_encrypted(path: Path, passphrase: str | None, timeout_s: float) -> str:
+def _read_encrypted(path: Path, passphrase: str | None, timeout_s: float, tools: PgTools) -> str:
     """Checksum first, then decrypt into `pg_restore --file=/dev/null` through a
     pipe (plain text never touches the disk); the GCM tag is checked at the end."""
     if not passphrase:
         raise BackupUnreadable("it is encrypted and BACKUP_PASSPHRASE is not set")
     try:
         verify_checksum(path)
-        proc = subprocess.Popen([PG_RESTORE, "--file=/dev/null"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except BackupIntegrityError as exc:
         raise BackupUnreadable(str(exc)) from None
-    except FileNotFoundError:
-        raise BackupUnreadable(f"{PG_RESTORE} is not installed") from None
+    _pipe_into_pg_restore(_decrypted_archive(path, passphrase), tools, timeout_s)
+    return "custom, encrypted"
+
+
+def _decrypted_archive(path: Path, passphrase: str):
+    """The decrypted chunks of `path`; BackupUnreadable when it is not a pg_dump
+    custom archive (most likely the wrong passphrase, which only the tag can tell
+    for sure: read on to it) or fails its tag."""
+    try:
+        chunks = decrypt_stream(path, passphrase)
+        for chunk in chunks:
+            if chunk and not chunk.startswith(b"PGDMP"):
+                for _ in chunks:
+                    pass
+                raise BackupUnreadable("decrypted, but not a pg_dump custom archive")
+            if chunk:
+                yield chunk
+                break
+        yield from chunks
+    except BackupIntegrityError as exc:
+        raise BackupUnreadable(str(exc)) from None
+
+
+def _pipe_into_pg_restore(chunks, tools: PgTools, timeout_s: float) -> None:
+    """`pg_restore --file=/dev/null` reading `chunks` on its standard input."""
+    command = tools.command(PG_RESTORE, "--file=/dev/null", connect=False, timeout_s=timeout_s)
+    try:
+        proc = start(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except CommandFailed as exc:
+        raise BackupUnreadable(str(exc)) from None
     with Deadline(timeout_s, proc) as deadline:
         try:
-            _feed_decrypted(path, passphrase, proc)
+            _feed(chunks, proc)
         except BackupUnreadable:
             proc.kill()
             proc.wait()
@@ -110,30 +145,16 @@ def _read_encrypted(path: Path, passphrase: str | None, timeout_s: float) -> str
     if deadline.expired:
         raise BackupUnreadable(f"reading it took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
     if proc.returncode != 0:
-        raise BackupUnreadable(str(failure(PG_RESTORE, proc.returncode, err)))
-    return "custom, encrypted"
+        raise BackupUnreadable(str(failure(command.name, proc.returncode, err)))
 
 
-def _feed_decrypted(path: Path, passphrase: str, proc: subprocess.Popen) -> None:
-    """Decrypt `path` into proc's standard input, which is closed after."""
+def _feed(chunks, proc: subprocess.Popen) -> None:
+    """Write `chunks` into proc's standard input, which is closed after."""
     try:
-        chunks = decrypt_stream(path, passphrase)
-        for chunk in chunks:
-            if chunk and not chunk.startswith(b"PGDMP"):
-                # Garbage from an intact file: most likely the wrong passphrase, which
-                # only the tag at the end can tell for sure; read on to it.
-                for _ in chunks:
-                    pass
-                raise BackupUnreadable("decrypted, but not a pg_dump custom archive")
-            if chunk:
-                proc.stdin.write(chunk)
-                break
         for chunk in chunks:
             proc.stdin.write(chunk)
-    except BackupIntegrityError as exc:
-        raise BackupUnreadable(str(exc)) from None
     except BrokenPipeError:
-        pass  # pg_restore stopped reading: its exit status says why
+        pass  # the program stopped reading: its exit status says why
     finally:
         try:
             proc.stdin.close()
@@ -146,31 +167,22 @@ def _require_trailer(tail: bytes) -> None:
         raise BackupUnreadable("plain SQL dump lacks pg_dump's closing line (truncated, or not a pg_dump file)")
 
 
-def pg_environment(password: str | None) -> dict[str, str]:
-    """The environment for PostgreSQL's client programs: the password goes here, never in argv."""
-    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"}
-    if password:
-        env["PGPASSWORD"] = password  # the environment, never argv
-    return env
-
-
-def dump_database_encrypted(host: str, port: int, user: str | None, password: str | None, dbname: str,
-                            target: Path, passphrase: str, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
+def dump_database_encrypted(tools: PgTools, target: Path, passphrase: str, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
     """pg_dump custom format piped straight into the encryptor; returns the SHA-256
     recorded beside `target`. Nothing is left behind when pg_dump fails."""
-    cmd = ["pg_dump", "--format=custom", "-h", host, "-p", str(port), "-d", dbname, *(["-U", user] if user else [])]
+    command = tools.command("pg_dump", "--format=custom", timeout_s=timeout_s)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg_environment(password))
-    except FileNotFoundError:
-        raise BackupError("pg_dump is not installed (not found on PATH)") from None
+        proc = start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except CommandFailed as exc:
+        raise BackupError(str(exc)) from None
     deadline = Deadline(timeout_s, proc)
 
     def pg_dump_succeeded() -> None:
         _, err = proc.communicate()
         if deadline.expired:
-            raise BackupError(f"pg_dump took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
+            raise BackupError(f"{command.name} took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
         if proc.returncode != 0:
-            raise BackupError(str(failure("pg_dump", proc.returncode, err)))
+            raise BackupError(str(failure(command.name, proc.returncode, err)))
 
     try:
         with deadline:
@@ -181,18 +193,26 @@ def dump_database_encrypted(host: str, port: int, user: str | None, password: st
             proc.wait()
 
 
-def dump_database(host: str, port: int, user: str | None, password: str | None, dbname: str, target: Path,
-                  timeout_s: float = BACKUP_TIMEOUT_S) -> Path:
-    """pg_dump custom format to `target`, written under a hidden name and renamed
-    when complete, so a reader never mistakes a partial dump for a backup."""
+def dump_database(tools: PgTools, target: Path, timeout_s: float = BACKUP_TIMEOUT_S) -> Path:
+    """pg_dump custom format (unencrypted, as the runbook's full-backup.sh writes) to
+    `target`, written under a hidden name and renamed when complete, so a reader never
+    mistakes a partial dump for a backup."""
     partial = target.with_name(f".{target.name}.partial")
-    cmd = ["pg_dump", "--format=custom", f"--file={partial}", "-h", host, "-p", str(port), "-d", dbname]
-    if user:
-        cmd += ["-U", user]
+    command = tools.command("pg_dump", "--format=custom", timeout_s=timeout_s)
     try:
-        run(Command(tuple(cmd), timeout_s=timeout_s, env=pg_environment(password)))
+        with partial.open("wb") as out:
+            proc = start(command, stdout=out, stderr=subprocess.PIPE)
+            with Deadline(timeout_s, proc) as deadline:
+                _, err = proc.communicate()
+        if deadline.expired:
+            raise BackupError(f"{command.name} took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
+        if proc.returncode != 0:
+            raise BackupError(str(failure(command.name, proc.returncode, err)))
     except CommandFailed as exc:
         partial.unlink(missing_ok=True)
         raise BackupError(str(exc)) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.rename(target)
     return target

@@ -7,6 +7,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.backup_files import BackupUnreadable, backup_size, newest_backup, read_whole
+from tasks.pg_client import pg_tools
 from tasks.runbook_task import runbook_task
 
 STEP = "backups"
@@ -30,7 +31,7 @@ def check_backups(env: Environment, now: float | None = None) -> Finding:
         raise StepFailed(STEP, f"newest backup {latest.name} is {age_h:.1f} h old, older than {limit:g} h")
     try:
         passphrase = env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None
-        fmt = read_whole(latest, passphrase, env.target.backup_timeout_s)
+        fmt = read_whole(latest, passphrase, env.target.backup_timeout_s, pg_tools(env, STEP, server=False))
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"newest backup {latest.name} is unreadable: {exc}") from None
     return Finding(detail=f"{latest.name}: {fmt}, {size} bytes, {age_h:.1f} h old, read whole")

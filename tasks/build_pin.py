@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 from pydantic import BaseModel
 
+from blocks.app_contract import ROLES
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.process import Command, run
@@ -25,7 +26,6 @@ from tasks.registry import Registry, RegistryError
 from tasks.runbook_task import runbook_task
 
 STEP = "build-pin"
-SERVICES = ("backend", "frontend")
 LABEL_VERSION = "org.opencontainers.image.version"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_CREATED = "org.opencontainers.image.created"
@@ -146,7 +146,7 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
     try:
         with registry_for(env) as registry:
             to_build = []
-            for service in SERVICES:
+            for service in ROLES:
                 path = repository_path(env, service)
                 repository = f"{env.target.registry}/{path}"
                 tagged = registry.digest(path, tag)
@@ -184,7 +184,7 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
     except docker.errors.APIError as exc:
         raise StepFailed(STEP, f"Docker Engine: {exc.explanation or exc}") from None
 
-    ordered = {s: images[s] for s in SERVICES}
+    ordered = {s: images[s] for s in ROLES}
     detail = "; ".join(
         f"{i.service} {i.digest[:19]}… ({'built and pushed' if i.built else 'already pushed, deployed as pushed'}"
         f"{', pulled' if i.service in pulled else ''})"

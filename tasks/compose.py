@@ -37,9 +37,14 @@ class ComposeProject:
         inherited = {k: v for k, v in os.environ.items() if k not in self.variables}
         return {**inherited, **{k: v for k, v in self.variables.items() if v is not None}}
 
-    def up(self, services: Sequence[str] = (), *, force_recreate: bool = False) -> Command:
+    def services(self) -> Command:
+        """`config --services`: the compose file's services, one per line."""
+        return self._command("config", "--services", timeout_s=60)
+
+    def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False) -> Command:
         return self._command("up", "--detach", "--quiet-pull", "--remove-orphans",
-                             *(("--force-recreate",) if force_recreate else ()), *services)
+                             *(("--no-deps",) if no_deps else ()), *(("--no-recreate",) if no_recreate else ()),
+                             *services)
 
     def stop(self, services: Sequence[str], *, grace_s: int) -> Command:
         # Compose gets the grace period plus time to spare for itself.
@@ -50,5 +55,15 @@ class ComposeProject:
         entrypoint, *args = command
         return self._command("run", "--rm", "--no-deps", "-T", "--entrypoint", entrypoint, service, *args)
 
-    def down(self) -> Command:
-        return self._command("down", "--remove-orphans")
+    def exec(self, service: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+             timeout_s: float | None = None, name: str = "") -> Command:
+        """`command` in the running container of `service`, standard input attached (no
+        TTY, so bytes pass unchanged). `env` reaches it through Compose's own environment
+        (`-e KEY` without a value), never the command line."""
+        env = dict(env or {})
+        base = self._command("exec", "-T", *(a for k in env for a in ("-e", k)), service, *command, timeout_s=timeout_s)
+        return Command(base.argv, timeout_s=base.timeout_s, env={**base.env, **env},
+                       name=name or f"{command[0]} (in the {service} service)")
+
+    def down(self, *, volumes: bool = False) -> Command:
+        return self._command("down", "--remove-orphans", *(("--volumes",) if volumes else ()))

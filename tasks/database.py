@@ -5,16 +5,17 @@ import psycopg
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.postgres import connect, parse_database_url
+from tasks.postgres import connect_url, parse_database_url, reachable_url
 from tasks.runbook_task import runbook_task
 
 STEP = "database"
 
 
 def check_database(env: Environment) -> Finding:
-    db = parse_database_url(env.app.database_url, STEP)
+    db = parse_database_url(env.app.database_url, STEP)  # a URL that does not parse is not worth retrying
     try:
-        with connect(env.app.database_url, STEP) as conn:
+        db = reachable_url(env, STEP)
+        with connect_url(db, STEP) as conn:
             one = conn.execute("SELECT 1").fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
     except StepFailed as exc:

@@ -2,46 +2,66 @@
 up -d` with the images pinned by digest and ALLOW_PROD_MIGRATIONS passed through.
 
 It does not wait: wait-ready watches the containers, so a backend that fails is
-reported with its logs rather than as a stalled `compose up`.
+reported with its logs rather than as a stalled `compose up`. A database that is a
+service of the project (RELEASE_DATABASE_SERVICE) is started if it is not running
+and never recreated: the app's services are brought up without their dependencies.
 """
 
+from blocks.app_contract import ROLES
 from blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
 from tasks.compose import ComposeProject
+from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
 
 STEP = "launch"
+# For compose commands that start none of the app's images (stop, exec, down): the
+# compose file still needs its image variables to be set.
+UNUSED_IMAGE = "unused"
 
 
 def compose_variables(env: Environment, images: dict[str, str]) -> dict[str, str]:
     """What the compose file is given: the app's variables (secrets included, in the
-    command's environment) and the pinned image references."""
+    command's environment), the pinned image references under the contract's variable
+    names, and with a database service the postgres image's POSTGRES_USER,
+    POSTGRES_PASSWORD and POSTGRES_DB, taken from DATABASE_URL (its first start
+    creates the app's role and database with them)."""
     values = {}
     for key in app_keys():
         value = getattr(env.app, key.lower())
         if value is not None:
             values[key] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    values["BACKEND_IMAGE"] = images["backend"]
-    values["FRONTEND_IMAGE"] = images["frontend"]
+    for role in ROLES:
+        values[env.target.image_variable(role)] = images.get(role, UNUSED_IMAGE)
+    if env.target.database_service and env.app.database_url:
+        db = parse_database_url(env.app.database_url, STEP)
+        values.update(POSTGRES_USER=db.user or "postgres", POSTGRES_DB=db.dbname,
+                      POSTGRES_PASSWORD=db.password.get_secret_value() if db.password else "")
     return values
 
 
-def project_compose(env: Environment, images: dict[str, str]) -> ComposeProject:
+def project_compose(env: Environment, images: dict[str, str] | None = None) -> ComposeProject:
     """The Compose project of `env` with `images` pinned: what every compose command
     of a release, a rollback or the sandbox runs against."""
     t = env.target
     if not (t.compose_file and t.compose_project):
         raise StepFailed(STEP, "RELEASE_COMPOSE_FILE and RELEASE_COMPOSE_PROJECT must be set")
-    return ComposeProject(t.compose_file, t.compose_project, compose_variables(env, images), t.compose_env_file,
+    return ComposeProject(t.compose_file, t.compose_project, compose_variables(env, images or {}), t.compose_env_file,
                           timeout_s=t.compose_timeout_s)
 
 
 def compose_up(env: Environment, images: dict[str, str]) -> None:
     """The one `compose up` of this project (releases and the sandbox's first deploy)."""
+    project = project_compose(env, images)
     try:
-        run(project_compose(env, images).up())
+        if db := env.target.database_service:
+            run(project.up([db], no_recreate=True))
+            others = [s for s in run(project.services()).stdout.split() if s != db]
+            run(project.up(others, no_deps=True))
+        else:
+            run(project.up())
     except CommandFailed as exc:
         raise StepFailed(STEP, str(exc)) from None
 

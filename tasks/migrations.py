@@ -3,16 +3,24 @@
 The entrypoint runs `npm run db:migrate` in production only with
 ALLOW_PROD_MIGRATIONS=true and otherwise skips migrations, leaving new code on an
 old schema. So the release computes the pending migrations itself, from the
-migration files inside the image about to run and the "SequelizeMeta" table, and
-refuses up front. After launch it confirms each one was applied.
+migration files inside the image about to run and the migrations table
+(RELEASE_MIGRATIONS_TABLE, Sequelize's "SequelizeMeta" by default), and refuses up
+front. After launch it confirms each one was applied.
+
+Whether a migration can be undone is asked of the image, not guessed from its text:
+the image's own Node.js loads each module (CommonJS or ESM, as sequelize-cli does)
+in a one-off container without a network and reports whether it exports a `down`
+function. An image that cannot be asked (no `node`, a module that does not load)
+leaves the answer unknown, and the undo itself is then verified when it runs.
 """
 
 import io
-import re
+import json
 import tarfile
 
 import docker
 from psycopg import sql
+from pydantic import BaseModel
 
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
@@ -23,8 +31,8 @@ from tasks.runbook_task import runbook_task
 
 GUARD_STEP = "migration-guard"
 CONFIRM_STEP = "migrations"
-META_TABLE = "SequelizeMeta"
-MIGRATION_SUFFIXES = (".js", ".cjs", ".mjs", ".ts", ".sql")
+# What sequelize-cli runs (its pattern: .js, .cjs, .cts and .ts, not .d.ts) and ESM.
+MIGRATION_SUFFIXES = (".js", ".cjs", ".mjs", ".ts", ".cts")
 
 
 class MigrationPlan(Finding):
@@ -32,22 +40,73 @@ class MigrationPlan(Finding):
     applied: list[str] = []  # in the database before the release
     pending: list[str]
     unknown: list[str]  # recorded in the database but absent from the image (a downgrade)
-    without_down: list[str] = []  # pending migrations that cannot be undone
+    without_down: list[str] = []  # pending migrations that export no `down`: cannot be undone
+    down_unknown: list[str] = []  # pending migrations the image could not say about
 
 
-# A Sequelize migration exports `down` (`down: async (...) =>` or `async down(...)`);
-# the stand-in's SQL files carry a `-- down` section. A down step that exists but
-# does nothing is not detected: the undo would then fail its confirmation instead.
-_JS_DOWN = re.compile(rb"\bdown\s*(:|\()")
-_SQL_DOWN = re.compile(rb"^\s*--\s*down\s*$(.*)", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+# Run by the image's `node -e` with the directory and the file names as arguments;
+# prints {name: true | false | "why it could not be loaded"} as one JSON line.
+DOWN_PROBE = r"""
+const path = require("path"), { pathToFileURL } = require("url");
+const [dir, ...names] = process.argv.slice(1);
+(async () => {
+  const out = {};
+  for (const name of names) {
+    try {
+      const m = await import(pathToFileURL(path.join(dir, name)).href);
+      const mod = m.default && typeof m.default === "object" ? m.default : m;
+      out[name] = typeof (mod.down ?? m.down) === "function";
+    } catch (e) {
+      out[name] = String((e && e.message) || e).split("\n")[0].slice(0, 200);
+    }
+  }
+  process.stdout.write("smartrelease-down-probe " + JSON.stringify(out) + "\n");
+})();
+"""
+PROBE_TIMEOUT_S = 120
 
 
-def has_down_step(name: str, content: bytes) -> bool:
-    if name.endswith(".sql"):
-        found = _SQL_DOWN.search(content)
-        body = found.group(1) if found else b""
-        return any(line.strip() and not line.strip().startswith(b"--") for line in body.splitlines())
-    return bool(_JS_DOWN.search(content))
+class DownSteps(BaseModel):
+    """Which migrations export a `down` function, as the image's Node.js says."""
+
+    has: dict[str, bool | None]  # None: could not be told
+    unknown_why: str | None = None
+
+    def without(self) -> list[str]:
+        return [m for m, has in self.has.items() if has is False]
+
+    def unknown(self) -> list[str]:
+        return [m for m, has in self.has.items() if has is None]
+
+
+def down_steps(client: docker.DockerClient, image_ref: str, directory: str, names: list[str]) -> DownSteps:
+    """Ask the image whether each of `names` (files in `directory`) exports `down`."""
+    if not names:
+        return DownSteps(has={})
+    container = None
+    try:
+        container = client.containers.create(image_ref, entrypoint=["node", "-e", DOWN_PROBE],
+                                              command=[directory, *names], network_disabled=True)
+        container.start()
+        status = container.wait(timeout=PROBE_TIMEOUT_S)
+        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        err = container.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+    except docker.errors.APIError as exc:  # no `node` in the image, among others
+        return DownSteps(has={m: None for m in names}, unknown_why=f"the image cannot run node: {exc.explanation or exc}")
+    except Exception as exc:  # a probe that outlives its limit (the read times out)
+        return DownSteps(has={m: None for m in names}, unknown_why=f"node did not answer: {type(exc).__name__}")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+    line = next((l for l in out.splitlines() if l.startswith("smartrelease-down-probe ")), None)
+    if status.get("StatusCode") != 0 or line is None:
+        why = err[-1] if err else f"exit {status.get('StatusCode')}"
+        return DownSteps(has={m: None for m in names}, unknown_why=f"node could not load the migrations: {why[:200]}")
+    answers = json.loads(line.split(" ", 1)[1])
+    has = {m: answers.get(m) if isinstance(answers.get(m), bool) else None for m in names}
+    failed = {m: answers[m] for m in names if isinstance(answers.get(m), str)}
+    why = "; ".join(f"{m}: {e}" for m, e in failed.items()) or None
+    return DownSteps(has=has, unknown_why=f"node could not load {why}" if why else None)
 
 
 def migration_files(client: docker.DockerClient, image_ref: str, directory: str) -> dict[str, bytes]:
@@ -64,29 +123,31 @@ def migration_files(client: docker.DockerClient, image_ref: str, directory: str)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
-            if member.isfile() and "/" in member.name and name.endswith(MIGRATION_SUFFIXES):
+            # Files directly in the directory: sequelize-cli does not look in subdirectories.
+            if (member.isfile() and member.name.count("/") == 1 and name.endswith(MIGRATION_SUFFIXES)
+                    and not name.endswith(".d.ts")):
                 files[name] = tar.extractfile(member).read()
     return files
 
 
 def applied_migrations(env: Environment, step: str) -> list[str]:
-    with connect(env.app.database_url, step) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f'"{META_TABLE}"',)).fetchone()[0]
-        if exists is None:
+    """The names in the migrations table, in name order (Sequelize's own order); [] before the first."""
+    table = sql.Identifier(env.target.migrations_table)
+    with connect(env, step) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
             return []
-        rows = conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(sql.Identifier(META_TABLE)))
-        return [r[0] for r in rows]
+        return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(table))]
 
 
 def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
+    client = engine()
     try:
-        files = migration_files(engine(), backend_ref, env.target.migrations_dir)
+        files = migration_files(client, backend_ref, env.target.migrations_dir)
     except docker.errors.DockerException as exc:
         raise StepFailed(GUARD_STEP, f"cannot read migrations from {backend_ref}: {exc}") from None
     in_image = sorted(files)
     applied = applied_migrations(env, GUARD_STEP)
     pending = [m for m in in_image if m not in applied]
-    without_down = [m for m in pending if not has_down_step(m, files[m])]
     unknown = [m for m in applied if m not in in_image]
     allow = env.app.allow_prod_migrations == "true"
     if pending and env.target.production and not allow:
@@ -96,10 +157,15 @@ def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
             "the entrypoint would skip them and run the new code on the old schema. Nothing was changed; "
             "set ALLOW_PROD_MIGRATIONS=true to release this version.",
         )
+    downs = down_steps(client, backend_ref, env.target.migrations_dir, pending)
     detail = f"{len(pending)} pending: {', '.join(pending)}" if pending else f"none pending ({len(in_image)} in the image, all applied)"
-    if without_down:
-        detail += f"; no down step: {', '.join(without_down)}"
-    facts = dict(in_image=in_image, applied=applied, pending=pending, unknown=unknown, without_down=without_down)
+    if downs.without():
+        detail += f"; no down step: {', '.join(downs.without())}"
+    if downs.unknown():
+        detail += (f"; down step unknown for {', '.join(downs.unknown())} ({downs.unknown_why}): an undo of it "
+                   "would be verified as it runs")
+    facts = dict(in_image=in_image, applied=applied, pending=pending, unknown=unknown, without_down=downs.without(),
+                 down_unknown=downs.unknown())
     if unknown:
         return MigrationPlan(detail=f"{detail}; the database has migrations this image does not know: {', '.join(unknown)}",
                              warning=True, **facts)

@@ -1,12 +1,22 @@
-"""The one way this project connects to the app's PostgreSQL."""
+"""The one way this project reaches the app's PostgreSQL.
 
-from dataclasses import dataclass
+DATABASE_URL is the app's view of the database (`db:5432` on the Compose project's
+network, say); this host may reach it elsewhere. `reachable_url` says where:
+RELEASE_DATABASE_ADDRESS when set; else, for a database that is a service of the
+project (RELEASE_DATABASE_SERVICE), that container's address on the project's
+network, read from Docker Engine; else DATABASE_URL's own host and port.
+"""
+
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
+import docker
 import psycopg
 from pydantic import SecretStr
 
 from smartrelease.errors import StepFailed
+from tasks.images import engine
+from tasks.running import service_address
 
 CONNECT_TIMEOUT_S = 5
 # The tool's own queries are small; one waiting behind a lock (a migration running)
@@ -21,10 +31,20 @@ class DatabaseUrl:
     dbname: str
     user: str | None
     password: SecretStr | None
+    seen_by_app: str | None = None  # host:port in DATABASE_URL, when this host reaches it elsewhere
 
     def safe(self) -> str:
         user = f"{self.user}@" if self.user else ""
-        return f"{user}{self.host}:{self.port}/{self.dbname}"
+        via = f" (reached at {self.host}:{self.port})" if self.seen_by_app else ""
+        return f"{user}{self.seen_by_app or f'{self.host}:{self.port}'}/{self.dbname}{via}"
+
+    def reached_at(self, host: str, port: int) -> "DatabaseUrl":
+        if (host, port) == (self.host, self.port):
+            return self
+        return replace(self, host=host, port=port, seen_by_app=f"{self.host}:{self.port}")
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password else None
 
 
 def parse_database_url(url: SecretStr | None, step: str) -> DatabaseUrl:
@@ -50,15 +70,40 @@ def parse_database_url(url: SecretStr | None, step: str) -> DatabaseUrl:
     )
 
 
-def connect(url: SecretStr | None, step: str, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connection:
-    db = parse_database_url(url, step)
+def reachable_url(env, step: str) -> DatabaseUrl:
+    """DATABASE_URL as this host reaches it (see the module's docstring)."""
+    db = parse_database_url(env.app.database_url, step)
+    t = env.target
+    if address := t.database_host_port():
+        return db.reached_at(*address)
+    if t.database_service:
+        try:
+            found = service_address(engine(timeout_s=30), t.compose_project or "", t.database_service)
+        except docker.errors.DockerException as exc:
+            raise StepFailed(step, f"cannot read the database service's address from Docker Engine: {exc}",
+                             transient=True) from None
+        if found is None:
+            raise StepFailed(step, f"the database service {t.database_service} is not running in Compose project "
+                                   f"{t.compose_project}: start it with `docker compose -p {t.compose_project} "
+                                   f"up -d {t.database_service}` (an environment's database is provisioned "
+                                   "before its first release)", transient=True)
+        return db.reached_at(found, db.port)
+    return db
+
+
+def connect(env, step: str, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connection:
+    """A session with the app's credentials, at the address this host reaches."""
+    return connect_url(reachable_url(env, step), step, timeout_s)
+
+
+def connect_url(db: DatabaseUrl, step: str, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connection:
     try:
         return psycopg.connect(
             host=db.host,
             port=db.port,
             dbname=db.dbname,
             user=db.user,
-            password=db.password.get_secret_value() if db.password else None,
+            password=db.password_value(),
             connect_timeout=max(1, int(timeout_s)),
             autocommit=True,
             application_name="smartrelease",
@@ -66,6 +111,13 @@ def connect(url: SecretStr | None, step: str, timeout_s: float = CONNECT_TIMEOUT
         )
     except psycopg.Error as exc:
         raise StepFailed(step, f"cannot connect to {db.safe()}: {_first_line(exc)}") from None
+
+
+def server_major(env, step: str) -> tuple[int, str]:
+    """(major version, full version) of the app's PostgreSQL server."""
+    with connect(env, step) as conn:
+        number, full = conn.execute("SELECT current_setting('server_version_num'), current_setting('server_version')").fetchone()
+    return int(number) // 10000, full
 
 
 def _first_line(exc: Exception) -> str:

@@ -6,7 +6,8 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
-from tasks.build_pin import SERVICES, registry_for, repository_path
+from blocks.app_contract import ROLES
+from tasks.build_pin import registry_for, repository_path
 from tasks.registry import Registry, RegistryError
 from tasks.runbook_task import runbook_task
 
@@ -50,7 +51,7 @@ def resolve(env: Environment, from_tag: str) -> Resolved:
     try:
         with registry_for(env) as registry:
             images = {}
-            for service in SERVICES:
+            for service in ROLES:
                 path = repository_path(env, service)
                 images[service] = f"{env.target.registry}/{path}@{resolve_tag(registry, path, from_tag)}"
     except RegistryError as exc:

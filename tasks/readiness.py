@@ -56,13 +56,14 @@ def wait_ready(env: Environment) -> Finding:
                 waiting_for = "containers: " + ", ".join(f"{n} {services[n].health or services[n].status}" for n in starting)
             else:
                 try:
-                    ready_status = web.get("/ready").status_code
+                    ready_status = web.get(env.target.ready_path).status_code
                 except httpx.HTTPError as exc:
                     ready_status = type(exc).__name__
                 if ready_status == 200:
                     took = time.monotonic() - started
-                    return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, /ready 200")
-                waiting_for = f"/ready answered {ready_status}"
+                    return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, "
+                                          f"{env.target.ready_path} 200")
+                waiting_for = f"{env.target.ready_path} answered {ready_status}"
             if time.monotonic() + delay > deadline:
                 raise StepFailed(STEP, f"not ready after {env.target.ready_timeout_s:.0f} s: waiting for {waiting_for}")
             time.sleep(delay)

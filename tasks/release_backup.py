@@ -15,7 +15,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.backup_crypto import recorded_checksum, sha256_file
 from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
-from tasks.postgres import parse_database_url
+from tasks.pg_client import pg_tools
 from tasks.runbook_task import runbook_task
 
 STEP = "backup"
@@ -53,12 +53,11 @@ def _directory(env: Environment, step: str) -> Path:
 def take_backup(env: Environment, label: str, step: str) -> BackupRecord:
     """Dump, encrypt, checksum, then read the result whole; the record names it."""
     directory, passphrase = _directory(env, step), _passphrase(env, step)
-    db = parse_database_url(env.app.database_url, step)
+    tools = pg_tools(env, step)
     target = directory / backup_name(env.name, label)
     try:
-        digest = dump_database_encrypted(db.host, db.port, db.user, db.password.get_secret_value() if db.password else None,
-                                         db.dbname, target, passphrase, env.target.backup_timeout_s)
-        read_whole(target, passphrase, env.target.backup_timeout_s)
+        digest = dump_database_encrypted(tools, target, passphrase, env.target.backup_timeout_s)
+        read_whole(target, passphrase, env.target.backup_timeout_s, tools)
     except BackupUnreadable as exc:
         raise StepFailed(step, f"backup {target.name} was written but does not read back: {exc}") from None
     except BackupError as exc:

@@ -2,9 +2,14 @@
 backup, in one transaction: if anything fails, it stays as it was.
 
 The checksum is checked first (a tampered file is refused before anything is
-touched), then the backup is decrypted into `pg_restore --file=-`, whose SQL goes to
-`psql --single-transaction` after a preamble that drops what the app's schema holds
-now (tables a newer migration created would otherwise survive the restore).
+touched), then the backup is decrypted into `pg_restore --single-transaction
+--file=-`, whose SQL goes to psql after a preamble that opens the transaction and
+drops what the app's schema holds now (tables a newer migration created would
+otherwise survive the restore). The only COMMIT is the one pg_restore writes after
+the archive's last item: a pg_restore that fails (a truncated or altered file, an
+archive too new for it) never writes it, and psql ending without it rolls the
+transaction back. That holds for psql in the database service's container too, where
+stopping the `docker compose exec` client only ends psql's input.
 """
 
 import subprocess
@@ -12,12 +17,11 @@ import threading
 from pathlib import Path
 
 from blocks.envfile import Environment
-from smartrelease.errors import StepFailed
-from smartrelease.process import Deadline, failure
+from smartrelease.errors import CommandFailed, StepFailed
+from smartrelease.process import Deadline, failure, start
 from smartrelease.report import Finding
 from tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
-from tasks.backup_files import pg_environment
-from tasks.postgres import parse_database_url
+from tasks.pg_client import pg_tools
 from tasks.runbook_task import runbook_task
 
 STEP = "restore-database"
@@ -26,6 +30,7 @@ LOCK_TIMEOUT = "30s"  # a session still holding locks fails the restore instead 
 # Everything in the public schema and in schemas the app's user owns, except
 # objects that belong to an extension (the dump re-creates those with the extension).
 EMPTY_SCHEMA = f"""
+BEGIN;
 SET lock_timeout = '{LOCK_TIMEOUT}';
 DO $$
 DECLARE r record;
@@ -65,21 +70,29 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
         verify_checksum(path)
     except BackupIntegrityError as exc:
         raise StepFailed(STEP, f"{exc}; the database was not touched") from None
-    db = parse_database_url(env.app.database_url, STEP)
-    pg_env = pg_environment(db.password.get_secret_value() if db.password else None)
-    psql = subprocess.Popen(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h", db.host, "-p", str(db.port),
-         "-d", db.dbname, *(["-U", db.user] if db.user else []), "-c", EMPTY_SCHEMA, "-f", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=pg_env)
-    restore = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--file=-"],
-                               stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+    tools = pg_tools(env, STEP)
+    timeout_s = env.target.backup_timeout_s
+    psql_command = tools.command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", timeout_s=timeout_s)
+    restore_command = tools.command("pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--file=-",
+                                    connect=False, timeout_s=timeout_s)
+    try:
+        psql = start(psql_command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except CommandFailed as exc:
+        raise StepFailed(STEP, f"{exc}; the database was not touched") from None
+    try:
+        psql.stdin.write(EMPTY_SCHEMA.encode())  # a few KB: fits the pipe, so this does not block
+        psql.stdin.flush()
+        restore = start(restore_command, stdin=subprocess.PIPE, stdout=psql.stdin, stderr=subprocess.PIPE)
+    except (CommandFailed, BrokenPipeError) as exc:
+        _kill(psql)
+        raise StepFailed(STEP, f"{exc or 'psql stopped'}; the database was not touched") from None
     psql.stdin.close()  # pg_restore holds the write end now
     errors: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda p=p, n=n: errors.__setitem__(n, p.stderr.read()), daemon=True)
                for n, p in (("psql", psql), ("pg_restore", restore))]
     for t in readers:
         t.start()
-    with Deadline(env.target.backup_timeout_s, psql, restore) as deadline:
+    with Deadline(timeout_s, psql, restore) as deadline:
         try:
             # Each chunk is written only once the next one exists: the last one waits for
             # the GCM tag, so an altered file never reaches pg_restore complete.
@@ -92,7 +105,7 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
                 restore.stdin.write(held)
             restore.stdin.close()
         except BackupIntegrityError as exc:
-            _kill(psql, restore)  # psql dies before COMMIT: the transaction is rolled back
+            _kill(restore, psql)  # no COMMIT was written: the transaction is rolled back
             raise StepFailed(STEP, f"{exc}; the database was not touched") from None
         except BrokenPipeError:
             pass  # pg_restore or psql stopped: their exit statuses say why
@@ -102,13 +115,15 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
         t.join(timeout=10)
     rolled_back = "the transaction was rolled back, the database is as it was"
     if deadline.expired:
-        raise StepFailed(STEP, f"the restore took longer than {env.target.backup_timeout_s:g} s "
+        raise StepFailed(STEP, f"the restore took longer than {timeout_s:g} s "
                                f"(RELEASE_BACKUP_TIMEOUT_S) and was stopped; {rolled_back}")
     if restore.returncode != 0:
-        raise StepFailed(STEP, f"{failure('pg_restore', restore.returncode, errors.get('pg_restore', b''))}; {rolled_back}")
+        raise StepFailed(STEP, f"{failure(restore_command.name, restore.returncode, errors.get('pg_restore', b''))}; "
+                               f"{rolled_back}")
     if psql.returncode != 0:
-        raise StepFailed(STEP, f"{failure('psql', psql.returncode, errors.get('psql', b''))}; {rolled_back}")
-    return Finding(detail=f"database restored from {path.name} (checksum verified, one transaction)")
+        raise StepFailed(STEP, f"{failure(psql_command.name, psql.returncode, errors.get('psql', b''))}; {rolled_back}")
+    return Finding(detail=f"database restored from {path.name} (checksum verified, one transaction, "
+                          f"with {tools.where}'s PostgreSQL programs)")
 
 
 def _kill(*procs: subprocess.Popen) -> None:

@@ -16,14 +16,16 @@ from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
 from tasks.backup_crypto import sha256_file
 from tasks.backup_files import BackupUnreadable, read_whole
-from tasks.build_pin import SERVICES, registry_for, repository_path
+from blocks.app_contract import ROLES
+from tasks.build_pin import registry_for, repository_path
 from tasks.images import engine, ensure_local
-from tasks.migrations import applied_migrations, has_down_step, migration_files
+from tasks.migrations import applied_migrations, down_steps, migration_files
+from tasks.pg_client import pg_tools
 from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 from tasks.runbook_task import runbook_task
-from tasks.running import RunningService, project_containers, running_services
+from tasks.running import RunningService, app_services, project_containers, running_services
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -48,7 +50,7 @@ def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str
     """The release's own migrations, from "SequelizeMeta" now against before launch."""
     applied = applied_migrations(env, STEP)
     to_undo = sorted((m for m in applied if m not in plan.applied_before), reverse=True)
-    without_down = [m.name for m in plan.migrations if not m.has_down and m.name in to_undo]
+    without_down = [m.name for m in plan.migrations if m.has_down is False and m.name in to_undo]
     backup = plan.backup if plan.backup and plan.backup.taken_now else None
     detail = f"back to {plan.previous.version}; database: {strategy}"
     detail += f", undo {', '.join(to_undo)}" if strategy == "undo" and to_undo else ""
@@ -85,7 +87,7 @@ def target_from_history(stack: list[dict], running: Deployment | None, to_versio
     if not stack:
         raise StepFailed(STEP, "the history has no release to go back to")
     top = stack[-1]
-    consistent = running is not None and all(running.images.get(s) == top.get(s) for s in SERVICES)
+    consistent = running is not None and all(running.images.get(s) == top.get(s) for s in ROLES)
     if not consistent:
         return top
     if len(stack) < 2:
@@ -106,9 +108,10 @@ def is_exactly(client: docker.DockerClient, env: Environment, deployment: Deploy
     if deployment is None:
         return False
     for c in project_containers(client, env.target.compose_project or ""):
-        ref = deployment.images.get(c.labels.get("com.docker.compose.service"))
+        role = env.target.role_of(c.labels.get("com.docker.compose.service", ""))
+        ref = deployment.images.get(role) if role else None
         if ref is None:
-            continue  # not a release's service (the edge proxy)
+            continue  # not a release's service (the edge proxy, the database)
         digests = client.images.get(c.attrs["Image"]).attrs.get("RepoDigests") or []
         if c.status != "running" or ref not in digests:
             return False
@@ -120,7 +123,7 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     services = running_services(client, env)
     current = running_deployment(env, services)
     row = target_from_history(deployed(history), current if is_exactly(client, env, current) else None, to_version)
-    target = Deployment(version=row["version"], images={s: row[s] for s in SERVICES})
+    target = Deployment(version=row["version"], images={s: row[s] for s in ROLES})
     try:
         missing = missing_images(env, list(target.images.values()))
     except RegistryError as exc:
@@ -140,7 +143,8 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     if to_undo and strategy == "undo":
         undo_image = _backend_ref(env, services)
         files = migration_files(client, undo_image, env.target.migrations_dir) if undo_image else {}
-        without_down = [m for m in to_undo if m not in files or not has_down_step(m, files[m])]
+        downs = down_steps(client, undo_image, env.target.migrations_dir, [m for m in to_undo if m in files])
+        without_down = [m for m in to_undo if m not in files or m in downs.without()]
 
     backup = None
     if strategy == "restore":
@@ -157,7 +161,7 @@ def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str |
     """The backend container's image by digest, whether it runs or not (an interrupted
     release): the image that applied the migrations, so the one with their down steps."""
     repository = f"{env.target.registry}/{repository_path(env, 'backend')}"
-    found = services.get("backend")
+    found = app_services(env, services).get("backend")
     digest = found.digest_in(repository) if found else None
     return f"{repository}@{digest}" if digest else None
 
@@ -182,7 +186,7 @@ def _recorded_backup(env: Environment, history: list[dict], target: dict) -> Bac
         raise StepFailed(STEP, f"backup {name} is not in BACKUP_DIR; nothing was changed")
     try:
         read_whole(path, env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None,
-                   env.target.backup_timeout_s)
+                   env.target.backup_timeout_s, pg_tools(env, STEP, server=False))
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"backup {name} refused before any restore: {exc}") from None
     return BackupRecord(detail=name, name=name, path=str(path), sha256=sha256_file(path),

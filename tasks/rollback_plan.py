@@ -11,18 +11,19 @@ from pydantic import BaseModel
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.build_pin import LABEL_VERSION, SERVICES, repository_path
+from blocks.app_contract import ROLES
+from tasks.build_pin import LABEL_VERSION, repository_path
 from tasks.images import engine
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord
 from tasks.runbook_task import runbook_task
-from tasks.running import RunningService, running_services
+from tasks.running import RunningService, app_services, running_services
 
 STEP = "rollback-plan"
 
 
 class Deployment(BaseModel):
-    """A version and its images pinned by digest: {service: registry/repository@sha256:...}."""
+    """A version and its images pinned by digest: {role: registry/repository@sha256:...}."""
 
     version: str | None
     images: dict[str, str]
@@ -30,7 +31,7 @@ class Deployment(BaseModel):
 
 class MigrationUndo(BaseModel):
     name: str
-    has_down: bool
+    has_down: bool | None  # None: the image could not say; the undo is verified as it runs
 
 
 class RollbackPlan(Finding):
@@ -56,8 +57,9 @@ class RollbackPlan(Finding):
         else:
             lines.append("| backup | — |")
         lines += ["", "| migration about to run | down step |", "|---|---|"]
-        lines += [f"| {m.name} | {'yes' if m.has_down else '**NO**: cannot be undone, restore the backup instead'} |"
-                  for m in self.migrations] or ["| none | |"]
+        says = {True: "yes", False: "**NO**: cannot be undone, restore the backup instead",
+                None: "unknown (the image could not say): the undo is verified as it runs"}
+        lines += [f"| {m.name} | {says[m.has_down]} |" for m in self.migrations] or ["| none | |"]
         return "\n".join(lines) + "\n"
 
 
@@ -69,15 +71,15 @@ def running_deployment(env: Environment, running: dict[str, RunningService] | No
             running = running_services(engine(timeout_s=30), env)
         except docker.errors.DockerException as exc:
             raise StepFailed(STEP, f"cannot read the running containers: {exc}") from None
-    images = {}
-    for service in SERVICES:
-        found = running.get(service)
-        repository = f"{env.target.registry}/{repository_path(env, service)}"
+    images, by_role = {}, app_services(env, running)
+    for role in ROLES:
+        found = by_role.get(role)
+        repository = f"{env.target.registry}/{repository_path(env, role)}"
         digest = found.digest_in(repository) if found else None
         if digest is None:
             return None
-        images[service] = f"{repository}@{digest}"
-    return Deployment(version=running["backend"].labels.get(LABEL_VERSION), images=images)
+        images[role] = f"{repository}@{digest}"
+    return Deployment(version=by_role["backend"].labels.get(LABEL_VERSION), images=images)
 
 
 def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, backup: BackupRecord | None,
@@ -94,11 +96,12 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, bac
         missing.append("no fresh backup")
     if missing and not first_release:
         raise StepFailed(STEP, "rollback plan incomplete: " + "; ".join(missing) + ". Nothing was changed.")
-    steps = [MigrationUndo(name=m, has_down=m not in migrations.without_down) for m in migrations.pending]
+    steps = [MigrationUndo(name=m, has_down=None if m in migrations.down_unknown else m not in migrations.without_down)
+             for m in migrations.pending]
     detail = (f"back to {previous.version} by digest" if previous else "first release: nothing to go back to")
     if backup:
         detail += f"; backup {backup.name}, {backup.age_s() / 60:.1f} min old"
-    if no_down := [m.name for m in steps if not m.has_down]:
+    if no_down := [m.name for m in steps if m.has_down is False]:
         detail += f"; no down step: {', '.join(no_down)} (a rollback would leave the schema and need a human)"
     return RollbackPlan(detail=detail, warning=bool(no_down) or (first_release and bool(missing)),
                         environment=env.name, version=version, first_release=first_release, previous=previous,

@@ -1,9 +1,12 @@
 """What the Compose project is running right now, read from Docker Engine: each
 service's container, the image it runs, that image's registry digest and labels."""
 
+from urllib.parse import urlsplit, urlunsplit
+
 import docker
 from pydantic import BaseModel
 
+from blocks.app_contract import ROLES
 from blocks.envfile import Environment
 from smartrelease.refs import same_repository
 
@@ -29,8 +32,34 @@ class RunningService(BaseModel):
         return next((d.split("@", 1)[1] for d in self.digests if same_repository(d.split("@", 1)[0], repository)), None)
 
 
+def app_services(env: Environment, services: dict[str, RunningService]) -> dict[str, RunningService]:
+    """The services a release ships, by role (backend, frontend), whatever the
+    contract names them in the compose file."""
+    return {role: services[env.target.service(role)] for role in ROLES if env.target.service(role) in services}
+
+
 def project_containers(client: docker.DockerClient, project: str) -> list:
     return client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+
+
+def service_address(client: docker.DockerClient, project: str, service: str) -> str | None:
+    """The address at which this host reaches the running container of `service`: its
+    IP on the project's network (on Linux the host routes to its bridge networks), or
+    127.0.0.1 for a container on the host's network. None when it is not running."""
+    found = client.containers.list(filters={"label": [f"com.docker.compose.project={project}",
+                                                      f"com.docker.compose.service={service}"],
+                                            "status": "running"})
+    if not found:
+        return None
+    settings = found[0].attrs.get("NetworkSettings") or {}
+    networks = settings.get("Networks") or {}
+    if "host" in networks:
+        return "127.0.0.1"
+    # The project's default network first, then any other it is attached to.
+    for name in sorted(networks, key=lambda n: (n != f"{project}_default", n)):
+        if address := networks[name].get("IPAddress"):
+            return address
+    return None
 
 
 def running_services(client: docker.DockerClient, env: Environment) -> dict[str, RunningService]:
@@ -49,6 +78,23 @@ def running_services(client: docker.DockerClient, env: Environment) -> dict[str,
             reference=(c.attrs.get("Config") or {}).get("Image") or "",
         )
     return services
+
+
+def reachable_url(client: docker.DockerClient, project: str, url: str) -> str:
+    """`url` as this host reaches it: an http URL whose host is a service of the
+    Compose project (`http://backend:8080/metrics`, an internal endpoint the edge does
+    not route) gets that container's address; any other URL is returned as it is."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return url
+    labels = [f"com.docker.compose.project={project}", f"com.docker.compose.service={parts.hostname}"]
+    if not client.containers.list(all=True, filters={"label": labels}):
+        return url  # not a service of the project: a name DNS knows
+    address = service_address(client, project, parts.hostname)
+    if address is None:
+        raise LookupError(f"the {parts.hostname} service is not running in Compose project {project}")
+    netloc = address + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def logs_tail(client: docker.DockerClient, container_id: str, lines: int = 15) -> str:

@@ -1,5 +1,5 @@
 """Runbook, deploy step 3, "Smoke tests" (postdeploy.sh / smoke-prod.sh): each
-endpoint answers 200 with JSON through the public URL. One task per endpoint, run
+endpoint (the contract's smoke_paths) answers 200 with JSON through the public URL. One task per endpoint, run
 in parallel; a 5xx or a dropped connection is retried, a 4xx is not."""
 
 import httpx
@@ -11,7 +11,6 @@ from tasks.http import client
 from tasks.runbook_task import runbook_task
 
 STEP = "smoke"
-ENDPOINTS = ("/health", "/ready", "/api/system/version", "/api/auth/health")
 
 
 def get_json(env: Environment, path: str, step: str) -> dict:

@@ -1,5 +1,6 @@
-"""Preflight `tls`: `curl -I https://<host>/api/health` with a trusted chain and 200 OK,
-plus how many days the certificate has left."""
+"""Preflight `tls`: `curl -I https://<host>/api/health` (a HEAD request to the contract's
+api_health_path) with a trusted chain and 200 OK, plus how many days the certificate
+has left."""
 
 import socket
 import ssl
@@ -15,7 +16,6 @@ from tasks import http
 from tasks.runbook_task import runbook_task
 
 STEP = "tls"
-HEALTH_PATH = "/api/health"
 
 # OpenSSL X509_V_ERR_* codes, as ssl.SSLCertVerificationError.verify_code.
 _EXPIRED = 10
@@ -51,7 +51,7 @@ def days_left(cert: dict, now: float | None = None) -> float:
     return (ssl.cert_time_to_seconds(cert["notAfter"]) - (now if now is not None else time.time())) / 86400
 
 
-AFTER_LAUNCH = "the certificate and /api/health are checked after launch"
+AFTER_LAUNCH = "the certificate and the health check are checked after launch"
 
 
 def _resolves(host: str) -> bool:
@@ -70,10 +70,11 @@ def check_tls(env: Environment, first_release: bool = False) -> Finding:
     if not env.target.public_url:
         raise StepFailed(STEP, "RELEASE_PUBLIC_URL is not set")
     host = urlsplit(env.target.public_url).hostname or env.target.public_url
+    path = env.target.api_health_path
     if first_release and not _resolves(host):
         raise StepFailed(STEP, f"{host} does not resolve (DNS): the first release could not be reached")
     try:
-        with http.client(env.target) as client, client.stream("GET", HEALTH_PATH) as resp:
+        with http.client(env.target) as client, client.stream("HEAD", path) as resp:
             ssl_object = resp.extensions["network_stream"].get_extra_info("ssl_object")
             cert = ssl_object.getpeercert() if ssl_object else None
             status = resp.status_code
@@ -88,7 +89,7 @@ def check_tls(env: Environment, first_release: bool = False) -> Finding:
     except httpx.TimeoutException:
         raise StepFailed(STEP, f"{host} did not answer in time", transient=True) from None
     except httpx.HTTPError as exc:
-        raise StepFailed(STEP, f"GET {HEALTH_PATH} on {host} failed: {type(exc).__name__}", transient=True) from None
+        raise StepFailed(STEP, f"HEAD {path} on {host} failed: {type(exc).__name__}", transient=True) from None
 
     if not cert:
         raise StepFailed(STEP, f"{env.target.public_url} is not served over TLS")
@@ -96,9 +97,9 @@ def check_tls(env: Environment, first_release: bool = False) -> Finding:
     expiry = f"certificate expires in {left:.1f} days ({cert['notAfter']})"
     problems, notes = [], []
     if status != 200 and first_release:
-        notes.append(f"first release: GET {HEALTH_PATH} answered {status}; {AFTER_LAUNCH}")
+        notes.append(f"first release: HEAD {path} answered {status}; {AFTER_LAUNCH}")
     elif status != 200:
-        problems.append(f"GET {HEALTH_PATH} answered {status}, expected 200")
+        problems.append(f"HEAD {path} answered {status}, expected 200")
     if left < env.target.tls_fail_days:
         problems.append(f"{expiry}, under the {env.target.tls_fail_days}-day limit")
     if problems:

@@ -5,7 +5,8 @@ migrates or writes underneath.
 The undo command (RELEASE_UNDO_COMMAND) runs in a one-off container of the backend
 service (`compose run --no-deps`), from the image that applied the migrations: only
 that image has their down steps. Each run must remove exactly the migration
-expected from "SequelizeMeta"; anything else stops the undo.
+expected from the migrations table, and nothing else may change there; anything
+else stops the undo.
 """
 
 import shlex
@@ -25,7 +26,7 @@ STOP_TIMEOUT_S = 30
 
 def stop_backend(env: Environment, images: dict[str, str]) -> Finding:
     try:
-        run(project_compose(env, images).stop(["backend"], grace_s=STOP_TIMEOUT_S))
+        run(project_compose(env, images).stop([env.target.backend_service], grace_s=STOP_TIMEOUT_S))
     except CommandFailed as exc:
         raise StepFailed(STOP_STEP, str(exc)) from None
     return Finding(detail="backend stopped: nothing migrates or writes while the database is changed")
@@ -35,11 +36,24 @@ def _tail(text: str, lines: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def unexpected_change(before: list[str], after: list[str], name: str) -> str | None:
+    """What is wrong with the migrations table after undoing `name`, or None: exactly
+    `name` must have gone, and nothing else."""
+    problems = []
+    if name in after:
+        problems.append(f"{name} is still recorded as applied")
+    if also_gone := [m for m in before if m not in after and m != name]:
+        problems.append(f"it also removed {', '.join(also_gone)}")
+    if added := [m for m in after if m not in before]:
+        problems.append(f"{', '.join(added)} appeared")
+    return "; ".join(problems) or None
+
+
 def undo_migrations(env: Environment, image_ref: str, to_undo: list[str]) -> Finding:
     """Undo `to_undo` (names), newest first, with the undo command of `image_ref`."""
     command = shlex.split(env.target.undo_command)
     done: list[str] = []
-    project = project_compose(env, {"backend": image_ref, "frontend": "unused"})
+    project = project_compose(env, {"backend": image_ref})
     for name in sorted(to_undo, reverse=True):
         applied = applied_migrations(env, STEP)
         if name not in applied:
@@ -49,16 +63,16 @@ def undo_migrations(env: Environment, image_ref: str, to_undo: list[str]) -> Fin
             raise StepFailed(STEP, f"the newest applied migration is {applied[-1]}, not {name}: the undo command would "
                                    f"revert the wrong one; stopped after {', '.join(done) or 'nothing'}")
         try:
-            result = run(project.run("backend", command), check=False)
+            result = run(project.run(env.target.backend_service, command), check=False)
         except CommandFailed as exc:  # did not start, or ran out of time
             raise StepFailed(STEP, f"{exc}; undone before it: {', '.join(done) or 'nothing'}") from None
         if result.returncode != 0:
             out = _tail(result.stdout + "\n" + result.stderr)
             raise StepFailed(STEP, f"`{env.target.undo_command}` failed on {name} (exit {result.returncode}); "
                                    f"undone before it: {', '.join(done) or 'nothing'}\n{out}")
-        if name in applied_migrations(env, STEP):
-            raise StepFailed(STEP, f"`{env.target.undo_command}` exited 0 but {name} is still recorded as applied\n"
-                                   f"{_tail(result.stdout)}")
+        if problem := unexpected_change(applied, applied_migrations(env, STEP), name):
+            raise StepFailed(STEP, f"`{env.target.undo_command}` exited 0 but {problem}; undone before it: "
+                                   f"{', '.join(done) or 'nothing'}\n{_tail(result.stdout)}")
         done.append(name)
     return Finding(detail=f"undone, newest first: {', '.join(done)}" if done else "nothing to undo")
 

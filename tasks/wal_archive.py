@@ -43,7 +43,7 @@ def waiting_segments(current: str | None, last_archived: str | None, segment_siz
 
 def check_wal_archive(env: Environment) -> Finding:
     try:
-        with connect(env.app.database_url, STEP) as conn:
+        with connect(env, STEP) as conn:
             row = conn.execute(_QUERY).fetchone()
     except StepFailed as exc:
         raise StepFailed(STEP, exc.reason, transient=True) from None

@@ -30,7 +30,11 @@ from prefect.logging.handlers import APILogHandler
 from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.postgres import Cluster
+from pydantic import SecretStr
+
 from tasks.backup_files import dump_database
+from tasks.pg_client import HostTools
+from tasks.postgres import DatabaseUrl
 
 DB_USER, DB_NAME = "smartaccounting", "smartaccounting"
 # Sentinel secrets: the secret-leak test searches every log, artifact and report for them.
@@ -194,13 +198,20 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        body = self._head()
+        self.wfile.write(body)
+
+    def do_HEAD(self):  # the runbook's `curl -I`
+        self._head()
+
+    def _head(self) -> bytes:
         status = self.server.status  # type: ignore[attr-defined]
         body = json.dumps({"status": "ok" if status == 200 else "error"}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        return body
 
 
 @pytest.fixture(scope="session")
@@ -239,9 +250,14 @@ def https_server(ca):
 
 # --- env files --------------------------------------------------------------
 
+def host_tools(cluster: Cluster, port: int | None = None, password: str = DB_PASSWORD) -> HostTools:
+    """This host's PostgreSQL programs, connecting to `cluster` as the app's user."""
+    return HostTools(DatabaseUrl("127.0.0.1", port or cluster.port, DB_NAME, DB_USER, SecretStr(password)))
+
+
 def fresh_backup(cluster: Cluster, directory: Path, name: str = "nightly.dump") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    return dump_database("127.0.0.1", cluster.port, DB_USER, DB_PASSWORD, DB_NAME, directory / name)
+    return dump_database(host_tools(cluster), directory / name)
 
 
 @pytest.fixture

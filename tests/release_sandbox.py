@@ -50,7 +50,7 @@ class Sandbox:
         return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
 
     def schema(self) -> tuple:
-        with connect(self.env().app.database_url, "test") as conn:
+        with connect(self.env(), "test") as conn:
             columns = conn.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
@@ -66,7 +66,7 @@ class Sandbox:
     def fingerprint(self) -> dict:
         """Schema and data of every table in public: columns, and an md5 over each
         table's rows in a fixed order. Equal fingerprints mean equal databases."""
-        with connect(self.env().app.database_url, "test") as conn:
+        with connect(self.env(), "test") as conn:
             out = {"columns": conn.execute(
                 "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
                 "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()}

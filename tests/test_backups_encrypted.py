@@ -17,13 +17,13 @@ from tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
 from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
 from tasks.backups import check_backups
 from tasks.restore import restore_database
-from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER
+from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER, host_tools
 
 
 def encrypted_backup(cluster: Cluster, directory: Path, name: str = "prod-1.0.0.dump.enc") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
-    dump_database_encrypted("127.0.0.1", cluster.port, DB_USER, DB_PASSWORD, DB_NAME, target, BACKUP_PASSPHRASE)
+    dump_database_encrypted(host_tools(cluster), target, BACKUP_PASSPHRASE)
     return target
 
 

@@ -156,7 +156,7 @@ def test_tls_system_store_does_not_trust_a_private_ca(write_env, https_server):
 
 def test_tls_non_200(write_env, https_server):
     err = failure(check_tls, env_of(write_env(public_url=https_server(status=500))))
-    assert "GET /api/health answered 500, expected 200" in err.reason
+    assert "HEAD /api/health answered 500, expected 200" in err.reason
 
 
 def test_tls_expiry_warning_and_failure_thresholds(write_env, https_server):
@@ -180,7 +180,7 @@ def test_tls_before_a_first_release_nothing_serving_is_a_warning_checked_after_l
 
 def test_tls_before_a_first_release_checks_what_answers(write_env, https_server, ca):
     found = check_tls(env_of(write_env(public_url=https_server(status=502))), first_release=True)
-    assert found.warning and "GET /api/health answered 502; the certificate and /api/health are checked after launch" \
+    assert found.warning and "HEAD /api/health answered 502; the certificate and the health check are checked after launch" \
         in found.detail
     # A bad certificate is as wrong before a first release as after it.
     err = failure(check_tls, env_of(write_env(public_url=https_server(days=-1))), True)

@@ -11,7 +11,11 @@ from sandbox.postgres import Cluster
 from smartrelease.errors import CommandFailed
 from smartrelease.process import Command, cause_lines, run
 from smartrelease.redact import remember
+from pydantic import SecretStr
+
 from tasks.backup_files import BackupError, dump_database
+from tasks.pg_client import HostTools
+from tasks.postgres import DatabaseUrl
 from tasks.compose import ComposeProject
 from tests.conftest import free_port
 
@@ -50,7 +54,8 @@ def test_initdb_in_a_directory_postgres_cannot_reach_names_the_real_cause():
 
 def test_pg_dump_against_a_closed_port_says_connection_refused(tmp_path):
     with pytest.raises(BackupError) as exc:
-        dump_database("127.0.0.1", free_port(), "app", "pw-for-nothing", "app", tmp_path / "x.dump", timeout_s=30)
+        dump_database(HostTools(DatabaseUrl("127.0.0.1", free_port(), "app", "app", SecretStr("pw-for-nothing"))),
+                      tmp_path / "x.dump", timeout_s=30)
     assert str(exc.value).startswith("pg_dump failed (exit 1): ")
     assert "Connection refused" in str(exc.value)
     assert list(tmp_path.iterdir()) == []  # no partial file left

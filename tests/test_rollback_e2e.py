@@ -46,7 +46,7 @@ def by_name(report: Report) -> dict:
 
 
 def accounts(sandbox) -> list[tuple]:
-    with connect(sandbox.env().app.database_url, "test") as conn:
+    with connect(sandbox.env(), "test") as conn:
         return conn.execute("SELECT id, name, created_at FROM accounts ORDER BY id").fetchall()
 
 
@@ -55,10 +55,10 @@ class Writer(threading.Thread):
 
     def __init__(self, sandbox):
         super().__init__(daemon=True)
-        self.url, self.written, self.stopping = sandbox.env().app.database_url, [], threading.Event()
+        self.env, self.written, self.stopping = sandbox.env(), [], threading.Event()
 
     def run(self):
-        with connect(self.url, "writer") as conn:
+        with connect(self.env, "writer") as conn:
             while not self.stopping.is_set():
                 try:
                     self.written.append(conn.execute(

@@ -11,7 +11,8 @@ from flows.rollback import advice, sequence
 from smartrelease import cli
 from smartrelease.errors import StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from tasks.migrations import MigrationPlan, has_down_step
+from tasks.migrations import MigrationPlan
+from tasks.undo import unexpected_change
 from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
 from tasks.rollback_plan import Deployment, rollback_plan
 
@@ -52,16 +53,12 @@ def test_the_backup_to_restore_is_the_first_one_whose_changes_are_still_there():
     assert backup_after(history, history[3]) is None
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("1.sql", b"-- up\nCREATE TABLE t (id INT);\n-- down\nDROP TABLE t;\n", True),
-    ("2.sql", b"-- up\nCREATE TABLE t (id INT);\n", False),
-    ("3.sql", b"-- up\nCREATE TABLE t (id INT);\n-- down\n-- irreversible\n", False),
-    ("4.js", b"module.exports = { up: async (q) => {}, down: async (q) => { await q.dropTable('t'); } };", True),
-    ("5.js", b"module.exports = { async up(q) {}, async down(q) {} };", True),
-    ("6.js", b"module.exports = { up: async (q) => { await q.createTable('downloads'); } };", False),
-])
-def test_down_steps_are_recognised(name, content, expected):
-    assert has_down_step(name, content) is expected
+def test_an_undo_must_remove_exactly_the_expected_migration_and_nothing_else():
+    before = ["m1", "m2", "m3"]
+    assert unexpected_change(before, ["m1", "m2"], "m3") is None
+    assert unexpected_change(before, before, "m3") == "m3 is still recorded as applied"
+    assert unexpected_change(before, ["m1"], "m3") == "it also removed m2"
+    assert unexpected_change(before, ["m1", "m2", "m4"], "m3") == "m4 appeared"
 
 
 def inputs(strategy="undo", to_undo=("m2", "m1"), without_down=(), failed=()):

@@ -1,0 +1,163 @@
+"""The app's contract: what this tool assumes about the app it releases, in one typed
+place, with the runbook's values as defaults. Every field is a RELEASE_ setting
+(field `x` is key `RELEASE_X`), so an app that names things otherwise is released by
+setting them in its env file, not by changing code.
+
+- the Compose services a release ships (backend, frontend) and the variables of the
+  compose file that receive their pinned images (BACKEND_IMAGE, FRONTEND_IMAGE);
+- the database: an outside server (the default), or a service of the Compose project
+  (the runbook's `docker-compose.prod.yml`), whose own image then runs pg_dump,
+  pg_restore and psql;
+- the endpoints the smoke tests, readiness and verification call, and the JSON keys
+  of the version endpoint;
+- the migrations: where the backend image holds them, the table Sequelize records
+  them in (`migrationStorageTableName`), and the command that undoes the newest one.
+"""
+
+import re
+import shlex
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+
+Role = Literal["backend", "frontend"]
+ROLES: tuple[Role, ...] = ("backend", "frontend")  # the two images a release ships
+
+_SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATH = re.compile(r"/[^\s#]*")
+_KEY = re.compile(r"[^.\s]+(\.[^.\s]+)*")
+_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
+
+
+class AppContract(BaseModel):
+    backend_service: str = Field("backend", description="The Compose service that runs the backend image.")
+    frontend_service: str = Field("frontend", description="The Compose service that runs the frontend image.")
+    database_service: str | None = Field(None, description="The Compose service that runs PostgreSQL, when the database is part of the project (the runbook's topology); unset for a database outside Compose.")
+    database_address: str | None = Field(None, description="host:port at which this host reaches the database, when it differs from DATABASE_URL's (the app's view, e.g. db:5432 on the project's network). Default: DATABASE_URL's host and port; with database_service, that service's container address on the project's network.")
+    backend_image_variable: str = Field("BACKEND_IMAGE", description="The compose file's variable for the backend image reference.")
+    frontend_image_variable: str = Field("FRONTEND_IMAGE", description="The compose file's variable for the frontend image reference.")
+    health_path: str = Field("/health", description="Liveness endpoint, smoke-tested.")
+    ready_path: str = Field("/ready", description="Readiness endpoint (the database reachable): wait-ready polls it, smoke-tested.")
+    api_health_path: str = Field("/api/health", description="The endpoint preflight's tls check calls through the public URL.")
+    version_path: str = Field("/api/system/version", description="The build metadata endpoint verify reads, smoke-tested.")
+    auth_health_path: str = Field("/api/auth/health", description="The auth subsystem's health endpoint, smoke-tested.")
+    metrics_url: str = Field("/metrics", description="Prometheus metrics: a path on the public URL, or an internal http URL whose host may be a Compose service of the project (e.g. http://backend:8080/metrics).")
+    version_key: str = Field("version", description="The version endpoint's JSON key for the version (a.b for nested keys).")
+    git_sha_key: str = Field("gitSha", description="The version endpoint's JSON key for the git SHA.")
+    build_time_key: str = Field("buildTime", description="The version endpoint's JSON key for the build time.")
+    environment_key: str = Field("environment", description="The version endpoint's JSON key for the environment (NODE_ENV).")
+    migrations_dir: str = Field("/app/migrations", description="Where the backend image holds its migration files; each file's name is what the migrations table records.")
+    migrations_table: str = Field("SequelizeMeta", description="The table Sequelize records applied migrations in (its migrationStorageTableName).")
+    undo_command: str = Field("npm run db:rollback", description="The app's command that undoes its newest migration, run in a one-off backend container (the runbook's `npm run db:rollback`).")
+
+    # --- what the flows ask of it ------------------------------------------------
+
+    def service(self, role: Role) -> str:
+        return self.backend_service if role == "backend" else self.frontend_service
+
+    def role_of(self, service: str) -> Role | None:
+        return next((r for r in ROLES if self.service(r) == service), None)
+
+    def image_variable(self, role: Role) -> str:
+        return self.backend_image_variable if role == "backend" else self.frontend_image_variable
+
+    @property
+    def smoke_paths(self) -> tuple[str, ...]:
+        """The runbook's smoke script's endpoints, in its order."""
+        return (self.health_path, self.ready_path, self.version_path, self.auth_health_path)
+
+    @property
+    def version_keys(self) -> dict[str, str]:
+        """What verify checks -> the JSON key it is read from."""
+        return {"version": self.version_key, "git_sha": self.git_sha_key, "build_time": self.build_time_key,
+                "environment": self.environment_key}
+
+    def database_host_port(self) -> tuple[str, int] | None:
+        """RELEASE_DATABASE_ADDRESS split, or None."""
+        if not self.database_address:
+            return None
+        found = _HOST_PORT.fullmatch(self.database_address)
+        return found["host"].strip("[]"), int(found["port"])
+
+    # --- checked when the env file is read ----------------------------------------
+
+    @field_validator("backend_service", "frontend_service", "database_service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is not None and not _SERVICE.fullmatch(value):
+            raise ValueError("must be a Compose service name ([A-Za-z0-9][A-Za-z0-9_.-]*)")
+        return value
+
+    @field_validator("backend_image_variable", "frontend_image_variable")
+    @classmethod
+    def _variable(cls, value: str) -> str:
+        if not _VARIABLE.fullmatch(value):
+            raise ValueError("must be a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @field_validator("health_path", "ready_path", "api_health_path", "version_path", "auth_health_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _PATH.fullmatch(value):
+            raise ValueError("must be a path starting with / (no spaces, no #)")
+        return value
+
+    @field_validator("metrics_url")
+    @classmethod
+    def _metrics(cls, value: str) -> str:
+        if _PATH.fullmatch(value):
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ValueError("must be a path starting with / or an http(s) URL without credentials")
+        return value
+
+    @field_validator("version_key", "git_sha_key", "build_time_key", "environment_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not _KEY.fullmatch(value):
+            raise ValueError("must be a JSON key (a.b for nested keys, no spaces)")
+        return value
+
+    @field_validator("migrations_table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not 0 < len(value.encode()) <= 63 or "\x00" in value:
+            raise ValueError("must be a table name of 1 to 63 bytes")
+        return value
+
+    @field_validator("database_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = _HOST_PORT.fullmatch(value)
+        if not found or not 0 < int(found["port"]) < 65536:
+            raise ValueError("must be host:port")
+        return value
+
+    @field_validator("undo_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"does not split into words ({exc})") from None
+        if not words:
+            raise ValueError("is empty")
+        return value
+
+
+def json_value(body: dict, key: str):
+    """`body[a][b]` for key `a.b`; None where the path does not lead."""
+    value = body
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
