@@ -105,6 +105,8 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "backup": facts.backup or "",
         # Still applied after this run's rollback (a migration without a down step, strategy none).
         "migrations_left": ", ".join(facts.rollback.migrations_left) if facts.rollback else "",
+        # Schema changes a rollback could not take back (a migration that failed half-way).
+        "schema_left": f"{len(facts.rollback.schema_left)} difference(s)" if facts.rollback and facts.rollback.schema_left else "",
         "flow_run": flow_run_name,
         "flow_run_id": flow_run_id,  # promotion's evidence: the run is read back by id
         "triggered_by": facts.triggered_by,

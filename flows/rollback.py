@@ -3,6 +3,7 @@
 rollback-target (decided before anything is touched)
 -> stop-backend -> safety-backup -> undo-migrations     (database strategy `undo`)
                or restore-database                      (`restore`; nothing for `none`)
+-> schema (after a failed release: the schema must be as before it launched)
 -> relaunch (previous images, by digest) -> wait-ready -> verify
 
 `roll_back` is the sequence after the decision; a failed release runs it with its
@@ -23,12 +24,13 @@ from blocks.envfile import Environment
 from flows.history import append_history, read_history
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
-from smartrelease.errors import ConfigError
+from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from tasks.launch import launch_task
 from tasks.readiness import wait_ready_task
 from tasks.release_backup import safety_backup_task
 from tasks.restore import restore_database_task
+from tasks.schema import check_schema_task, describe, differences, schema_lines
 from tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInputs, for_rollback_flow_task
 from tasks.undo import stop_backend_task, undo_migrations_task
 from tasks.verify import verify_task
@@ -41,6 +43,16 @@ def blocked_undo(inputs: RollbackInputs) -> list[str]:
     return [m for m in inputs.to_undo if m in inputs.without_down] if inputs.strategy == "undo" else []
 
 
+def checks_schema(inputs: RollbackInputs) -> bool:
+    """Whether the schema is compared with the one before the release: after a
+    database step that should have given it back (a half-applied migration, which no
+    undo removes, shows here), or when a migration failed with nothing to undo."""
+    if inputs.schema_before is None or blocked_undo(inputs):
+        return False
+    return inputs.strategy in ("undo", "restore") and bool(inputs.to_undo or inputs.failed_migrations
+                                                           or inputs.strategy == "restore" and inputs.backup)
+
+
 def sequence(inputs: RollbackInputs) -> tuple[str, ...]:
     if inputs.strategy == "undo" and inputs.to_undo:
         database = ("undo-migrations",) if blocked_undo(inputs) else ("stop-backend", "safety-backup", "undo-migrations")
@@ -48,13 +60,20 @@ def sequence(inputs: RollbackInputs) -> tuple[str, ...]:
         database = ("stop-backend", "restore-database")
     else:
         database = ()
-    return database + CODE_STEPS
+    return database + (("schema",) if checks_schema(inputs) else ()) + CODE_STEPS
 
 
 def rollback_command(env: Environment, version: str | None, strategy: str | None = None) -> str:
     """The command line a human runs to finish (or retry) a rollback."""
     return (f"`smartrelease rollback --env-file {env.target.env_file or '<env file>'} --to {version}"
             + (f" --db-strategy {strategy}`" if strategy else "`"))
+
+
+def failed_migration(inputs: RollbackInputs) -> str:
+    """The migration that failed (Sequelize runs them in name order and stops at the
+    first failure) and those that never ran after it."""
+    first, *after = inputs.failed_migrations
+    return first + (f"; {', '.join(after)} never ran" if after else "")
 
 
 def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> None:
@@ -73,10 +92,27 @@ def advice(env: Environment, inputs: RollbackInputs, facts: RollbackFacts) -> No
                               "migrate): the database was left as it is")
     if inputs.strategy == "none" and inputs.to_undo:
         facts.warnings.append(f"database strategy none: {', '.join(inputs.to_undo)} stay applied under {inputs.target.version}")
+    if facts.schema_left:
+        backup = inputs.backup.name if inputs.backup else "the backup taken before the release"
+        half = (f" {failed_migration(inputs)} failed half-way: Sequelize runs a migration outside a "
+                "transaction, so what it did before failing stays, unrecorded, and no undo removes it."
+                if inputs.failed_migrations else "")
+        facts.instructions.append(
+            f"The database is not as it was before {inputs.from_version}: {describe(facts.schema_left)}.{half} "
+            f"Remove those changes by hand, or restore {backup}, losing every write since it was taken: "
+            f"{rollback_command(env, inputs.target.version, 'restore')}.")
     if inputs.failed_migrations:
         facts.instructions.append(
-            f"A migration failed ({', '.join(inputs.failed_migrations)}): keep migrations off in production until it "
+            f"A migration failed ({failed_migration(inputs)}): keep migrations off in production until it "
             f"is fixed: `smartrelease guard off --name {env.name}`.")
+
+
+def schema_left(env: Environment, before: list[str]) -> list[str]:
+    """How the schema differs from `before` now (the schema step has said that it does)."""
+    try:
+        return differences(before, schema_lines(env)) or ["(differed when checked)"]
+    except StepFailed as exc:
+        return [f"(the schema could not be read again: {exc.reason})"]
 
 
 def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
@@ -105,6 +141,12 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
             taken = datetime.fromtimestamp(inputs.backup.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             facts.warnings.append(f"the database was restored from {inputs.backup.name}, taken {taken}: "
                                   "every write since then is lost")
+        if "schema" in names:
+            # Not a reason to leave the backend stopped: the previous version is relaunched
+            # either way, and whether it runs on this schema is decided by running it.
+            if not steps.run(prefix + "schema", check_schema_task, env, inputs.schema_before, inputs.from_version,
+                             stop=False):
+                facts.schema_left = schema_left(env, inputs.schema_before)
         steps.run(prefix + "relaunch", launch_task, env, images)
         steps.run(prefix + "wait-ready", wait_ready_task, env)
         steps.run(prefix + "verify", verify_task, env, inputs.target.version, images)

@@ -65,8 +65,9 @@ class StepRunner:
         if result.status == Status.FAILED and stop:
             raise Stopped(result.name)
 
-    def run(self, name: str, task, *args):
-        """Run one task to its end (retries included) and return what it found."""
+    def run(self, name: str, task, *args, stop: bool = True):
+        """Run one task to its end (retries included) and return what it found (None
+        when it failed and `stop` is False)."""
         started = time.monotonic()
         state = task.with_options(task_run_name=name)(*args, return_state=True)
         outcome = state.result(raise_on_failure=False)
@@ -75,7 +76,7 @@ class StepRunner:
             self.add(StepResult(name=name, status=Status.WARNING if outcome.warning else Status.PASSED,
                                 detail=outcome.detail, duration_ms=ms))
             return outcome
-        self.add(StepResult(name=name, status=Status.FAILED, detail=failure_reason(outcome), duration_ms=ms))
+        self.add(StepResult(name=name, status=Status.FAILED, detail=failure_reason(outcome), duration_ms=ms), stop=stop)
 
     def run_together(self, submit: Callable[[], Mapping[str, PrefectFuture]]) -> None:
         """Submit tasks together and wait for all; record them, then stop if any failed."""

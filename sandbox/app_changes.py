@@ -1,6 +1,7 @@
 """Committing new versions of the stand-in app to the sandbox's checkout, as a
 developer would: the demo and the end-to-end tests ship versions this way."""
 
+import json
 from pathlib import Path
 
 from smartrelease.process import Command, run
@@ -31,6 +32,43 @@ def commit_version(app_dir: Path, version: str, files: dict[str, str | None] | N
     return run(Command((*git, "rev-parse", "HEAD"), timeout_s=GIT_TIMEOUT_S)).stdout.strip()
 
 
-def migration(up: str, down: str | None = None) -> str:
-    """A stand-in migration file's text (`-- down` omitted when there is none)."""
-    return f"-- up\n{up.strip()}\n" + (f"-- down\n{down.strip()}\n" if down else "")
+def _body(statements: str | list[str]) -> str:
+    """One `await queryInterface.sequelize.query(...)` per statement, in order, outside
+    any transaction, as sequelize-cli runs a migration: a later one failing leaves the
+    earlier ones applied."""
+    statements = [statements] if isinstance(statements, str) else statements
+    return "".join(f"    await queryInterface.sequelize.query({json.dumps(s.strip())});\n" for s in statements)
+
+
+# The ways a Sequelize migration is written; each exports `up` and, with a down step, `down`.
+STYLES = ("object", "exports", "module-exports", "esm", "typescript-cjs")
+
+
+def migration(up: str | list[str], down: str | list[str] | None = None, style: str = "object") -> str:
+    """A Sequelize migration file (`migrations/<timestamp>-<name>.js`) running raw SQL.
+    Without `down` it has no down step (a comment mentioning down() aside)."""
+    up_body = _body(up)
+    if down is None:
+        note = "// Irreversible: there is no down() for this one.\n"
+        if style == "esm":
+            return f"{note}export const up = async (queryInterface) => {{\n{up_body}}};\n"
+        return f'"use strict";\n{note}module.exports = {{\n  async up(queryInterface) {{\n{up_body}  }},\n}};\n'
+    down_body = _body(down)
+    if style == "object":
+        return (f'"use strict";\n\nmodule.exports = {{\n  async up(queryInterface) {{\n{up_body}  }},\n\n'
+                f"  async down(queryInterface) {{\n{down_body}  }},\n}};\n")
+    if style == "exports":
+        return (f'"use strict";\n\nexports.up = async (queryInterface) => {{\n{up_body}}};\n\n'
+                f"exports.down = async (queryInterface) => {{\n{down_body}}};\n")
+    if style == "module-exports":
+        return (f'"use strict";\n\nmodule.exports.up = async function (queryInterface) {{\n{up_body}}};\n\n'
+                f"module.exports.down = async function (queryInterface) {{\n{down_body}}};\n")
+    if style == "esm":  # what TypeScript emits with "module": "esnext"
+        return (f"export const up = async (queryInterface) => {{\n{up_body}}};\n\n"
+                f"export const down = async (queryInterface) => {{\n{down_body}}};\n")
+    if style == "typescript-cjs":  # what tsc emits with "module": "commonjs"
+        return ('"use strict";\nObject.defineProperty(exports, "__esModule", { value: true });\n'
+                "exports.down = exports.up = void 0;\n"
+                f"const up = async (queryInterface) => {{\n{up_body}}};\nexports.up = up;\n"
+                f"const down = async (queryInterface) => {{\n{down_body}}};\nexports.down = down;\n")
+    raise ValueError(f"unknown migration style {style!r} (one of {', '.join(STYLES)})")

@@ -1,11 +1,15 @@
 """The sandbox's base image, built from Debian's packages (no public registry is
 reachable here): mmdebstrap into a tarball, `docker import`, cached on disk.
 
-A machine that can pull may set SANDBOX_BASE_IMAGE=debian:bookworm-slim instead;
-the Dockerfiles install what that image lacks.
+Debian trixie, whatever the host runs: its PostgreSQL 17 is newer than the host's
+client (bookworm's 15), as production's database may be, and its Node.js 20 runs
+sequelize-cli. One image serves the database, the Node.js backend, the frontend and
+the TLS edge. A machine that can pull may set SANDBOX_BASE_IMAGE=debian:trixie-slim
+instead; the Dockerfiles install what that image lacks.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,10 +17,11 @@ import docker
 
 from smartrelease.process import Command, run
 
-DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:bookworm"
-SUITE = "bookworm"
-# Everything the stand-in app, its frontend and the TLS edge need.
-PACKAGES = ["python3", "python3-psycopg", "nginx-light", "ca-certificates", "curl"]
+DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:trixie"
+SUITE = "trixie"
+# Everything the database, the stand-in backend (npm runs its migrations, as the
+# runbook's entrypoint does), its frontend and the TLS edge need.
+PACKAGES = ["postgresql-17", "nodejs", "npm", "nginx", "ca-certificates", "curl"]
 CACHE_DIR = Path(os.environ.get("SMARTRELEASE_CACHE", Path.home() / ".cache" / "smartrelease"))
 MMDEBSTRAP_TIMEOUT_S = 1800
 IMPORT_TIMEOUT_S = 600
@@ -30,11 +35,25 @@ def base_image_name() -> str:
     return os.environ.get("SANDBOX_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 
 
-def _apt_sources() -> str:
-    """The machine's own apt sources, so the image comes from the mirror it already uses."""
+def _codename() -> str | None:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"') or None
+    return None
+
+
+def _apt_sources(directory: Path) -> str:
+    """The machine's own apt sources with its release named SUITE instead, so the
+    image comes from the mirror the machine already uses."""
     for candidate in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
-        if Path(candidate).is_file() and Path(candidate).stat().st_size > 0:
-            return candidate
+        path = Path(candidate)
+        if path.is_file() and path.stat().st_size > 0:
+            text, codename = path.read_text(), _codename()
+            if codename and codename != SUITE:
+                text = re.sub(rf"\b{re.escape(codename)}(?=[\s-]|$)", SUITE, text)
+            out = directory / f"sources-{SUITE}{path.suffix or '.list'}"
+            out.write_text(text)
+            return str(out)
     raise BaseImageError("no apt sources found for mmdebstrap (/etc/apt/sources.list.d/debian.sources)")
 
 
@@ -64,7 +83,7 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
             # mmdebstrap needs root (or user namespaces, often closed): a user goes through sudo.
             as_root = () if os.geteuid() == 0 else ("sudo", "-n")
             run(Command((*as_root, "mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE,
-                         str(partial), _apt_sources()), timeout_s=MMDEBSTRAP_TIMEOUT_S))
+                         str(partial), _apt_sources(CACHE_DIR)), timeout_s=MMDEBSTRAP_TIMEOUT_S))
         except Exception:
             partial.unlink(missing_ok=True)
             raise

@@ -1,4 +1,5 @@
-"""`make demo`: a fresh sandbox at 0.9.0, then three releases through the release flow,
+"""`make demo`: a fresh sandbox at 0.9.0 (PostgreSQL 17 as the project's db service, the
+Node.js backend with Sequelize migrations), then three releases through the release flow,
 printing each report: 1.0.0 (a new frontend page), 1.1.0 (adds a migration), and a
 deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
 rolls itself back to 1.1.0: its migration undone, 1.1.0's images back by digest,
@@ -17,8 +18,8 @@ from sandbox.app_changes import commit_version, migration
 from tasks.postgres import connect
 
 ENVIRONMENT = "sandbox"
-CURRENCY_MIGRATION = "migrations/20261101000000-add-account-currency.sql"
-INVOICES_MIGRATION = "migrations/20261201000000-create-invoices.sql"
+CURRENCY_MIGRATION = "migrations/20261101000000-add-account-currency.js"
+INVOICES_MIGRATION = "migrations/20261201000000-create-invoices.js"
 
 
 def fresh_sandbox(s: manager.Settings) -> None:
@@ -60,8 +61,8 @@ def main() -> int:
     page = (s.app_dir / "client" / "index.html").read_text()
     ok = ship("1.0.0", files={"client/index.html": page.replace("</body>", "<p>Now with 1.0.0.</p></body>")}).ok
     ok = ok and ship("1.1.0", files={CURRENCY_MIGRATION: migration(
-        "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR';",
-        "ALTER TABLE accounts DROP COLUMN currency;")}).ok
+        "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
+        "ALTER TABLE accounts DROP COLUMN currency")}).ok
     if not ok:
         print("\ndemo: a release FAILED (report above)")
         return 1
@@ -69,8 +70,8 @@ def main() -> int:
     open_accounts(s, ["Acme GmbH", "Globex SA", "Initech Ltd"])
     before = accounts(s)
     broken = ship("1.2.0", faults=["health-fails"], files={INVOICES_MIGRATION: migration(
-        "CREATE TABLE invoices (id SERIAL PRIMARY KEY, account_id INT REFERENCES accounts(id), total NUMERIC);",
-        "DROP TABLE invoices;")})
+        "CREATE TABLE invoices (id SERIAL PRIMARY KEY, account_id INT REFERENCES accounts(id), total NUMERIC)",
+        "DROP TABLE invoices")})
     after = accounts(s)
     rb = broken.facts.rollback if getattr(broken, "facts", None) else None
     print(f"\naccounts before 1.2.0: {before[0]} rows, md5 {before[1]}")

@@ -1,13 +1,21 @@
-"""`smartrelease sandbox up [--dev]|down|status`: production on one machine.
+"""`smartrelease sandbox up [--dev] [--external-db]|down|status|destroy`: production on one machine.
+
+The runbook's topology by default: PostgreSQL 17 (newer than this host's client
+tools) as the `db` service of the Compose project, its data in a named volume, its
+WAL archived to a bind-mounted directory; the Node.js/Sequelize stand-in backend, its
+frontend and a TLS edge, on the project's own network where only the edge publishes
+a port. With --external-db the database is a PostgreSQL cluster on this host
+instead (a managed database outside Compose): the containers reach it through
+host.docker.internal, this host at 127.0.0.1 (RELEASE_DATABASE_ADDRESS).
 
 up is idempotent: it starts what is not running, builds only what is missing, and
 (re)writes a complete .env.sandbox. With --dev it also brings up a dev environment
-beside it (`.env.sandbox-dev`): its own Compose project, database, ports and backups,
-sharing the registry, the PostgreSQL cluster, the TLS edge's certificate and the app
-checkout. Settings (SANDBOX_* environment variables) are listed in `Settings` and in
-the README.
+beside it (`.env.sandbox-dev`): its own Compose project, database, port and backups,
+sharing the registry, the TLS edge's certificate and the app checkout. Settings
+(SANDBOX_* environment variables) are listed in `Settings` and in the README.
 """
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -26,21 +34,25 @@ from cryptography import x509
 from dotenv import dotenv_values
 
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
-from sandbox.base_image import BaseImageError, ensure_base_image
+from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster, server_dir
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
-from tasks.backup_files import dump_database_encrypted
 from tasks.build_pin import build_pin
 from tasks.images import build_image
-from tasks.launch import compose_up, project_compose
+from tasks.launch import compose_up, project_compose, start_database
+from tasks.postgres import connect
 from tasks.readiness import wait_ready
-from tasks.running import project_containers, running_services
+from tasks.release_backup import take_backup
+from tasks.running import app_services, project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
-EDGE_IMAGE = "smartrelease-sandbox/edge:local"
 DB_USER = DB_NAME = "smartaccounting"
+DB_SERVICE = "db"
+DB_PROFILE = "bundled-db"  # the compose file's profile of its db service
+BUNDLED, EXTERNAL = "bundled", "external"
+NPM_TIMEOUT_S = 900
 
 
 def _env_int(name: str, default: int) -> int:
@@ -52,13 +64,9 @@ class Settings:
     root: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_DIR", ".sandbox")).resolve())
     env_file: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_ENV_FILE", ".env.sandbox")).resolve())
     project: str = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT", "smartaccounting-sandbox"))
-    pg_port: int = field(default_factory=lambda: _env_int("SANDBOX_PG_PORT", 55432))
+    pg_port: int = field(default_factory=lambda: _env_int("SANDBOX_PG_PORT", 55432))  # --external-db only
     registry_port: int = field(default_factory=lambda: _env_int("SANDBOX_REGISTRY_PORT", 5001))
-    backend_port: int = field(default_factory=lambda: _env_int("SANDBOX_BACKEND_PORT", 18080))
-    frontend_port: int = field(default_factory=lambda: _env_int("SANDBOX_FRONTEND_PORT", 18081))
     edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
-    dev_backend_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_BACKEND_PORT", 18090))
-    dev_frontend_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_FRONTEND_PORT", 18091))
     dev_edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_EDGE_PORT", 18453))
 
     @property
@@ -86,23 +94,24 @@ class Settings:
         return self.prod.backup_dir
 
     @property
-    def wal_dir(self) -> Path:
+    def cluster_wal_dir(self) -> Path:
         return server_dir(self.root / "wal-archive")
 
     def cluster(self) -> Cluster:
-        # Under root/ unless the server's user cannot reach it (see server_dir).
-        return Cluster(server_dir(self.root / "postgres"), self.pg_port, self.wal_dir)
+        """--external-db's PostgreSQL on this host: under root/ unless the server's user
+        cannot reach it (see server_dir)."""
+        return Cluster(server_dir(self.root / "postgres"), self.pg_port, self.cluster_wal_dir)
 
     @property
     def prod(self) -> "Stage":
         return Stage(self.env_file, self.project, DB_NAME, self.root / "compose.env", self.root / "backups",
-                     self.backend_port, self.frontend_port, self.edge_port)
+                     self.root / "wal-archive", self.edge_port)
 
     @property
     def dev(self) -> "Stage":
         return Stage(self.env_file.with_name(self.env_file.name + DEV), self.project + DEV, DB_NAME + "_dev",
-                     self.root / f"compose{DEV}.env", self.root / f"backups{DEV}",
-                     self.dev_backend_port, self.dev_frontend_port, self.dev_edge_port)
+                     self.root / f"compose{DEV}.env", self.root / f"backups{DEV}", self.root / f"wal-archive{DEV}",
+                     self.dev_edge_port)
 
 
 DEV = "-dev"
@@ -114,11 +123,10 @@ class Stage:
 
     env_file: Path
     project: str
-    db_name: str
+    db_name: str  # with --external-db: its database in the shared cluster
     compose_env_file: Path
     backup_dir: Path
-    backend_port: int
-    frontend_port: int
+    wal_dir: Path  # its db service's WAL archive (--external-db: the cluster's, shared)
     edge_port: int
 
     @property
@@ -140,12 +148,14 @@ class SandboxError(Exception):
 
 # --- pieces -----------------------------------------------------------------
 
-def require_tools() -> docker.DockerClient:
+def require_tools(external_db: bool) -> docker.DockerClient:
     hint = "run `sudo scripts/install-system.sh` (or `make setup`)"
-    if not (PG_BIN / "initdb").exists():
+    if external_db and not (PG_BIN / "initdb").exists():
         raise SandboxError(f"PostgreSQL server binaries not found in {PG_BIN}: {hint}")
     if not shutil.which("docker-registry"):
         raise SandboxError(f"docker-registry is not installed: {hint}")
+    if not shutil.which("npm"):
+        raise SandboxError(f"npm is not installed (the stand-in backend's packages are installed with it): {hint}")
     try:
         client = docker.from_env()
         client.ping()
@@ -168,6 +178,15 @@ def load_or_make_secrets(s: Settings) -> dict[str, str]:
         "BACKUP_PASSPHRASE": old.get("BACKUP_PASSPHRASE") or secrets.token_urlsafe(24),
         "METRICS_BASIC_AUTH_PASS": old.get("METRICS_BASIC_AUTH_PASS") or secrets.token_urlsafe(18),
     }
+
+
+def database_kind(s: Settings, external_db: bool) -> str:
+    """--external-db, or what an existing .env.sandbox was brought up with: a second
+    `up` keeps the database where it is."""
+    old = dotenv_values(s.env_file) if s.env_file.is_file() else {}
+    if external_db or old.get("SANDBOX_DATABASE") == EXTERNAL:
+        return EXTERNAL
+    return BUNDLED
 
 
 class Registry:
@@ -262,20 +281,67 @@ def ensure_tls(s: Settings) -> None:
 
 
 def ensure_app_checkout(s: Settings) -> None:
-    """The stand-in app as a git checkout, so builds have a real git SHA."""
-    if (s.app_dir / ".git").is_dir():
+    """The stand-in app as a git checkout (so builds have a real git SHA), with its npm
+    packages installed from the lockfile into the build context: containers reach no
+    package registry here, and a release build copies them in."""
+    if not (s.app_dir / ".git").is_dir():
+        shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+        git = ["git", "-C", str(s.app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
+        for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "stand-in SmartAccounting app")):
+            run(Command((*git, *args), timeout_s=60))
+    elif not (s.app_dir / "package.json").is_file():
+        raise SandboxError(f"{s.app_dir} holds the stand-in app of an earlier smartrelease (before the Node.js one): "
+                           "run `smartrelease sandbox destroy`, then `sandbox up`")
+    npm_ci(s.app_dir)
+
+
+def npm_ci(app_dir: Path) -> None:
+    """`npm ci` from package-lock.json, unless node_modules already matches it; npm's
+    cache under SMARTRELEASE_CACHE, so a second sandbox downloads nothing."""
+    lock, installed = app_dir / "package-lock.json", app_dir / "node_modules" / ".package-lock.json"
+    if not lock.is_file() or (installed.is_file() and installed.stat().st_mtime >= lock.stat().st_mtime):
         return
-    shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    git = ["git", "-C", str(s.app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
-    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "stand-in SmartAccounting app")):
-        run(Command((*git, *args), timeout_s=60))
+    log(f"npm ci in {app_dir}")
+    run(Command(("npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--cache", str(CACHE_DIR / "npm")),
+                timeout_s=NPM_TIMEOUT_S, env={**os.environ, "npm_config_update_notifier": "false"}, name="npm ci",
+                cwd=str(app_dir)))
 
 
-def env_file_text(s: Settings, stage: Stage, sec: dict[str, str]) -> str:
-    cluster = s.cluster()
+def local_image(client: docker.DockerClient, directory: Path, repository: str, base: str) -> str:
+    """`directory` built as `repository:<hash of its files>`, unless that image exists:
+    a changed Dockerfile or entrypoint gets a new image, an unchanged one is reused."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
+    tag = f"{repository}:{digest.hexdigest()[:12]}"
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        build_image(client, directory, tag, build_args={"BASE_IMAGE": base})
+    return tag
+
+
+def docker_host_gateway(client: docker.DockerClient) -> str:
+    """The address `host.docker.internal:host-gateway` gives containers: the default bridge's gateway."""
+    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+
+
+def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> str:
+    if kind == BUNDLED:
+        # The app's view: db on the project's network. This host reaches it at the db
+        # container's address (RELEASE_DATABASE_SERVICE), read from Docker Engine.
+        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@{DB_SERVICE}:5432/{DB_NAME}",
+                    "WAL_ARCHIVE_DIR": str(stage.wal_dir), "RELEASE_DATABASE_SERVICE": DB_SERVICE}
+    else:
+        # A database outside Compose: the containers reach this host's cluster through
+        # host.docker.internal, this host at 127.0.0.1.
+        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@host.docker.internal:"
+                                    f"{s.pg_port}/{stage.db_name}",
+                    "WAL_ARCHIVE_DIR": str(s.cluster_wal_dir), "RELEASE_DATABASE_ADDRESS": f"127.0.0.1:{s.pg_port}"}
     values = {
         "NODE_ENV": "production",
-        "DATABASE_URL": cluster.dsn(DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name),
+        "DATABASE_URL": database.pop("DATABASE_URL"),
         "JWT_SECRET": sec["JWT_SECRET"],
         "FRONTEND_URL": stage.public_url,
         "CLIENT_URL": stage.public_url,
@@ -283,7 +349,7 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str]) -> str:
         "BACKUP_PASSPHRASE": sec["BACKUP_PASSPHRASE"],
         "ALLOW_PROD_MIGRATIONS": "true",
         "BACKUP_DIR": str(stage.backup_dir),
-        "WAL_ARCHIVE_DIR": str(s.wal_dir),
+        "WAL_ARCHIVE_DIR": database.pop("WAL_ARCHIVE_DIR"),
         "METRICS_BASIC_AUTH_USER": "metrics",
         "METRICS_BASIC_AUTH_PASS": sec["METRICS_BASIC_AUTH_PASS"],
         "RELEASE_PRODUCTION": "true",
@@ -296,18 +362,24 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str]) -> str:
         "RELEASE_REGISTRY": s.registry,
         "RELEASE_BACKEND_IMAGE": "smartaccounting/backend",
         "RELEASE_FRONTEND_IMAGE": "smartaccounting/frontend",
+        # Internal, as the runbook has it: the edge does not route /metrics.
+        "RELEASE_METRICS_URL": "http://backend:8080/metrics",
+        **database,
         # Promotion into production asks the dev environment's history for evidence.
         "RELEASE_PROMOTE_FROM": s.dev.name,
-        # Kept so a second `sandbox up` reuses the database password.
+        # Kept so a second `sandbox up` reuses the database password and topology.
         "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
+        "SANDBOX_DATABASE": kind,
     }
     return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def compose_env_text(s: Settings, stage: Stage) -> str:
+def compose_env_text(s: Settings, stage: Stage, kind: str, images: dict[str, str]) -> str:
     """The sandbox deployment's own, non-secret compose variables (RELEASE_COMPOSE_ENV_FILE)."""
-    values = {"EDGE_IMAGE": EDGE_IMAGE, "EDGE_TLS_DIR": str(s.tls_dir), "BACKEND_PORT": stage.backend_port,
-              "FRONTEND_PORT": stage.frontend_port, "EDGE_PORT": stage.edge_port}
+    values = {"EDGE_IMAGE": images["edge"], "DB_IMAGE": images["db"], "EDGE_TLS_DIR": str(s.tls_dir),
+              "EDGE_PORT": stage.edge_port}
+    if kind == BUNDLED:
+        values["COMPOSE_PROFILES"] = DB_PROFILE
     return "# Written by `smartrelease sandbox up`.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
@@ -321,51 +393,71 @@ def deploy_checkout(env: Environment) -> str:
     return version
 
 
-def take_backup(s: Settings, stage: Stage, sec: dict[str, str], version: str) -> Path:
-    """An encrypted pg_dump (BACKUP_PASSPHRASE), as the release's own backups are."""
-    stage.backup_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = stage.backup_dir / f"{stage.name}-{version}-{stamp}.dump.enc"
-    dump_database_encrypted("127.0.0.1", s.pg_port, DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name,
-                            target, sec["BACKUP_PASSPHRASE"])
-    return target
+def archive_current_wal(env: Environment, timeout_s: float = 30) -> str:
+    """Close the current WAL segment and wait until the archiver shipped it, so that
+    preflight's wal-archive check finds a segment (the app's user is the database's
+    superuser, as with the postgres image)."""
+    with connect(env, "sandbox") as conn:
+        conn.execute("CREATE TEMP TABLE _touch AS SELECT 1")  # make sure the segment has content
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            if last and last >= segment:
+                return last
+            time.sleep(0.1)
+    raise SandboxError(f"WAL segment {segment} was not archived within {timeout_s} s")
 
 
-def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.DockerClient) -> None:
+def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.DockerClient, kind: str,
+             images: dict[str, str]) -> None:
     """One environment: its database, env files, app (deployed from the checkout when
     not running) and a fresh backup."""
-    cluster = s.cluster()
-    cluster.ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name)
-    stage.env_file.write_text(env_file_text(s, stage, sec))
+    if kind == EXTERNAL:
+        s.cluster().ensure_app_database(DB_USER, sec["SANDBOX_DB_PASSWORD"], stage.db_name)
+    else:
+        stage.wal_dir.mkdir(parents=True, exist_ok=True)
+        stage.wal_dir.chmod(0o777)  # written by the db container's postgres user, read and cleared by ours
+    stage.backup_dir.mkdir(parents=True, exist_ok=True)
+    stage.env_file.write_text(env_file_text(s, stage, sec, kind))
     stage.env_file.chmod(0o600)
-    stage.compose_env_file.write_text(compose_env_text(s, stage))
+    stage.compose_env_file.write_text(compose_env_text(s, stage, kind, images))
     env = parse_env_file(stage.env_file)
+    if kind == BUNDLED:
+        start_database(env)
 
-    running = running_services(client, env)
-    if {"backend", "frontend", "edge"} <= {n for n, c in running.items() if c.status == "running"}:
-        version = running["backend"].labels.get("org.opencontainers.image.version", "?")
+    running = {n: c for n, c in running_services(client, env).items() if c.status == "running"}
+    app = app_services(env, running)
+    if {"backend", "frontend"} <= set(app) and "edge" in running:
+        version = app["backend"].labels.get("org.opencontainers.image.version", "?")
         log(f"{stage.name}: app {version} already running; left as it is (releases go through `smartrelease release`)")
     else:
         version = deploy_checkout(env)
         log(f"{stage.name}: app {version} deployed from the checkout")
     log(f"{stage.name}: serving at {stage.public_url}")
-    backup = take_backup(s, stage, sec, version)
+    backup = take_backup(env, version, "sandbox")
+    if kind == EXTERNAL:
+        s.cluster().switch_wal()
+    else:
+        archive_current_wal(env)
     log(f"{stage.name}: backup {backup.name}; wrote {stage.env_file}")
 
 
 # --- commands ---------------------------------------------------------------
 
-def up(s: Settings | None = None, dev: bool = False) -> int:
+def up(s: Settings | None = None, dev: bool = False, external_db: bool = False) -> int:
     s = s or Settings()
     try:
-        client = require_tools()
+        kind = database_kind(s, external_db)
+        client = require_tools(kind == EXTERNAL)
         s.root.mkdir(parents=True, exist_ok=True)
         sec = load_or_make_secrets(s)
 
-        cluster = s.cluster()
-        cluster.init()
-        cluster.start()
-        log(f"PostgreSQL on 127.0.0.1:{s.pg_port}, WAL archived to {s.wal_dir}")
+        if kind == EXTERNAL:
+            cluster = s.cluster()
+            cluster.init(listen=docker_host_gateway(client))
+            cluster.start()
+            log(f"PostgreSQL on 127.0.0.1:{s.pg_port} (and the Docker bridge), WAL archived to {s.cluster_wal_dir}")
 
         sandbox_registry(s).start()
         log(f"registry on {s.registry}")
@@ -373,13 +465,10 @@ def up(s: Settings | None = None, dev: bool = False) -> int:
         ensure_tls(s)
         ensure_app_checkout(s)
         base = ensure_base_image(client, log)
-        try:
-            client.images.get(EDGE_IMAGE)
-        except docker.errors.ImageNotFound:
-            build_image(client, TEMPLATE / "edge", EDGE_IMAGE, build_args={"BASE_IMAGE": base})
+        images = {"edge": local_image(client, TEMPLATE / "edge", "smartrelease-sandbox/edge", base),
+                  "db": local_image(client, TEMPLATE / "db", "smartrelease-sandbox/postgres", base)}
         for stage in (s.prod, s.dev) if dev else (s.prod,):
-            up_stage(s, stage, sec, client)
-        cluster.switch_wal()
+            up_stage(s, stage, sec, client, kind, images)
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
               + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
@@ -402,23 +491,23 @@ def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
             log(f"{stage.name}: containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
-            run(project_compose(env, {"backend": "none", "frontend": "none"}).down())
-            log(f"{stage.name}: containers removed")
+            # The db service's volume goes only with the rest of the state.
+            run(project_compose(env).down(volumes=not keeping_state))
+            log(f"{stage.name}: containers removed" + ("" if keeping_state else ", with the database's volume"))
     sandbox_registry(s).stop()
     s.cluster().stop()
-    log("registry and PostgreSQL stopped" + (f"; state kept in {s.root} (`sandbox destroy` deletes it)"
-                                             if keeping_state else ""))
+    log("registry stopped" + (f"; state kept in {s.root} (`sandbox destroy` deletes it)" if keeping_state else ""))
     return 0
 
 
 def destroy(s: Settings | None = None) -> int:
     """down, then delete everything the sandbox wrote: its state directory, the
-    PostgreSQL files wherever they had to live, and the env files."""
+    database volumes, the PostgreSQL files wherever they had to live, and the env files."""
     s = s or Settings()
     cluster = s.cluster()
     down(s, keeping_state=False)
     cluster.destroy()
-    for path in (s.root, cluster.root, s.wal_dir):
+    for path in (s.root, cluster.root, s.cluster_wal_dir):
         shutil.rmtree(path, ignore_errors=True)
     for path in (s.env_file, s.dev.env_file):
         path.unlink(missing_ok=True)
@@ -429,16 +518,17 @@ def destroy(s: Settings | None = None) -> int:
 def status(s: Settings | None = None) -> int:
     s = s or Settings()
     registry = sandbox_registry(s)
-    parts = {
-        "postgres": s.cluster().initialized and s.cluster().running(),
-        "registry": registry.answering(),
-    }
     try:
         client = docker.from_env()
         running = {c.labels.get("com.docker.compose.service"): c.status
                    for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={s.project}"})}
     except docker.errors.DockerException:
         running = {}
+    external = database_kind(s, False) == EXTERNAL
+    parts = {
+        "postgres": (s.cluster().initialized and s.cluster().running()) if external else running.get(DB_SERVICE) == "running",
+        "registry": registry.answering(),
+    }
     for service in ("backend", "frontend", "edge"):
         parts[service] = running.get(service) == "running"
     for name, ok in parts.items():

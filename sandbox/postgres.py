@@ -81,7 +81,9 @@ class Cluster:
     def initialized(self) -> bool:
         return (self.datadir / "PG_VERSION").is_file()
 
-    def init(self) -> None:
+    def init(self, listen: str | None = None) -> None:
+        """A new cluster on 127.0.0.1 (and `listen`, an address containers reach, with
+        password logins from Docker's private networks)."""
         if self.initialized:
             return
         for d in (self.root, self.socket_dir):
@@ -89,7 +91,7 @@ class Cluster:
             _chown(d)
         self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")
         conf = [
-            "listen_addresses = '127.0.0.1'",
+            f"listen_addresses = '127.0.0.1{', ' + listen if listen else ''}'",
             f"port = {self.port}",
             f"unix_socket_directories = '{self.socket_dir}'",
             "wal_level = replica",
@@ -104,6 +106,9 @@ class Cluster:
             ]
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write("\n# smartrelease sandbox\n" + "\n".join(conf) + "\n")
+        if listen:
+            with open(self.datadir / "pg_hba.conf", "a") as f:
+                f.write("host all all 172.16.0.0/12 scram-sha-256\n")
 
     def running(self) -> bool:
         return self._run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the sandbox and the tests need on a Debian bookworm
-# machine: Docker Engine, Compose v2, a registry, PostgreSQL 15, mmdebstrap.
+# machine: Docker Engine, Compose v2, a registry, PostgreSQL 15, mmdebstrap, and npm
+# (the stand-in backend's packages are installed on the host, then copied into its image).
 # Idempotent: a second run installs nothing and starts only what is not running.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Any npm will do (a machine may have Node.js from elsewhere).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   need_root
   apt-get update -qq

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("action", choices=["up", "down", "status", "destroy"],
                     help="destroy: down, then delete the sandbox's state and env files")
     sb.add_argument("--dev", action="store_true", help="with up: also a dev environment beside it (.env.sandbox-dev)")
+    sb.add_argument("--external-db", action="store_true",
+                    help="with up: the database on this host, outside Compose (default: a db service in the project)")
     return p
 
 
@@ -234,7 +236,7 @@ def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
     if args.action == "up":
-        return manager.up(dev=args.dev)
+        return manager.up(dev=args.dev, external_db=args.external_db)
     return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
 
 

@@ -41,6 +41,7 @@ class Command:
     timeout_s: float
     env: Mapping[str, str] | None = field(default=None, repr=False)  # None: this process's environment
     name: str = ""  # how errors call it; default: the program's name (and a subcommand for docker)
+    cwd: str | None = None  # None: this process's working directory
 
     def __post_init__(self):
         if not self.name:
@@ -53,7 +54,7 @@ def run(command: Command, *, input: bytes | None = None, check: bool = True) -> 
     """Run `command` to its end within its time limit; output is captured as text."""
     try:
         proc = subprocess.run(command.argv, env=None if command.env is None else dict(command.env), input=input,
-                              capture_output=True, timeout=command.timeout_s)
+                              capture_output=True, timeout=command.timeout_s, cwd=command.cwd)
     except FileNotFoundError:
         raise CommandFailed(command.name, 127, f"{command.argv[0]} is not installed (not found on PATH)") from None
     except PermissionError:
@@ -73,7 +74,8 @@ def start(command: Command, **popen) -> subprocess.Popen:
     """Start `command` for a pipeline run by hand (its streams as `popen` says); the
     caller bounds it with a Deadline and turns its exit status into `failure`."""
     try:
-        return subprocess.Popen(command.argv, env=None if command.env is None else dict(command.env), **popen)
+        return subprocess.Popen(command.argv, env=None if command.env is None else dict(command.env), cwd=command.cwd,
+                                **popen)
     except FileNotFoundError:
         raise CommandFailed(command.name, 127, f"{command.argv[0]} is not installed (not found on PATH)") from None
     except PermissionError:

@@ -35,6 +35,7 @@ class RollbackFacts(BaseModel):
     db_strategy: str = "undo"
     migrations_undone: list[str] = []
     migrations_left: list[str] = []  # applied since the target and still applied after the rollback
+    schema_left: list[str] = []  # how the schema still differs from before the release ("+ line", "- line")
     backup: str | None = None  # the backup restored, or the safety backup taken before an undo
     recovered: bool = False  # the previous version runs and verified
     time_to_recover_s: float | None = None  # failure detected -> previous version verified

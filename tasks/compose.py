@@ -41,10 +41,12 @@ class ComposeProject:
         """`config --services`: the compose file's services, one per line."""
         return self._command("config", "--services", timeout_s=60)
 
-    def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False) -> Command:
+    def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False,
+           wait: bool = False) -> Command:
+        """`wait`: until the services run and pass their health checks."""
         return self._command("up", "--detach", "--quiet-pull", "--remove-orphans",
                              *(("--no-deps",) if no_deps else ()), *(("--no-recreate",) if no_recreate else ()),
-                             *services)
+                             *(("--wait",) if wait else ()), *services)
 
     def stop(self, services: Sequence[str], *, grace_s: int) -> Command:
         # Compose gets the grace period plus time to spare for itself.

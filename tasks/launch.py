@@ -52,12 +52,23 @@ def project_compose(env: Environment, images: dict[str, str] | None = None) -> C
                           timeout_s=t.compose_timeout_s)
 
 
+def start_database(env: Environment) -> None:
+    """The database service, started if it is not running (and waited for until
+    healthy), never recreated: its data outlives every release."""
+    try:
+        run(project_compose(env).up([env.target.database_service], no_recreate=True, wait=True))
+    except CommandFailed as exc:
+        raise StepFailed(STEP, f"{exc} (the database service {env.target.database_service})") from None
+
+
 def compose_up(env: Environment, images: dict[str, str]) -> None:
-    """The one `compose up` of this project (releases and the sandbox's first deploy)."""
+    """The one `compose up` of this project (releases and the sandbox's first deploy).
+    With a database service, it is started apart and the app's services are brought up
+    without their dependencies, so no release ever recreates it."""
     project = project_compose(env, images)
     try:
         if db := env.target.database_service:
-            run(project.up([db], no_recreate=True))
+            start_database(env)
             others = [s for s in run(project.services()).stdout.split() if s != db]
             run(project.up(others, no_deps=True))
         else:

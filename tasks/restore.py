@@ -123,7 +123,7 @@ def restore_database(env: Environment, backup_path: str) -> Finding:
     if psql.returncode != 0:
         raise StepFailed(STEP, f"{failure(psql_command.name, psql.returncode, errors.get('psql', b''))}; {rolled_back}")
     return Finding(detail=f"database restored from {path.name} (checksum verified, one transaction, "
-                          f"with {tools.where}'s PostgreSQL programs)")
+                          f"pg_restore and psql of {tools.where})")
 
 
 def _kill(*procs: subprocess.Popen) -> None:

@@ -43,6 +43,7 @@ class RollbackInputs(Finding):
     without_down: list[str]  # of to_undo
     backup: BackupRecord | None  # what `restore` restores
     failed_migrations: list[str] = []  # pending in the failed release and never applied: a migration was the cause
+    schema_before: list[str] | None = None  # after a failed release: the schema its database step must give back
 
 
 def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str], new_backend: str,
@@ -56,7 +57,8 @@ def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str
     detail += f", undo {', '.join(to_undo)}" if strategy == "undo" and to_undo else ""
     return RollbackInputs(detail=detail, environment=env.name, from_version=plan.version, target=plan.previous,
                           strategy=strategy, to_undo=to_undo, undo_image=new_backend, without_down=without_down,
-                          backup=backup, failed_migrations=[m for m in pending if m not in applied])
+                          backup=backup, failed_migrations=[m for m in pending if m not in applied],
+                          schema_before=plan.schema_before or None)
 
 
 def deployed(rows: list[dict]) -> list[dict]:
@@ -169,11 +171,12 @@ def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str |
 def backup_after(history: list[dict], target: dict) -> str | None:
     """The backup taken before the oldest schema change still in the database since
     the target: the first one recorded after the target's row by a release that
-    passed, or by a failed one whose rollback left migrations applied. (A failed
-    release that undid its migrations left nothing to restore.)"""
+    passed, or by a failed one whose rollback left migrations applied or the schema
+    changed. (A failed release that undid its migrations left nothing to restore.)"""
     later = history[next((i for i, r in enumerate(history) if r is target), len(history)) + 1:]
     return next((r["backup"] for r in later
-                 if r.get("backup") and (r.get("result") == RELEASED or r.get("migrations_left"))), None)
+                 if r.get("backup") and (r.get("result") == RELEASED or r.get("migrations_left") or r.get("schema_left"))),
+                None)
 
 
 def _recorded_backup(env: Environment, history: list[dict], target: dict) -> BackupRecord:

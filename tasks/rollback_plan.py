@@ -17,6 +17,7 @@ from tasks.images import engine
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord
 from tasks.runbook_task import runbook_task
+from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
 
 STEP = "rollback-plan"
@@ -41,7 +42,8 @@ class RollbackPlan(Finding):
     previous: Deployment | None
     backup: BackupRecord | None
     migrations: list[MigrationUndo]
-    applied_before: list[str]  # "SequelizeMeta" before launch: what an undo returns to
+    applied_before: list[str]  # the migrations table before launch: what an undo returns to
+    schema_before: list[str] = []  # the schema before launch (tasks/schema.py): what a rollback must give back
 
     def markdown(self, now: float | None = None) -> str:
         prev = self.previous
@@ -105,7 +107,8 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, bac
         detail += f"; no down step: {', '.join(no_down)} (a rollback would leave the schema and need a human)"
     return RollbackPlan(detail=detail, warning=bool(no_down) or (first_release and bool(missing)),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
-                        backup=backup, migrations=steps, applied_before=migrations.applied)
+                        backup=backup, migrations=steps, applied_before=migrations.applied,
+                        schema_before=schema_lines(env, STEP))
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

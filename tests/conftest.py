@@ -160,6 +160,20 @@ def _destroy(cluster: Cluster) -> None:
     shutil.rmtree(cluster.root.parent, ignore_errors=True)
 
 
+SHARED_ENV = "e2e"  # the environment (blocks) name of the shared sandbox
+
+
+@pytest.fixture(scope="session")
+def shared_sandbox():
+    """One sandbox in the runbook's topology (db service on PostgreSQL 17, bridge
+    network, the Node.js/Sequelize stand-in) for the end-to-end modules; each leaves
+    it running its last release, verified. Started by the first test that asks."""
+    from tests.release_sandbox import module_sandbox
+
+    with module_sandbox("smartrelease-e2e", SHARED_ENV) as sb:
+        yield sb
+
+
 @pytest.fixture(scope="session")
 def pg() -> Cluster:
     """A shared cluster with WAL archiving on; tests must leave it running."""

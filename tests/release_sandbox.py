@@ -1,5 +1,10 @@
-"""A sandbox of a test module's own (its ports, project and sentinel secrets), with
-the helpers the end-to-end tests use to ship versions and look at the result."""
+"""Sandboxes for the end-to-end tests (their own ports, projects and sentinel
+secrets), with the helpers the tests use to ship versions and look at the result.
+
+`shared_sandbox` (tests/conftest.py) is one sandbox in the runbook's topology for
+every module whose tests leave it verified on their last release; `module_sandbox`
+gives a module one of its own (the promotion's dev and prod, on a database outside
+Compose)."""
 
 import shutil
 import tempfile
@@ -18,6 +23,7 @@ from smartrelease.report import Report
 from tasks.launch import compose_up
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
+from tasks.rollback_plan import running_deployment
 from tasks.running import running_services
 from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port
 
@@ -27,6 +33,7 @@ class Sandbox:
         self.settings = settings
         self.app_dir = settings.app_dir
         self.name = name
+        self.initial = running_deployment(self.env())  # what `sandbox up` deployed
 
     def env(self):
         return load_environment(self.name)
@@ -57,10 +64,21 @@ class Sandbox:
             meta = conn.execute('SELECT name FROM "SequelizeMeta" ORDER BY name').fetchall()
         return columns, meta
 
+    def env_running_version(self) -> str | None:
+        """The version label of the backend running now."""
+        return running_services(docker.from_env(), self.env())["backend"].labels.get("org.opencontainers.image.version")
+
+    def db_container(self) -> str | None:
+        """The id of the db service's container (None with a database outside Compose)."""
+        found = docker.from_env().containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.settings.project}", "com.docker.compose.service=db"]})
+        return found[0].id if found else None
+
     def restore_last_good(self) -> None:
-        """Put the last released version back (rollback proper is the rollback flow's job)."""
+        """Put the last released version back, or what `sandbox up` deployed before any
+        release (rollback proper is the rollback flow's job)."""
         row = last_release(self.name)
-        compose_up(self.env(), {"backend": row["backend"], "frontend": row["frontend"]})
+        compose_up(self.env(), {"backend": row["backend"], "frontend": row["frontend"]} if row else self.initial.images)
         wait_ready(self.env())
 
     def fingerprint(self) -> dict:
@@ -78,25 +96,24 @@ class Sandbox:
 
 
 @contextmanager
-def module_sandbox(project: str, name: str, dev: bool = False):
+def module_sandbox(project: str, name: str, dev: bool = False, external_db: bool = False):
     """Up a sandbox on free ports with sentinel secrets (kept by `up`, so the leak
     checks know what to look for); import its env file as blocks `name` (and with
     `dev`, the dev environment's as `name`-dev)."""
+    # Private (0700), like a checkout under a home directory: as root, an external_db
+    # cluster (PostgreSQL runs as `postgres`) then lives under SMARTRELEASE_PG_STATE.
     root = Path(tempfile.mkdtemp(prefix=f"{project}-"))
-    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data dir
-    settings = manager.Settings(
-        root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
-        pg_port=free_port(), registry_port=free_port(), backend_port=free_port(), frontend_port=free_port(),
-        edge_port=free_port(), dev_backend_port=free_port(), dev_frontend_port=free_port(), dev_edge_port=free_port(),
-    )
+    settings = manager.Settings(root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
+                                pg_port=free_port(), registry_port=free_port(), edge_port=free_port(),
+                                dev_edge_port=free_port())
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
-    assert manager.up(settings, dev=dev) == 0
+    assert manager.up(settings, dev=dev, external_db=external_db) == 0
     import_env_file(settings.env_file, name)
     if dev:
         import_env_file(settings.dev.env_file, settings.dev.name)
     try:
         yield Sandbox(settings, name)
     finally:
-        manager.down(settings)
+        manager.destroy(settings)
         shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks import import_env_file, load_environment, parse_env_file
-from sandbox.base_image import ensure_base_image
+from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
 from sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
 from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
@@ -22,7 +22,7 @@ from tasks.registry import Registry as RegistryApi
 from tests.conftest import free_port
 
 REGISTRY_USER, REGISTRY_PASS = "ci", "registry-SENTINEL-pass"
-DOCKERFILE = "FROM smartrelease-sandbox/base:bookworm\nARG APP_VERSION=0.0.0\nRUN echo $APP_VERSION > /app-version\n"
+DOCKERFILE = f"FROM {DEFAULT_BASE_IMAGE}\nARG APP_VERSION=0.0.0\nRUN echo $APP_VERSION > /app-version\n"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,11 @@
 """Promotion dev -> prod on a sandbox with both environments side by side (two Compose
 projects, two databases, one registry): the digest built for dev is the digest
-production runs, checked at every hop."""
+production runs, checked at every hop. This sandbox keeps its database outside
+Compose (a PostgreSQL cluster on this host, reached by the containers through
+host.docker.internal and by the tool at RELEASE_DATABASE_ADDRESS): the topology of a
+managed database."""
+
+import os
 
 import pytest
 
@@ -9,6 +14,7 @@ from flows.history import read_history
 from flows.promote import promote
 from flows.release import release
 from sandbox.app_changes import commit_version
+from sandbox.postgres import SHARED_STATE
 from smartrelease.report import Report, Status
 from tasks.build_pin import registry_for
 from tasks.rollback_plan import running_deployment
@@ -22,7 +28,7 @@ SERVICES = ("backend", "frontend")
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with module_sandbox("smartrelease-promote-e2e", PROD, dev=True) as sb:
+    with module_sandbox("smartrelease-promote-e2e", PROD, dev=True, external_db=True) as sb:
         yield sb
 
 
@@ -85,6 +91,16 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
     assert "deployed as pushed" in steps["build-pin"].detail and "built" not in steps["build-pin"].detail.replace("deployed as pushed", "")
     assert steps["verify"].status == Status.PASSED and "digests match for backend, frontend" in steps["verify"].detail
     assert running_digests(sandbox, PROD) == digests  # hop 4: production runs the bytes that passed in dev
+
+    # The database outside Compose: the app reaches it as host.docker.internal, this
+    # host at 127.0.0.1 (RELEASE_DATABASE_ADDRESS); as root, in a private checkout, the
+    # cluster's files live where the `postgres` user can reach them.
+    logs = stored(state.state_details.flow_run_id)["logs"]
+    port = sandbox.settings.pg_port
+    assert f"smartaccounting@host.docker.internal:{port}/smartaccounting (reached at 127.0.0.1:{port})" in logs
+    assert sandbox.db_container() is None
+    if os.geteuid() == 0:
+        assert str(sandbox.settings.cluster().root).startswith(str(SHARED_STATE))
 
 
 def test_a_digest_with_no_passing_dev_run_needs_force_and_a_reason(sandbox):

@@ -1,9 +1,7 @@
-"""The release and verify flows end to end on a sandbox of the tests' own: real
-Docker Engine, registry, Compose v2, PostgreSQL and Prefect server. Faults are
-baked into the images shipped (see sandbox/app/standin-faults), not mocked."""
-
-import json
-import shlex
+"""The release and verify flows end to end on the shared sandbox: real Docker Engine,
+registry, Compose v2, PostgreSQL 17 as the project's db service, the Node.js backend
+with sequelize-cli migrations, and a Prefect server. Faults are baked into the images
+shipped (see sandbox/app/standin-faults), not mocked."""
 
 import docker
 import pytest
@@ -17,17 +15,16 @@ from smartrelease.report import Report, Status
 from tasks.build_pin import push_immutable, registry_for
 from tasks.images import build_image
 from tasks.running import running_services
-from tests.conftest import SENTINELS, assert_no_secret, stored
-from tests.release_sandbox import module_sandbox
+from sandbox.base_image import DEFAULT_BASE_IMAGE
+from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 
 pytestmark = pytest.mark.e2e
-ENV = "e2e"
+ENV = SHARED_ENV
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with module_sandbox("smartrelease-release-e2e", ENV) as sb:
-        yield sb
+def sandbox(shared_sandbox):
+    yield shared_sandbox
 
 
 def by_name(report: Report) -> dict:
@@ -44,23 +41,32 @@ def assert_no_secrets(state, report: Report) -> None:
 
 
 def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
+    running_before = sandbox.env_running_version()
+    db = sandbox.db_container()
     state, first, sha = sandbox.release("1.0.0")
     assert state.is_completed(), first.text()
     assert [r.name for r in first.results] == list(STEPS)
     assert all(r.status == Status.PASSED for r in first.results), first.text()
-    assert first.facts.previous_version == "0.9.0" and first.facts.git_sha == sha
+    assert first.facts.previous_version == running_before and first.facts.git_sha == sha
     assert first.facts.migrations_applied == []
+    # The database runs PostgreSQL 17 in the project, newer than this host's client
+    # (15): the backup was taken with the db service's own pg_dump.
+    assert "(reached at 172." in stored(state.state_details.flow_run_id)["logs"]
+    assert ", PostgreSQL 17." in stored(state.state_details.flow_run_id)["logs"]
+    # Metrics are internal: read at the backend's own address; the edge does not route them.
+    assert by_name(first)["metrics"].detail.startswith("http://backend:8080/metrics: ")
     assert_no_secrets(state, first)
 
-    name = "20261101000000-add-account-currency.sql"
+    name = "20261101000000-add-account-currency.js"
     state, second, _ = sandbox.release("1.1.0", files={f"migrations/{name}": migration(
-        "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR';",
-        "ALTER TABLE accounts DROP COLUMN currency;")})
+        "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
+        "ALTER TABLE accounts DROP COLUMN currency")})
     assert state.is_completed(), second.text()
     assert second.facts.previous_version == "1.0.0"
     assert second.facts.migrations_applied == [name]
     columns, meta = sandbox.schema()
     assert ("accounts", "currency", "character") in columns and (name,) in meta
+    assert sandbox.db_container() == db  # no release recreates the database
 
     # What runs is exactly what was pinned, and the history says so.
     running = running_services(docker.from_env(), sandbox.env())
@@ -84,14 +90,14 @@ def test_pending_migrations_without_allow_prod_migrations_change_nothing(sandbox
     sandbox.set_env("ALLOW_PROD_MIGRATIONS", "false")
     before = sandbox.containers(), sandbox.schema()
     try:
-        state, report, _ = sandbox.release("1.2.0", files={"migrations/20261102000000-add-account-note.sql": migration(
-            "ALTER TABLE accounts ADD COLUMN note TEXT;", "ALTER TABLE accounts DROP COLUMN note;")})
+        state, report, _ = sandbox.release("1.2.0", files={"migrations/20261102000000-add-account-note.js": migration(
+            "ALTER TABLE accounts ADD COLUMN note TEXT", "ALTER TABLE accounts DROP COLUMN note")})
     finally:
         sandbox.set_env("ALLOW_PROD_MIGRATIONS", "true")
     assert state.is_failed()
     guard = by_name(report)["migration-guard"]
     assert guard.status == Status.FAILED
-    assert "20261102000000-add-account-note.sql" in guard.detail and "ALLOW_PROD_MIGRATIONS is not 'true'" in guard.detail
+    assert "20261102000000-add-account-note.js" in guard.detail and "ALLOW_PROD_MIGRATIONS is not 'true'" in guard.detail
     assert all(by_name(report)[s].status == Status.SKIPPED for s in ("launch", "wait-ready", "verify"))
     assert (sandbox.containers(), sandbox.schema()) == before  # same containers, same images, same schema
 
@@ -141,7 +147,7 @@ def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_pa
     with registry_for(env) as registry:
         before = registry.digest(env.target.backend_image, "1.0.0")
         assert before
-        (tmp_path / "Dockerfile").write_text("FROM smartrelease-sandbox/base:bookworm\nLABEL impostor=yes\n")
+        (tmp_path / "Dockerfile").write_text(f"FROM {DEFAULT_BASE_IMAGE}\nLABEL impostor=yes\n")
         build_image(docker.from_env(), tmp_path, f"{repository}:1.0.0")
         with pytest.raises(StepFailed) as refused:
             push_immutable(docker.from_env(), registry, repository, env.target.backend_image, "1.0.0")
@@ -174,30 +180,24 @@ def test_a_release_on_a_host_that_never_built_the_images(sandbox):
 
 
 def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandbox):
-    """A project deployed by hand from CI's plain builds (images without the OCI labels)
-    is not an empty environment: the release refuses at rollback-plan, before launch,
-    instead of treating it as a first release with nothing to go back to."""
+    """A project deployed by hand from CI's plain builds (`docker build` without the OCI
+    labels) is not an empty environment: the release refuses at rollback-plan, before
+    launch, instead of treating it as a first release with nothing to go back to."""
     from blocks import import_env_file
-    from smartrelease.process import Command, run
+    from tasks.build_pin import push_immutable
     from tasks.launch import compose_up
     from tasks.readiness import wait_ready
 
     env, client = sandbox.env(), docker.from_env()
+    contexts = {"backend": sandbox.app_dir / env.target.backend_context,
+                "frontend": sandbox.app_dir / env.target.frontend_context}
     bare = {}
-    for service, container in sandbox.containers().items():
-        if service not in ("backend", "frontend"):
-            continue
-        config = client.images.get(container[1]).attrs["Config"]
-        repository = f"{env.target.registry}/{getattr(env.target, service + '_image')}"
-        changes = [f"ENTRYPOINT {json.dumps(config.get('Entrypoint') or [])}", f"CMD {json.dumps(config.get('Cmd') or [])}",
-                   f"WORKDIR {config.get('WorkingDir') or '/'}", *(f"ENV {e}" for e in config.get("Env") or [])]
-        # The running image's files, re-imported with its command but none of its labels.
-        run(Command(("sh", "-c", f"docker export {container[0]} | docker import "
-                     + " ".join(f"--change {shlex.quote(c)}" for c in changes) + f" - {repository}:unlabelled"),
-                    timeout_s=300))
-        client.images.push(repository, tag="unlabelled")
-        with registry_for(env) as registry:
-            bare[service] = f"{repository}@{registry.digest(getattr(env.target, service + '_image'), 'unlabelled')}"
+    with registry_for(env) as registry:
+        for role, context in contexts.items():
+            path = getattr(env.target, f"{role}_image")
+            repository = f"{env.target.registry}/{path}"
+            build_image(client, context, f"{repository}:unlabelled")  # no --label, as CI's plain build
+            bare[role] = f"{repository}@{push_immutable(client, registry, repository, path, 'unlabelled')}"
     try:
         compose_up(env, bare)
         wait_ready(env)
@@ -214,14 +214,16 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
 
 
 def test_the_first_release_of_an_empty_environment(sandbox):
-    """Nothing runs in the project (the edge neither) and nothing was ever released
-    under this name: preflight cannot reach the public URL, so tls is a warning there
-    and the full check runs after launch."""
+    """Nothing of the app runs in the project (the edge neither; only its database,
+    provisioned before the first release) and nothing was ever released under this
+    name: preflight cannot reach the public URL, so tls is a warning there and the
+    full check runs after launch."""
     from blocks import import_env_file
-    from smartrelease.process import run
-    from tasks.launch import project_compose
 
-    run(project_compose(sandbox.env(), {"backend": "none", "frontend": "none"}).down())
+    for service, (container, _) in sandbox.containers().items():
+        if service != "db":
+            docker.from_env().containers.get(container).remove(force=True)
+    assert set(sandbox.containers()) == {"db"}
     import_env_file(sandbox.settings.env_file, "e2e-first")
     try:
         state, report, _ = sandbox.release("1.9.0", environment="e2e-first")

@@ -1,6 +1,7 @@
-"""Rollback and data safety end to end, on a sandbox of this module's own: faults
-are shipped in real images (sandbox/app/standin-faults) and real migrations; the
-database is compared before and after by schema and by every row."""
+"""Rollback and data safety end to end, on the shared sandbox: faults are shipped in
+real images (sandbox/app/standin-faults) and real Sequelize migrations, run by
+sequelize-cli outside any transaction as in production; the database is compared
+before and after by schema and by every row."""
 
 import json
 import os
@@ -20,25 +21,24 @@ from prefect.settings import PREFECT_API_URL
 from flows.history import last_release, read_history
 from flows.rollback import rollback
 from flows.verify import verify
-from sandbox.app_changes import commit_version, migration
+from sandbox.app_changes import STYLES, commit_version, migration
 from smartrelease.report import Report, Status
 from tasks.backup_crypto import verify_checksum
 from tasks.postgres import connect
 from tasks.rollback_plan import running_deployment
-from tests.conftest import SENTINELS, assert_no_secret, stored
-from tests.release_sandbox import module_sandbox
+from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 
 pytestmark = pytest.mark.e2e
-ENV = "rb"
-ROLLBACK_STEPS = ("stop-backend", "safety-backup", "undo-migrations", "relaunch", "wait-ready", "verify")
+ENV = SHARED_ENV
+BASE = "2.0.0"  # what each test goes back to
+ROLLBACK_STEPS = ("stop-backend", "safety-backup", "undo-migrations", "schema", "relaunch", "wait-ready", "verify")
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with module_sandbox("smartrelease-rollback-e2e", ENV) as sb:
-        state, report, _ = sb.release("1.0.0")
-        assert state.is_completed(), report.text()
-        yield sb
+def sandbox(shared_sandbox):
+    state, report, _ = shared_sandbox.release(BASE)
+    assert state.is_completed(), report.text()
+    yield shared_sandbox
 
 
 def by_name(report: Report) -> dict:
@@ -93,80 +93,138 @@ def drop_from_checkout(sandbox, *names: str) -> None:
 
 
 def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
-    name = "20261110000000-add-account-currency.sql"
-    before_rows, before_schema = accounts(sandbox), sandbox.schema()
+    name = "20261110000000-add-account-currency.js"
+    before_rows, before_schema, db = accounts(sandbox), sandbox.schema(), sandbox.db_container()
     with Writer(sandbox) as writer:
-        state, report, _ = sandbox.release("1.1.0", faults=["health-fails"], files={f"migrations/{name}": migration(
-            "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR';",
-            "ALTER TABLE accounts DROP COLUMN currency;")})
+        state, report, _ = sandbox.release("2.1.0", faults=["health-fails"], files={f"migrations/{name}": migration(
+            "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
+            "ALTER TABLE accounts DROP COLUMN currency")})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps = by_name(report)
     assert steps["wait-ready"].status == Status.FAILED and "unhealthy" in steps["wait-ready"].detail
     assert all(steps[f"rollback: {n}"].status == Status.PASSED for n in ROLLBACK_STEPS), report.text()
     rb = report.facts.rollback
-    assert rb.recovered and rb.to_version == "1.0.0" and rb.migrations_undone == [name]
-    assert rb.time_to_recover_s > 0 and rb.instructions == []
+    assert rb.recovered and rb.to_version == BASE and rb.migrations_undone == [name]
+    assert rb.time_to_recover_s > 0 and rb.instructions == [] and rb.schema_left == []
 
-    # Back on 1.0.0, by digest, verified; the schema as before; every row kept.
-    assert_back_on(sandbox, "1.0.0")
+    # Back on the base version, by digest, verified; the schema as before; every row kept.
+    assert_back_on(sandbox, BASE)
     assert sandbox.schema() == before_schema
     assert len(writer.written) > 10
     assert accounts(sandbox) == sorted(before_rows + writer.written)
+    assert sandbox.db_container() == db  # the database was never recreated
 
     # The pre-release and safety backups exist with their checksums; the plan was published first.
     backup_dir = sandbox.env().app.backup_dir
     verify_checksum(Path(backup_dir) / report.facts.backup)
     verify_checksum(Path(backup_dir) / rb.backup)
-    assert report.facts.backup.startswith(f"{ENV}-1.1.0-") and rb.backup.startswith(f"{ENV}-1.1.0-before-undo-")
+    assert report.facts.backup.startswith(f"{ENV}-2.1.0-") and rb.backup.startswith(f"{ENV}-2.1.0-before-undo-")
     texts = stored(state.state_details.flow_run_id)
-    assert "rollback-plan-rb" in texts["artifact_keys"] and f"| {name} | yes |" in texts["artifacts"]
-    assert read_history(ENV)[-1]["result"] == "failed at wait-ready; rolled back to 1.0.0"
+    assert f"rollback-plan-{ENV}" in texts["artifact_keys"] and f"| {name} | yes |" in texts["artifacts"]
+    assert read_history(ENV)[-1]["result"] == f"failed at wait-ready; rolled back to {BASE}"
     texts["report"] = report.model_dump_json() + report.markdown() + report.text()
     assert_no_secret(texts, SENTINELS, "of a release that rolled back")
 
 
-def test_the_second_of_three_migrations_failing_leaves_the_database_as_before(sandbox):
-    names = ["20261111000001-create-ledgers.sql", "20261111000002-broken.sql", "20261111000003-add-note.sql"]
+def test_every_down_step_style_is_recognised_and_undone_across_five_migrations(sandbox):
+    """Sequelize migrations written every usual way (module.exports object, exports.down,
+    module.exports.down, ESM `export const`, TypeScript's CommonJS output): the image's
+    Node.js says each has a down step, and `npm run db:rollback` undoes all five,
+    newest first."""
+    names = [f"2026111600000{i}-{style}.js" for i, style in enumerate(STYLES)]
+    files = {f"migrations/{n}": migration(f"CREATE TABLE t_{i} (id INT)", f"DROP TABLE t_{i}", style=style)
+             for i, (n, style) in enumerate(zip(names, STYLES))}
     before = sandbox.fingerprint()
-    state, report, _ = sandbox.release("1.2.0", files={
-        f"migrations/{names[0]}": migration("CREATE TABLE ledgers (id SERIAL PRIMARY KEY, label TEXT);", "DROP TABLE ledgers;"),
-        f"migrations/{names[1]}": migration("ALTER TABLE no_such_table ADD COLUMN x INT;", "SELECT 1;"),
-        f"migrations/{names[2]}": migration("ALTER TABLE accounts ADD COLUMN note TEXT;", "ALTER TABLE accounts DROP COLUMN note;"),
+    state, report, _ = sandbox.release("2.2.0", faults=["health-fails"], files=files)
+    drop_from_checkout(sandbox, *names)
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert steps["migration-guard"].detail == f"5 pending: {', '.join(names)}", steps["migration-guard"].detail
+    assert rb.recovered and rb.migrations_undone == names[::-1], report.text()
+    assert steps["rollback: schema"].status == Status.PASSED
+    assert sandbox.fingerprint() == before
+    assert_back_on(sandbox, BASE)
+
+
+def test_the_second_of_three_migrations_failing_at_its_first_statement_leaves_the_database_as_before(sandbox):
+    names = ["20261111000001-create-ledgers.js", "20261111000002-broken.js", "20261111000003-add-note.js"]
+    before = sandbox.fingerprint()
+    state, report, _ = sandbox.release("2.3.0", files={
+        f"migrations/{names[0]}": migration("CREATE TABLE ledgers (id SERIAL PRIMARY KEY, label TEXT)", "DROP TABLE ledgers"),
+        f"migrations/{names[1]}": migration("ALTER TABLE no_such_table ADD COLUMN x INT", "SELECT 1"),
+        f"migrations/{names[2]}": migration("ALTER TABLE accounts ADD COLUMN note TEXT", "ALTER TABLE accounts DROP COLUMN note"),
     })
     drop_from_checkout(sandbox, *names)
     assert state.is_failed()
     rb = report.facts.rollback
-    assert rb.recovered, report.text()
+    assert rb.recovered and report.failures()[0].name == "wait-ready", report.text()
     assert rb.migrations_undone == [names[0]]  # exactly what this release applied
+    assert by_name(report)["rollback: schema"].status == Status.PASSED and rb.schema_left == []
     assert sandbox.fingerprint() == before  # schema and every row
-    assert any("guard off --name rb" in i and names[1] in i for i in rb.instructions)
-    assert_back_on(sandbox, "1.0.0")
+    assert any(f"guard off --name {ENV}" in i and f"{names[1]}; {names[2]} never ran" in i for i in rb.instructions)
+    assert_back_on(sandbox, BASE)
+
+
+def test_a_migration_failing_half_way_is_named_with_what_it_left_and_restore_takes_it_back(sandbox):
+    """Sequelize runs a migration outside a transaction: the second statement failing
+    leaves the first one's table, unrecorded. The undo of the release's other migration
+    cannot remove it; the schema check names it, the previous version is relaunched
+    (it runs on that schema), and the advice to restore brings back the database."""
+    names = ["20261117000001-create-budgets.js", "20261117000002-half-applied.js"]
+    before = sandbox.fingerprint()
+    state, report, _ = sandbox.release("2.4.0", files={
+        f"migrations/{names[0]}": migration("CREATE TABLE budgets (id SERIAL PRIMARY KEY)", "DROP TABLE budgets"),
+        f"migrations/{names[1]}": migration(["CREATE TABLE budget_lines (id SERIAL PRIMARY KEY, amount NUMERIC)",
+                                             "ALTER TABLE no_such_table ADD COLUMN x INT"], "DROP TABLE budget_lines"),
+    })
+    drop_from_checkout(sandbox, *names)
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert rb.migrations_undone == [names[0]]
+    schema = steps["rollback: schema"]
+    assert schema.status == Status.FAILED and "+ relation public.budget_lines (r)" in schema.detail
+    assert "+ column public.budget_lines.amount numeric" in schema.detail
+    # The code is rolled back all the same: the previous version runs on that schema.
+    assert rb.recovered and steps["rollback: verify"].status == Status.PASSED
+    advice = next(i for i in rb.instructions if "not as it was" in i)
+    assert f"{names[1]} failed half-way" in advice and "outside a transaction" in advice
+    assert report.facts.backup in advice and "--db-strategy restore" in advice
+    assert read_history(ENV)[-1]["schema_left"].endswith("difference(s)")
+
+    state = rollback(environment=ENV, to_version=BASE, db_strategy="restore", return_state=True)
+    restored = state.result(raise_on_failure=False)
+    assert state.is_completed(), restored.text()
+    assert restored.facts.rollback.backup == report.facts.backup
+    assert sandbox.fingerprint() == before
+    assert_back_on(sandbox, BASE)
 
 
 def test_restore_strategy_makes_the_database_equal_the_backup(sandbox):
-    name = "20261112000000-ledgers-and-code.sql"
+    name = "20261112000000-ledgers-and-code.js"
     before = sandbox.fingerprint()  # nothing writes between this and the release's backup
-    state, report, _ = sandbox.release("1.3.0", faults=["health-fails"], db_strategy="restore",
+    state, report, _ = sandbox.release("2.5.0", faults=["health-fails"], db_strategy="restore",
                                        files={f"migrations/{name}": migration(
-                                           "CREATE TABLE ledgers (id SERIAL PRIMARY KEY); ALTER TABLE accounts ADD COLUMN code TEXT;",
-                                           "DROP TABLE ledgers; ALTER TABLE accounts DROP COLUMN code;")})
+                                           ["CREATE TABLE ledgers (id SERIAL PRIMARY KEY)", "ALTER TABLE accounts ADD COLUMN code TEXT"],
+                                           ["DROP TABLE ledgers", "ALTER TABLE accounts DROP COLUMN code"])})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps, rb = by_name(report), report.facts.rollback
     assert steps["rollback: restore-database"].status == Status.PASSED, report.text()
-    assert "rollback: undo-migrations" not in steps
+    assert "pg_restore and psql of the db service's container" in steps["rollback: restore-database"].detail
+    assert "rollback: undo-migrations" not in steps and steps["rollback: schema"].status == Status.PASSED
     assert rb.recovered and rb.db_strategy == "restore" and rb.backup == report.facts.backup
     assert "every write since then is lost" in rb.warnings[0]
     assert sandbox.fingerprint() == before  # the new table is gone too
-    assert_back_on(sandbox, "1.0.0")
+    assert_back_on(sandbox, BASE)
 
 
 def test_a_migration_without_a_down_step_leaves_the_database_alone_and_says_what_to_do(sandbox):
-    name = "20261113000000-add-account-tag.sql"
+    name = "20261113000000-add-account-tag.js"
     before_rows, before = accounts(sandbox), sandbox.fingerprint()
-    state, report, _ = sandbox.release("1.4.0", faults=["health-fails"], files={
-        f"migrations/{name}": migration("ALTER TABLE accounts ADD COLUMN tag TEXT;")})
+    # Its comment mentions down(): what the image's Node.js says counts, not the text.
+    state, report, _ = sandbox.release("2.6.0", faults=["health-fails"], files={
+        f"migrations/{name}": migration("ALTER TABLE accounts ADD COLUMN tag TEXT")})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps, rb = by_name(report), report.facts.rollback
@@ -177,24 +235,24 @@ def test_a_migration_without_a_down_step_leaves_the_database_alone_and_says_what
     # Untouched by the rollback: the release's column and record are still there, rows unchanged.
     columns, meta = sandbox.schema()
     assert ("accounts", "tag", "text") in columns and (name,) in meta and accounts(sandbox) == before_rows
-    # 1.0.0 runs on the new schema (wait-ready and verify passed), so the code stays rolled back.
+    # The base version runs on the new schema (wait-ready and verify passed), so the code stays rolled back.
     assert rb.recovered and steps["rollback: verify"].status == Status.PASSED
     [advice] = rb.instructions
     assert name in advice and "--db-strategy restore" in advice and report.facts.backup in advice
-    assert "runs on it" in advice and "--to 1.0.0" in advice
+    assert "runs on it" in advice and f"--to {BASE}" in advice
 
-    # Following the advice puts the database back as it was before 1.4.0.
-    state = rollback(environment=ENV, to_version="1.0.0", db_strategy="restore", return_state=True)
+    # Following the advice puts the database back as it was before 2.6.0.
+    state = rollback(environment=ENV, to_version=BASE, db_strategy="restore", return_state=True)
     restored = state.result(raise_on_failure=False)
     assert state.is_completed(), restored.text()
     assert sandbox.fingerprint() == before
-    assert_back_on(sandbox, "1.0.0")
+    assert_back_on(sandbox, BASE)
 
 
 def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(sandbox):
-    name = "20261114000000-create-budgets.sql"
-    state, report, _ = sandbox.release("1.5.0", files={f"migrations/{name}": migration(
-        "CREATE TABLE budgets (id SERIAL PRIMARY KEY, amount NUMERIC);", "DROP TABLE budgets;")})
+    name = "20261114000000-create-budgets.js"
+    state, report, _ = sandbox.release("2.7.0", files={f"migrations/{name}": migration(
+        "CREATE TABLE budgets (id SERIAL PRIMARY KEY, amount NUMERIC)", "DROP TABLE budgets")})
     drop_from_checkout(sandbox, name)
     assert state.is_completed(), report.text()
     backup = Path(sandbox.env().app.backup_dir) / report.facts.backup
@@ -216,16 +274,16 @@ def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(san
     assert state.is_completed(), back.text()
     assert_no_secret({**stored(state.state_details.flow_run_id), "report": back.model_dump_json()}, SENTINELS,
                      "of a passing rollback")
-    assert back.facts.rollback.to_version == "1.0.0" and back.facts.rollback.migrations_undone == [name]
+    assert back.facts.rollback.to_version == BASE and back.facts.rollback.migrations_undone == [name]
     assert ("budgets",) not in [(c[0],) for c in sandbox.schema()[0]]
     assert read_history(ENV)[-1]["result"] == "rolled back"
-    assert_back_on(sandbox, "1.0.0")
+    assert_back_on(sandbox, BASE)
 
 
 def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(sandbox):
-    name = "20261115000000-add-account-region.sql"
-    commit_version(sandbox.app_dir, "1.6.0", {f"migrations/{name}": migration(
-        "ALTER TABLE accounts ADD COLUMN region TEXT;", "ALTER TABLE accounts DROP COLUMN region;")})
+    name = "20261115000000-add-account-region.js"
+    commit_version(sandbox.app_dir, "2.8.0", {f"migrations/{name}": migration(
+        "ALTER TABLE accounts ADD COLUMN region TEXT", "ALTER TABLE accounts DROP COLUMN region")})
     before = sandbox.fingerprint()
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     cli = [sys.executable, "-m", "smartrelease.cli"]
@@ -249,16 +307,16 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
-    assert result["ok"] and result["rollback"]["to_version"] == "1.0.0" and result["rollback"]["recovered"]
+    assert result["ok"] and result["rollback"]["to_version"] == BASE and result["rollback"]["recovered"]
     # The new backend kept running after the kill and applied its migration; the rollback undid it.
     assert result["rollback"]["migrations_undone"] == [name]
     assert_no_secret({"stdout": done.stdout, "stderr": done.stderr}, SENTINELS, "of the rollback command")
     assert sandbox.fingerprint() == before
-    assert_back_on(sandbox, "1.0.0")
+    assert_back_on(sandbox, BASE)
 
 
 def test_rollback_refuses_a_target_whose_images_are_gone(sandbox):
-    target = last_release(ENV)  # 1.0.0, running: `--to 1.0.0` re-deploys it, if its images still exist
+    target = last_release(ENV)  # the base version, running: `--to` it re-deploys it, if its images still exist
     repository, digest = target["backend"].split("@")
     registry, path = repository.split("/", 1)
     deleted = httpx.delete(f"http://{registry}/v2/{path}/manifests/{digest}")  # delete is enabled in the sandbox

@@ -1,4 +1,6 @@
-"""End to end on the sandbox: real Docker Engine, Compose v2, registry, PostgreSQL."""
+"""End to end on the sandbox's own commands (`smartrelease sandbox up|status|down|destroy`)
+from a private directory: real Docker Engine, Compose v2, registry, PostgreSQL 17 in
+the project."""
 
 import json
 import os
@@ -9,12 +11,13 @@ import tempfile
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.preflight import CHECKS
 from sandbox import manager
-from sandbox.base_image import ensure_base_image
+from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
 from tasks.running import project_containers
 from tests.conftest import free_port
 
@@ -25,8 +28,8 @@ pytestmark = pytest.mark.e2e
 def sandbox_env():
     """A sandbox of the tests' own (directory, ports, compose project), so a
     developer's running sandbox is left alone. Its directory is private (0700, like a
-    checkout under a home directory): as root, PostgreSQL (running as `postgres`)
-    cannot reach it, so its files must go to SMARTRELEASE_PG_STATE."""
+    checkout under a home directory): the db container's PostgreSQL still archives its
+    WAL into it (a bind mount does not walk the path)."""
     root = Path(tempfile.mkdtemp(prefix="smartrelease-e2e-"))
     assert root.stat().st_mode & 0o777 == 0o700
     pg_state = Path(tempfile.mkdtemp(prefix="smartrelease-e2e-pgstate-"))
@@ -38,7 +41,7 @@ def sandbox_env():
         "SANDBOX_DIR": str(root / ".sandbox"),
         "SANDBOX_ENV_FILE": str(root / ".env.sandbox"),
         "SANDBOX_PROJECT": "smartrelease-e2e",
-        **{f"SANDBOX_{k}_PORT": str(free_port()) for k in ("PG", "REGISTRY", "BACKEND", "FRONTEND", "EDGE")},
+        **{f"SANDBOX_{k}_PORT": str(free_port()) for k in ("PG", "REGISTRY", "EDGE")},
     }
 
     def cli(*args, timeout=900):
@@ -57,14 +60,22 @@ def test_sandbox_up_gives_a_passing_preflight(sandbox_env):
     cli, root, env = sandbox_env
     env_file = root / ".env.sandbox"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-    if os.geteuid() == 0:  # the server's files went where `postgres` can reach them
-        assert list(Path(env["SMARTRELEASE_PG_STATE"]).glob("sandbox-postgres-*/data/PG_VERSION"))
-        assert not (root / ".sandbox" / "postgres").exists()
+    assert not (root / ".sandbox" / "postgres").exists()  # no cluster on the host: the db service
     out = cli("preflight", "--env-file", str(env_file), "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["ok"] is True
     assert [(c["name"], c["status"]) for c in report["checks"]] == [(name, "passed") for name in CHECKS]
+    database = next(c for c in report["checks"] if c["name"] == "database")["detail"]
+    assert "@db:5432/" in database and "(reached at 172." in database and "PostgreSQL 17." in database
+    assert list((root / ".sandbox" / "wal-archive").iterdir())  # shipped through the bind mount
+
+    # The runbook's `curl -I`; and /metrics is internal: the edge does not route it.
+    public = f"https://localhost:{env['SANDBOX_EDGE_PORT']}"
+    with httpx.Client(verify=str(root / ".sandbox" / "tls" / "ca.pem")) as web:
+        head = web.head(f"{public}/api/health")
+        assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
+        assert web.get(f"{public}/metrics").status_code == 404
 
 
 def test_sandbox_up_is_idempotent_and_status_reports_up(sandbox_env):
@@ -74,7 +85,7 @@ def test_sandbox_up_is_idempotent_and_status_reports_up(sandbox_env):
     again = cli("sandbox", "up")
     assert again.returncode == 0, again.stderr
     after = {c.id for c in client.containers.list(filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"})}
-    assert before == after and len(after) == 3  # nothing recreated
+    assert before == after and len(after) == 4  # db, backend, frontend, edge: nothing recreated
     status = cli("sandbox", "status")
     assert status.returncode == 0 and status.stdout.split() == [
         "postgres", "up", "registry", "up", "backend", "up", "frontend", "up", "edge", "up"]
@@ -105,7 +116,7 @@ def test_down_removes_the_containers_of_an_environment_whose_state_was_deleted(t
                          pg_port=free_port(), registry_port=free_port())
     client = docker.from_env()
     ensure_base_image(client, lambda _: None)
-    orphan = client.containers.run("smartrelease-sandbox/base:bookworm", ["sleep", "300"], detach=True,
+    orphan = client.containers.run(DEFAULT_BASE_IMAGE, ["sleep", "300"], detach=True,
                                    labels={"com.docker.compose.project": s.dev.project})
     s.dev.env_file.write_text(f"RELEASE_COMPOSE_FILE={tmp_path}/gone/docker-compose.prod.yml\n"
                               f"RELEASE_COMPOSE_ENV_FILE={tmp_path}/gone/compose-dev.env\n"

@@ -1,4 +1,8 @@
 #!/bin/sh
+# Stands in for Traefik: terminates TLS on EDGE_LISTEN (in the container) and routes
+# /api/, /health and /ready to the backend, the rest to the frontend. /metrics is
+# internal, as in production: the edge does not route it. Service names are looked
+# up per request (Docker's DNS), since a release gives the backend a new container.
 # Expects the certificate and key at /tls/edge.pem and /tls/edge.key.
 set -e
 cat > /tmp/nginx.conf <<CONF
@@ -9,15 +13,18 @@ error_log stderr;
 events {}
 http {
   access_log off;
+  resolver ${RESOLVER:-127.0.0.11} valid=1s ipv6=off;
   server {
-    listen 127.0.0.1:${EDGE_PORT} ssl;
+    listen ${EDGE_LISTEN:-8443} ssl;
     ssl_certificate /tls/edge.pem;
     ssl_certificate_key /tls/edge.key;
-    location /api/ { proxy_pass http://127.0.0.1:${BACKEND_PORT}; proxy_set_header Host \$host; }
-    location = /health { proxy_pass http://127.0.0.1:${BACKEND_PORT}; }
-    location = /ready { proxy_pass http://127.0.0.1:${BACKEND_PORT}; }
-    location = /metrics { proxy_pass http://127.0.0.1:${BACKEND_PORT}; }
-    location / { proxy_pass http://127.0.0.1:${FRONTEND_PORT}; }
+    set \$backend http://${BACKEND_HOST:-backend}:${BACKEND_PORT:-8080};
+    set \$frontend http://${FRONTEND_HOST:-frontend}:${FRONTEND_PORT:-8081};
+    location /api/ { proxy_pass \$backend; proxy_set_header Host \$host; }
+    location = /health { proxy_pass \$backend; }
+    location = /ready { proxy_pass \$backend; }
+    location = /metrics { return 404; }
+    location / { proxy_pass \$frontend; }
   }
 }
 CONF

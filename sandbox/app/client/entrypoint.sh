@@ -10,7 +10,7 @@ http {
   include /etc/nginx/mime.types;
   access_log off;
   server {
-    listen 127.0.0.1:${PORT};
+    listen ${PORT};
     root /srv;
   }
 }

@@ -6,6 +6,6 @@ if [ "$NODE_ENV" = "production" ] && [ "$ALLOW_PROD_MIGRATIONS" != "true" ]; the
   echo "[entrypoint] NODE_ENV=production and ALLOW_PROD_MIGRATIONS is not 'true': migrations skipped"
 else
   echo "[entrypoint] running migrations"
-  python3 /app/migrate.py up
+  npm run db:migrate
 fi
-exec python3 /app/server.py
+exec node server.js
