@@ -24,8 +24,9 @@ def commit_version(app_dir: Path, version: str, files: dict[str, str | None] | N
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
     faults_path = app_dir / FAULTS_FILE
-    header = [line for line in faults_path.read_text().splitlines() if line.startswith("#")]
-    faults_path.write_text("\n".join(header + (faults or [])) + "\n")
+    if faults_path.is_file() or faults:  # the stand-in's; another app has none
+        header = [line for line in faults_path.read_text().splitlines() if line.startswith("#")]
+        faults_path.write_text("\n".join(header + (faults or [])) + "\n")
     git = ["git", "-C", str(app_dir), "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost"]
     run(Command((*git, "add", "-A"), timeout_s=GIT_TIMEOUT_S))
     run(Command((*git, "commit", "-q", "--allow-empty", "-m", f"version {version}"), timeout_s=GIT_TIMEOUT_S))

@@ -1,4 +1,4 @@
-"""`smartrelease sandbox up [--dev] [--external-db]|down|status|destroy`: production on one machine.
+"""`smartrelease sandbox up [--dev] [--external-db] [--app PATH]|down|status|destroy`: production on one machine.
 
 The runbook's topology by default: PostgreSQL 17 (newer than this host's client
 tools) as the `db` service of the Compose project, its data in a named volume, its
@@ -8,6 +8,13 @@ a port. With --external-db the database is a PostgreSQL cluster on this host
 instead (a managed database outside Compose): the containers reach it through
 host.docker.internal, this host at 127.0.0.1 (RELEASE_DATABASE_ADDRESS).
 
+With --app PATH the sandbox is brought up around your own app's checkout instead of the
+stand-in, to rehearse its releases: PATH is a git checkout following the documented
+contract (a VERSION file, the backend and frontend Dockerfiles, its compose file
+using the sandbox's variables), and its `smartrelease.env` holds its RELEASE_ keys
+(service names, endpoints, keys, migrations). The sandbox never writes to PATH except
+`npm ci` into its node_modules when it has a package-lock.json and none.
+
 up is idempotent: it starts what is not running, builds only what is missing, and
 (re)writes a complete .env.sandbox. With --dev it also brings up a dev environment
 beside it (`.env.sandbox-dev`): its own Compose project, database, port and backups,
@@ -16,6 +23,7 @@ sharing the registry, the TLS edge's certificate and the app checkout. Settings
 """
 
 import hashlib
+import ipaddress
 import os
 import secrets
 import shutil
@@ -33,6 +41,7 @@ import trustme
 from cryptography import x509
 from dotenv import dotenv_values
 
+from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
 from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster, server_dir
@@ -48,6 +57,11 @@ from tasks.running import app_services, project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
+APP_SETTINGS = "smartrelease.env"  # an --app checkout's own RELEASE_ keys
+# What the sandbox decides for every app: an --app's smartrelease.env may not set these.
+SANDBOX_OWNED = {"RELEASE_PRODUCTION", "RELEASE_PUBLIC_URL", "RELEASE_CA_BUNDLE", "RELEASE_COMPOSE_PROJECT",
+                 "RELEASE_COMPOSE_ENV_FILE", "RELEASE_APP_DIR", "RELEASE_REGISTRY", "RELEASE_PROMOTE_FROM",
+                 "RELEASE_DATABASE_ADDRESS", "RELEASE_REGISTRY_USERNAME", "RELEASE_REGISTRY_PASSWORD"}
 DB_USER = DB_NAME = "smartaccounting"
 DB_SERVICE = "db"
 DB_PROFILE = "bundled-db"  # the compose file's profile of its db service
@@ -68,6 +82,7 @@ class Settings:
     registry_port: int = field(default_factory=lambda: _env_int("SANDBOX_REGISTRY_PORT", 5001))
     edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
     dev_edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_EDGE_PORT", 18453))
+    app: Path | None = None  # --app: the user's own checkout instead of the stand-in
 
     @property
     def registry(self) -> str:
@@ -79,7 +94,7 @@ class Settings:
 
     @property
     def app_dir(self) -> Path:
-        return self.root / "app"
+        return self.app or self.root / "app"
 
     @property
     def tls_dir(self) -> Path:
@@ -178,6 +193,18 @@ def load_or_make_secrets(s: Settings) -> dict[str, str]:
         "BACKUP_PASSPHRASE": old.get("BACKUP_PASSPHRASE") or secrets.token_urlsafe(24),
         "METRICS_BASIC_AUTH_PASS": old.get("METRICS_BASIC_AUTH_PASS") or secrets.token_urlsafe(18),
     }
+
+
+def checked_app(s: Settings, app: Path | None) -> Path | None:
+    """--app, or the one an existing .env.sandbox was brought up with; refused when
+    it names another app than the running sandbox's."""
+    old = dotenv_values(s.env_file) if s.env_file.is_file() else {}
+    before = Path(old["SANDBOX_APP"]) if old.get("SANDBOX_APP") else None
+    wanted = Path(app).resolve() if app else (s.app or before)
+    if s.env_file.is_file() and old.get("RELEASE_APP_DIR") and wanted != before and (wanted or before):
+        raise SandboxError(f"this sandbox runs {before or 'the stand-in app'}, not {wanted or 'the stand-in app'}: "
+                           "`smartrelease sandbox destroy` first, or use another SANDBOX_DIR and SANDBOX_ENV_FILE")
+    return wanted
 
 
 def database_kind(s: Settings, external_db: bool) -> str:
@@ -283,7 +310,16 @@ def ensure_tls(s: Settings) -> None:
 def ensure_app_checkout(s: Settings) -> None:
     """The stand-in app as a git checkout (so builds have a real git SHA), with its npm
     packages installed from the lockfile into the build context: containers reach no
-    package registry here, and a release build copies them in."""
+    package registry here, and a release build copies them in. An --app checkout is
+    checked, not copied."""
+    if s.app:
+        missing = [name for name in (".git", "VERSION") if not (s.app / name).exists()]
+        if missing:
+            raise SandboxError(f"--app {s.app} is not an app checkout: it has no {' and no '.join(missing)} "
+                               "(the README's contract: a git checkout with a VERSION file)")
+        if (s.app / "package-lock.json").is_file() and not (s.app / "node_modules").exists():
+            npm_ci(s.app)
+        return
     if not (s.app_dir / ".git").is_dir():
         shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
@@ -324,15 +360,33 @@ def local_image(client: docker.DockerClient, directory: Path, repository: str, b
 
 def docker_host_gateway(client: docker.DockerClient) -> str:
     """The address `host.docker.internal:host-gateway` gives containers: the default bridge's gateway."""
-    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # Older engines leave Gateway out: the bridge takes its subnet's first address.
+    return config.get("Gateway") or str(ipaddress.ip_network(config["Subnet"])[1])
+
+
+def app_settings(s: Settings) -> dict[str, str]:
+    """An --app checkout's RELEASE_ keys (its smartrelease.env), its compose file's
+    path made absolute; {} for the stand-in."""
+    if not s.app:
+        return {}
+    path = s.app / APP_SETTINGS
+    values = {k: v for k, v in (dotenv_values(path) if path.is_file() else {}).items() if v is not None}
+    if owned := sorted(k for k in values if k in SANDBOX_OWNED or not k.startswith("RELEASE_")):
+        raise SandboxError(f"{path}: {', '.join(owned)} cannot be set there: the sandbox sets them (the README lists "
+                           "what an app's smartrelease.env may hold)")
+    values["RELEASE_COMPOSE_FILE"] = str(s.app / values.get("RELEASE_COMPOSE_FILE", "docker-compose.prod.yml"))
+    return values
 
 
 def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> str:
+    app = app_settings(s)
     if kind == BUNDLED:
         # The app's view: db on the project's network. This host reaches it at the db
         # container's address (RELEASE_DATABASE_SERVICE), read from Docker Engine.
-        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@{DB_SERVICE}:5432/{DB_NAME}",
-                    "WAL_ARCHIVE_DIR": str(stage.wal_dir), "RELEASE_DATABASE_SERVICE": DB_SERVICE}
+        service = app.get("RELEASE_DATABASE_SERVICE", DB_SERVICE)
+        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@{service}:5432/{DB_NAME}",
+                    "WAL_ARCHIVE_DIR": str(stage.wal_dir), "RELEASE_DATABASE_SERVICE": service}
     else:
         # A database outside Compose: the containers reach this host's cluster through
         # host.docker.internal, this host at 127.0.0.1.
@@ -367,10 +421,14 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> 
         **database,
         # Promotion into production asks the dev environment's history for evidence.
         "RELEASE_PROMOTE_FROM": s.dev.name,
-        # Kept so a second `sandbox up` reuses the database password and topology.
+        **app,
+        # Kept so a second `sandbox up` reuses the database password, topology and app.
         "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
         "SANDBOX_DATABASE": kind,
+        **({"SANDBOX_APP": str(s.app)} if s.app else {}),
     }
+    if kind == EXTERNAL:
+        values.pop("RELEASE_DATABASE_SERVICE", None)
     return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
@@ -445,9 +503,10 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
 
 # --- commands ---------------------------------------------------------------
 
-def up(s: Settings | None = None, dev: bool = False, external_db: bool = False) -> int:
+def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, app: Path | None = None) -> int:
     s = s or Settings()
     try:
+        s.app = checked_app(s, app)
         kind = database_kind(s, external_db)
         client = require_tools(kind == EXTERNAL)
         s.root.mkdir(parents=True, exist_ok=True)
@@ -524,12 +583,18 @@ def status(s: Settings | None = None) -> int:
                    for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={s.project}"})}
     except docker.errors.DockerException:
         running = {}
+    contract = parse_env_file(s.env_file).target if s.env_file.is_file() else AppContract()
     external = database_kind(s, False) == EXTERNAL
+    db = contract.database_service or DB_SERVICE
     parts = {
-        "postgres": (s.cluster().initialized and s.cluster().running()) if external else running.get(DB_SERVICE) == "running",
+        "postgres": (s.cluster().initialized and s.cluster().running()) if external else running.get(db) == "running",
         "registry": registry.answering(),
     }
-    for service in ("backend", "frontend", "edge"):
+    for name, service in (("backend", contract.backend_service), ("frontend", contract.frontend_service)):
+        parts[name] = running.get(service) == "running"
+    # Whatever else the compose file runs (the edge).
+    others = sorted(set(running) - {db, contract.backend_service, contract.frontend_service}) or ["edge"]
+    for service in others:
         parts[service] = running.get(service) == "running"
     for name, ok in parts.items():
         print(f"{name:9} {'up' if ok else 'down'}")

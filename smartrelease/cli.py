@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from smartrelease import __version__
 from smartrelease.errors import ConfigError
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--dev", action="store_true", help="with up: also a dev environment beside it (.env.sandbox-dev)")
     sb.add_argument("--external-db", action="store_true",
                     help="with up: the database on this host, outside Compose (default: a db service in the project)")
+    sb.add_argument("--app", metavar="PATH", help="with up: your own app's checkout instead of the stand-in "
+                                                   "(its smartrelease.env holds its RELEASE_ keys)")
     return p
 
 
@@ -236,7 +239,7 @@ def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
     if args.action == "up":
-        return manager.up(dev=args.dev, external_db=args.external_db)
+        return manager.up(dev=args.dev, external_db=args.external_db, app=args.app and Path(args.app))
     return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
 
 

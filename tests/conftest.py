@@ -170,7 +170,7 @@ def shared_sandbox():
     it running its last release, verified. Started by the first test that asks."""
     from tests.release_sandbox import module_sandbox
 
-    with module_sandbox("smartrelease-e2e", SHARED_ENV) as sb:
+    with module_sandbox("smartrelease-shared-e2e", SHARED_ENV) as sb:
         yield sb
 
 

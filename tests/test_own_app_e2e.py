@@ -1,0 +1,98 @@
+"""`smartrelease sandbox up --app PATH` around an app written apart from the stand-in
+(tests/apps/ledger): its own service names (api, web, postgres, proxy), endpoints,
+nested version keys, migrations table and undo command, all set in its
+smartrelease.env. Releases and rollbacks go through the same flows as for the
+stand-in; nothing here knows the ledger's names but its contract file."""
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from blocks import import_env_file, load_environment
+from flows.release import release
+from sandbox import manager
+from sandbox.app_changes import commit_version, migration
+from smartrelease.report import Status
+from tasks.postgres import connect
+from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, assert_no_secret, \
+    free_port, stored
+
+pytestmark = pytest.mark.e2e
+LEDGER = Path(__file__).parent / "apps" / "ledger"
+ENV = "ledger"
+
+
+@pytest.fixture(scope="module")
+def ledger():
+    root = Path(tempfile.mkdtemp(prefix="smartrelease-ledger-"))
+    app = root / "ledger"
+    shutil.copytree(LEDGER, app, ignore=shutil.ignore_patterns("node_modules"))
+    git = ["git", "-C", str(app), "-c", "user.name=ledger", "-c", "user.email=ledger@localhost"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "ledger 1.0.0"]):
+        subprocess.run([*git, *args], check=True, timeout=60)
+    settings = manager.Settings(root=root / ".sandbox", env_file=root / f".env.{ENV}", project="smartrelease-ledger-e2e",
+                                pg_port=free_port(), registry_port=free_port(), edge_port=free_port(),
+                                dev_edge_port=free_port())
+    settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
+                                 f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
+    assert manager.up(settings, app=app) == 0
+    import_env_file(settings.env_file, ENV)
+    try:
+        yield settings, app
+    finally:
+        manager.destroy(settings)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def logged_migrations() -> list[str]:
+    with connect(load_environment(ENV), "test") as conn:
+        assert conn.execute("SELECT to_regclass('\"SequelizeMeta\"')").fetchone()[0] is None  # not Sequelize's default
+        return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM migrations_log ORDER BY name"))]
+
+
+def ship(app: Path, version: str, files: dict[str, str]):
+    commit_version(app, version, files)
+    state = release(environment=ENV, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def test_a_release_of_your_own_app_follows_its_contract(ledger):
+    settings, app = ledger
+    name = "20250201000000-entry-currency.js"
+    state, report = ship(app, "1.1.0", {f"db/migrations/{name}": migration(
+        "ALTER TABLE entries ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
+        "ALTER TABLE entries DROP COLUMN currency", style="esm")})
+    assert state.is_completed(), report.text()
+    steps = {r.name: r for r in report.results}
+    assert [n for n in steps if n.startswith("smoke ")] == [
+        "smoke /healthz", "smoke /readyz", "smoke /api/build", "smoke /api/auth/status"]
+    assert steps["migration-guard"].detail == f"1 pending: {name}"
+    assert steps["metrics"].detail.startswith("http://api:3000/internal/metrics: ")
+    assert steps["verify"].detail.startswith("1.1.0 (") and "production" in steps["verify"].detail
+    assert logged_migrations() == ["20250101000000-entries.js", name]
+    texts = stored(state.state_details.flow_run_id)
+    assert "@postgres:5432/" in texts["logs"] and ", PostgreSQL 17." in texts["logs"]
+    assert_no_secret({**texts, "report": report.model_dump_json() + report.text()}, SENTINELS, "of the ledger's release")
+
+
+def test_a_failed_release_of_your_own_app_is_undone_with_its_own_undo_command(ledger):
+    settings, app = ledger
+    names = ["20250301000000-entry-note.js", "20250301000001-broken.js"]
+    before = logged_migrations()
+    state, report = ship(app, "1.2.0", {
+        f"db/migrations/{names[0]}": migration("ALTER TABLE entries ADD COLUMN note TEXT",
+                                               "ALTER TABLE entries DROP COLUMN note", style="exports"),
+        f"db/migrations/{names[1]}": migration("ALTER TABLE no_such_table ADD COLUMN x INT", "SELECT 1"),
+    })
+    commit_version(app, "1.2.0", {f"db/migrations/{n}": None for n in names})
+    assert state.is_failed()
+    steps, rb = {r.name: r for r in report.results}, report.facts.rollback
+    assert steps["wait-ready"].status == Status.FAILED and "api container" in steps["wait-ready"].detail
+    assert rb.recovered and rb.to_version == "1.1.0" and rb.migrations_undone == [names[0]], report.text()
+    assert steps["rollback: undo-migrations"].status == Status.PASSED  # `npm run migrate:undo`, the ledger's own
+    assert steps["rollback: schema"].status == Status.PASSED
+    assert logged_migrations() == before
