@@ -107,8 +107,10 @@ class Cluster:
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write("\n# smartrelease sandbox\n" + "\n".join(conf) + "\n")
         if listen:
+            # Docker gives its networks addresses from any private range.
             with open(self.datadir / "pg_hba.conf", "a") as f:
-                f.write("host all all 172.16.0.0/12 scram-sha-256\n")
+                f.write("".join(f"host all all {net} scram-sha-256\n"
+                                for net in ("172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8")))
 
     def running(self) -> bool:
         return self._run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0

@@ -108,11 +108,11 @@ def module_sandbox(project: str, name: str, dev: bool = False, external_db: bool
                                 dev_edge_port=free_port())
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
-    assert manager.up(settings, dev=dev, external_db=external_db) == 0
-    import_env_file(settings.env_file, name)
-    if dev:
-        import_env_file(settings.dev.env_file, settings.dev.name)
     try:
+        assert manager.up(settings, dev=dev, external_db=external_db) == 0
+        import_env_file(settings.env_file, name)
+        if dev:
+            import_env_file(settings.dev.env_file, settings.dev.name)
         yield Sandbox(settings, name)
     finally:
         manager.destroy(settings)

@@ -19,5 +19,5 @@ def test_readme_documents_every_sandbox_variable():
     code = "".join(p.read_text() for p in (README.parent / "sandbox").glob("*.py"))
     variables = set(re.findall(r'"((?:SANDBOX|SMARTRELEASE)_[A-Z_]+)"', code)) | {
         f"SANDBOX_{k}_PORT" for k in ("PG", "REGISTRY", "EDGE", "DEV_EDGE")}
-    variables -= {"SANDBOX_DB_PASSWORD", "SANDBOX_DATABASE"}  # written into .env.sandbox, not settings
+    variables -= {"SANDBOX_DB_PASSWORD", "SANDBOX_DATABASE", "SANDBOX_APP"}  # written into .env.sandbox, not settings
     assert sorted(v for v in variables if f"`{v}`" not in text) == []

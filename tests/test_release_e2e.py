@@ -3,13 +3,15 @@ registry, Compose v2, PostgreSQL 17 as the project's db service, the Node.js bac
 with sequelize-cli migrations, and a Prefect server. Faults are baked into the images
 shipped (see sandbox/app/standin-faults), not mocked."""
 
+import re
+
 import docker
 import pytest
 
 from flows.history import read_history
 from flows.release import STEPS, release
 from flows.verify import verify
-from sandbox.app_changes import migration
+from sandbox.app_changes import commit_version, migration
 from smartrelease.errors import StepFailed
 from smartrelease.report import Report, Status
 from tasks.build_pin import push_immutable, registry_for
@@ -51,7 +53,7 @@ def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
     assert first.facts.migrations_applied == []
     # The database runs PostgreSQL 17 in the project, newer than this host's client
     # (15): the backup was taken with the db service's own pg_dump.
-    assert "(reached at 172." in stored(state.state_details.flow_run_id)["logs"]
+    assert re.search(r"@db:5432/smartaccounting \(reached at [0-9.]+:5432\)", stored(state.state_details.flow_run_id)["logs"])
     assert ", PostgreSQL 17." in stored(state.state_details.flow_run_id)["logs"]
     # Metrics are internal: read at the backend's own address; the edge does not route them.
     assert by_name(first)["metrics"].detail.startswith("http://backend:8080/metrics: ")
@@ -89,11 +91,13 @@ def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
 def test_pending_migrations_without_allow_prod_migrations_change_nothing(sandbox):
     sandbox.set_env("ALLOW_PROD_MIGRATIONS", "false")
     before = sandbox.containers(), sandbox.schema()
+    name = "20261102000000-add-account-note.js"
     try:
-        state, report, _ = sandbox.release("1.2.0", files={"migrations/20261102000000-add-account-note.js": migration(
+        state, report, _ = sandbox.release("1.2.0", files={f"migrations/{name}": migration(
             "ALTER TABLE accounts ADD COLUMN note TEXT", "ALTER TABLE accounts DROP COLUMN note")})
     finally:
         sandbox.set_env("ALLOW_PROD_MIGRATIONS", "true")
+        commit_version(sandbox.app_dir, "1.2.0", {f"migrations/{name}": None})  # never applied: not for later releases
     assert state.is_failed()
     guard = by_name(report)["migration-guard"]
     assert guard.status == Status.FAILED
@@ -158,7 +162,6 @@ def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_pa
 def test_a_release_on_a_host_that_never_built_the_images(sandbox):
     """CI built and pushed 1.7.0; the release host has no copy of its images (every
     local one removed): build-pin pulls them before migration-guard and launch need them."""
-    from sandbox.app_changes import commit_version
     from tasks.build_pin import build_pin
 
     commit_version(sandbox.app_dir, "1.7.0", {"client/built-by-ci.txt": "1.7.0\n"})

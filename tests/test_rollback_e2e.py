@@ -93,12 +93,12 @@ def drop_from_checkout(sandbox, *names: str) -> None:
 
 
 def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
-    name = "20261110000000-add-account-currency.js"
+    name = "20261110000000-add-account-vat-rate.js"
     before_rows, before_schema, db = accounts(sandbox), sandbox.schema(), sandbox.db_container()
     with Writer(sandbox) as writer:
         state, report, _ = sandbox.release("2.1.0", faults=["health-fails"], files={f"migrations/{name}": migration(
-            "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
-            "ALTER TABLE accounts DROP COLUMN currency")})
+            "ALTER TABLE accounts ADD COLUMN vat_rate NUMERIC NOT NULL DEFAULT 0.19",
+            "ALTER TABLE accounts DROP COLUMN vat_rate")})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps = by_name(report)

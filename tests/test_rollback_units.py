@@ -3,6 +3,7 @@ the step sequence and the advice; plus the rollback plan's refusal on a real eng
 
 import docker
 import pytest
+from pydantic import SecretStr
 
 from blocks.app_environment import AppEnvironment
 from blocks.envfile import Environment
@@ -13,6 +14,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from tasks.migrations import MigrationPlan
 from tasks.undo import unexpected_change
+from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
 from tasks.rollback_plan import Deployment, rollback_plan
 
@@ -109,12 +111,14 @@ def test_the_cli_offers_the_same_strategies_as_the_flows():
     assert cli.STRATEGIES == STRATEGIES
 
 
-def test_a_rollback_plan_without_a_pinned_previous_version_refuses_unless_first_release():
+def test_a_rollback_plan_without_a_pinned_previous_version_refuses_unless_first_release(pg):
     docker.from_env().ping()  # a real engine: the project simply has no containers
     plan = MigrationPlan(detail="", in_image=[], pending=[], unknown=[])
     with pytest.raises(StepFailed, match="rollback plan incomplete: the running backend and frontend are not both "
                                          "known by a registry digest.*no fresh backup. Nothing was changed"):
         rollback_plan(env(), "1.1.0", plan, None, first_release=False)
-    first = rollback_plan(env(), "1.0.0", plan, None, first_release=True)
+    database = env()
+    database.app.database_url = SecretStr(pg.dsn(DB_USER, DB_PASSWORD, DB_NAME))
+    first = rollback_plan(database, "1.0.0", plan, None, first_release=True)
     assert first.previous is None and first.warning and "first release" in first.detail
     assert "first release: nothing to go back to" in first.markdown()
