@@ -16,10 +16,10 @@ setting them in its env file, not by changing code.
 
 import re
 import shlex
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 Role = Literal["backend", "frontend"]
 ROLES: tuple[Role, ...] = ("backend", "frontend")  # the two images a release ships
@@ -31,23 +31,38 @@ _KEY = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
 
 
+def _matching(pattern: re.Pattern, rule: str) -> AfterValidator:
+    def check(value: str | None) -> str | None:
+        if value is not None and not pattern.fullmatch(value):
+            raise ValueError(rule)
+        return value
+    return AfterValidator(check)
+
+
+# The notions the contract is made of, each checked where it is read.
+ServiceName = Annotated[str, _matching(_SERVICE, "must be a Compose service name ([A-Za-z0-9][A-Za-z0-9_.-]*)")]
+VariableName = Annotated[str, _matching(_VARIABLE, "must be a variable name ([A-Za-z_][A-Za-z0-9_]*)")]
+UrlPath = Annotated[str, _matching(_PATH, "must be a path starting with / (no spaces, no #)")]
+JsonKey = Annotated[str, _matching(_KEY, "must be a JSON key (a.b for nested keys, no spaces)")]
+
+
 class AppContract(BaseModel):
-    backend_service: str = Field("backend", description="The Compose service that runs the backend image.")
-    frontend_service: str = Field("frontend", description="The Compose service that runs the frontend image.")
-    database_service: str | None = Field(None, description="The Compose service that runs PostgreSQL, when the database is part of the project (the runbook's topology); unset for a database outside Compose.")
+    backend_service: ServiceName = Field("backend", description="The Compose service that runs the backend image.")
+    frontend_service: ServiceName = Field("frontend", description="The Compose service that runs the frontend image.")
+    database_service: ServiceName | None = Field(None, description="The Compose service that runs PostgreSQL, when the database is part of the project (the runbook's topology); unset for a database outside Compose.")
     database_address: str | None = Field(None, description="host:port at which this host reaches the database, when it differs from DATABASE_URL's (the app's view, e.g. db:5432 on the project's network). Default: DATABASE_URL's host and port; with database_service, that service's container address on the project's network.")
-    backend_image_variable: str = Field("BACKEND_IMAGE", description="The compose file's variable for the backend image reference.")
-    frontend_image_variable: str = Field("FRONTEND_IMAGE", description="The compose file's variable for the frontend image reference.")
-    health_path: str = Field("/health", description="Liveness endpoint, smoke-tested.")
-    ready_path: str = Field("/ready", description="Readiness endpoint (the database reachable): wait-ready polls it, smoke-tested.")
-    api_health_path: str = Field("/api/health", description="The endpoint preflight's tls check calls through the public URL.")
-    version_path: str = Field("/api/system/version", description="The build metadata endpoint verify reads, smoke-tested.")
-    auth_health_path: str = Field("/api/auth/health", description="The auth subsystem's health endpoint, smoke-tested.")
+    backend_image_variable: VariableName = Field("BACKEND_IMAGE", description="The compose file's variable for the backend image reference.")
+    frontend_image_variable: VariableName = Field("FRONTEND_IMAGE", description="The compose file's variable for the frontend image reference.")
+    health_path: UrlPath = Field("/health", description="Liveness endpoint, smoke-tested.")
+    ready_path: UrlPath = Field("/ready", description="Readiness endpoint (the database reachable): wait-ready polls it, smoke-tested.")
+    api_health_path: UrlPath = Field("/api/health", description="The endpoint preflight's tls check calls through the public URL.")
+    version_path: UrlPath = Field("/api/system/version", description="The build metadata endpoint verify reads, smoke-tested.")
+    auth_health_path: UrlPath = Field("/api/auth/health", description="The auth subsystem's health endpoint, smoke-tested.")
     metrics_url: str = Field("/metrics", description="Prometheus metrics: a path on the public URL, or an internal http URL whose host may be a Compose service of the project (e.g. http://backend:8080/metrics).")
-    version_key: str = Field("version", description="The version endpoint's JSON key for the version (a.b for nested keys).")
-    git_sha_key: str = Field("gitSha", description="The version endpoint's JSON key for the git SHA.")
-    build_time_key: str = Field("buildTime", description="The version endpoint's JSON key for the build time.")
-    environment_key: str = Field("environment", description="The version endpoint's JSON key for the environment (NODE_ENV).")
+    version_key: JsonKey = Field("version", description="The version endpoint's JSON key for the version (a.b for nested keys).")
+    git_sha_key: JsonKey = Field("gitSha", description="The version endpoint's JSON key for the git SHA.")
+    build_time_key: JsonKey = Field("buildTime", description="The version endpoint's JSON key for the build time.")
+    environment_key: JsonKey = Field("environment", description="The version endpoint's JSON key for the environment (NODE_ENV).")
     migrations_dir: str = Field("/app/migrations", description="Where the backend image holds its migration files; each file's name is what the migrations table records.")
     migrations_table: str = Field("SequelizeMeta", description="The table Sequelize records applied migrations in (its migrationStorageTableName).")
     undo_command: str = Field("npm run db:rollback", description="The app's command that undoes its newest migration, run in a one-off backend container (the runbook's `npm run db:rollback`).")
@@ -83,27 +98,6 @@ class AppContract(BaseModel):
 
     # --- checked when the env file is read ----------------------------------------
 
-    @field_validator("backend_service", "frontend_service", "database_service")
-    @classmethod
-    def _service(cls, value: str | None) -> str | None:
-        if value is not None and not _SERVICE.fullmatch(value):
-            raise ValueError("must be a Compose service name ([A-Za-z0-9][A-Za-z0-9_.-]*)")
-        return value
-
-    @field_validator("backend_image_variable", "frontend_image_variable")
-    @classmethod
-    def _variable(cls, value: str) -> str:
-        if not _VARIABLE.fullmatch(value):
-            raise ValueError("must be a variable name ([A-Za-z_][A-Za-z0-9_]*)")
-        return value
-
-    @field_validator("health_path", "ready_path", "api_health_path", "version_path", "auth_health_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not _PATH.fullmatch(value):
-            raise ValueError("must be a path starting with / (no spaces, no #)")
-        return value
-
     @field_validator("metrics_url")
     @classmethod
     def _metrics(cls, value: str) -> str:
@@ -115,13 +109,6 @@ class AppContract(BaseModel):
             parts = None
         if not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
             raise ValueError("must be a path starting with / or an http(s) URL without credentials")
-        return value
-
-    @field_validator("version_key", "git_sha_key", "build_time_key", "environment_key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        if not _KEY.fullmatch(value):
-            raise ValueError("must be a JSON key (a.b for nested keys, no spaces)")
         return value
 
     @field_validator("migrations_table")

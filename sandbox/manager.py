@@ -44,7 +44,7 @@ from dotenv import dotenv_values
 from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
 from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
-from sandbox.postgres import PG_BIN, Cluster, server_dir
+from sandbox.postgres import PG_BIN, Cluster, archive_current_segment, server_dir
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from tasks.build_pin import build_pin
@@ -80,6 +80,9 @@ class Settings:
     project: str = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT", "smartaccounting-sandbox"))
     pg_port: int = field(default_factory=lambda: _env_int("SANDBOX_PG_PORT", 55432))  # --external-db only
     registry_port: int = field(default_factory=lambda: _env_int("SANDBOX_REGISTRY_PORT", 5001))
+    # Repositories are <prefix>/backend and <prefix>/frontend: sandboxes sharing a
+    # registry keep their tags apart.
+    image_prefix: str = field(default_factory=lambda: os.environ.get("SANDBOX_IMAGE_PREFIX", "smartaccounting"))
     edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
     dev_edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_EDGE_PORT", 18453))
     app: Path | None = None  # --app: the user's own checkout instead of the stand-in
@@ -245,7 +248,9 @@ class Registry:
             return False
 
     def start(self) -> None:
-        if self.pid() and self.answering():
+        """Start it, unless a registry already answers at `addr` (this one, or one
+        started elsewhere, which is then used as it is and never stopped here)."""
+        if self.answering():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "config.yml"
@@ -414,14 +419,13 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> 
         "RELEASE_COMPOSE_ENV_FILE": str(stage.compose_env_file),
         "RELEASE_APP_DIR": str(s.app_dir),
         "RELEASE_REGISTRY": s.registry,
-        "RELEASE_BACKEND_IMAGE": "smartaccounting/backend",
-        "RELEASE_FRONTEND_IMAGE": "smartaccounting/frontend",
-        # Internal, as the runbook has it: the edge does not route /metrics.
-        "RELEASE_METRICS_URL": "http://backend:8080/metrics",
+        "RELEASE_BACKEND_IMAGE": f"{s.image_prefix}/backend",
+        "RELEASE_FRONTEND_IMAGE": f"{s.image_prefix}/frontend",
         **database,
         # Promotion into production asks the dev environment's history for evidence.
         "RELEASE_PROMOTE_FROM": s.dev.name,
-        **app,
+        # The stand-in's metrics are internal, as the runbook has it: the edge does not route them.
+        **(app or {"RELEASE_METRICS_URL": "http://backend:8080/metrics"}),
         # Kept so a second `sandbox up` reuses the database password, topology and app.
         "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
         "SANDBOX_DATABASE": kind,
@@ -451,20 +455,14 @@ def deploy_checkout(env: Environment) -> str:
     return version
 
 
-def archive_current_wal(env: Environment, timeout_s: float = 30) -> str:
-    """Close the current WAL segment and wait until the archiver shipped it, so that
-    preflight's wal-archive check finds a segment (the app's user is the database's
-    superuser, as with the postgres image)."""
+def archive_current_wal(env: Environment) -> str:
+    """Ship the current WAL segment, so that preflight's wal-archive check finds one
+    (the app's user is the database's superuser, as with the postgres image)."""
     with connect(env, "sandbox") as conn:
-        conn.execute("CREATE TEMP TABLE _touch AS SELECT 1")  # make sure the segment has content
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-            if last and last >= segment:
-                return last
-            time.sleep(0.1)
-    raise SandboxError(f"WAL segment {segment} was not archived within {timeout_s} s")
+        try:
+            return archive_current_segment(conn)
+        except TimeoutError as exc:
+            raise SandboxError(f"{exc}: see the db service's log") from None
 
 
 def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.DockerClient, kind: str,

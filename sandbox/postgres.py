@@ -63,6 +63,20 @@ def server_dir(wanted: Path) -> Path:
     return moved
 
 
+def archive_current_segment(conn: psycopg.Connection, timeout_s: float = 30) -> str:
+    """Close the current WAL segment (a superuser's session) and wait until the
+    archiver shipped it; TimeoutError when it does not."""
+    conn.execute("CREATE TEMP TABLE _touch AS SELECT 1")  # make sure the segment has content
+    segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+        if last and last >= segment:
+            return last
+        time.sleep(0.1)
+    raise TimeoutError(f"WAL segment {segment} was not archived within {timeout_s} s")
+
+
 class Cluster:
     def __init__(self, root: Path, port: int, wal_archive_dir: Path | None = None):
         self.root = Path(root).resolve()
@@ -147,15 +161,7 @@ class Cluster:
     def switch_wal(self, timeout_s: float = 30) -> str:
         """Close the current WAL segment and wait until the archiver shipped it."""
         with self.admin() as conn:
-            conn.execute("CREATE TEMP TABLE _touch AS SELECT 1")  # make sure the segment has content
-            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
-                if last and last >= segment:
-                    return last
-                time.sleep(0.1)
-        raise TimeoutError(f"WAL segment {segment} was not archived within {timeout_s} s")
+            return archive_current_segment(conn, timeout_s)
 
     def dsn(self, user: str, password: str, dbname: str) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{dbname}"

@@ -96,20 +96,22 @@ class Sandbox:
 
 
 @contextmanager
-def module_sandbox(project: str, name: str, dev: bool = False, external_db: bool = False):
+def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: bool = False,
+                   external_db: bool = False, app: Path | None = None):
     """Up a sandbox on free ports with sentinel secrets (kept by `up`, so the leak
-    checks know what to look for); import its env file as blocks `name` (and with
-    `dev`, the dev environment's as `name`-dev)."""
+    checks know what to look for), pushing to `registry` under repositories of its
+    own; import its env file as blocks `name` (and with `dev`, the dev environment's
+    as `name`-dev)."""
     # Private (0700), like a checkout under a home directory: as root, an external_db
     # cluster (PostgreSQL runs as `postgres`) then lives under SMARTRELEASE_PG_STATE.
     root = Path(tempfile.mkdtemp(prefix=f"{project}-"))
     settings = manager.Settings(root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
-                                pg_port=free_port(), registry_port=free_port(), edge_port=free_port(),
-                                dev_edge_port=free_port())
+                                pg_port=free_port(), registry_port=int(registry.addr.rsplit(":", 1)[1]),
+                                image_prefix=project, edge_port=free_port(), dev_edge_port=free_port())
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
     try:
-        assert manager.up(settings, dev=dev, external_db=external_db) == 0
+        assert manager.up(settings, dev=dev, external_db=external_db, app=app) == 0
         import_env_file(settings.env_file, name)
         if dev:
             import_env_file(settings.dev.env_file, settings.dev.name)

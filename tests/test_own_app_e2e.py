@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from blocks import import_env_file, load_environment
+from blocks import load_environment
 from flows.release import release
-from sandbox import manager
 from sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
 from tasks.postgres import connect
-from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, assert_no_secret, \
-    free_port, stored
+from tests.conftest import SENTINELS, assert_no_secret, stored
+from tests.release_sandbox import module_sandbox
 
 pytestmark = pytest.mark.e2e
 LEDGER = Path(__file__).parent / "apps" / "ledger"
@@ -27,25 +26,20 @@ ENV = "ledger"
 
 
 @pytest.fixture(scope="module")
-def ledger():
-    root = Path(tempfile.mkdtemp(prefix="smartrelease-ledger-"))
-    app = root / "ledger"
+def ledger(shared_registry):
+    """The ledger's checkout (a copy, committed as its developers would have it) and a
+    sandbox brought up around it with `--app`."""
+    checkout = Path(tempfile.mkdtemp(prefix="smartrelease-ledger-app-"))
+    app = checkout / "ledger"
     shutil.copytree(LEDGER, app, ignore=shutil.ignore_patterns("node_modules"))
     git = ["git", "-C", str(app), "-c", "user.name=ledger", "-c", "user.email=ledger@localhost"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "ledger 1.0.0"]):
         subprocess.run([*git, *args], check=True, timeout=60)
-    settings = manager.Settings(root=root / ".sandbox", env_file=root / f".env.{ENV}", project="smartrelease-ledger-e2e",
-                                pg_port=free_port(), registry_port=free_port(), edge_port=free_port(),
-                                dev_edge_port=free_port())
-    settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
-                                 f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
-    assert manager.up(settings, app=app) == 0
-    import_env_file(settings.env_file, ENV)
     try:
-        yield settings, app
+        with module_sandbox("smartrelease-ledger-e2e", ENV, registry=shared_registry, app=app) as sb:
+            yield sb.settings, app
     finally:
-        manager.destroy(settings)
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(checkout, ignore_errors=True)
 
 
 def logged_migrations() -> list[str]:

@@ -27,8 +27,8 @@ SERVICES = ("backend", "frontend")
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with module_sandbox("smartrelease-promote-e2e", PROD, dev=True, external_db=True) as sb:
+def sandbox(shared_registry):
+    with module_sandbox("smartrelease-promote-e2e", PROD, registry=shared_registry, dev=True, external_db=True) as sb:
         yield sb
 
 
@@ -56,7 +56,7 @@ def dev_build(sandbox, version: str) -> tuple[str, dict[str, str]]:
 def tags(sandbox, version: str) -> dict[str, str | None]:
     env = sandbox.env()
     with registry_for(env) as registry:
-        return {s: registry.digest(f"smartaccounting/{s}", version) for s in SERVICES}
+        return {s: registry.digest(getattr(env.target, f"{s}_image"), version) for s in SERVICES}
 
 
 def running_digests(sandbox, environment: str) -> dict[str, str]:
@@ -132,4 +132,4 @@ def test_a_dev_tag_that_does_not_exist_is_named(sandbox):
     state, refused = run(promote, environment=PROD, from_tag="dev-0000000")
     assert state.is_failed() and [r.name for r in refused.failures()] == ["resolve"]
     detail = refused.failures()[0].detail
-    assert detail.startswith("smartaccounting/backend:dev-0000000 does not exist in 127.0.0.1:")
+    assert detail.startswith(f"{sandbox.env().target.backend_image}:dev-0000000 does not exist in 127.0.0.1:")

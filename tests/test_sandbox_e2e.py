@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def sandbox_env():
+def sandbox_env(shared_registry):
     """A sandbox of the tests' own (directory, ports, compose project), so a
     developer's running sandbox is left alone. Its directory is private (0700, like a
     checkout under a home directory): the db container's PostgreSQL still archives its
@@ -42,7 +42,9 @@ def sandbox_env():
         "SANDBOX_DIR": str(root / ".sandbox"),
         "SANDBOX_ENV_FILE": str(root / ".env.sandbox"),
         "SANDBOX_PROJECT": "smartrelease-e2e",
-        **{f"SANDBOX_{k}_PORT": str(free_port()) for k in ("PG", "REGISTRY", "EDGE")},
+        **{f"SANDBOX_{k}_PORT": str(free_port()) for k in ("PG", "EDGE")},
+        # The run's registry: `up` uses one that answers, and `down` leaves it running.
+        "SANDBOX_REGISTRY_PORT": shared_registry.addr.rsplit(":", 1)[1], "SANDBOX_IMAGE_PREFIX": "smartrelease-e2e",
     }
 
     def cli(*args, timeout=900):
@@ -99,7 +101,8 @@ def test_sandbox_down_removes_what_up_started(sandbox_env):
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"}) == []
     status = cli("sandbox", "status")
-    assert status.returncode == 1 and "postgres  down" in status.stdout and "registry  down" in status.stdout
+    assert status.returncode == 1 and "postgres  down" in status.stdout and "backend   down" in status.stdout
+    assert "registry  up" in status.stdout  # not started by this sandbox: left alone
 
 
 def test_destroy_deletes_the_state_wherever_it_lives(sandbox_env):
