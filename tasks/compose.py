@@ -42,11 +42,11 @@ class ComposeProject:
         return self._command("config", "--services", timeout_s=60)
 
     def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False,
-           wait: bool = False) -> Command:
+           force_recreate: bool = False, wait: bool = False) -> Command:
         """`wait`: until the services run and pass their health checks."""
+        flags = {"--no-deps": no_deps, "--no-recreate": no_recreate, "--force-recreate": force_recreate, "--wait": wait}
         return self._command("up", "--detach", "--quiet-pull", "--remove-orphans",
-                             *(("--no-deps",) if no_deps else ()), *(("--no-recreate",) if no_recreate else ()),
-                             *(("--wait",) if wait else ()), *services)
+                             *(flag for flag, on in flags.items() if on), *services)
 
     def stop(self, services: Sequence[str], *, grace_s: int) -> Command:
         # Compose gets the grace period plus time to spare for itself.
