@@ -8,6 +8,7 @@ the TLS edge. A machine that can pull may set SANDBOX_BASE_IMAGE=debian:trixie-s
 instead; the Dockerfiles install what that image lacks.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +23,11 @@ SUITE = "trixie"
 # Everything the database, the stand-in backend (npm runs its migrations, as the
 # runbook's entrypoint does), its frontend and the TLS edge need.
 PACKAGES = ["postgresql-17", "nodejs", "npm", "nginx", "ca-certificates", "curl"]
+# Documentation and translations are left out: every sandbox pushes this layer once.
+EXCLUDED = ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*"]
+# What the image is made of; a change to it makes (and imports) a new one.
+RECIPE = hashlib.sha256(repr((SUITE, PACKAGES, EXCLUDED)).encode()).hexdigest()[:12]
+RECIPE_LABEL = "smartrelease.base-recipe"
 CACHE_DIR = Path(os.environ.get("SMARTRELEASE_CACHE", Path.home() / ".cache" / "smartrelease"))
 MMDEBSTRAP_TIMEOUT_S = 1800
 IMPORT_TIMEOUT_S = 600
@@ -62,17 +68,20 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
     default to that name, so release builds need no sandbox-specific build args."""
     name = base_image_name()
     try:
-        client.images.get(DEFAULT_BASE_IMAGE if name == DEFAULT_BASE_IMAGE else name)
+        image = client.images.get(name)
         if name != DEFAULT_BASE_IMAGE:
-            client.images.get(name).tag(DEFAULT_BASE_IMAGE)
-        return DEFAULT_BASE_IMAGE
+            image.tag(DEFAULT_BASE_IMAGE)
+            return DEFAULT_BASE_IMAGE
+        if (image.labels or {}).get(RECIPE_LABEL) == RECIPE:
+            return DEFAULT_BASE_IMAGE
+        log(f"{name} was built from another recipe: building it again")
     except docker.errors.ImageNotFound:
         pass
     if name != DEFAULT_BASE_IMAGE:
         log(f"pulling base image {name}")
         client.images.pull(name).tag(DEFAULT_BASE_IMAGE)
         return DEFAULT_BASE_IMAGE
-    tarball = CACHE_DIR / f"base-{SUITE}.tar"
+    tarball = CACHE_DIR / f"base-{SUITE}-{RECIPE}.tar"
     if not tarball.is_file():
         if not shutil.which("mmdebstrap"):
             raise BaseImageError("mmdebstrap is not installed: run scripts/install-system.sh")
@@ -82,7 +91,8 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
         try:
             # mmdebstrap needs root (or user namespaces, often closed): a user goes through sudo.
             as_root = () if os.geteuid() == 0 else ("sudo", "-n")
-            run(Command((*as_root, "mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES), SUITE,
+            run(Command((*as_root, "mmdebstrap", "--quiet", "--variant=apt", "--include=" + ",".join(PACKAGES),
+                         *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDED), SUITE,
                          str(partial), _apt_sources(CACHE_DIR)), timeout_s=MMDEBSTRAP_TIMEOUT_S))
         except Exception:
             partial.unlink(missing_ok=True)
@@ -90,5 +100,6 @@ def ensure_base_image(client: docker.DockerClient, log=print) -> str:
         partial.rename(tarball)
     log(f"importing {tarball} as {name}")
     repository, tag = name.rsplit(":", 1)
-    run(Command(("docker", "import", str(tarball), f"{repository}:{tag}"), timeout_s=IMPORT_TIMEOUT_S))
+    run(Command(("docker", "import", "--change", f"LABEL {RECIPE_LABEL}={RECIPE}", str(tarball), f"{repository}:{tag}"),
+                timeout_s=IMPORT_TIMEOUT_S))
     return name

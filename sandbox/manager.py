@@ -350,9 +350,10 @@ def npm_ci(app_dir: Path) -> None:
 
 
 def local_image(client: docker.DockerClient, directory: Path, repository: str, base: str) -> str:
-    """`directory` built as `repository:<hash of its files>`, unless that image exists:
-    a changed Dockerfile or entrypoint gets a new image, an unchanged one is reused."""
-    digest = hashlib.sha256()
+    """`directory` built on `base` as `repository:<hash of its files and base>`, unless
+    that image exists: a changed Dockerfile, entrypoint or base gets a new image, an
+    unchanged one is reused."""
+    digest = hashlib.sha256(client.images.get(base).id.encode())
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
     tag = f"{repository}:{digest.hexdigest()[:12]}"

@@ -6,6 +6,7 @@ import json
 import re
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,7 @@ def test_sandbox_up_gives_a_passing_preflight(sandbox_env):
 
     # The runbook's `curl -I`; and /metrics is internal: the edge does not route it.
     public = f"https://localhost:{env['SANDBOX_EDGE_PORT']}"
-    with httpx.Client(verify=str(root / ".sandbox" / "tls" / "ca.pem")) as web:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(root / ".sandbox" / "tls" / "ca.pem"))) as web:
         head = web.head(f"{public}/api/health")
         assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
         assert web.get(f"{public}/metrics").status_code == 404
