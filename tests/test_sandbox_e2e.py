@@ -3,8 +3,8 @@ from a private directory: real Docker Engine, Compose v2, registry, PostgreSQL 1
 the project."""
 
 import json
-import re
 import os
+import re
 import shutil
 import ssl
 import subprocess
