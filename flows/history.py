@@ -1,13 +1,24 @@
-"""The release history of an environment: a Prefect table artifact keyed
-`release-history-<env>`, one row per release run, newest last. Each release
-publishes the whole table again, so the artifact's latest version is the history."""
+"""The release history of an environment, one row per run, oldest first.
+
+Each run writes its row as an artifact of its own (key `history-<env>-r<32 hex>`), so
+runs appending at the same moment cannot lose each other's rows; the history is every
+such row, in the order the server stored them. The table artifact
+`release-history-<env>` is the view people read in the UI: every append publishes
+it again from the rows as read then (a concurrent append may be missing from it until
+the next one). Rows written before row artifacts existed are read from that table.
+"""
 
 import json
+import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from prefect import get_run_logger
 from prefect.artifacts import Artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,11 +27,35 @@ from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
 
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
 
-HISTORY_LIMIT = 200  # rows kept in the artifact; older ones stay in its earlier versions
+HISTORY_LIMIT = 200  # rows shown in the UI's table; the history itself keeps every row
+PAGE = 200
 
 
 def history_key(environment: str) -> str:
+    """The UI's table of the history."""
     return f"release-history-{environment}"
+
+
+def row_key(environment: str) -> str:
+    """A new row's own artifact."""
+    return f"history-{environment}-r{uuid.uuid4().hex}"
+
+
+def _row_artifacts(environment: str) -> list:
+    """Every row artifact of `environment`, oldest first. The key's LIKE pattern also
+    matches other environments' rows (`prod` matches `prod-rx`'s), so each key is
+    checked whole."""
+    mine = re.compile(rf"history-{re.escape(environment)}-r[0-9a-f]{{32}}")
+    found, offset = {}, 0
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+                like_=f"history-{environment}-r%")), sort=ArtifactSort.CREATED_DESC, limit=PAGE, offset=offset)
+            found.update((a.key, a) for a in page if a.key and mine.fullmatch(a.key))
+            if len(page) < PAGE:
+                break
+            offset += PAGE  # newer rows arriving meanwhile shift the pages: keys dedupe the overlap
+    return sorted(found.values(), key=lambda a: (a.created, a.key))
 
 
 class HistoryRow(BaseModel):
@@ -43,17 +78,28 @@ class History:
         return f"{len(self.skipped)} malformed history row(s) skipped: " + "; ".join(self.skipped[:3])
 
 
+def _table(data) -> list:
+    """A table artifact's rows; ValueError when it is not a JSON list."""
+    data = json.loads(data) if isinstance(data, str) else data
+    if not isinstance(data, list):
+        raise ValueError("not a list")
+    return data
+
+
 def load_history(environment: str) -> History:
     """The history, each row checked: a malformed one (edited by hand, or written by
     another tool) is named and skipped, never a crash."""
-    artifact = Artifact.get(history_key(environment))
-    if artifact is None or not artifact.data:
-        return History()
-    try:
-        data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-    except ValueError:
-        return History(skipped=[f"the artifact {history_key(environment)} is not JSON"])
-    history = History(raw=list(data) if isinstance(data, list) else [])
+    history, view = History(), Artifact.get(history_key(environment))
+    if view is not None and view.data:
+        try:  # rows from before row artifacts: those of the UI's table without a row_id
+            history.raw = [r for r in _table(view.data) if not (isinstance(r, dict) and r.get("row_id"))]
+        except ValueError:
+            history.skipped.append(f"the artifact {history_key(environment)} is not a JSON table")
+    for artifact in _row_artifacts(environment):
+        try:
+            history.raw += _table(artifact.data)
+        except ValueError:
+            history.skipped.append(f"the artifact {artifact.key} is not a JSON table")
     for number, raw in enumerate(history.raw, 1):
         try:
             history.rows.append(HistoryRow.model_validate(raw).model_dump())
@@ -94,6 +140,7 @@ def result_of(report: Report) -> str:
 def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
     facts = report.facts
     row = {
+        "row_id": uuid.uuid4().hex,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
         "version": facts.version,
         "previous": facts.previous_version or "",
@@ -111,6 +158,11 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "flow_run_id": flow_run_id,  # promotion's evidence: the run is read back by id
         "triggered_by": facts.triggered_by,
     }
-    rows = (load_history(report.environment).raw + [row])[-HISTORY_LIMIT:]
-    create_table_artifact(key=history_key(report.environment), table=rows,
+    create_table_artifact(key=row_key(report.environment), table=[row],
+                          description=f"A row of {report.environment}'s release history: {row['result']}")
+    rows = load_history(report.environment).raw  # this row included
+    # Rows from before row artifacts live only in this table: they stay in it.
+    legacy = [r for r in rows if not (isinstance(r, dict) and r.get("row_id"))]
+    recent = [r for r in rows if isinstance(r, dict) and r.get("row_id")][-HISTORY_LIMIT:]
+    create_table_artifact(key=history_key(report.environment), table=legacy + recent,
                           description=f"Release history of {report.environment}, newest last")
