@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -105,12 +106,31 @@ def _cmd_blocks_import(args) -> int:
     return EXIT_OK
 
 
-def _run(flow, args, **parameters):
-    """Import the env file, run the flow in this process, return its report."""
+class _Progress(logging.Handler):
+    """Prints each step of a run on standard error as it finishes (standard output
+    keeps the report, or the JSON)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from flows.steps import STEP_RECORD
+
+        if (step := getattr(record, STEP_RECORD, None)) is not None:
+            flow = getattr(record, "flow_name", "") or ""
+            print(f"{flow:9} {step.progress_line()}", file=sys.stderr, flush=True)
+
+
+def _run(flow, args, *, progress: bool = False, **parameters):
+    """Import the env file, run the flow in this process, return its report; with
+    `progress`, each step is printed as it finishes."""
     from blocks import import_env_file
 
     env = import_env_file(args.env_file)
-    state = flow(environment=env.name, return_state=True, **parameters)
+    handler, flow_logger = _Progress(), logging.getLogger("prefect.flow_runs")
+    if progress:
+        flow_logger.addHandler(handler)
+    try:
+        state = flow(environment=env.name, return_state=True, **parameters)
+    finally:
+        flow_logger.removeHandler(handler)
     report = state.result(raise_on_failure=False)
     if isinstance(report, ConfigError):
         raise report
@@ -147,7 +167,8 @@ def _cmd_release(args) -> int:
     env = parse_env_file(args.env_file)
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
-    report = _run(release, args, version=args.release_version, digests=digests, db_strategy=args.db_strategy)
+    report = _run(release, args, progress=True, version=args.release_version, digests=digests,
+                  db_strategy=args.db_strategy)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -198,7 +219,7 @@ def _cmd_promote(args) -> int:
     check_dev_tag(args.from_tag, "--from")
     from flows.promote import promote
 
-    report = _run(promote, args, from_tag=args.from_tag, version=args.promote_version,
+    report = _run(promote, args, progress=True, from_tag=args.from_tag, version=args.promote_version,
                   force_reason=args.reason if args.force else None)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -220,7 +241,7 @@ def _cmd_rollback(args) -> int:
     if args.to_version and args.to_version not in [row["version"] for row in stack]:
         raise ConfigError(f"--to {args.to_version}: not a release of {name} that can be gone back to "
                           f"({', '.join(row['version'] for row in stack)})")
-    report = _run(rollback, args, to_version=args.to_version, db_strategy=args.db_strategy)
+    report = _run(rollback, args, progress=True, to_version=args.to_version, db_strategy=args.db_strategy)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 

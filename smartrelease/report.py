@@ -26,6 +26,12 @@ class StepResult(BaseModel):
     detail: str
     duration_ms: float = Field(ge=0)
 
+    def progress_line(self, width: int = 26, detail_chars: int = 160) -> str:
+        """One line as the step finishes, for a terminal watching the run."""
+        first = self.detail.partition("\n")[0]
+        first = first if len(first) <= detail_chars else first[: detail_chars - 1] + "…"
+        return f"{self.status.value.upper():8} {self.name:{width}} {first}  ({self.duration_ms:.0f} ms)"
+
 
 class RollbackFacts(BaseModel):
     """What a rollback (automatic, or the rollback flow) did and left to a human."""

@@ -91,6 +91,12 @@ def test_release_json_contract_when_preflight_fails(write_env, https_server):
     assert "tls: certificate of localhost has expired" in report["steps"][0]["detail"]
     for step in report["steps"]:
         assert set(step) == {"name", "status", "detail", "duration_ms"}
+    # Each step was shown as it finished, the subflow's checks too, on standard error
+    # (standard output holds the JSON alone, parsed above).
+    progress = [line.split() for line in out.stderr.splitlines() if line.startswith(("release ", "preflight "))]
+    assert ["preflight", "FAILED", "tls", "certificate", "of", "localhost", "has", "expired"] in [p[:8] for p in progress]
+    assert progress[-1][:3] == ["release", "FAILED", "preflight"]
+    assert ["preflight", "PASSED", "environment"] in [p[:3] for p in progress]
 
 
 def test_rollback_with_nothing_released_is_exit_2(write_env):
