@@ -11,9 +11,16 @@ from smartrelease.redact import mask
 from smartrelease.report import Finding, Status, StepResult
 
 
-# The attribute of a log record that carries a finished step's result (smartrelease.cli
-# prints them as they come: `release`, `rollback` and `promote` show their progress).
-STEP_RECORD = "smartrelease_step"
+# Who is told of each step as it finishes, (flow name, result): the CLI prints them,
+# so `release`, `rollback` and `promote` show their progress whatever the log level.
+observers: list[Callable[[str, StepResult], None]] = []
+
+
+def finished(result: StepResult) -> None:
+    from prefect.runtime import flow_run
+
+    for observer in list(observers):
+        observer(flow_run.flow_name or "", result)
 
 
 def failure_reason(exc: BaseException | None) -> str:
@@ -44,7 +51,8 @@ def gather(futures: Mapping[str, PrefectFuture], started: float) -> list[StepRes
             detail = failure_reason(outcome)
         done[name] = StepResult(name=name, status=status, detail=mask(detail), duration_ms=round(elapsed_ms, 1))
         level = {Status.PASSED: logger.info, Status.WARNING: logger.warning, Status.FAILED: logger.error}[status]
-        level("%s %s: %s", name, status.value, done[name].detail, extra={STEP_RECORD: done[name]})
+        level("%s %s: %s", name, status.value, done[name].detail)
+        finished(done[name])
     return [done[name] for name in futures]
 
 
@@ -66,8 +74,8 @@ class StepRunner:
         result = result.model_copy(update={"detail": mask(result.detail)})
         self.done.append(result)
         level = {Status.PASSED: "info", Status.WARNING: "warning", Status.FAILED: "error"}.get(result.status, "info")
-        getattr(get_run_logger(), level)("%s %s: %s", result.name, result.status.value, result.detail,
-                                         extra={STEP_RECORD: result})
+        getattr(get_run_logger(), level)("%s %s: %s", result.name, result.status.value, result.detail)
+        finished(result)
         if result.status == Status.FAILED and stop:
             raise Stopped(result.name)
 

@@ -3,7 +3,6 @@
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -106,16 +105,10 @@ def _cmd_blocks_import(args) -> int:
     return EXIT_OK
 
 
-class _Progress(logging.Handler):
-    """Prints each step of a run on standard error as it finishes (standard output
-    keeps the report, or the JSON)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from flows.steps import STEP_RECORD
-
-        if (step := getattr(record, STEP_RECORD, None)) is not None:
-            flow = getattr(record, "flow_name", "") or ""
-            print(f"{flow:9} {step.progress_line()}", file=sys.stderr, flush=True)
+def _progress(flow_name: str, step) -> None:
+    """A step of the run, as it finishes, on standard error (standard output keeps the
+    report, or the JSON)."""
+    print(f"{flow_name:9} {step.progress_line()}", file=sys.stderr, flush=True)
 
 
 def _run(flow, args, *, progress: bool = False, **parameters):
@@ -123,14 +116,16 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     `progress`, each step is printed as it finishes."""
     from blocks import import_env_file
 
+    from flows.steps import observers
+
     env = import_env_file(args.env_file)
-    handler, flow_logger = _Progress(), logging.getLogger("prefect.flow_runs")
     if progress:
-        flow_logger.addHandler(handler)
+        observers.append(_progress)
     try:
         state = flow(environment=env.name, return_state=True, **parameters)
     finally:
-        flow_logger.removeHandler(handler)
+        if progress:
+            observers.remove(_progress)
     report = state.result(raise_on_failure=False)
     if isinstance(report, ConfigError):
         raise report
