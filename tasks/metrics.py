@@ -15,7 +15,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks.http import client, http_client
 from tasks.images import engine
-from tasks.running import reachable_url
+from tasks.running import service_url
 from tasks.runbook_task import runbook_task
 
 STEP = "metrics"
@@ -27,7 +27,7 @@ def _metrics_client(env: Environment) -> tuple[httpx.Client, str, str]:
     if url.startswith("/"):
         return client(env.target, timeout_s=5), url, url
     try:
-        reached = reachable_url(engine(timeout_s=30), env.target.compose_project or "", url)
+        reached = service_url(engine(timeout_s=30), env.target.compose_project or "", url)
     except LookupError as exc:
         raise StepFailed(STEP, f"{url}: {exc}", transient=True) from None
     except docker.errors.DockerException as exc:

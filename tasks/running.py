@@ -80,7 +80,7 @@ def running_services(client: docker.DockerClient, env: Environment) -> dict[str,
     return services
 
 
-def reachable_url(client: docker.DockerClient, project: str, url: str) -> str:
+def service_url(client: docker.DockerClient, project: str, url: str) -> str:
     """`url` as this host reaches it: an http URL whose host is a service of the
     Compose project (`http://backend:8080/metrics`, an internal endpoint the edge does
     not route) gets that container's address; any other URL is returned as it is."""
