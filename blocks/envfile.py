@@ -158,7 +158,8 @@ def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> Do
 
 
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
-    """Parse an env file and save (overwrite) both blocks under `name`."""
+    """Parse an env file and save (overwrite) both blocks under `name`; make the
+    environment's lock (flows/lock.py) if the server has none."""
     env = parse_env_file(path)
     name = check_environment(name or env.name)
     env.app.save(name, overwrite=True)
@@ -167,6 +168,9 @@ def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environ
         env.registry_credentials.save(name, overwrite=True)
     else:  # credentials removed from the file: forget the old ones too
         _delete_block(DockerRegistryCredentials, name)
+    from flows.lock import ensure_lock  # the environment's lock is made with its blocks
+
+    ensure_lock(name)
     return Environment(name=name, app=env.app, target=env.target, registry_credentials=env.registry_credentials)
 
 

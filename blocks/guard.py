@@ -13,9 +13,14 @@ def set_prod_migrations(name: str, allow: bool) -> str:
         app = AppEnvironment.load(name)
     except ValueError:
         raise ConfigError(f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`") from None
-    before = app.allow_prod_migrations
-    app.allow_prod_migrations = "true" if allow else "false"
-    app.save(name, overwrite=True)
+    from flows.lock import environment_lock, me
+
+    # Not while a release reads it: its migration guard would have seen the old value.
+    with environment_lock(name, me(f"guard {'on' if allow else 'off'}")):
+        app = AppEnvironment.load(name)
+        before = app.allow_prod_migrations
+        app.allow_prod_migrations = "true" if allow else "false"
+        app.save(name, overwrite=True)
     # The env file is the source the CLI imports on every `--env-file` run; say so.
     return (f"ALLOW_PROD_MIGRATIONS={app.allow_prod_migrations} saved in block {name!r} (was {before or 'unset'}). "
             "Runs from the Prefect UI and schedules use it from now on; change the env file too, or the next "

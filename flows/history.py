@@ -141,7 +141,7 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
     facts = report.facts
     row = {
         "row_id": uuid.uuid4().hex,
-        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
+        "finished": now_text(),
         "version": facts.version,
         "previous": facts.previous_version or "",
         "result": result_of(report),
@@ -158,11 +158,27 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "flow_run_id": flow_run_id,  # promotion's evidence: the run is read back by id
         "triggered_by": facts.triggered_by,
     }
-    create_table_artifact(key=row_key(report.environment), table=[row],
-                          description=f"A row of {report.environment}'s release history: {row['result']}")
-    rows = load_history(report.environment).raw  # this row included
+    append_row(report.environment, row)
+
+
+def now_text() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def event_row(version: str, result: str, flow_run_name: str = "", flow_run_id: str = "", **columns: str) -> dict:
+    """A row for what is not a release: a verify, an unlock. `version` is what was
+    running (or expected) then."""
+    return {"row_id": uuid.uuid4().hex, "finished": now_text(), "version": version, "result": result,
+            "flow_run": flow_run_name, "flow_run_id": flow_run_id, **columns}
+
+
+def append_row(environment: str, row: dict) -> None:
+    """Store `row` as an artifact of its own, then publish the UI's table again."""
+    create_table_artifact(key=row_key(environment), table=[row],
+                          description=f"A row of {environment}'s release history: {row['result']}")
+    rows = load_history(environment).raw  # this row included
     # Rows from before row artifacts live only in this table: they stay in it.
     legacy = [r for r in rows if not (isinstance(r, dict) and r.get("row_id"))]
     recent = [r for r in rows if isinstance(r, dict) and r.get("row_id")][-HISTORY_LIMIT:]
-    create_table_artifact(key=history_key(report.environment), table=legacy + recent,
-                          description=f"Release history of {report.environment}, newest last")
+    create_table_artifact(key=history_key(environment), table=legacy + recent,
+                          description=f"Release history of {environment}, newest last")

@@ -1,7 +1,7 @@
 """Runbook, "Promotion strategy (dev -> prod)": production gets the same bytes that
 passed in dev.
 
-resolve (the dev tag's digests) -> evidence (a passing dev release of them)
+lock (the target environment's) -> resolve (the dev tag's digests) -> evidence (a passing dev release of them)
 -> tag (the SemVer on the same digests, over the registry API, read back)
 
 Nothing is built or pulled. The ticket (artifact `promotion-<env>`) and the history
@@ -18,28 +18,39 @@ from prefect.states import Completed, Failed
 
 import smartrelease
 from blocks import load_environment
+from blocks.envfile import Environment
 from flows.history import append_history, read_history
+from flows.lock import LOCK_STEP, flow_lock
 from flows.release import release_inputs
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.refs import check_dev_tag
-from smartrelease.report import PromotionFacts, ReleaseFacts, Report
+from smartrelease.report import PromotionFacts, ReleaseFacts, Report, StepResult
 from tasks.evidence import STEP as EVIDENCE_STEP, evidence_task
 from tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_task, tag_task
 
-STEPS = (RESOLVE_STEP, EVIDENCE_STEP, TAG_STEP)
+STEPS = (LOCK_STEP, RESOLVE_STEP, EVIDENCE_STEP, TAG_STEP)
 
 
 @flow(name="promote", flow_run_name="promote-{environment}")
-def promote(environment: str, from_tag: str, version: str | None = None, force_reason: str | None = None):
+def promote(environment: str, from_tag: str, version: str | None = None, force_reason: str | None = None,
+            wait: bool = True):
     """Give the digests of `from_tag` (e.g. dev-1a2b3c4) the SemVer `version` (default:
     the app checkout's VERSION) for `environment`. Without a passing release of those
-    digests in the source environment it refuses, unless `force_reason` says why."""
+    digests in the source environment it refuses, unless `force_reason` says why.
+    `wait`: when another run is changing `environment`, wait for it (else fail at once)."""
     env = load_environment(environment)
     check_dev_tag(from_tag, "from_tag")
     version, _ = release_inputs(env, version, None)
+    with flow_lock(environment, "promote", wait) as lock_step:
+        return promote_locked(env, from_tag, version, force_reason, lock_step)
+
+
+def promote_locked(env: Environment, from_tag: str, version: str, force_reason: str | None, lock_step: StepResult):
+    environment = env.name
     source = env.target.promote_from
     steps = StepRunner(STEPS)
+    steps.add(lock_step)
     promotion = PromotionFacts(from_tag=from_tag, from_environment=source, forced_reason=force_reason,
                                at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"))
     facts = ReleaseFacts(version=version, promotion=promotion, triggered_by=triggered_by(),

@@ -1,7 +1,7 @@
 """Runbook: "Deploy steps (compose up, migrate, smoke, verify)", "Post-deploy
 verification" and "Rollback plan (code + DB)", as one release:
 
-preflight -> build-pin -> migration-guard -> backup -> rollback-plan -> launch
+lock -> preflight -> build-pin -> migration-guard -> backup -> rollback-plan -> launch
 -> wait-ready -> migrations -> smoke (four endpoints at once) -> metrics -> verify
 
 Everything before launch leaves production untouched; the first failing step stops
@@ -24,6 +24,7 @@ import smartrelease
 from blocks import load_environment
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
+from flows.lock import LOCK_STEP, flow_lock
 from flows.preflight import preflight
 from flows.rollback import roll_back, rollback_command
 from flows.steps import StepRunner, Stopped
@@ -57,7 +58,7 @@ def smoke_steps(contract: AppContract) -> tuple[str, ...]:
 def release_steps(contract: AppContract, first_release: bool = False) -> tuple[str, ...]:
     """The release's steps, in order; a first release checks TLS after wait-ready
     (preflight could not)."""
-    steps = ("preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready",
+    steps = (LOCK_STEP, "preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready",
              "migrations", *smoke_steps(contract), "metrics", "verify")
     if not first_release:
         return steps
@@ -143,12 +144,21 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
-            db_strategy: Strategy = "undo"):
+            db_strategy: Strategy = "undo", wait: bool = True):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
     `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}.
-    `db_strategy` is what a rollback does to the database: undo, restore or none."""
+    `db_strategy` is what a rollback does to the database: undo, restore or none.
+    `wait`: when another run is changing the environment, wait for it (else fail at once)."""
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
+    with flow_lock(environment, "release", wait) as lock_step:
+        return release_locked(env, version, digests, db_strategy, lock_step)
+
+
+def release_locked(env: Environment, version: str, digests: dict[str, str], db_strategy: Strategy,
+                   lock_step: StepResult):
+    """The release, once it holds the environment's lock."""
+    environment = env.name
     running = app_services(env, running_now(env))
     facts = ReleaseFacts(version=version, previous_version=running["backend"].labels.get(LABEL_VERSION)
                          if "backend" in running else None, triggered_by=triggered_by(),
@@ -159,6 +169,7 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     images: dict[str, str] = {}
     launched, detected_at = False, 0.0
     try:
+        steps.add(lock_step)
         steps.add(preflight_result(environment, version, first_release))
         pinned = steps.run("build-pin", build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha

@@ -22,6 +22,7 @@ import smartrelease
 from blocks import load_environment
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
+from flows.lock import LOCK_STEP, flow_lock
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
@@ -168,14 +169,22 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
-def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo"):
+def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo", wait: bool = True):
     """Put `to_version` (default: the release before the running one) back on
-    `environment`; `db_strategy` is undo, restore or none."""
+    `environment`; `db_strategy` is undo, restore or none. `wait`: when another run
+    is changing the environment, wait for it (else fail at once)."""
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
     env = load_environment(environment)
+    with flow_lock(environment, "rollback", wait) as lock_step:
+        return rollback_locked(env, to_version, db_strategy, lock_step)
+
+
+def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strategy, lock_step: StepResult):
+    environment = env.name
     started = time.monotonic()
-    steps = StepRunner(("rollback-target",))
+    steps = StepRunner((LOCK_STEP, "rollback-target"))
+    steps.add(lock_step)
     inputs = None
     try:
         inputs = steps.run("rollback-target", for_rollback_flow_task, env, read_history(environment), to_version,

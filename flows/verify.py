@@ -1,23 +1,28 @@
 """Runbook: "Post-deploy verification", on its own: what the schedule re-runs.
 
 Read-only and cheap: health, ready, the version endpoint against the expected (or
-last released) version and digests, auth health and metrics, all at once.
+last released) version and digests, auth health and metrics, all at once. It holds
+the environment's lock while it checks, so a release cannot start half-way through;
+each run adds a row (verified, failed, or skipped) to the environment's history.
 """
 
 import time
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import smartrelease
 from blocks import load_environment
-from flows.history import last_release
+from blocks.envfile import Environment
+from flows.history import append_row, event_row, last_release
+from flows.lock import LOCK_STEP, Locked, flow_lock
 from flows.steps import gather
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError
-from smartrelease.report import ReleaseFacts, Report
+from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version
 from tasks.metrics import metrics_task
 from blocks.app_contract import ROLES
@@ -26,30 +31,65 @@ from tasks.verify import verify_task
 
 
 @flow(name="verify", flow_run_name="verify-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=6))
-def verify(environment: str, expect_version: str | None = None):
+def verify(environment: str, expect_version: str | None = None, wait: bool = False):
     """Re-verify `environment`. Expects `expect_version`, else the last released one
-    (whose digests are then checked too)."""
+    (whose digests are then checked too). While another run is changing the
+    environment it records itself as skipped (never a failure), or with `wait`
+    waits for that run and verifies what it left."""
     env = load_environment(environment)
     last = last_release(environment)
     version = expect_version or (last or {}).get("version")
     if not version:
         raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
     check_version(version, "expected version")
-    images = {r: last[r] for r in ROLES if last and last.get("version") == version and last.get(r)}
+    facts = ReleaseFacts(version=version, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    try:
+        with flow_lock(environment, "verify", wait) as lock_step:
+            # What to expect is read again once the lock is held: a release waited for changed it.
+            last = last_release(environment)
+            version = expect_version or (last or {}).get("version") or version
+            facts.version = version
+            report = verify_locked(env, version, last, lock_step, facts)
+    except Locked as exc:
+        skipped = StepResult(name=LOCK_STEP, status=Status.SKIPPED, detail=f"verify skipped: {exc}", duration_ms=0)
+        report = Report(flow="verify", environment=environment, results=[skipped], facts=facts)
+        publish_verify(report)
+        return Completed(message=f"skipped: {exc}", data=report)
+    publish_verify(report)
+    if report.ok:
+        return Completed(message=f"{version} verified", data=report)
+    return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()), data=report)
 
+
+def verify_locked(env: Environment, version: str, last: dict | None, lock_step: StepResult,
+                  facts: ReleaseFacts) -> Report:
+    images = {r: last[r] for r in ROLES if last and last.get("version") == version and last.get(r)}
     started = time.monotonic()
     futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path)
                for path in env.target.smoke_paths}
     futures["metrics"] = metrics_task.submit(env)
     futures["verify"] = verify_task.submit(env, version, images)
     results = gather(futures, started)
+    facts.digests = dict(ref.split("@", 1) for ref in images.values())
+    facts.git_sha = (last or {}).get("git_sha") if images else None
+    return Report(flow="verify", environment=env.name, results=[lock_step, *results], facts=facts)
 
-    facts = ReleaseFacts(version=version, digests=dict(ref.split("@", 1) for ref in images.values()),
-                         git_sha=(last or {}).get("git_sha") if images else None,
-                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
-    report = Report(flow="verify", environment=environment, results=results, facts=facts)
-    create_markdown_artifact(key=f"verify-{environment}", markdown=report.markdown(),
-                             description=f"Post-deploy verification of {environment}")
+
+VERIFIED, VERIFY_SKIPPED = "verified", "verify skipped"
+
+
+def verify_result(report: Report) -> str:
     if report.ok:
-        return Completed(message=f"{version} verified", data=report)
-    return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()), data=report)
+        return VERIFIED
+    if not report.failures():
+        return VERIFY_SKIPPED
+    return "verify failed at " + ", ".join(r.name for r in report.failures())
+
+
+def publish_verify(report: Report) -> None:
+    """The report as `verify-<env>`, and a row in the history: when the environment
+    was last proven healthy (or why it was not checked)."""
+    create_markdown_artifact(key=f"verify-{report.environment}", markdown=report.markdown(),
+                             description=f"Post-deploy verification of {report.environment}")
+    append_row(report.environment, event_row(report.facts.version, verify_result(report), flow_run.name or "",
+                                             str(flow_run.id or ""), triggered_by=report.facts.triggered_by))

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="release the images this registry tag names, by digest (e.g. a dev build's dev-<sha>)")
     rel.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                      help="what an automatic rollback does to the database (default: undo)")
+    rel.add_argument("--no-wait", dest="wait", action="store_false",
+                     help="when another run is changing the environment, fail at once naming it (default: wait)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
     bd = sub.add_parser("build", help="build and push the app checkout as dev-<short git SHA> (for a dev environment)")
@@ -57,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--version", dest="promote_version", metavar="X", help="the SemVer to give it (default: the app checkout's VERSION)")
     pm.add_argument("--force", action="store_true", help="promote without a passing dev run (needs --reason)")
     pm.add_argument("--reason", help="why --force is needed; recorded in the ticket and the history")
+    pm.add_argument("--no-wait", dest="wait", action="store_false",
+                     help="when another run is changing the environment, fail at once naming it (default: wait)")
     pm.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
     rb = sub.add_parser("rollback", help="put the previous release back: database (undo, restore or none), images by digest, verify")
@@ -65,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                     help="undo: undo the migrations applied since (after a safety backup); restore: restore the "
                          "pre-release backup (later writes are lost); none: leave the database (default: undo)")
+    rb.add_argument("--no-wait", dest="wait", action="store_false",
+                     help="when another run is changing the environment, fail at once naming it (default: wait)")
     rb.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
     guard = sub.add_parser("guard", help="turn production migrations off or on (ALLOW_PROD_MIGRATIONS in the environment's block)")
@@ -74,7 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="post-deploy verification (read only): health, ready, version, auth health, metrics")
     ver.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
     ver.add_argument("--expect-version", metavar="X", help="the version that must be running (default: the last released)")
+    ver.add_argument("--no-wait", dest="wait", action="store_false",
+                     help="when another run is changing the environment, fail at once naming it (default: wait)")
     ver.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    ul = sub.add_parser("unlock", help="free an environment's lock held by a run that died (recorded in the history)")
+    ul.add_argument("--env", dest="env_name", required=True, metavar="NAME", help="the environment, e.g. prod")
+    ul.add_argument("--reason", required=True, help="why; recorded in the history")
+
+    srv = sub.add_parser("server", help="a self-hosted Prefect server on PostgreSQL, with its UI")
+    srv.add_argument("action", choices=["up", "down", "status"])
 
     sb = sub.add_parser("sandbox", help="the local production-like sandbox")
     sb.add_argument("action", choices=["up", "down", "status", "destroy"],
@@ -163,7 +178,7 @@ def _cmd_release(args) -> int:
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
     report = _run(release, args, progress=True, version=args.release_version, digests=digests,
-                  db_strategy=args.db_strategy)
+                  db_strategy=args.db_strategy, wait=args.wait)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -192,7 +207,7 @@ def _cmd_verify(args) -> int:
     name = parse_env_file(args.env_file).name
     if not args.expect_version and last_release(name) is None:
         raise ConfigError(f"no expected version for {name}: pass --expect-version, or release first")
-    report = _run(verify, args, expect_version=args.expect_version)
+    report = _run(verify, args, expect_version=args.expect_version, wait=args.wait)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -215,7 +230,7 @@ def _cmd_promote(args) -> int:
     from flows.promote import promote
 
     report = _run(promote, args, progress=True, from_tag=args.from_tag, version=args.promote_version,
-                  force_reason=args.reason if args.force else None)
+                  force_reason=args.reason if args.force else None, wait=args.wait)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -236,7 +251,8 @@ def _cmd_rollback(args) -> int:
     if args.to_version and args.to_version not in [row["version"] for row in stack]:
         raise ConfigError(f"--to {args.to_version}: not a release of {name} that can be gone back to "
                           f"({', '.join(row['version'] for row in stack)})")
-    report = _run(rollback, args, progress=True, to_version=args.to_version, db_strategy=args.db_strategy)
+    report = _run(rollback, args, progress=True, to_version=args.to_version, db_strategy=args.db_strategy,
+                  wait=args.wait)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -251,6 +267,29 @@ def _cmd_guard(args) -> int:
     return EXIT_OK
 
 
+def _cmd_unlock(args) -> int:
+    from smartrelease.refs import check_environment
+
+    check_environment(args.env_name)
+    if not args.reason.strip():
+        raise ConfigError("unlock: --reason must say why; it is recorded in the history")
+    from flows.lock import unlock
+
+    print(unlock(args.env_name, args.reason))
+    return EXIT_OK
+
+
+def _cmd_server(args) -> int:
+    from deployments import server
+
+    if args.action == "status":
+        ok, text = server.status()
+        print(text)
+        return EXIT_OK if ok else EXIT_FAILED
+    print(server.up() if args.action == "up" else server.down())
+    return EXIT_OK
+
+
 def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
@@ -261,7 +300,7 @@ def _cmd_sandbox(args) -> int:
 
 HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "verify": _cmd_verify,
             "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
-            "sandbox": _cmd_sandbox}
+            "unlock": _cmd_unlock, "server": _cmd_server, "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
+import prefect.context
 import pytest
 import time
 import trustme
@@ -27,7 +28,7 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, Flow
 from prefect.events.filters import EventAnyResourceFilter, EventFilter
 from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from sandbox.postgres import Cluster
 from pydantic import SecretStr
@@ -64,9 +65,24 @@ def _secrets_of_this_test():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+def prefect_server(tmp_path_factory):
+    """The suite's Prefect server: the one `smartrelease server up` runs, on a
+    PostgreSQL cluster of its own, with on-disk leases."""
+    from deployments import server
+
+    settings = server.ServerSettings(state_dir=tmp_path_factory.mktemp("prefect-server"), host="127.0.0.1",
+                                     port=free_port(), pg_port=free_port(), database_url=None)
+    server.up(settings)
+    os.environ["PREFECT_API_URL"] = settings.api_url  # for the processes tests start
+    with temporary_settings({PREFECT_API_URL: settings.api_url}), \
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        # (the global context too, as Prefect's own test harness does: threads start from it)
+        try:
+            yield settings
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            server.down(settings)
+            server.destroy_database(settings)
 
 
 async def _run_texts(client, flow_run_id) -> dict:

@@ -86,9 +86,10 @@ def test_release_json_contract_when_preflight_fails(write_env, https_server):
     assert {"ok", "version", "previous_version", "digests", "steps"} <= set(report)
     assert report["ok"] is False and report["version"] == "1.2.3" and report["previous_version"] is None
     assert report["digests"] == {}
-    assert [(s["name"], s["status"]) for s in report["steps"]][:2] == [("preflight", "failed"), ("build-pin", "skipped")]
-    assert all(s["status"] == "skipped" for s in report["steps"][1:])
-    assert "tls: certificate of localhost has expired" in report["steps"][0]["detail"]
+    assert [(s["name"], s["status"]) for s in report["steps"]][:3] == [
+        ("lock", "passed"), ("preflight", "failed"), ("build-pin", "skipped")]
+    assert all(s["status"] == "skipped" for s in report["steps"][2:])
+    assert "tls: certificate of localhost has expired" in report["steps"][1]["detail"]
     for step in report["steps"]:
         assert set(step) == {"name", "status", "detail", "duration_ms"}
     # Each step was shown as it finished, the subflow's checks too, on standard error

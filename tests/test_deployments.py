@@ -18,11 +18,11 @@ def test_deployments_ask_only_for_the_environment_name_and_plain_options():
         _registered, "preflight/preflight", "release/release", "verify/verify", "rollback/rollback", "build/build",
         "promote/promote")
     for stored, expected in ((preflight, {"environment", "version", "first_release"}),
-                             (release, {"environment", "version", "digests", "db_strategy"}),
-                             (verify, {"environment", "expect_version"}),
-                             (rollback, {"environment", "to_version", "db_strategy"}),
+                             (release, {"environment", "version", "digests", "db_strategy", "wait"}),
+                             (verify, {"environment", "expect_version", "wait"}),
+                             (rollback, {"environment", "to_version", "db_strategy", "wait"}),
                              (build, {"environment"}),
-                             (promote, {"environment", "from_tag", "version", "force_reason"})):
+                             (promote, {"environment", "from_tag", "version", "force_reason", "wait"})):
         schema = stored.parameter_openapi_schema
         assert set(schema["properties"]) == expected
         assert schema["required"] == (["environment", "from_tag"] if stored is promote else ["environment"])

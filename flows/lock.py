@@ -1,0 +1,187 @@
+"""One change at a time per environment: release, rollback, promote and the guard
+hold the environment's lock while they run.
+
+The lock is a Prefect global concurrency limit of one slot, `smartrelease-env-<env>`,
+taken with `strict=True` (a missing limit is an error, never a run without a lock)
+and a lease the holder renews: a holder killed outright frees the environment when
+its lease runs out (`LEASE_S`, the server's minimum) instead of wedging it.
+`smartrelease unlock` frees it at once.
+
+The limit is created when the environment's blocks are saved. Prefect does not
+tell a client who holds a slot, so the holder writes its name to a Prefect variable
+(`smartrelease-lock-<env>`) for the runs waiting behind it to report.
+"""
+
+import getpass
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.variables import Variable
+from pydantic import BaseModel
+
+from smartrelease.errors import ConfigError
+from smartrelease.report import Status, StepResult
+
+LEASE_S = 60  # the server's minimum; renewed every 15 s by Prefect while held
+WAIT_TIMEOUT_S = 3600  # a run waits at most this long for the environment
+POLL_S = 2  # how often a waiting run says again whom it waits for
+
+
+class Holder(BaseModel):
+    """Who holds an environment's lock."""
+
+    what: str  # "release-prod (flow run 3f…)" or "guard off by ops@host"
+    flow_run_id: str = ""
+    since: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.what}, since {self.since}" if self.since else self.what
+
+
+class Locked(ConfigError):
+    """The environment is being changed by another run (and this one would not wait)."""
+
+    def __init__(self, environment: str, holder: Holder | None, why: str):
+        super().__init__(f"{environment} is being changed by {holder or 'another run'}: {why}")
+        self.holder = holder
+
+
+def limit_name(environment: str) -> str:
+    return f"smartrelease-env-{environment}"
+
+
+def _variable(environment: str) -> str:
+    return f"smartrelease-lock-{environment}"
+
+
+def ensure_lock(environment: str) -> None:
+    """Create the environment's limit (one slot) if the server has none."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(limit_name(environment))
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit_name(environment), limit=1))
+
+
+def held(environment: str) -> bool:
+    """Whether the environment's slot is taken; ConfigError when it has no lock."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(limit_name(environment))
+        except ObjectNotFound:
+            raise ConfigError(f"{environment} has no lock on this Prefect server: run `smartrelease blocks import "
+                              f"--env-file FILE` (it creates {limit_name(environment)})") from None
+    return limit.active_slots >= limit.limit
+
+
+def holder(environment: str) -> Holder | None:
+    """Who holds the lock now (None when it is free); the name is the one the holder
+    wrote, or "another run" when it wrote none (it was killed before it could)."""
+    if not held(environment):
+        return None
+    value = Variable.get(_variable(environment), default=None)
+    try:
+        return Holder.model_validate(value)
+    except ValueError:
+        return Holder(what="a run that did not say who it is")
+
+
+def me(default_what: str) -> Holder:
+    """This process as a holder: its flow run if it is one."""
+    from prefect.context import FlowRunContext
+
+    since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    ctx = FlowRunContext.get()
+    if ctx and ctx.flow_run:
+        return Holder(what=f"{ctx.flow_run.name} (flow run {ctx.flow_run.id})", flow_run_id=str(ctx.flow_run.id),
+                      since=since)
+    return Holder(what=f"{default_what} by {getpass.getuser()}@{socket.gethostname()}", since=since)
+
+
+@contextmanager
+def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeout_s: float = WAIT_TIMEOUT_S,
+                     on_wait: Callable[[Holder | None], None] = lambda holder: None) -> Iterator[float]:
+    """Hold the environment's lock for the block; yields the seconds waited for it.
+    Without `wait`, a held lock raises Locked at once; `on_wait` is told whom the run
+    waits for, every POLL_S seconds."""
+    started = time.monotonic()
+    while held(environment):
+        current = holder(environment)
+        if not wait:
+            raise Locked(environment, current, "not waiting (wait is off)")
+        if time.monotonic() - started > timeout_s:
+            raise Locked(environment, current, f"waited {timeout_s:g} s")
+        on_wait(current)
+        time.sleep(POLL_S)
+    left = max(1.0, timeout_s - (time.monotonic() - started))
+    holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
+    try:
+        # Another run may take the slot between the check and here: then this waits
+        # in Prefect's own queue. A lease renewal that fails does not stop a release
+        # half-way (raise_on_lease_renewal_failure=False): that would be worse.
+        with concurrency(limit_name(environment), occupy=1, timeout_seconds=left, lease_duration=LEASE_S,
+                         strict=True, holder=holder_ref, raise_on_lease_renewal_failure=False):
+            Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
+            try:
+                yield round(time.monotonic() - started, 1)
+            finally:
+                # Unless `unlock` took it meanwhile and another holder wrote its name.
+                if Variable.get(_variable(environment), default=None) == mine.model_dump():
+                    Variable.unset(_variable(environment))
+    except TimeoutError:
+        raise Locked(environment, holder(environment), f"waited {timeout_s:g} s") from None
+
+
+def unlock(environment: str, reason: str) -> str:
+    """Free the lock whoever holds it, and record it in the history with `reason`.
+    The limit is deleted and made again, so a killed holder's lease, when it runs
+    out, frees nothing of the next holder's. Returns a one-line account."""
+    from flows.history import append_row, event_row, last_release
+
+    if not reason.strip():
+        raise ConfigError("unlock needs a reason (--reason TEXT): it is recorded in the history")
+    was = holder(environment)
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name(limit_name(environment))
+    ensure_lock(environment)
+    Variable.unset(_variable(environment))
+    by = me("unlock")
+    running = (last_release(environment) or {}).get("version", "none")
+    append_row(environment, event_row(running, "unlocked", reason=reason.strip(), holder=str(was or "nobody"),
+                                      triggered_by=by.what))
+    return (f"{environment} unlocked (it was held by {was})" if was else f"{environment} was not locked; "
+            "its lock was made again anyway") + "; recorded in the history"
+
+
+LOCK_STEP = "lock"
+
+
+@contextmanager
+def flow_lock(environment: str, what: str, wait: bool = True) -> Iterator[StepResult]:
+    """The lock, for a flow: held for the block, which gets the `lock` step's result
+    (whom it waited for, and how long). The run's log says whom it waits for, once
+    per holder."""
+    from prefect import get_run_logger
+
+    told: list[Holder | None] = []
+
+    def waiting(current: Holder | None) -> None:
+        if not told or told[-1] != current:
+            told.append(current)
+            get_run_logger().info("waiting for %s: %s is being changed by %s", environment, environment,
+                                  current or "another run")
+
+    started = time.monotonic()
+    with environment_lock(environment, me(what), wait=wait, on_wait=waiting) as waited:
+        ms = round((time.monotonic() - started) * 1000, 1)
+        detail = (f"waited {waited:g} s for " + ", then ".join(str(h or "another run") for h in told)) if told \
+            else f"{environment} was free"
+        yield StepResult(name=LOCK_STEP, status=Status.PASSED, detail=detail, duration_ms=ms)
