@@ -10,7 +10,8 @@ the background with the settings release automation needs:
   in-memory storage a restart of the server leaks a held slot, and the environment's
   release lock with it, for good;
 - a run waiting for an environment's lock asks again within
-  `SLOT_WAIT_S` seconds of it being freed (Prefect's default is up to 30 s);
+  `SLOT_WAIT_S` seconds of it being freed (Prefect's default is up to 30 s), and an
+  expired lease is noticed within 5 s (default 15 s);
 - analytics off.
 
 State (pid, log, PREFECT_HOME with the leases, the local database's password, mode
@@ -104,6 +105,8 @@ def server_environment(s: ServerSettings, database_url: str) -> dict[str, str]:
         "PREFECT_SERVER_UI_ENABLED": "true",
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
         "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": str(SLOT_WAIT_S),
+        # Expired leases (a killed holder's) are looked for every 5 s, not 15.
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
         "PREFECT_UI_API_URL": s.api_url,
     }
 

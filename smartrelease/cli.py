@@ -91,6 +91,27 @@ def _parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("server", help="a self-hosted Prefect server on PostgreSQL, with its UI")
     srv.add_argument("action", choices=["up", "down", "status"])
 
+    dp = sub.add_parser("deployments", help="the deployments on the Prefect server: one per flow and environment")
+    dp.add_argument("action", choices=["apply", "yaml"],
+                    help="apply: make each environment's lock, work pool and deployments (prefect deploy --all); "
+                         "yaml: print the prefect.yaml for the environments")
+    dp.add_argument("--env", dest="environments", action="append", required=True, metavar="NAME",
+                    help="an environment whose blocks are saved (repeat for several)")
+
+    wk = sub.add_parser("worker", help="run an environment's Prefect worker here (on the host of its Docker Engine)")
+    wk.add_argument("--env", dest="env_name", required=True, metavar="NAME")
+
+    tr = sub.add_parser("trigger", help="start a flow run of an environment's deployment over the Prefect API (CI)")
+    tr.add_argument("flow", help="preflight, release, rollback, verify, build or promote")
+    tr.add_argument("--env", dest="env_name", required=True, metavar="NAME")
+    tr.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter of the flow (JSON values are read as JSON); repeatable")
+    tr.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only if it completed")
+    tr.add_argument("--timeout", type=float, metavar="S", help="with --wait: stop following after S seconds (exit 1)")
+    tr.add_argument("--idempotency-key", metavar="K",
+                    help="e.g. the CI pipeline's id: a retried job attaches to the run it started")
+    tr.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
     sb = sub.add_parser("sandbox", help="the local production-like sandbox")
     sb.add_argument("action", choices=["up", "down", "status", "destroy"],
                     help="destroy: down, then delete the sandbox's state and env files")
@@ -290,6 +311,64 @@ def _cmd_server(args) -> int:
     return EXIT_OK
 
 
+def _cmd_deployments(args) -> int:
+    from smartrelease.refs import check_environment
+
+    environments = [check_environment(e) for e in args.environments]
+    if args.action == "yaml":
+        from deployments.catalog import prefect_yaml
+
+        print(prefect_yaml(environments), end="")
+        return EXIT_OK
+    from deployments.apply import apply
+
+    print(apply(environments))
+    return EXIT_OK
+
+
+def _cmd_worker(args) -> int:
+    from smartrelease.refs import check_environment
+
+    check_environment(args.env_name)
+    from deployments.apply import ensure_pool, worker_command
+
+    ensure_pool(args.env_name)
+    command = worker_command(args.env_name)
+    os.chdir(command.cwd)
+    os.execve(command.argv[0], list(command.argv), dict(command.env))  # the worker is this process now
+
+
+def _cmd_trigger(args) -> int:
+    from smartrelease.refs import check_environment
+
+    check_environment(args.env_name)
+    if args.timeout is not None and (args.timeout <= 0 or not args.wait):
+        raise ConfigError("--timeout needs --wait and a number of seconds above 0")
+    from deployments import trigger as t
+
+    parameters = t.parse_parameters(args.params)
+    started = t.trigger(args.flow, args.env_name, parameters, args.idempotency_key)
+    verb = "attached to" if started.attached else "started"
+    print(f"{verb} {started.name} ({started.flow_run_id}): {started.url}", file=sys.stderr, flush=True)
+    run = t.read_flow_run(started.flow_run_id)
+    if args.wait:
+        run = t.follow(started.flow_run_id, args.timeout,
+                       lambda step: print(f"{args.flow:9} {step.line()}", file=sys.stderr, flush=True))
+    state = run.state.name if run.state else "Unknown"
+    final = bool(run.state and run.state.is_final())
+    message = (run.state.message or "") if run.state else ""
+    if args.wait and not final:
+        state, message = "TimedOut", f"still {state} after {args.timeout:g} s (the run goes on: {started.url})"
+    if args.json:
+        print(json.dumps({"flow_run_id": str(started.flow_run_id), "name": started.name, "url": started.url,
+                          "attached": started.attached, "state": state, "message": message}))
+    else:
+        print(f"{started.name}: {state}" + (f": {message}" if message else ""))
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if t.succeeded(run) else EXIT_FAILED
+
+
 def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
@@ -300,7 +379,8 @@ def _cmd_sandbox(args) -> int:
 
 HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "verify": _cmd_verify,
             "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
-            "unlock": _cmd_unlock, "server": _cmd_server, "sandbox": _cmd_sandbox}
+            "unlock": _cmd_unlock, "server": _cmd_server, "deployments": _cmd_deployments, "worker": _cmd_worker,
+            "trigger": _cmd_trigger, "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:

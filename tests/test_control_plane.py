@@ -1,0 +1,155 @@
+"""The control plane without the sandbox: the deployments file, what `apply` makes on
+the real server, the lock against a real server, and trigger's checks of bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from blocks import import_env_file
+from deployments.apply import apply
+from deployments.catalog import FLOW_NAMES, PRODUCTION_ENVIRONMENTS, pool_name, prefect_yaml
+from deployments.trigger import check_parameters, parse_parameters
+from flows.history import read_history
+from flows.lock import Locked, environment_lock, held, holder, limit_name, me
+from smartrelease.errors import ConfigError
+from tests.test_cli import smartrelease
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_committed_prefect_yaml_is_the_catalogs():
+    committed = (REPO / "deployments" / "prefect.yaml").read_text()
+    assert committed == prefect_yaml(PRODUCTION_ENVIRONMENTS), "run `smartrelease deployments yaml --env prod --env dev`"
+    entries = yaml.safe_load(committed)["deployments"]
+    assert {(e["entrypoint"].rsplit(":", 1)[1], e["name"]) for e in entries} == {
+        (f, env) for f in FLOW_NAMES for env in PRODUCTION_ENVIRONMENTS}
+    for e in entries:
+        assert e["parameters"] == {"environment": e["name"]}
+        assert e["work_pool"]["name"] == f"smartrelease-{e['name']}"
+
+
+def test_apply_makes_the_lock_the_pool_and_the_deployments(write_env):
+    import_env_file(write_env("applied"), "applied")
+    with pytest.raises(ConfigError, match="no blocks named 'never-imported'"):
+        apply(["applied", "never-imported"])
+    with get_client(sync_client=True) as client:  # refused whole: not even the first one's pool
+        with pytest.raises(ObjectNotFound):
+            client.read_work_pool(pool_name("applied"))
+    apply(["applied"])
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(pool_name("applied")).type == "process"
+        assert client.read_global_concurrency_limit_by_name(limit_name("applied")).limit == 1
+        for flow in FLOW_NAMES:
+            deployment = client.read_deployment_by_name(f"{flow}/applied")
+            assert deployment.work_pool_name == "smartrelease-applied"
+            assert deployment.parameters == {"environment": "applied"}
+            properties = deployment.parameter_openapi_schema["properties"]
+            assert not {"password", "secret", "database_url"} & set(properties)
+            assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
+                "directory": str(REPO)}}]
+        schedules = client.read_deployment_by_name("verify/applied").schedules
+        assert len(schedules) == 1 and schedules[0].schedule.interval.total_seconds() == 900
+        assert schedules[0].schedule.anchor_date.year == 2026  # applying again does not move it
+        slugs = {b.slug for b in client.read_block_types()}
+        assert {"smartaccounting-app-environment", "smartaccounting-release-target"} <= slugs
+
+
+@pytest.mark.parametrize("pairs, error", [
+    (["versoin=1.0.0"], "-p versoin: release has no such parameter"),
+    (["environment=prod"], "-p environment: not a parameter here"),
+    (["version=1.0"], "-p version"),
+    (["db_strategy=sideways"], "-p db_strategy: 'sideways' is not one of"),
+    (["wait=maybe"], "-p wait: 'maybe' is not valid"),
+    (["novalue"], "expected key=value"),
+])
+def test_bad_parameters_are_named(pairs, error):
+    schema = {"properties": {"environment": {"type": "string"}, "version": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                             "db_strategy": {"enum": ["undo", "restore", "none"], "type": "string"},
+                             "wait": {"type": "boolean", "default": True}}, "required": ["environment"]}
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(")):
+        check_parameters("release", "prod", parse_parameters(pairs), schema)
+
+
+def test_json_values_are_read_as_json():
+    assert parse_parameters(["wait=false", 'digests={"backend": "sha256:ab"}', "version=1.2.3"]) == {
+        "wait": False, "digests": {"backend": "sha256:ab"}, "version": "1.2.3"}
+
+
+def test_trigger_refuses_bad_input_before_creating_a_run(write_env):
+    import_env_file(write_env("undeployed"), "undeployed")
+    for args, said in ((["nope", "--env", "undeployed"], "unknown flow 'nope'"),
+                       (["verify", "--env", "ghost"], "no blocks named 'ghost'"),
+                       (["verify", "--env", "undeployed"], "no deployment verify/undeployed"),
+                       (["verify", "--env", "undeployed", "--timeout", "5"], "--timeout needs --wait")):
+        out = smartrelease("trigger", *args)
+        assert out.returncode == 2, out.stderr
+        assert said in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    with get_client(sync_client=True) as client:
+        assert not [r for r in client.read_flow_runs(limit=200) if "undeployed" in r.name]
+
+
+def test_a_second_holder_waits_or_fails_at_once_naming_the_first(write_env):
+    import_env_file(write_env("locking"), "locking")
+    said = []
+    with environment_lock("locking", me("first holder")):
+        assert held("locking") and "first holder" in str(holder("locking"))
+        with pytest.raises(Locked, match=r"locking is being changed by first holder by .*: not waiting"):
+            with environment_lock("locking", me("second"), wait=False):
+                pass
+        with pytest.raises(Locked, match="waited 3 s"):
+            with environment_lock("locking", me("third"), timeout_s=3, on_wait=said.append):
+                pass
+    assert said and "first holder" in str(said[0])
+    assert not held("locking") and holder("locking") is None
+    with pytest.raises(ConfigError, match="has no lock on this Prefect server"):
+        with environment_lock("no-lock-made", me("x")):
+            pass
+
+
+HOLD = """
+import sys, time
+from flows.lock import environment_lock, me
+with environment_lock(sys.argv[1], me("killed holder")):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def killed_holder(environment: str) -> None:
+    """A process that takes the lock and is then SIGKILLed: no release, no cleanup."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, environment], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env=os.environ.copy())
+    assert proc.stdout.readline().strip() == "held"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_a_killed_holder_frees_the_environment_when_its_lease_runs_out_or_at_once_with_unlock(write_env):
+    import_env_file(write_env("wedged"), "wedged")
+    killed_holder("wedged")
+    assert "killed holder" in str(holder("wedged"))
+    out = smartrelease("unlock", "--env", "wedged", "--reason", "holder killed in a drill")
+    assert out.returncode == 0, out.stderr
+    assert "unlocked (it was held by killed holder" in out.stdout
+    assert not held("wedged")
+    row = read_history("wedged")[-1]
+    assert row["result"] == "unlocked" and row["reason"] == "holder killed in a drill"
+    assert "killed holder" in row["holder"]
+
+    killed_holder("wedged")
+    started = time.monotonic()
+    with environment_lock("wedged", me("next holder"), timeout_s=180):
+        waited = time.monotonic() - started
+    # The lease (60 s, the server's minimum) ran out; the server noticed within its loop.
+    assert waited > 30, waited
+    print(json.dumps({"lease_expiry_wait_s": round(waited, 1)}))
