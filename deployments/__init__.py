@@ -1,6 +1,6 @@
-"""How people trigger the flows: deployments served to the Prefect UI and API.
+"""How people trigger the flows: Prefect's own server, deployments and workers.
 
-`python -m deployments.serve` (with PREFECT_API_URL pointing at a Prefect server)
-registers every deployment and runs them when someone clicks "Run" in the UI or CI
-calls the API. Schedules (post-deploy re-verification) join here with the verify flow.
+`catalog` declares the deployments once (per flow and environment); `apply` puts them
+on the server with each environment's work pool and lock, and starts workers;
+`server` runs a self-hosted Prefect server on PostgreSQL; `trigger` is CI's way in.
 """

@@ -20,7 +20,6 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
 from deployments.catalog import HOME_VARIABLE, pool_name, prefect_yaml
-from smartrelease.errors import ConfigError
 from smartrelease.process import Command, run
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -37,20 +37,20 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
     environment it records itself as skipped (never a failure), or with `wait`
     waits for that run and verifies what it left."""
     env = load_environment(environment)
-    last = last_release(environment)
-    version = expect_version or (last or {}).get("version")
-    if not version:
-        raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
-    check_version(version, "expected version")
-    facts = ReleaseFacts(version=version, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    if expect_version:
+        check_version(expect_version, "expected version")
+    facts = ReleaseFacts(version=expect_version, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     try:
         with flow_lock(environment, "verify", wait) as lock_step:
-            # What to expect is read again once the lock is held: a release waited for changed it.
+            # What to expect is read once the lock is held: a release waited for changed it.
             last = last_release(environment)
-            version = expect_version or (last or {}).get("version") or version
+            version = expect_version or (last or {}).get("version")
+            if not version:
+                raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
             facts.version = version
             report = verify_locked(env, version, last, lock_step, facts)
     except Locked as exc:
+        facts.version = facts.version or (last_release(environment) or {}).get("version")
         skipped = StepResult(name=LOCK_STEP, status=Status.SKIPPED, detail=f"verify skipped: {exc}", duration_ms=0)
         report = Report(flow="verify", environment=environment, results=[skipped], facts=facts)
         publish_verify(report)
@@ -67,8 +67,8 @@ def verify_locked(env: Environment, version: str, last: dict | None, lock_step: 
     started = time.monotonic()
     futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path)
                for path in env.target.smoke_paths}
-    futures["metrics"] = metrics_task.submit(env)
-    futures["verify"] = verify_task.submit(env, version, images)
+    futures["metrics"] = metrics_task.with_options(task_run_name="metrics").submit(env)
+    futures["verify"] = verify_task.with_options(task_run_name="verify").submit(env, version, images)
     results = gather(futures, started)
     facts.digests = dict(ref.split("@", 1) for ref in images.values())
     facts.git_sha = (last or {}).get("git_sha") if images else None
@@ -91,5 +91,5 @@ def publish_verify(report: Report) -> None:
     was last proven healthy (or why it was not checked)."""
     create_markdown_artifact(key=f"verify-{report.environment}", markdown=report.markdown(),
                              description=f"Post-deploy verification of {report.environment}")
-    append_row(report.environment, event_row(report.facts.version, verify_result(report), flow_run.name or "",
+    append_row(report.environment, event_row(report.facts.version or "none", verify_result(report), flow_run.name or "",
                                              str(flow_run.id or ""), triggered_by=report.facts.triggered_by))

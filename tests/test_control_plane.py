@@ -56,6 +56,11 @@ def test_apply_makes_the_lock_the_pool_and_the_deployments(write_env):
             assert not {"password", "secret", "database_url"} & set(properties)
             assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
                 "directory": str(REPO)}}]
+        release = client.read_deployment_by_name("release/applied").parameter_openapi_schema
+        assert set(release["properties"]) == {"environment", "version", "digests", "db_strategy", "wait"}
+        assert release["required"] == ["environment"]
+        # The UI offers the database strategies as a choice, not free text.
+        assert release["properties"]["db_strategy"]["enum"] == ["undo", "restore", "none"]
         schedules = client.read_deployment_by_name("verify/applied").schedules
         assert len(schedules) == 1 and schedules[0].schedule.interval.total_seconds() == 900
         assert schedules[0].schedule.anchor_date.year == 2026  # applying again does not move it
