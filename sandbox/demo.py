@@ -5,24 +5,14 @@ deliberately broken 1.2.0 (a migration, and a backend whose /health fails), whic
 rolls itself back to 1.1.0: its migration undone, 1.1.0's images back by digest,
 verified, and every account row the same as before.
 
-Each release goes through the control plane the way CI starts one: the sandbox's
-deployments are applied to the Prefect server (`make demo` starts it: `smartrelease
-server up`), a worker for the sandbox's pool runs here, and each release is triggered
-over the API and followed to its end; the runs, their reports and the history stay in
-the server's UI.
+Runs in one process, so Prefect starts one temporary server for both releases (set
+PREFECT_API_URL to keep the runs in a server of your own and see them in its UI).
 """
 
-import os
-import signal
-import subprocess
 import sys
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
 from blocks import import_env_file
-from deployments.apply import apply, worker_command
-from deployments.trigger import follow, succeeded, trigger
+from flows.release import release
 from sandbox import manager
 from sandbox.app_changes import commit_version, migration
 from tasks.postgres import connect
@@ -40,25 +30,12 @@ def fresh_sandbox(s: manager.Settings) -> None:
         sys.exit(2)
 
 
-class Outcome:
-    def __init__(self, run, report: str):
-        self.ok = succeeded(run)
-        self.message = (run.state.message or "") if run.state else ""
-        self.report = report
-
-
-def ship(version: str, **changes) -> Outcome:
-    """Commit `version` to the checkout, trigger its release and follow it."""
+def ship(version: str, **changes):
     commit_version(manager.Settings().app_dir, version, **changes)
-    started = trigger("release", ENVIRONMENT, {})
-    print(f"\n=== releasing {version}: {started.url} ===", flush=True)
-    run = follow(started.flow_run_id, timeout_s=1800, on_step=lambda step: print(f"  {step.line()}", flush=True))
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-    report = next((a.data for a in artifacts if a.key == f"release-{ENVIRONMENT}"), "(no report)")
-    print(report, flush=True)
-    print(f"-> {run.state.name}: {run.state.message}", flush=True)
-    return Outcome(run, report)
+    print(f"\n=== releasing {version} ===", flush=True)
+    report = release(environment=ENVIRONMENT, return_state=True).result(raise_on_failure=False)
+    print(report.text() if hasattr(report, "text") else f"release could not run: {report}", flush=True)
+    return report
 
 
 def accounts(s: manager.Settings) -> tuple[int, str]:
@@ -77,31 +54,10 @@ def open_accounts(s: manager.Settings, names: list[str]) -> None:
             conn.execute("INSERT INTO accounts (name) VALUES (%s)", (name,))
 
 
-def start_worker(s: manager.Settings) -> subprocess.Popen:
-    command = worker_command(ENVIRONMENT)
-    log = open(s.root / "worker.log", "ab")
-    manager.log(f"worker for pool smartrelease-{ENVIRONMENT} started (log: {s.root / 'worker.log'})")
-    return subprocess.Popen(list(command.argv), env=dict(command.env), cwd=command.cwd, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def main() -> int:
-    if not os.environ.get("PREFECT_API_URL"):
-        print("demo: set PREFECT_API_URL to a Prefect server (`make demo` starts one)", file=sys.stderr)
-        return 2
     s = manager.Settings()
     fresh_sandbox(s)
     import_env_file(s.env_file, ENVIRONMENT)
-    manager.log(apply([ENVIRONMENT]))
-    worker = start_worker(s)
-    try:
-        return releases(s)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
-
-
-def releases(s: manager.Settings) -> int:
     page = (s.app_dir / "client" / "index.html").read_text()
     ok = ship("1.0.0", files={"client/index.html": page.replace("</body>", "<p>Now with 1.0.0.</p></body>")}).ok
     ok = ok and ship("1.1.0", files={CURRENCY_MIGRATION: migration(
@@ -117,13 +73,14 @@ def releases(s: manager.Settings) -> int:
         "CREATE TABLE invoices (id SERIAL PRIMARY KEY, account_id INT REFERENCES accounts(id), total NUMERIC)",
         "DROP TABLE invoices")})
     after = accounts(s)
+    rb = broken.facts.rollback if getattr(broken, "facts", None) else None
     print(f"\naccounts before 1.2.0: {before[0]} rows, md5 {before[1]}")
     print(f"accounts after its rollback: {after[0]} rows, md5 {after[1]}")
-    recovered = "rolled back to 1.1.0 in" in broken.message
-    if broken.ok or not recovered or before != after:
+    if broken.ok or rb is None or not rb.recovered or before != after:
         print("demo: the broken 1.2.0 was NOT rolled back cleanly (report above)")
         return 1
-    print(f"demo: 1.0.0 and 1.1.0 released; the broken 1.2.0 {broken.message.split('; ', 1)[1]}, no data lost")
+    print(f"demo: 1.0.0 and 1.1.0 released; the broken 1.2.0 rolled back to {rb.to_version} in "
+          f"{rb.time_to_recover_s:.1f} s, no data lost")
     return 0
 
 

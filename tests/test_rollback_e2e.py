@@ -19,6 +19,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.history import last_release, read_history
+from flows.lock import holder
 from flows.rollback import rollback
 from flows.verify import verify
 from sandbox.app_changes import STYLES, commit_version, migration
@@ -264,8 +265,8 @@ def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(san
     state = rollback(environment=ENV, db_strategy="restore", return_state=True)
     refused = state.result(raise_on_failure=False)
     assert state.is_failed()
-    assert [r.name for r in refused.results] == ["rollback-target"]
-    assert "does not match its recorded SHA-256" in refused.results[0].detail
+    assert [r.name for r in refused.results] == ["lock", "rollback-target"]
+    assert "does not match its recorded SHA-256" in refused.results[1].detail
     assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
 
     # The default strategy undoes 1.5.0's migration and goes back to the release before it.
@@ -292,17 +293,27 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
                                                  "label": f"com.docker.compose.project={sandbox.settings.project}"})
     proc = subprocess.Popen([*cli, "release", "--env-file", str(sandbox.settings.env_file)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    give_up = threading.Timer(600, events.close)  # a release that never launches fails the test, not hangs it
+    give_up.start()
     try:
         for event in events:  # compose up has started the new backend: kill the whole release
             if event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service") == "backend":
-                os.killpg(proc.pid, signal.SIGKILL)
                 break
     finally:
+        give_up.cancel()
         events.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     drop_from_checkout(sandbox, name)
     assert proc.returncode == -signal.SIGKILL
 
+    # The killed release still holds the environment (until its lease runs out, about
+    # a minute): the operator who knows it is dead frees it.
+    assert "release-e2e" in str(holder(ENV))
+    freed = subprocess.run([*cli, "unlock", "--env", ENV, "--reason", "release killed during launch"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert freed.returncode == 0 and "unlocked (it was held by release-e2e" in freed.stdout, freed.stderr
     done = subprocess.run([*cli, "rollback", "--env-file", str(sandbox.settings.env_file), "--json"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -325,8 +336,8 @@ def test_rollback_refuses_a_target_whose_images_are_gone(sandbox):
     before = sandbox.containers(), sandbox.fingerprint()
     state = rollback(environment=ENV, to_version=target["version"], return_state=True)
     refused = state.result(raise_on_failure=False)
-    assert state.is_failed() and [r.name for r in refused.results] == ["rollback-target"]
+    assert state.is_failed() and [r.name for r in refused.results] == ["lock", "rollback-target"]
     assert_no_secret({**stored(state.state_details.flow_run_id), "report": refused.model_dump_json()}, SENTINELS,
                      "of a refused rollback")
-    assert "no longer in the registry" in refused.results[0].detail and digest in refused.results[0].detail
+    assert "no longer in the registry" in refused.results[1].detail and digest in refused.results[1].detail
     assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
