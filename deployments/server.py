@@ -20,8 +20,6 @@ State (pid, log, PREFECT_HOME with the leases, the local database's password, mo
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,13 +28,13 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 from smartrelease.redact import mask, remember
 
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 SLOT_WAIT_S = 2
 START_TIMEOUT_S = 180
-STOP_TIMEOUT_S = 30
 DB_ROLE = DB_NAME = "prefect"
 
 
@@ -123,13 +121,8 @@ def answering(s: ServerSettings, timeout_s: float = 2) -> bool:
         return False
 
 
-def _pid(s: ServerSettings) -> int | None:
-    try:
-        pid = int(s.pid_file.read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
+def _process(s: ServerSettings) -> Background:
+    return Background(s.pid_file, s.log_file)
 
 
 def _local_cluster(s: ServerSettings):
@@ -152,14 +145,6 @@ def _local_database_url(s: ServerSettings) -> str:
     return f"postgresql+asyncpg://{DB_ROLE}:{password}@127.0.0.1:{s.pg_port}/{DB_NAME}"
 
 
-def _log_tail(s: ServerSettings, lines: int = 6) -> str:
-    try:
-        text = s.log_file.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return mask(" | ".join(line.strip() for line in text if line.strip()))
-
-
 def up(s: ServerSettings | None = None) -> str:
     """Start the server (if it is not answering already) and wait until it answers."""
     s = s or ServerSettings()
@@ -171,17 +156,16 @@ def up(s: ServerSettings | None = None) -> str:
     url = s.database_url.get_secret_value() if s.database_url else _local_database_url(s)
     env = {**os.environ, **server_environment(s, url)}
     env.pop("PREFECT_API_URL", None)  # the server is not a client of another one
-    with open(s.log_file, "ab") as log:
-        proc = subprocess.Popen(server_argv(s), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    s.pid_file.write_text(str(proc.pid))
+    process = _process(s)
+    proc = process.start(server_argv(s), env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not answering(s):
         if proc.poll() is not None:
-            raise ServerError(f"the Prefect server exited ({proc.returncode}) while starting: {_log_tail(s)} "
+            s.pid_file.unlink(missing_ok=True)
+            raise ServerError(f"the Prefect server exited ({proc.returncode}) while starting: {process.log_tail()} "
                               f"(log: {s.log_file})")
         if time.monotonic() > deadline:
-            _stop_pid(proc.pid)
+            process.stop()
             raise ServerError(f"the Prefect server did not answer within {START_TIMEOUT_S} s (log: {s.log_file})")
         time.sleep(0.5)
     where = "PostgreSQL " + (_where(s.database_url.get_secret_value()) if s.database_url
@@ -194,36 +178,13 @@ def _where(url: str) -> str:
     return url.split("@", 1)[-1]
 
 
-def _stop_pid(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        try:  # our own child (started in this process): reap it
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
-
-
 def down(s: ServerSettings | None = None, *, keep_database: bool = False) -> str:
     """Stop the server (and its own database cluster, unless `keep_database`)."""
     s = s or ServerSettings()
-    pid = _pid(s)
-    if pid:
-        _stop_pid(pid)
-    s.pid_file.unlink(missing_ok=True)
+    stopped = _process(s).stop()
     if not s.database_url and not keep_database:
         _local_cluster(s).stop()
-    return "Prefect server stopped" if pid else "Prefect server was not running"
+    return "Prefect server stopped" if stopped else "Prefect server was not running"
 
 
 def status(s: ServerSettings | None = None) -> tuple[bool, str]:
@@ -231,7 +192,7 @@ def status(s: ServerSettings | None = None) -> tuple[bool, str]:
     if not answering(s):
         return False, f"Prefect server down (expected at {s.api_url})"
     version = httpx.get(f"{s.api_url}/admin/version", timeout=5).json()
-    pid = _pid(s)
+    pid = _process(s).pid()
     return True, (f"Prefect server {version} up at {s.ui_url}" + (f", pid {pid}" if pid else ", not started by us")
                   + f"; clients use PREFECT_API_URL={s.api_url}")
 
