@@ -7,6 +7,7 @@ from prefect.states import Completed, Failed
 
 import smartrelease
 from blocks import load_environment
+from flows.placement import check_placement
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.report import ReleaseFacts, Report
@@ -17,6 +18,7 @@ from tasks.dev_build import dev_build_task
 @flow(name="build", flow_run_name="build-{environment}")
 def build(environment: str):
     """Build and push the app checkout of `environment` as dev-<short git SHA>."""
+    check_placement(environment)
     env = load_environment(environment)
     steps = StepRunner((STEP,))
     facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__)

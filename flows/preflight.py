@@ -13,6 +13,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import load_environment
+from flows.placement import check_placement
 from flows.steps import gather
 from smartrelease.report import Report
 from tasks.backup_dirs import backup_dirs_task
@@ -30,6 +31,7 @@ def preflight(environment: str, version: str | None = None, first_release: bool 
     """Check an environment is ready for a release. `environment` names its blocks.
     `first_release`: nothing of the app runs yet, so nothing may serve the public URL
     (tls then checks what it can and leaves the rest to after launch)."""
+    check_placement(environment)
     env = load_environment(environment)
     started = time.monotonic()
     futures = {

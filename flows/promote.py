@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed
 
 import smartrelease
 from blocks import load_environment
+from flows.placement import check_placement
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
 from flows.lock import LOCK_STEP, flow_lock
@@ -39,6 +40,7 @@ def promote(environment: str, from_tag: str, version: str | None = None, force_r
     the app checkout's VERSION) for `environment`. Without a passing release of those
     digests in the source environment it refuses, unless `force_reason` says why.
     `wait`: when another run is changing `environment`, wait for it (else fail at once)."""
+    check_placement(environment)
     env = load_environment(environment)
     check_dev_tag(from_tag, "from_tag")
     version, _ = release_inputs(env, version, None)

@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import smartrelease
 from blocks import load_environment
+from flows.placement import check_placement
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
 from flows.lock import LOCK_STEP, flow_lock
@@ -149,6 +150,7 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}.
     `db_strategy` is what a rollback does to the database: undo, restore or none.
     `wait`: when another run is changing the environment, wait for it (else fail at once)."""
+    check_placement(environment)
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
     with flow_lock(environment, "release", wait) as lock_step:

@@ -20,6 +20,7 @@ from prefect.states import Completed, Failed
 
 import smartrelease
 from blocks import load_environment
+from flows.placement import check_placement
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
 from flows.lock import LOCK_STEP, flow_lock
@@ -175,6 +176,7 @@ def rollback(environment: str, to_version: str | None = None, db_strategy: Strat
     is changing the environment, wait for it (else fail at once)."""
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
+    check_placement(environment)
     env = load_environment(environment)
     with flow_lock(environment, "rollback", wait) as lock_step:
         return rollback_locked(env, to_version, db_strategy, lock_step)

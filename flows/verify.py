@@ -16,6 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import smartrelease
 from blocks import load_environment
+from flows.placement import check_placement
 from blocks.envfile import Environment
 from flows.history import append_row, event_row, last_release
 from flows.lock import LOCK_STEP, Locked, flow_lock
@@ -36,6 +37,7 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
     (whose digests are then checked too). While another run is changing the
     environment it records itself as skipped (never a failure), or with `wait`
     waits for that run and verifies what it left."""
+    check_placement(environment)
     env = load_environment(environment)
     if expect_version:
         check_version(expect_version, "expected version")
