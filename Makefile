@@ -31,11 +31,15 @@ server: setup
 server-down: venv
 	env SMARTRELEASE_SERVER_PORT=$(SERVER_PORT) $(SR) server down
 
-# A fresh sandbox at 0.9.0, then the release flow ships 1.0.0 and 1.1.0 (with a migration).
-# The demo prints each release's report; Prefect's own logging would add the
-# traceback of the failure the broken 1.2.0 is built to have.
+# A fresh sandbox at 0.9.0 with its control plane (`sandbox up --server`: the Prefect
+# server on PostgreSQL, the deployments, the sandbox's worker), then three releases
+# triggered through the `release/sandbox` deployment: 1.0.0, 1.1.0 (with a migration)
+# and a broken 1.2.0 that rolls itself back. The server and worker keep running for
+# the UI (http://127.0.0.1:$(SERVER_PORT)); `make sandbox-down` stops them. The demo
+# prints each report; Prefect's own logging would add the traceback of the failure
+# the broken 1.2.0 is built to have.
 demo: setup
-	$(WITH_DOCKER) env PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
+	$(WITH_DOCKER) env SMARTRELEASE_SERVER_PORT=$(SERVER_PORT) PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
 test: setup
 	$(WITH_DOCKER) $(VENV)/bin/pytest

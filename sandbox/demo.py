@@ -1,19 +1,26 @@
 """`make demo`: a fresh sandbox at 0.9.0 (PostgreSQL 17 as the project's db service, the
-Node.js backend with Sequelize migrations), then three releases through the release flow,
-printing each report: 1.0.0 (a new frontend page), 1.1.0 (adds a migration), and a
-deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
+Node.js backend with Sequelize migrations) with its control plane, then three releases
+triggered through the `release/sandbox` deployment, printing each report: 1.0.0 (a new
+frontend page), 1.1.0 (adds a migration), and a deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
 rolls itself back to 1.1.0: its migration undone, 1.1.0's images back by digest,
 verified, and every account row the same as before.
 
-Runs in one process, so Prefect starts one temporary server for both releases (set
-PREFECT_API_URL to keep the runs in a server of your own and see them in its UI).
+Each release goes the way CI starts one: `sandbox up --server` brings up the Prefect
+server on PostgreSQL, applies the sandbox's deployments and starts the sandbox's
+worker; each release is triggered over the API (deployments/trigger.py) and followed
+to its end, and the worker runs it. The server and the worker keep running afterwards,
+so the runs, their reports and the history stay in the UI (`make sandbox-down` stops
+them).
 """
 
 import sys
 
-from blocks import import_env_file
-from flows.release import release
-from sandbox import manager
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.trigger import follow, succeeded, trigger
+from sandbox import manager, plane
 from sandbox.app_changes import commit_version, migration
 from tasks.postgres import connect
 
@@ -26,16 +33,29 @@ def fresh_sandbox(s: manager.Settings) -> None:
     if s.root.exists() or s.env_file.exists() or s.dev.env_file.exists():
         manager.log(f"starting afresh: removing {s.root}, {s.env_file.name} and {s.dev.env_file.name}")
         manager.destroy(s)
-    if manager.up(s) != 0:
+    if manager.up(s, server=True) != 0:
         sys.exit(2)
 
 
-def ship(version: str, **changes):
+class Outcome:
+    def __init__(self, run, report: str):
+        self.ok = succeeded(run)
+        self.message = (run.state.message or "") if run.state else ""
+        self.report = report
+
+
+def ship(version: str, **changes) -> Outcome:
+    """Commit `version` to the checkout, trigger its release and follow it."""
     commit_version(manager.Settings().app_dir, version, **changes)
-    print(f"\n=== releasing {version} ===", flush=True)
-    report = release(environment=ENVIRONMENT, return_state=True).result(raise_on_failure=False)
-    print(report.text() if hasattr(report, "text") else f"release could not run: {report}", flush=True)
-    return report
+    started = trigger("release", ENVIRONMENT, {})
+    print(f"\n=== releasing {version}: {started.url} ===", flush=True)
+    run = follow(started.flow_run_id, timeout_s=1800, on_step=lambda step: print(f"  {step.line()}", flush=True))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    report = next((a.data for a in artifacts if a.key == f"release-{ENVIRONMENT}"), "(no report)")
+    print(report, flush=True)
+    print(f"-> {run.state.name}: {run.state.message}", flush=True)
+    return Outcome(run, report)
 
 
 def accounts(s: manager.Settings) -> tuple[int, str]:
@@ -57,7 +77,11 @@ def open_accounts(s: manager.Settings, names: list[str]) -> None:
 def main() -> int:
     s = manager.Settings()
     fresh_sandbox(s)
-    import_env_file(s.env_file, ENVIRONMENT)
+    with temporary_settings(updates={PREFECT_API_URL: plane.Plane(s.root).server.api_url}):
+        return releases(s)
+
+
+def releases(s: manager.Settings) -> int:
     page = (s.app_dir / "client" / "index.html").read_text()
     ok = ship("1.0.0", files={"client/index.html": page.replace("</body>", "<p>Now with 1.0.0.</p></body>")}).ok
     ok = ok and ship("1.1.0", files={CURRENCY_MIGRATION: migration(
@@ -73,14 +97,15 @@ def main() -> int:
         "CREATE TABLE invoices (id SERIAL PRIMARY KEY, account_id INT REFERENCES accounts(id), total NUMERIC)",
         "DROP TABLE invoices")})
     after = accounts(s)
-    rb = broken.facts.rollback if getattr(broken, "facts", None) else None
     print(f"\naccounts before 1.2.0: {before[0]} rows, md5 {before[1]}")
     print(f"accounts after its rollback: {after[0]} rows, md5 {after[1]}")
-    if broken.ok or rb is None or not rb.recovered or before != after:
+    recovered = "rolled back to 1.1.0 in" in broken.message
+    if broken.ok or not recovered or before != after:
         print("demo: the broken 1.2.0 was NOT rolled back cleanly (report above)")
         return 1
-    print(f"demo: 1.0.0 and 1.1.0 released; the broken 1.2.0 rolled back to {rb.to_version} in "
-          f"{rb.time_to_recover_s:.1f} s, no data lost")
+    print(f"demo: 1.0.0 and 1.1.0 released; the broken 1.2.0 {broken.message.split('; ', 1)[1]}, no data lost")
+    print(f"demo: the runs are in the Prefect UI at {plane.Plane(s.root).server.ui_url} "
+          "(`make sandbox-down` stops the sandbox, its worker and the server)")
     return 0
 
 

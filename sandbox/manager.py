@@ -1,4 +1,4 @@
-"""`smartrelease sandbox up [--dev] [--external-db] [--app PATH]|down|status|destroy`: production on one machine.
+"""`smartrelease sandbox up [--dev] [--external-db] [--app PATH] [--server]|down|status|destroy`: production on one machine.
 
 The runbook's topology by default: PostgreSQL 17 (newer than this host's client
 tools) as the `db` service of the Compose project, its data in a named volume, its
@@ -18,7 +18,9 @@ using the sandbox's variables), and its `smartrelease.env` holds its RELEASE_ ke
 up is idempotent: it starts what is not running, builds only what is missing, and
 (re)writes a complete .env.sandbox. With --dev it also brings up a dev environment
 beside it (`.env.sandbox-dev`): its own Compose project, database, port and backups,
-sharing the registry, the TLS edge's certificate and the app checkout. Settings
+sharing the registry, the TLS edge's certificate and the app checkout. With --server
+it also brings up the control plane (sandbox/plane.py): a Prefect server on
+PostgreSQL, the environments' deployments, and a worker per environment. Settings
 (SANDBOX_* environment variables) are listed in `Settings` and in the README.
 """
 
@@ -27,8 +29,6 @@ import ipaddress
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,8 +43,10 @@ from dotenv import dotenv_values
 
 from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
+from sandbox import plane
 from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
 from sandbox.postgres import PG_BIN, Cluster, archive_current_segment, server_dir
+from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from tasks.build_pin import build_pin
@@ -231,15 +233,10 @@ class Registry:
         self.addr = addr
         self.htpasswd = htpasswd
         self.token = token
-        self.pidfile = self.dir / "registry.pid"
+        self.process = Background(self.dir / "registry.pid", self.dir / "registry.log")
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
+        return self.process.pid()
 
     def answering(self) -> bool:
         try:
@@ -264,9 +261,7 @@ class Registry:
             f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.addr}\n{auth}"
         )
-        with open(self.dir / "registry.log", "ab") as out:
-            proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out, start_new_session=True)
-        self.pidfile.write_text(str(proc.pid))
+        proc = self.process.start(["docker-registry", "serve", str(config)])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.answering():
@@ -277,9 +272,7 @@ class Registry:
         raise SandboxError(f"registry did not start on {self.addr}; see {self.dir / 'registry.log'}")
 
     def stop(self) -> None:
-        if pid := self.pid():
-            os.kill(pid, signal.SIGTERM)
-        self.pidfile.unlink(missing_ok=True)
+        self.process.stop()
 
 
 def sandbox_registry(s: Settings) -> Registry:
@@ -502,7 +495,8 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
 
 # --- commands ---------------------------------------------------------------
 
-def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, app: Path | None = None) -> int:
+def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, app: Path | None = None,
+       server: bool = False) -> int:
     s = s or Settings()
     try:
         s.app = checked_app(s, app)
@@ -525,8 +519,12 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
         base = ensure_base_image(client, log)
         images = {"edge": local_image(client, TEMPLATE / "edge", "smartrelease-sandbox/edge", base),
                   "db": local_image(client, TEMPLATE / "db", "smartrelease-sandbox/postgres", base)}
-        for stage in (s.prod, s.dev) if dev else (s.prod,):
+        stages = (s.prod, s.dev) if dev else (s.prod,)
+        for stage in stages:
             up_stage(s, stage, sec, client, kind, images)
+        if server:
+            for line in plane.up(plane.Plane(s.root), {stage.name: stage.env_file for stage in stages}):
+                log(line)
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
               + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
@@ -537,6 +535,8 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
 
 def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
     s = s or Settings()
+    for line in plane.down(plane.Plane(s.root)):  # the workers first: no run starts on a stopping sandbox
+        log(line)
     for stage in (s.dev, s.prod):
         if not stage.env_file.is_file():
             continue
@@ -564,6 +564,7 @@ def destroy(s: Settings | None = None) -> int:
     s = s or Settings()
     cluster = s.cluster()
     down(s, keeping_state=False)
+    plane.destroy(plane.Plane(s.root))
     cluster.destroy()
     for path in (s.root, cluster.root, s.cluster_wal_dir):
         shutil.rmtree(path, ignore_errors=True)
@@ -595,6 +596,7 @@ def status(s: Settings | None = None) -> int:
     others = sorted(set(running) - {db, contract.backend_service, contract.frontend_service}) or ["edge"]
     for service in others:
         parts[service] = running.get(service) == "running"
+    parts.update(plane.status(plane.Plane(s.root)))  # with --server
     for name, ok in parts.items():
-        print(f"{name:9} {'up' if ok else 'down'}")
+        print(f"{name:18} {'up' if ok else 'down'}")
     return 0 if all(parts.values()) else 1

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what the sandbox and the tests need on a Debian bookworm
-# machine: Docker Engine, Compose v2, a registry, PostgreSQL 15, mmdebstrap, and npm
+# machine: Docker Engine, Compose v2, a registry, PostgreSQL 15, mmdebstrap, Chromium and npm
 # (the stand-in backend's packages are installed on the host, then copied into its image).
 # Idempotent: a second run installs nothing and starts only what is not running.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "install-system: run as root (apt-get, dockerd)" >&2; exit 2; }; }
 
-apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap python3-venv)
+# chromium: headless, for the tests that drive the Prefect UI (Playwright with executable_path).
+apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap python3-venv chromium)
 
 missing=()
 for p in "${apt_packages[@]}"; do

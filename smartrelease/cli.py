@@ -373,7 +373,8 @@ def _cmd_sandbox(args) -> int:
     from sandbox import manager
 
     if args.action == "up":
-        return manager.up(dev=args.dev, external_db=args.external_db, app=args.app and Path(args.app))
+        return manager.up(dev=args.dev, external_db=args.external_db, app=args.app and Path(args.app),
+                          server=args.server)
     return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
 
 

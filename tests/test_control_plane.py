@@ -1,12 +1,10 @@
 """The control plane without the sandbox: the deployments file, what `apply` makes on
 the real server, the lock against a real server, and trigger's checks of bad input."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -138,8 +136,8 @@ def killed_holder(environment: str) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.mark.e2e
-def test_a_killed_holder_frees_the_environment_when_its_lease_runs_out_or_at_once_with_unlock(write_env):
+def test_a_killed_holder_is_freed_at_once_by_unlock_with_its_reason_in_the_history(write_env):
+    # (A killed holder's lease running out by itself: test_control_plane_e2e.py.)
     import_env_file(write_env("wedged"), "wedged")
     killed_holder("wedged")
     assert "killed holder" in str(holder("wedged"))
@@ -150,11 +148,5 @@ def test_a_killed_holder_frees_the_environment_when_its_lease_runs_out_or_at_onc
     row = read_history("wedged")[-1]
     assert row["result"] == "unlocked" and row["reason"] == "holder killed in a drill"
     assert "killed holder" in row["holder"]
-
-    killed_holder("wedged")
-    started = time.monotonic()
-    with environment_lock("wedged", me("next holder"), timeout_s=180):
-        waited = time.monotonic() - started
-    # The lease (60 s, the server's minimum) ran out; the server noticed within its loop.
-    assert waited > 30, waited
-    print(json.dumps({"lease_expiry_wait_s": round(waited, 1)}))
+    with environment_lock("wedged", me("next holder"), wait=False):  # free now, not in 60 s
+        assert holder("wedged").what.startswith("next holder by ")

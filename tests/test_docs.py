@@ -21,3 +21,10 @@ def test_readme_documents_every_sandbox_variable():
         f"SANDBOX_{k}_PORT" for k in ("PG", "REGISTRY", "EDGE", "DEV_EDGE")}
     variables -= {"SANDBOX_DB_PASSWORD", "SANDBOX_DATABASE", "SANDBOX_APP"}  # written into .env.sandbox, not settings
     assert sorted(v for v in variables if f"`{v}`" not in text) == []
+
+
+def test_the_readmes_links_to_files_of_this_repository_lead_somewhere():
+    text = README.read_text()
+    targets = re.findall(r"\]\(((?:docs|benchmarks|deployments|tests)/[^)#]+)\)", text)
+    assert targets  # the screenshots and benchmark figures at least
+    assert [t for t in targets if not (README.parent / t).is_file()] == []

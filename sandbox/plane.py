@@ -1,0 +1,118 @@
+"""`smartrelease sandbox up --server`: the sandbox's control plane, as production has it.
+
+A Prefect server on PostgreSQL (deployments/server.py; its state under the sandbox's
+directory), the sandbox's environments saved as blocks on it, their deployments
+applied (one work pool per environment), and a worker per environment running here
+in the background. Runs are then triggered the way people and CI trigger them: from
+the UI, `smartrelease trigger`, or the `verify-<env>` schedule. `sandbox down` stops
+the workers and the server; `sandbox destroy` deletes the server's database too.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments import server
+from deployments.apply import apply, worker_command
+from deployments.catalog import deployment_name, pool_name
+from smartrelease.daemon import Background
+from smartrelease.errors import ConfigError
+
+WORKER_START_TIMEOUT_S = 90
+
+
+@dataclass(frozen=True)
+class Plane:
+    root: Path  # the sandbox's state directory
+    server_settings: server.ServerSettings | None = None  # default: a server of the sandbox's own
+
+    @property
+    def server(self) -> server.ServerSettings:
+        return self.server_settings or server.ServerSettings(state_dir=self.root / "prefect-server")
+
+    def worker(self, environment: str) -> Background:
+        return Background(self.root / "workers" / f"{environment}.pid", self.root / "workers" / f"{environment}.log")
+
+    def environments(self) -> list[str]:
+        """The environments whose workers were started here."""
+        directory = self.root / "workers"
+        return sorted(p.stem for p in directory.glob("*.pid")) if directory.is_dir() else []
+
+
+def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> list[str]:
+    """Server up, each environment's blocks saved and deployments applied, a worker
+    started per environment (and seen polling its pool). Without `schedules` the
+    `verify/<env>` schedules are paused before any worker starts. Returns what was done."""
+    from blocks import import_env_file
+
+    said = [server.up(plane.server)]
+    api = plane.server.api_url
+    os.environ["PREFECT_API_URL"] = api  # `prefect deploy` and the workers are child processes
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        for name, env_file in env_files.items():
+            import_env_file(env_file, name)
+        said.append(apply(list(env_files)))
+        if not schedules:
+            said.append(pause_schedules(list(env_files)))
+        for name in env_files:
+            said.append(start_worker(plane, name))
+    said.append(f"Prefect UI at {plane.server.ui_url}; for the CLI: export PREFECT_API_URL={api}")
+    return said
+
+
+def pause_schedules(environments: list[str]) -> str:
+    """Pause the scheduled deployments (their upcoming runs are deleted by the server)."""
+    with get_client(sync_client=True) as client:
+        for environment in environments:
+            client.pause_deployment(client.read_deployment_by_name(deployment_name("verify", environment)).id)
+    return "schedules paused: " + ", ".join(deployment_name("verify", e) for e in environments)
+
+
+def start_worker(plane: Plane, environment: str) -> str:
+    worker = plane.worker(environment)
+    if pid := worker.pid():
+        return f"worker for {pool_name(environment)} already running (pid {pid})"
+    command = worker_command(environment)
+    proc = worker.start(list(command.argv), env=dict(command.env), cwd=command.cwd)
+    started, deadline = datetime.now(timezone.utc), time.monotonic() + WORKER_START_TIMEOUT_S
+    while not _polled_since(environment, started):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise ConfigError(f"the worker for {pool_name(environment)} did not start: {worker.log_tail()} "
+                              f"(log: {worker.log_file})")
+        time.sleep(0.5)
+    return f"worker for {pool_name(environment)} polling (pid {proc.pid}, log {worker.log_file})"
+
+
+def _polled_since(environment: str, since: datetime) -> bool:
+    """Whether a worker has reported to the environment's pool since `since` (the server's view)."""
+    with get_client(sync_client=True) as client:
+        workers = client.read_workers_for_work_pool(pool_name(environment))
+    return any(w.last_heartbeat_time and w.last_heartbeat_time >= since for w in workers)
+
+
+def down(plane: Plane) -> list[str]:
+    said = [f"worker for {pool_name(e)} stopped" for e in plane.environments() if plane.worker(e).stop()]
+    if plane.server.state_dir.is_dir():
+        said.append(server.down(plane.server))
+    return said
+
+
+def status(plane: Plane) -> dict[str, bool]:
+    """Whether the server answers and each worker runs (nothing if never brought up)."""
+    if not plane.server.state_dir.is_dir():
+        return {}
+    parts = {"server": server.answering(plane.server)}
+    for environment in plane.environments():
+        parts[f"worker {environment}"] = plane.worker(environment).pid() is not None
+    return parts
+
+
+def destroy(plane: Plane) -> None:
+    down(plane)
+    server.destroy_database(plane.server)

@@ -1,0 +1,275 @@
+"""Prefect as the control plane, end to end: the suite's server on PostgreSQL, the
+deployments applied, a real process worker per environment, runs triggered the way
+CI triggers them (`smartrelease trigger`), against the shared sandbox."""
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, TaskRunFilter,
+                                            TaskRunFilterFlowRunId)
+
+from blocks import import_env_file, load_environment
+from deployments.catalog import deployment_name
+from deployments.trigger import follow
+from flows.history import last_release, read_history
+from flows.lock import environment_lock, holder, me
+from sandbox.app_changes import commit_version
+from sandbox.plane import Plane, up
+from tests.conftest import SHARED_ENV, SENTINELS, assert_no_secret
+from tests.test_cli import smartrelease
+from tests.test_control_plane import killed_holder
+
+pytestmark = pytest.mark.e2e
+ENV, SIDE, DRILL = SHARED_ENV, SHARED_ENV + "-side", SHARED_ENV + "-drill"
+
+
+class LeaseDrill:
+    """A lock holder SIGKILLed at the module's start, and a second holder waiting in a
+    thread for its lease (60 s, the server's minimum) to run out: the module's other
+    tests run meanwhile, and the last one checks when the second got the lock."""
+
+    def __init__(self, env_file: Path):
+        import_env_file(env_file, DRILL)
+        killed_holder(DRILL)
+        self.killed_at = time.monotonic()
+        self.held_after_kill = holder(DRILL)
+        self.got_it_at: float | None = None
+        self.thread = threading.Thread(target=self._wait, daemon=True)
+        self.thread.start()
+
+    def _wait(self) -> None:
+        with environment_lock(DRILL, me("next holder"), timeout_s=300):
+            self.got_it_at = time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def plane(shared_sandbox, prefect_server, tmp_path_factory):
+    """`sandbox up --server`'s control plane (sandbox/plane.py) on the suite's server, for
+    the sandbox's environment and a second one (the same sandbox under another name:
+    its own blocks, lock, pool and worker). The tests trigger every run themselves:
+    the schedules are paused, so no scheduled verify takes the lock under them."""
+    drill = LeaseDrill(shared_sandbox.settings.env_file)
+    control = Plane(tmp_path_factory.mktemp("plane"), prefect_server)
+    env_file = shared_sandbox.settings.env_file
+    said = up(control, {ENV: env_file, SIDE: env_file}, schedules=False)
+    assert [line for line in said if line.startswith("worker for")] == [
+        f"worker for smartrelease-{e} polling (pid {control.worker(e).pid()}, log {control.worker(e).log_file})"
+        for e in (ENV, SIDE)], said
+    try:
+        yield shared_sandbox, control, drill
+    finally:
+        for environment in control.environments():  # with their flow runs: nothing runs on after the module
+            control.worker(environment).stop()
+
+
+def trigger(*args: str) -> tuple[int, dict, str]:
+    out = smartrelease("trigger", *args, "--json")
+    assert out.stdout.strip(), out.stderr
+    return out.returncode, json.loads(out.stdout), out.stderr
+
+
+def runs_of(deployment: str) -> list:
+    """The deployment's flow runs (a run made in the UI has a random name until it starts)."""
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(
+            any_=[deployment_id])), limit=200)
+
+
+def _task_span(flow_run_id: str) -> tuple:
+    """(first start, last end) of the run's task runs."""
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(
+            any_=[flow_run_id])))
+    return min(t.start_time for t in tasks if t.start_time), max(t.end_time for t in tasks if t.end_time)
+
+
+def test_two_releases_at_once_run_one_after_the_other_and_a_verify_meanwhile_is_skipped(plane):
+    sandbox, _, _ = plane
+    commit_version(sandbox.app_dir, "5.0.0")
+    outs = {}
+    threads = [threading.Thread(target=lambda k=k: outs.update({k: trigger("release", "--env", ENV, "--wait")}))
+               for k in ("a", "b")]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120  # a verify while a release holds the environment
+    while holder(ENV) is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert holder(ENV) is not None
+    skipped_code, skipped, _ = trigger("verify", "--env", ENV, "--wait")
+    for t in threads:
+        t.join(timeout=600)
+
+    assert skipped_code == 0 and skipped["state"] == "Completed", skipped["message"]
+    assert skipped["message"].startswith(f"skipped: {ENV} is being changed by release-{ENV}")
+    (a_code, a, _), (b_code, b, _) = outs["a"], outs["b"]
+    assert a_code == b_code == 0, (a["message"], b["message"])
+    spans = sorted([_task_span(a["flow_run_id"]), _task_span(b["flow_run_id"])])
+    assert spans[0][1] <= spans[1][0], spans  # no step of one ran while the other's did
+    rows = read_history(ENV)
+    ids = [r.get("flow_run_id") for r in rows]
+    assert a["flow_run_id"] in ids and b["flow_run_id"] in ids
+    assert any(r["result"] == "verify skipped" and r["flow_run_id"] == skipped["flow_run_id"] for r in rows)
+    with get_client(sync_client=True) as client:
+        latest = client.read_latest_artifacts(limit=200)
+    # The one that finished last waited, and its report says for whom.
+    report = next(x for x in latest if x.key == f"release-{ENV}")
+    assert "lock | passed | waited" in report.data and f"for release-{ENV} (flow run" in report.data, report.data
+    assert_no_secret({"report": report.data, "skipped": json.dumps(skipped)}, SENTINELS)
+
+
+def test_trigger_follows_a_run_to_its_end_with_the_exit_code_ci_needs(plane):
+    code, run, progress = trigger("verify", "--env", ENV, "--wait")
+    assert code == 0 and run["state"] == "Completed", (run, progress)
+    assert run["url"].endswith(f"/runs/flow-run/{run['flow_run_id']}")
+    assert "verify    verify: completed" in progress  # each step as it finishes
+
+    code, failed, _ = trigger("verify", "--env", ENV, "-p", "expect_version=0.0.1", "--wait")
+    assert code == 1 and failed["state"] == "Failed" and "verify" in failed["message"]
+
+    # Bad input: exit 2, and no run was created.
+    before = len(runs_of(f"release/{ENV}"))
+    out = smartrelease("trigger", "release", "--env", ENV, "-p", "versoin=9.9.9", "--wait")
+    assert out.returncode == 2 and "-p versoin: release has no such parameter" in out.stderr
+    assert len(runs_of(f"release/{ENV}")) == before
+
+    # A retried CI job (same key) attaches to its run: one run, not two.
+    key = f"pipeline-{time.time_ns()}"
+    code, first, _ = trigger("verify", "--env", ENV, "--idempotency-key", key, "--wait")
+    code2, again, said = trigger("verify", "--env", ENV, "--idempotency-key", key, "--wait")
+    assert code == code2 == 0 and first["flow_run_id"] == again["flow_run_id"]
+    assert not first["attached"] and again["attached"] and "attached to" in said
+
+
+def test_a_cancelled_run_exits_1(plane):
+    # The run waits for the lock this test holds; it is cancelled while it waits.
+    result = {}
+    with environment_lock(ENV, me("the test")):
+        thread = threading.Thread(target=lambda: result.update(out=smartrelease(
+            "trigger", "verify", "--env", ENV, "-p", "wait=true", "--wait", "--json")))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = [r for r in runs_of(f"verify/{ENV}") if r.state and r.state.is_running()]
+            if waiting:
+                break
+            time.sleep(0.5)
+        assert waiting, "the verify run never started"
+        from prefect.states import Cancelling
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(waiting[0].id, Cancelling(), force=True)
+        thread.join(timeout=120)
+    out = result["out"]
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout)["state"] == "Cancelled"
+
+
+def test_a_run_for_one_environment_runs_on_its_own_worker_only(plane):
+    _, control, _ = plane
+    code, run, _ = trigger("preflight", "--env", SIDE, "--wait")
+    assert code == 0, run
+    assert run["flow_run_id"] in control.worker(SIDE).log_file.read_text()
+    assert run["flow_run_id"] not in control.worker(ENV).log_file.read_text()
+
+
+def test_a_run_of_one_environments_deployment_refuses_another_environment(plane):
+    # The UI's run form lets a person edit the environment; the run refuses it before
+    # loading any block, so the sandbox's worker never acts on another environment.
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name("preflight", SIDE))
+        run = client.create_flow_run_from_deployment(deployment.id, parameters={"environment": ENV})
+    done = follow(run.id, timeout_s=300)
+    assert done.state.type.value == "FAILED"
+    assert f"this run of deployment preflight/{SIDE} acts on {SIDE!r} only, not {ENV!r}" in done.state.message
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path):
+    """The Prefect UI in headless Chromium: the release's run form is built from the
+    flow's parameters; a quick run of verify/<env> runs on the environment's worker;
+    the environment's block shows no secret. Screenshots go to SMARTRELEASE_SCREENSHOTS
+    (docs/ui holds the committed ones) or a temporary directory."""
+    from playwright.sync_api import sync_playwright
+
+    _, control, _ = plane
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    shots = Path(os.environ.get("SMARTRELEASE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with get_client(sync_client=True) as client:
+        release_id = client.read_deployment_by_name(deployment_name("release", ENV)).id
+        verify_id = client.read_deployment_by_name(deployment_name("verify", ENV)).id
+        block_id = client.read_block_document_by_name(ENV, "smartaccounting-app-environment").id
+    secrets = load_environment(ENV).secret_values()
+    if last_release(ENV) is None:  # (run alone) verify needs a release to verify
+        assert trigger("release", "--env", ENV, "--wait")[0] == 0
+    before = {r.id for r in runs_of(f"verify/{ENV}")}
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{ui}/deployments/deployment/{release_id}", wait_until="networkidle")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run").click()
+            page.get_by_role("button", name="Submit").wait_for()
+            form = page.inner_text("body")
+            page.screenshot(path=shots / "release-run-form.png", full_page=True)
+            for field in ("environment", "version (Optional)", "digests (Optional)", "db_strategy (Optional)",
+                          "wait (Optional)"):
+                assert field in form, form
+            values = [box.input_value() for box in page.get_by_role("textbox").all()]
+            assert ENV in values, values  # the environment field, filled by the deployment
+            page.get_by_role("button", name="Cancel").click()
+
+            page.goto(f"{ui}/deployments/deployment/{verify_id}", wait_until="networkidle")
+            page.get_by_role("button", name="Run", exact=True).click()
+            answers = []
+            page.on("response", lambda r: answers.append(f"{r.request.method} {r.url} {r.status}")
+                    if r.request.method == "POST" else None)
+            page.get_by_text("Quick run").click()
+            dialog = page.get_by_role("dialog")  # the deployment's parameters, to look at before running
+            dialog.get_by_text("environment").wait_for()
+            page.screenshot(path=shots / "verify-quick-run.png")
+            dialog.get_by_role("button", name="Run", exact=True).click()
+            deadline = time.monotonic() + 60
+            while not (new := [r for r in runs_of(f"verify/{ENV}") if r.id not in before]):
+                if time.monotonic() > deadline:
+                    page.screenshot(path=shots / "quick-run-failed.png", full_page=True)
+                    raise AssertionError(f"the quick run made no flow run: {answers} {page.inner_text('body')[-800:]}")
+                time.sleep(0.5)
+            run = follow(new[0].id, timeout_s=300)
+            page.goto(f"{ui}/runs/flow-run/{run.id}", wait_until="networkidle")
+            page.get_by_text("Completed").first.wait_for()
+            page.screenshot(path=shots / "verify-run.png", full_page=True)
+
+            page.goto(f"{ui}/blocks/block/{block_id}", wait_until="networkidle")
+            page.get_by_text("Jwt Secret").first.wait_for()
+            page.screenshot(path=shots / "environment-block.png", full_page=True)
+            shown = page.content()
+        finally:
+            browser.close()
+
+    assert len(new) == 1 and run.state.type.value == "COMPLETED", run.state
+    assert str(run.id) in control.worker(ENV).log_file.read_text()
+    assert any(r.get("flow_run_id") == str(run.id) and r["result"] == "verified" for r in read_history(ENV))
+    assert_no_secret({"the block's page": shown}, secrets)
+
+
+def test_a_killed_holders_lease_runs_out_and_the_next_holder_gets_the_lock(plane):
+    # Last in the module: the module's other tests ran while the lease ran out.
+    _, _, drill = plane
+    assert drill.held_after_kill is not None and "killed holder" in drill.held_after_kill.what
+    drill.thread.join(timeout=max(1.0, drill.killed_at + 200 - time.monotonic()))
+    assert drill.got_it_at is not None, "the next holder never got the lock"
+    waited = drill.got_it_at - drill.killed_at
+    # The lease is 60 s (the server's minimum) from when it was taken, just before the kill.
+    assert 50 <= waited <= 120, waited
+    print(json.dumps({"lease_expiry_wait_s": round(waited, 1)}))
