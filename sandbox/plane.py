@@ -97,8 +97,10 @@ def _polled_since(environment: str, since: datetime) -> bool:
 
 
 def down(plane: Plane) -> list[str]:
+    """Stop the workers, then the server if it is the sandbox's own (a server given
+    to the plane is someone else's to stop)."""
     said = [f"worker for {pool_name(e)} stopped" for e in plane.environments() if plane.worker(e).stop()]
-    if plane.server.state_dir.is_dir():
+    if plane.server_settings is None and plane.server.state_dir.is_dir():
         said.append(server.down(plane.server))
     return said
 
@@ -115,4 +117,5 @@ def status(plane: Plane) -> dict[str, bool]:
 
 def destroy(plane: Plane) -> None:
     down(plane)
-    server.destroy_database(plane.server)
+    if plane.server_settings is None:
+        server.destroy_database(plane.server)

@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="with up: the database on this host, outside Compose (default: a db service in the project)")
     sb.add_argument("--app", metavar="PATH", help="with up: your own app's checkout instead of the stand-in "
                                                    "(its smartrelease.env holds its RELEASE_ keys)")
+    sb.add_argument("--server", action="store_true", help="with up: also the control plane: a Prefect server, "
+                                                          "the environments' deployments, a worker per environment")
     return p
 
 

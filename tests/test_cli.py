@@ -158,3 +158,14 @@ def test_release_from_a_tag_the_registry_lacks_is_exit_2(write_env, tmp_path):
                                       f"{registry.addr}: build it first (`smartrelease build --env-file .env.dev`)")
     finally:
         registry.stop()
+
+
+def test_sandbox_up_has_an_option_for_every_choice_the_sandbox_offers():
+    import inspect
+
+    from sandbox import manager
+    from smartrelease.cli import _parser
+
+    choices = set(inspect.signature(manager.up).parameters) - {"s"}
+    assert choices <= set(vars(_parser().parse_args(["sandbox", "up"])))
+    assert _parser().parse_args(["sandbox", "up", "--server", "--dev"]).server

@@ -5,20 +5,25 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import prefect.context
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from blocks import import_env_file
+from deployments import server
 from deployments.apply import apply
 from deployments.catalog import FLOW_NAMES, PRODUCTION_ENVIRONMENTS, pool_name, prefect_yaml
 from deployments.trigger import check_parameters, parse_parameters
 from flows.history import read_history
 from flows.lock import Locked, environment_lock, held, holder, limit_name, me
 from smartrelease.errors import ConfigError
+from tests.conftest import free_port
 from tests.test_cli import smartrelease
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,3 +155,59 @@ def test_a_killed_holder_is_freed_at_once_by_unlock_with_its_reason_in_the_histo
     assert "killed holder" in row["holder"]
     with environment_lock("wedged", me("next holder"), wait=False):  # free now, not in 60 s
         assert holder("wedged").what.startswith("next holder by ")
+
+
+HOLD_UNTIL_TOLD = """
+import sys
+from flows.lock import environment_lock, me
+with environment_lock(sys.argv[1], me("holder across a restart")):
+    print("held", flush=True)
+    sys.stdin.readline()
+print("released", flush=True)
+"""
+
+
+@contextmanager
+def on_server(settings):
+    """This process (its threads too) as a client of `settings`' server."""
+    with temporary_settings({PREFECT_API_URL: settings.api_url}), \
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        yield
+
+
+@pytest.mark.e2e
+def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(tmp_path, write_env):
+    """The server keeps leases on disk: with Prefect's default in-memory storage the
+    holder's release after a restart would find no lease, and the slot stayed taken."""
+    settings = server.ServerSettings(state_dir=tmp_path / "server", host="127.0.0.1", port=free_port(),
+                                     pg_port=free_port(), database_url=None)
+    server.up(settings)
+    proc = None
+    try:
+        with on_server(settings):
+            import_env_file(write_env("restarted"), "restarted")
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "restarted"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=REPO,
+                                env={**os.environ, "PREFECT_API_URL": settings.api_url})
+        assert proc.stdout.readline().strip() == "held"
+
+        server.down(settings, keep_database=True)
+        server.up(settings)
+        with on_server(settings):
+            assert holder("restarted").what.startswith("holder across a restart by ")
+            with pytest.raises(Locked, match="being changed by holder across a restart"):
+                with environment_lock("restarted", me("second"), wait=False):
+                    pass
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "released"
+        assert proc.wait(timeout=60) == 0
+        with on_server(settings):
+            assert not held("restarted")
+            with environment_lock("restarted", me("after the restart"), wait=False):
+                assert holder("restarted").what.startswith("after the restart by ")
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+        server.down(settings)
+        server.destroy_database(settings)

@@ -20,7 +20,7 @@ from deployments.trigger import follow
 from flows.history import last_release, read_history
 from flows.lock import environment_lock, holder, me
 from sandbox.app_changes import commit_version
-from sandbox.plane import Plane, up
+from sandbox.plane import Plane, down, up
 from tests.conftest import SHARED_ENV, SENTINELS, assert_no_secret
 from tests.test_cli import smartrelease
 from tests.test_control_plane import killed_holder
@@ -63,9 +63,10 @@ def plane(shared_sandbox, prefect_server, tmp_path_factory):
         for e in (ENV, SIDE)], said
     try:
         yield shared_sandbox, control, drill
-    finally:
-        for environment in control.environments():  # with their flow runs: nothing runs on after the module
-            control.worker(environment).stop()
+    finally:  # the workers with their flow runs (nothing runs on after the module); the suite's server stays
+        pids = [control.worker(e).pid() for e in (ENV, SIDE)]
+        assert down(control) == [f"worker for smartrelease-{e} stopped" for e in (ENV, SIDE)]
+        assert [control.worker(e).pid() for e in (ENV, SIDE)] == [None, None] and all(pids)
 
 
 def trigger(*args: str) -> tuple[int, dict, str]:
