@@ -597,6 +597,7 @@ def status(s: Settings | None = None) -> int:
     for service in others:
         parts[service] = running.get(service) == "running"
     parts.update(plane.status(plane.Plane(s.root)))  # with --server
+    width = max(9, *(len(name) + 1 for name in parts))
     for name, ok in parts.items():
-        print(f"{name:18} {'up' if ok else 'down'}")
+        print(f"{name:{width}} {'up' if ok else 'down'}")
     return 0 if all(parts.values()) else 1
