@@ -5,13 +5,16 @@ CI triggers them (`smartrelease trigger`), against the shared sandbox."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, TaskRunFilter,
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId, TaskRunFilter,
                                             TaskRunFilterFlowRunId)
 
 from blocks import import_env_file, load_environment
@@ -23,20 +26,31 @@ from sandbox.app_changes import commit_version
 from sandbox.plane import Plane, down, up
 from tests.conftest import SHARED_ENV, SENTINELS, assert_no_secret
 from tests.test_cli import smartrelease
-from tests.test_control_plane import killed_holder
 
 pytestmark = pytest.mark.e2e
 ENV, SIDE, DRILL = SHARED_ENV, SHARED_ENV + "-side", SHARED_ENV + "-drill"
 
 
 class LeaseDrill:
-    """A lock holder SIGKILLed at the module's start, and a second holder waiting in a
-    thread for its lease (60 s, the server's minimum) to run out: the module's other
-    tests run meanwhile, and the last one checks when the second got the lock."""
+    """A release SIGKILLed at the module's start while it holds its environment's lock
+    (in its first steps, before it changes anything), and a second holder waiting in a
+    thread for the release's lease (60 s, the server's minimum) to run out: the
+    module's other tests run meanwhile, and the last one checks when the second got
+    the lock. The drill's environment is the sandbox under another name, with a lock
+    of its own."""
 
-    def __init__(self, env_file: Path):
-        import_env_file(env_file, DRILL)
-        killed_holder(DRILL)
+    def __init__(self, env_file: Path, directory: Path):
+        drill_file = directory / f".env.{DRILL}"  # `release --env-file` names the environment after the file
+        shutil.copy(env_file, drill_file)
+        import_env_file(drill_file, DRILL)
+        release = subprocess.Popen([sys.executable, "-m", "smartrelease.cli", "release", "--env-file", str(drill_file)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not ((h := holder(DRILL)) and h.what.startswith(f"release-{DRILL} ")):
+            assert release.poll() is None and time.monotonic() < deadline, "the drill's release never held the lock"
+            time.sleep(0.1)
+        os.killpg(release.pid, signal.SIGKILL)
+        release.wait(timeout=30)
         self.killed_at = time.monotonic()
         self.held_after_kill = holder(DRILL)
         self.got_it_at: float | None = None
@@ -54,7 +68,7 @@ def plane(shared_sandbox, prefect_server, tmp_path_factory):
     the sandbox's environment and a second one (the same sandbox under another name:
     its own blocks, lock, pool and worker). The tests trigger every run themselves:
     the schedules are paused, so no scheduled verify takes the lock under them."""
-    drill = LeaseDrill(shared_sandbox.settings.env_file)
+    drill = LeaseDrill(shared_sandbox.settings.env_file, tmp_path_factory.mktemp("drill"))
     control = Plane(tmp_path_factory.mktemp("plane"), prefect_server)
     env_file = shared_sandbox.settings.env_file
     said = up(control, {ENV: env_file, SIDE: env_file}, schedules=False)
@@ -81,6 +95,14 @@ def runs_of(deployment: str) -> list:
         deployment_id = client.read_deployment_by_name(deployment).id
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(
             any_=[deployment_id])), limit=200)
+
+
+def report_of(flow_run_id: str) -> str:
+    """The run's message and release report (what a failed assertion shows)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return f"{run.state.message}\n" + "\n".join(str(a.data) for a in artifacts if a.key and a.key.startswith("release-"))
 
 
 def _task_span(flow_run_id: str) -> tuple:
@@ -110,7 +132,7 @@ def test_two_releases_at_once_run_one_after_the_other_and_a_verify_meanwhile_is_
     assert skipped_code == 0 and skipped["state"] == "Completed", skipped["message"]
     assert skipped["message"].startswith(f"skipped: {ENV} is being changed by release-{ENV}")
     (a_code, a, _), (b_code, b, _) = outs["a"], outs["b"]
-    assert a_code == b_code == 0, (a["message"], b["message"])
+    assert a_code == b_code == 0, [report_of(run["flow_run_id"]) for run in (a, b)]
     spans = sorted([_task_span(a["flow_run_id"]), _task_span(b["flow_run_id"])])
     assert spans[0][1] <= spans[1][0], spans  # no step of one ran while the other's did
     rows = read_history(ENV)
@@ -264,10 +286,10 @@ def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_
     assert_no_secret({"the block's page": shown}, secrets)
 
 
-def test_a_killed_holders_lease_runs_out_and_the_next_holder_gets_the_lock(plane):
+def test_a_killed_releases_lease_runs_out_and_the_next_holder_gets_the_lock(plane):
     # Last in the module: the module's other tests ran while the lease ran out.
     _, _, drill = plane
-    assert drill.held_after_kill is not None and "killed holder" in drill.held_after_kill.what
+    assert drill.held_after_kill is not None and drill.held_after_kill.what.startswith(f"release-{DRILL} (flow run ")
     drill.thread.join(timeout=max(1.0, drill.killed_at + 200 - time.monotonic()))
     assert drill.got_it_at is not None, "the next holder never got the lock"
     waited = drill.got_it_at - drill.killed_at
