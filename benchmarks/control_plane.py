@@ -1,6 +1,6 @@
 """Benchmark: the control plane's latencies on the sandbox.
 
-- trigger → picked up, → running and → completed of `verify/sandbox`, with the worker
+- trigger → running and trigger → completed of `preflight/sandbox`, with the worker
   polling every 1 s (ours) and every 10 s (Prefect's default), from the server's own
   timestamps (created, start_time, end_time), so polling here adds nothing;
 - one preflight as people run it, whole process: `smartrelease preflight` in process
@@ -11,9 +11,8 @@
   writing its name as the holder.
 
 usage: python benchmarks/control_plane.py [--runs 5] [--out docs/benchmarks-control-plane.md]
-Needs `make demo` first (or `sandbox up --server` and a release: verify checks the
-last one); the sandbox's worker is replaced by one polling every 10 s for the second
-series, then started again.
+Needs `smartrelease sandbox up --server` first; the sandbox's worker is replaced by
+one polling every 10 s for the second series, then started again.
 """
 
 import argparse
@@ -47,9 +46,9 @@ def trigger_latencies(runs: int) -> tuple[list[float], list[float], list[float]]
     from the server's timestamps."""
     to_pending, to_running, to_done = [], [], []
     for _ in range(runs):
-        started = trigger("verify", ENV, {})
+        started = trigger("preflight", ENV, {})
         run = follow(started.flow_run_id, timeout_s=300)
-        assert succeeded(run), f"verify run {run.id}: {run.state}"
+        assert succeeded(run), f"preflight run {run.id}: {run.state}"
         with get_client(sync_client=True) as client:
             pending = next(s for s in client.read_flow_run_states(run.id) if s.type.value == "PENDING")
         to_pending.append(_ms((pending.timestamp - run.created).total_seconds()))
@@ -129,7 +128,7 @@ def main() -> None:
 
     text = f"""# Benchmarks: the control plane
 
-Command: `python benchmarks/control_plane.py --runs {args.runs}` after `make demo`
+Command: `python benchmarks/control_plane.py --runs {args.runs}` after `smartrelease sandbox up --server`
 (the Prefect server on PostgreSQL, the sandbox's deployments, a process worker).
 Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, measured {datetime.now(timezone.utc):%Y-%m-%d}.
 The machine is shared: read these as orders of magnitude, not limits. Each series
@@ -137,12 +136,12 @@ after one warm-up run.
 
 | | median ms | min ms | max ms |
 |---|---:|---:|---:|
-{row("verify/sandbox: trigger → picked up by the worker, polling every 1 s", fast[0])}
-{row("verify/sandbox: trigger → running, worker polling every 1 s", fast[1])}
-{row("verify/sandbox: trigger → completed, worker polling every 1 s", fast[2])}
-{row("verify/sandbox: trigger → picked up by the worker, polling every 10 s (Prefect's default)", slow[0])}
-{row("verify/sandbox: trigger → running, worker polling every 10 s", slow[1])}
-{row("verify/sandbox: trigger → completed, worker polling every 10 s", slow[2])}
+{row("preflight/sandbox: trigger → picked up by the worker, polling every 1 s", fast[0])}
+{row("preflight/sandbox: trigger → running, worker polling every 1 s", fast[1])}
+{row("preflight/sandbox: trigger → completed, worker polling every 1 s", fast[2])}
+{row("preflight/sandbox: trigger → picked up by the worker, polling every 10 s (Prefect's default)", slow[0])}
+{row("preflight/sandbox: trigger → running, worker polling every 10 s", slow[1])}
+{row("preflight/sandbox: trigger → completed, worker polling every 10 s", slow[2])}
 {row("`smartrelease preflight --env-file .env.sandbox` (in process), whole process", in_process)}
 {row("`smartrelease trigger preflight --env sandbox --wait` (worker), whole process", through)}
 {row("lock hand-off: holder lets go → the waiting verify run holds it", handoffs)}
