@@ -33,6 +33,7 @@ class ReleaseTarget(Block, AppContract):
     frontend_context: str = Field("client", description="The frontend's build context, relative to app_dir.")
     promote_from: str = Field("dev", description="The environment whose passing release runs vouch for a digest promoted to this one.")
     ready_timeout_s: float = Field(120, gt=0, le=DAY_S, allow_inf_nan=False, description="How long wait-ready waits for the containers to be healthy and /ready to answer 200.")
+    unhealthy_grace_s: float = Field(10, ge=0, le=3600, allow_inf_nan=False, description="How long wait-ready lets a new container stay unhealthy before failing it: one that is still starting (migrations in its entrypoint, a slow machine) may fail its health check a few times and then pass.")
     compose_timeout_s: float = Field(600, gt=0, le=DAY_S, allow_inf_nan=False, description="How long one `docker compose` command (up, stop, run, down) may take, image pulls included, before it is stopped and reported.")
     backup_timeout_s: float = Field(1800, gt=0, le=7 * DAY_S, allow_inf_nan=False, description="How long pg_dump, pg_restore or psql may take on one backup or restore (raise it for a large database).")
     backup_max_age_hours: float = Field(26, gt=0, le=24 * 366, allow_inf_nan=False, description="The newest logical backup must be younger than this.")

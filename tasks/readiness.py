@@ -2,8 +2,12 @@
 health check) and `/ready` answering 200 through the public URL.
 
 Polls fast at first and backs off to POLL_CAP_S, so readiness is seen within about
-a quarter of a second of becoming true. A container that exits, restarts or turns
-unhealthy fails the step at once, with its last log lines.
+a quarter of a second of becoming true. A container that exits or restarts fails
+the step at once, with its last log lines; one that turns unhealthy fails it once it
+has stayed unhealthy for RELEASE_UNHEALTHY_GRACE_S. Docker marks a container
+unhealthy after a few failed checks, and a good one whose entrypoint runs its
+migrations first can get there on a loaded machine and turn healthy a moment
+later: failing it at once rolled back a good release.
 """
 
 import time
@@ -23,14 +27,18 @@ POLL_FIRST_S = 0.05
 POLL_CAP_S = 0.25
 
 
-def _broken(services, restarts: dict[str, int]) -> tuple[str, str] | None:
+def _broken(services, restarts: dict[str, int], unhealthy_since: dict[str, float], now: float,
+            grace_s: float) -> tuple[str, str] | None:
     """(service, why) for the first container that has failed for good. Restarts
-    count from the first look: a container launch left alone may have old ones."""
+    count from the first look: a container launch left alone may have old ones.
+    `unhealthy_since` (container id -> when first seen unhealthy) is kept up to date."""
     for s in services.values():
         if s.status in ("exited", "dead", "restarting") or s.restart_count > restarts.get(s.container_id, s.restart_count):
             return s.service, f"{s.status}, restarted {s.restart_count} time(s)"
-        if s.health == "unhealthy":
-            return s.service, "unhealthy"
+        if s.health != "unhealthy":
+            unhealthy_since.pop(s.container_id, None)
+        elif now - unhealthy_since.setdefault(s.container_id, now) >= grace_s:
+            return s.service, f"unhealthy for {now - unhealthy_since[s.container_id]:.0f} s"
     return None
 
 
@@ -40,6 +48,8 @@ def wait_ready(env: Environment) -> Finding:
     deadline = started + env.target.ready_timeout_s
     delay, waiting_for = POLL_FIRST_S, "containers"
     restarts: dict[str, int] = {}
+    unhealthy_since: dict[str, float] = {}
+    was_unhealthy: set[str] = set()
     with client(env.target, timeout_s=2) as web:
         while True:
             services = running_services(docker, env)
@@ -47,11 +57,13 @@ def wait_ready(env: Environment) -> Finding:
                 raise StepFailed(STEP, f"no containers in compose project {env.target.compose_project}")
             for s in services.values():
                 restarts.setdefault(s.container_id, s.restart_count)
-            if broken := _broken(services, restarts):
+            was_unhealthy.update(s.service for s in services.values() if s.health == "unhealthy")
+            if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s):
                 name, why = broken
                 logs = logs_tail(docker, services[name].container_id)
                 raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")
-            starting = [s.service for s in services.values() if s.status != "running" or s.health == "starting"]
+            starting = [s.service for s in services.values()
+                        if s.status != "running" or s.health in ("starting", "unhealthy")]
             if starting:
                 waiting_for = "containers: " + ", ".join(f"{n} {services[n].health or services[n].status}" for n in starting)
             else:
@@ -61,8 +73,9 @@ def wait_ready(env: Environment) -> Finding:
                     ready_status = type(exc).__name__
                 if ready_status == 200:
                     took = time.monotonic() - started
+                    recovered = f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else ""
                     return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, "
-                                          f"{env.target.ready_path} 200")
+                                          f"{env.target.ready_path} 200{recovered}")
                 waiting_for = f"{env.target.ready_path} answered {ready_status}"
             if time.monotonic() + delay > deadline:
                 raise StepFailed(STEP, f"not ready after {env.target.ready_timeout_s:.0f} s: waiting for {waiting_for}")

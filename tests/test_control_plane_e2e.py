@@ -20,8 +20,9 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeployme
 from blocks import import_env_file, load_environment
 from deployments.catalog import deployment_name
 from deployments.trigger import follow
-from flows.history import last_release, read_history
+from flows.history import read_history
 from flows.lock import environment_lock, holder, me
+from flows.release import release_steps
 from sandbox.app_changes import commit_version
 from sandbox.plane import Plane, down, up
 from tests.conftest import SHARED_ENV, SENTINELS, assert_no_secret
@@ -117,12 +118,6 @@ def _task_span(flow_run_id: str) -> tuple:
     return min(t.start_time for t in tasks if t.start_time), max(t.end_time for t in tasks if t.end_time)
 
 
-RACE = "SMARTRELEASE_RACE_TEST"
-
-
-@pytest.mark.skipif(not os.environ.get(RACE), reason=(
-    f"held out of the default run ({RACE}=1 runs it): in 3 of 12 runs the first racing release failed "
-    "wait-ready, cause not yet found; a failure now prints both runs' reports"))
 def test_two_releases_at_once_run_one_after_the_other_and_a_verify_meanwhile_is_skipped(plane):
     sandbox, _, _ = plane
     commit_version(sandbox.app_dir, "5.0.0")
@@ -234,14 +229,16 @@ def test_a_run_of_one_environments_deployment_refuses_another_environment(plane)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path):
-    """The Prefect UI in headless Chromium: the release's run form is built from the
-    flow's parameters; a quick run of verify/<env> runs on the environment's worker;
-    the environment's block shows no secret. Screenshots go to SMARTRELEASE_SCREENSHOTS
-    (docs/ui holds the committed ones) or a temporary directory."""
+def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path):
+    """The Prefect UI in headless Chromium: a custom run of release/<env> with a version
+    typed into the form (built from the flow's parameters) runs on the environment's
+    worker, and its release report opens from the run's page with the version and every
+    step; a quick run of verify/<env> does the same; the environment's block shows no
+    secret. Screenshots go to SMARTRELEASE_SCREENSHOTS (docs/ui holds the committed
+    ones) or a temporary directory."""
     from playwright.sync_api import sync_playwright
 
-    _, control, _ = plane
+    sandbox, control, _ = plane
     ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
     shots = Path(os.environ.get("SMARTRELEASE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -250,9 +247,18 @@ def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_
         verify_id = client.read_deployment_by_name(deployment_name("verify", ENV)).id
         block_id = client.read_block_document_by_name(ENV, "smartaccounting-app-environment").id
     secrets = load_environment(ENV).secret_values()
-    if last_release(ENV) is None:  # (run alone) verify needs a release to verify
-        assert trigger("release", "--env", ENV, "--wait")[0] == 0
-    before = {r.id for r in runs_of(f"verify/{ENV}")}
+    commit_version(sandbox.app_dir, "4.1.0")
+    before = {r.id for r in runs_of(f"release/{ENV}") + runs_of(f"verify/{ENV}")}
+
+    def new_run(deployment: str, page):
+        deadline = time.monotonic() + 60
+        while not (new := [r for r in runs_of(deployment) if r.id not in before]):
+            if time.monotonic() > deadline:
+                page.screenshot(path=shots / "no-run-made.png", full_page=True)
+                raise AssertionError(f"the UI made no run of {deployment}: {page.inner_text('body')[-800:]}")
+            time.sleep(0.5)
+        assert len(new) == 1, new
+        return follow(new[0].id, timeout_s=300)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
@@ -263,32 +269,33 @@ def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_
             page.get_by_text("Custom run").click()
             page.get_by_role("button", name="Submit").wait_for()
             form = page.inner_text("body")
-            page.screenshot(path=shots / "release-run-form.png", full_page=True)
             for field in ("environment", "version (Optional)", "digests (Optional)", "db_strategy (Optional)",
                           "wait (Optional)"):
                 assert field in form, form
             values = [box.input_value() for box in page.get_by_role("textbox").all()]
             assert ENV in values, values  # the environment field, filled by the deployment
-            page.get_by_role("button", name="Cancel").click()
+            page.get_by_role("button", name="str", exact=True).click()  # version: a string, not None
+            page.get_by_role("textbox").last.fill("4.1.0")
+            page.screenshot(path=shots / "release-run-form.png", full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            released = new_run(f"release/{ENV}", page)
+            assert released.state.type.value == "COMPLETED", report_of(released.id)
+            page.goto(f"{ui}/runs/flow-run/{released.id}", wait_until="networkidle")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.get_by_text(f"Release report for {ENV}").click()
+            page.get_by_text(f"release 4.1.0 — {ENV}: passed").wait_for()
+            report = page.inner_text("body")
+            page.screenshot(path=shots / "release-report.png", full_page=True)
 
             page.goto(f"{ui}/deployments/deployment/{verify_id}", wait_until="networkidle")
             page.get_by_role("button", name="Run", exact=True).click()
-            answers = []
-            page.on("response", lambda r: answers.append(f"{r.request.method} {r.url} {r.status}")
-                    if r.request.method == "POST" else None)
             page.get_by_text("Quick run").click()
             dialog = page.get_by_role("dialog")  # the deployment's parameters, to look at before running
             dialog.get_by_text("environment").wait_for()
             page.screenshot(path=shots / "verify-quick-run.png")
             dialog.get_by_role("button", name="Run", exact=True).click()
-            deadline = time.monotonic() + 60
-            while not (new := [r for r in runs_of(f"verify/{ENV}") if r.id not in before]):
-                if time.monotonic() > deadline:
-                    page.screenshot(path=shots / "quick-run-failed.png", full_page=True)
-                    raise AssertionError(f"the quick run made no flow run: {answers} {page.inner_text('body')[-800:]}")
-                time.sleep(0.5)
-            run = follow(new[0].id, timeout_s=300)
-            page.goto(f"{ui}/runs/flow-run/{run.id}", wait_until="networkidle")
+            verified = new_run(f"verify/{ENV}", page)
+            page.goto(f"{ui}/runs/flow-run/{verified.id}", wait_until="networkidle")
             page.get_by_text("Completed").first.wait_for()
             page.screenshot(path=shots / "verify-run.png", full_page=True)
 
@@ -299,10 +306,17 @@ def test_a_person_runs_a_verify_from_the_ui_whose_forms_show_the_parameters_and_
         finally:
             browser.close()
 
-    assert len(new) == 1 and run.state.type.value == "COMPLETED", run.state
-    assert str(run.id) in control.worker(ENV).log_file.read_text()
-    assert any(r.get("flow_run_id") == str(run.id) and r["result"] == "verified" for r in read_history(ENV))
-    assert_no_secret({"the block's page": shown}, secrets)
+    assert (released.parameters["environment"], released.parameters["version"]) == (ENV, "4.1.0"), released.parameters
+    missing = [step for step in release_steps(load_environment(ENV).target) if step not in report]
+    assert not missing, (missing, report)
+    assert verified.state.type.value == "COMPLETED", verified.state
+    for run in (released, verified):
+        assert str(run.id) in control.worker(ENV).log_file.read_text()
+    rows = read_history(ENV)
+    assert any(r.get("flow_run_id") == str(released.id) and r["result"] == "released" and r["version"] == "4.1.0"
+               for r in rows)
+    assert any(r.get("flow_run_id") == str(verified.id) and r["result"] == "verified" for r in rows)
+    assert_no_secret({"the block's page": shown, "the release report's page": report}, secrets)
 
 
 def test_a_killed_releases_lease_runs_out_and_the_next_holder_gets_the_lock(plane):

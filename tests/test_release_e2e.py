@@ -145,6 +145,17 @@ def test_a_container_crashing_on_start_fails_wait_ready_with_its_logs(sandbox):
         sandbox.restore_last_good()
 
 
+def test_a_backend_unhealthy_for_a_moment_while_it_starts_is_released_not_rolled_back(sandbox):
+    # Its health check (every 1 s, 3 retries) fails until it listens 6 s after starting,
+    # as a good backend busy with its migrations on a loaded machine does: Docker marks
+    # it unhealthy at about 3 s and healthy at about 7 s, within the 10 s grace.
+    state, report, _ = sandbox.release("1.6.5", faults=["slow-start 6"])
+    assert state.is_completed(), report.text()
+    step = by_name(report)["wait-ready"]
+    assert step.status == Status.PASSED and step.detail.endswith("(backend unhealthy on the way)"), step.detail
+    assert report.facts.rollback is None
+
+
 def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_path):
     env = sandbox.env()
     repository = f"{env.target.registry}/{env.target.backend_image}"

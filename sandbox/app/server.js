@@ -118,7 +118,11 @@ if (faults["crash-on-start"]) {
   console.error("fatal: cannot start (crash-on-start fault)");
   process.exit(1);
 }
-server.listen(PORT, "0.0.0.0", () => console.log(`smartaccounting stand-in ${VERSION} (${GIT_SHA}) listening on :${PORT}`));
+// slow-start: listen late, as an app busy with its start-up work does (its health check fails meanwhile).
+const startDelayMs = faults["slow-start"] ? Number(faults["slow-start"][0]) * 1000 : 0;
+if (startDelayMs) console.log(`starting in ${startDelayMs / 1000} s (slow-start fault)`);
+setTimeout(() => server.listen(PORT, "0.0.0.0",
+  () => console.log(`smartaccounting stand-in ${VERSION} (${GIT_SHA}) listening on :${PORT}`)), startDelayMs);
 process.on("SIGTERM", () => {
   server.close(() => pool.end().finally(() => process.exit(0)));
   setTimeout(() => process.exit(0), 5000).unref();
