@@ -13,15 +13,18 @@ tell a client who holds a slot, so the holder writes its name to a Prefect varia
 """
 
 import getpass
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError  # re-exported there
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
@@ -32,7 +35,10 @@ from smartrelease.report import Status, StepResult
 
 LEASE_S = 60  # the server's minimum; renewed every 15 s by Prefect while held
 WAIT_TIMEOUT_S = 3600  # a run waits at most this long for the environment
-POLL_S = 2  # how often a waiting run says again whom it waits for
+POLL_S = 1  # how often a waiting run asks again for the slot, and says whom it waits for
+
+
+UNNAMED = "a run that did not say who it is"
 
 
 class Holder(BaseModel):
@@ -91,7 +97,7 @@ def holder(environment: str) -> Holder | None:
     try:
         return Holder.model_validate(value)
     except ValueError:
-        return Holder(what="a run that did not say who it is")
+        return Holder(what=UNNAMED)
 
 
 def me(default_what: str) -> Holder:
@@ -113,31 +119,63 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
     Without `wait`, a held lock raises Locked at once; `on_wait` is told whom the run
     waits for, every POLL_S seconds."""
     started = time.monotonic()
-    while held(environment):
+    holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
+    asked_again = False
+    while True:
+        # One attempt (max_retries=0): the server grants the slot or answers 423 at
+        # once, so the wait below, which says whom it waits for, is the only wait.
+        # A lease renewal that fails does not stop a release half-way
+        # (raise_on_lease_renewal_failure=False): that would be worse.
+        slot = ExitStack()
+        try:
+            slot.enter_context(concurrency(limit_name(environment), occupy=1, max_retries=0, lease_duration=LEASE_S,
+                                           strict=True, holder=holder_ref, raise_on_lease_renewal_failure=False))
+            break
+        except ConcurrencySlotAcquisitionError as exc:
+            if not _taken(exc):
+                held(environment)  # names a missing limit as a ConfigError
+                raise
         current = holder(environment)
+        if current is None and not just_freed:
+            just_freed = True
+            continue  # freed since the server said no: ask again at once
+        asked_again = False
         if not wait:
             raise Locked(environment, current, "not waiting (wait is off)")
         if time.monotonic() - started > timeout_s:
             raise Locked(environment, current, f"waited {timeout_s:g} s")
         on_wait(current)
         time.sleep(POLL_S)
-    left = max(1.0, timeout_s - (time.monotonic() - started))
-    holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
-    try:
-        # Another run may take the slot between the check and here: then this waits
-        # in Prefect's own queue. A lease renewal that fails does not stop a release
-        # half-way (raise_on_lease_renewal_failure=False): that would be worse.
-        with concurrency(limit_name(environment), occupy=1, timeout_seconds=left, lease_duration=LEASE_S,
-                         strict=True, holder=holder_ref, raise_on_lease_renewal_failure=False):
-            Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
-            try:
-                yield round(time.monotonic() - started, 1)
-            finally:
-                # Unless `unlock` took it meanwhile and another holder wrote its name.
-                if Variable.get(_variable(environment), default=None) == mine.model_dump():
-                    Variable.unset(_variable(environment))
-    except TimeoutError:
-        raise Locked(environment, holder(environment), f"waited {timeout_s:g} s") from None
+    with slot:
+        Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
+        try:
+            yield round(time.monotonic() - started, 1)
+        finally:
+            # Unless `unlock` took it meanwhile and another holder wrote its name.
+            if Variable.get(_variable(environment), default=None) == mine.model_dump():
+                Variable.unset(_variable(environment))
+
+
+class _QuietRefusals(logging.Filter):
+    """Prefect's slot service logs an ERROR for every refused attempt, the one-shot
+    ones (max_retries=0) included, whose refusal the lock handles and reports
+    itself: those records are dropped, every other one kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        one_shot = len(args) == 2 and args[0] == "ConcurrencySlotAcquisitionWithLeaseService" \
+            and isinstance(args[1], tuple) and len(args[1]) > 3 and args[1][3] == 0
+        return not (record.msg == "Service %r failed to process item %r" and one_shot)
+
+
+logging.getLogger("prefect._internal.concurrency").addFilter(_QuietRefusals())
+
+
+def _taken(exc: ConcurrencySlotAcquisitionError) -> bool:
+    """Whether the server refused the slot because it is taken (HTTP 423), not for
+    another reason (no such limit, the server down)."""
+    cause = exc.__cause__
+    return isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
 
 
 def unlock(environment: str, reason: str) -> str:

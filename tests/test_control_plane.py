@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,6 +123,31 @@ def test_a_second_holder_waits_or_fails_at_once_naming_the_first(write_env):
     with pytest.raises(ConfigError, match="has no lock on this Prefect server"):
         with environment_lock("no-lock-made", me("x")):
             pass
+
+
+def test_two_holders_arriving_at_the_same_moment_one_waits_and_says_for_whom(write_env):
+    # Both ask at once: the one the server refuses must report the wait and its holder
+    # (it once queued silently inside Prefect and reported "locking2 was free").
+    import_env_file(write_env("locking2"), "locking2")
+    start, waits, order = threading.Barrier(2), {}, []
+
+    def run(name: str) -> None:
+        said: list = []
+        start.wait()
+        with environment_lock("locking2", me(name), on_wait=said.append) as waited:
+            order.append(name)
+            waits[name] = (waited, said)
+            time.sleep(1.5)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    first, second = order
+    assert waits[first][0] < 1 and waits[first][1] == [], waits
+    waited, said = waits[second]
+    assert waited >= 1 and said and str(said[0]).startswith(f"{first} by "), waits
 
 
 HOLD = """
