@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,
-                                            FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
@@ -31,8 +30,10 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.schema_tools.validation import validate
 
 from deployments.catalog import FLOW_NAMES, deployment_name
+from flows.steps import PROGRESS_KEY
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_dev_tag, check_environment, check_version
+from smartrelease.report import StepResult
 
 POLL_S = 1.0
 # Parameters this project checks beyond the schema's types.
@@ -124,40 +125,29 @@ def _runs_with_key(client, deployment_id: UUID, key: str | None) -> set[UUID]:
     return {r.id for r in runs if r.idempotency_key == key}
 
 
-@dataclass
-class Step:
-    name: str
-    state: str
-    seconds: float | None
-
-    def line(self) -> str:
-        took = f" ({self.seconds:.1f} s)" if self.seconds is not None else ""
-        return f"{self.name}: {self.state.lower()}{took}"
-
-
-def _finished_tasks(client, flow_run_id: UUID) -> list[Step]:
-    """The run's task runs (and its subflows') that reached a final state, oldest first."""
-    ids = [flow_run_id] + [r.id for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))]
-    tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)))
-    done = [t for t in tasks if t.state and t.state.is_final()]
-    done.sort(key=lambda t: t.end_time or t.expected_start_time)
-    return [Step(t.name, t.state.name, t.total_run_time.total_seconds() if t.total_run_time else None)
-            for t in done]
+def _finished_steps(client, flow_run_id: UUID) -> list[tuple[str, StepResult]]:
+    """(flow, step) for each step the run has published as finished (flows/steps.py),
+    oldest first."""
+    artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    rows = [row for a in artifacts if a.key and a.key.startswith(PROGRESS_KEY) and a.type == "table"
+            for row in (json.loads(a.data) if isinstance(a.data, str) else a.data or [])]
+    rows.sort(key=lambda row: row.get("at", 0))
+    return [(row.get("flow", ""), StepResult.model_validate(row)) for row in rows]
 
 
-def follow(flow_run_id: UUID, timeout_s: float | None, on_step: Callable[[Step], None] = lambda s: None) -> FlowRun:
+def follow(flow_run_id: UUID, timeout_s: float | None,
+           on_step: Callable[[str, StepResult], None] = lambda flow, step: None) -> FlowRun:
     """Poll the run until it is final (or `timeout_s` passes: then it is returned as
-    it is, still running), telling `on_step` of each task as it finishes."""
+    it is, still running), telling `on_step` of each step as it finishes."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    told: set[str] = set()
+    told = 0
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(flow_run_id)
-            for step in _finished_tasks(client, flow_run_id):
-                if step.name not in told:
-                    told.add(step.name)
-                    on_step(step)
+            steps = _finished_steps(client, flow_run_id)
+            for flow, step in steps[told:]:
+                on_step(flow, step)
+            told = max(told, len(steps))
             if run.state and run.state.is_final():
                 return run
             if deadline is not None and time.monotonic() > deadline:

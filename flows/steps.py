@@ -1,7 +1,10 @@
 """Turning task runs into the report's step results: timed, typed, masked."""
 
+import json
+import re
 import time
 from collections.abc import Callable, Mapping
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
@@ -17,10 +20,41 @@ observers: list[Callable[[str, StepResult], None]] = []
 
 
 def finished(result: StepResult) -> None:
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
 
     for observer in list(observers):
         observer(flow_run.flow_name or "", result)
+    if deployment.id:  # a run far away, on a worker (a CLI run has its observers)
+        _publish_progress(str(flow_run.id), flow_run.name or "", flow_run.flow_name or "", result)
+
+
+PROGRESS_KEY = "steps-"  # + the flow run's name: `steps-release-prod`
+_progress: dict[str, tuple[UUID, list[dict]]] = {}  # flow run id -> (its steps artifact, rows so far)
+
+
+def _publish_progress(run_id: str, run_name: str, flow_name: str, result: StepResult) -> None:
+    """Each finished step goes into one table artifact of the run, updated as the run
+    goes, so a run far away (on a worker) shows its progress: in the UI, and in
+    `trigger --wait`, which reads it. Written at once (an event would reach the
+    server's database only at its next flush, seconds later). Masked like the
+    report. A failure to write it never fails the run."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+
+    row = {"flow": flow_name, "at": time.time(), **result.model_dump(mode="json")}
+    try:
+        if run_id not in _progress:
+            key = PROGRESS_KEY + run_name if re.fullmatch(r"[a-z0-9-]+", run_name) else None
+            _progress[run_id] = (create_table_artifact([row], key=key, description=f"The steps of {run_name}, "
+                                                       "as they finish"), [row])
+            return
+        artifact_id, rows = _progress[run_id]
+        rows.append(row)
+        with get_client(sync_client=True) as client:
+            client.update_artifact(artifact_id, ArtifactUpdate(data=json.dumps(rows)))
+    except Exception as exc:  # progress is a convenience; the report is the record
+        get_run_logger().warning("could not publish the progress of %s: %s", result.name, mask(str(exc)))
 
 
 def failure_reason(exc: BaseException | None) -> str:

@@ -49,7 +49,7 @@ def ship(version: str, **changes) -> Outcome:
     commit_version(manager.Settings().app_dir, version, **changes)
     started = trigger("release", ENVIRONMENT, {})
     print(f"\n=== releasing {version}: {started.url} ===", flush=True)
-    run = follow(started.flow_run_id, timeout_s=1800, on_step=lambda step: print(f"  {step.line()}", flush=True))
+    run = follow(started.flow_run_id, timeout_s=1800, on_step=lambda flow, step: print(f"  {step.progress_line()}", flush=True))
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     report = next((a.data for a in artifacts if a.key == f"release-{ENVIRONMENT}"), "(no report)")

@@ -354,8 +354,7 @@ def _cmd_trigger(args) -> int:
     print(f"{verb} {started.name} ({started.flow_run_id}): {started.url}", file=sys.stderr, flush=True)
     run = t.read_flow_run(started.flow_run_id)
     if args.wait:
-        run = t.follow(started.flow_run_id, args.timeout,
-                       lambda step: print(f"{args.flow:9} {step.line()}", file=sys.stderr, flush=True))
+        run = t.follow(started.flow_run_id, args.timeout, _progress)
     state = run.state.name if run.state else "Unknown"
     final = bool(run.state and run.state.is_final())
     message = (run.state.message or "") if run.state else ""

@@ -4,6 +4,7 @@ CI triggers them (`smartrelease trigger`), against the shared sandbox."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -156,7 +157,8 @@ def test_trigger_follows_a_run_to_its_end_with_the_exit_code_ci_needs(plane):
     code, run, progress = trigger("verify", "--env", ENV, "--wait")
     assert code == 0 and run["state"] == "Completed", (run, progress)
     assert run["url"].endswith(f"/runs/flow-run/{run['flow_run_id']}")
-    assert "verify    verify: completed" in progress  # each step as it finishes
+    # Each step as it finishes, with its detail, as `smartrelease verify` prints it.
+    assert re.search(r"^verify    PASSED   verify +\d+\.\d+\.\d+ \(\w{12}, built .*  \(\d+ ms\)$", progress, re.M), progress
 
     code, failed, _ = trigger("verify", "--env", ENV, "-p", "expect_version=0.0.1", "--wait")
     assert code == 1 and failed["state"] == "Failed" and "verify" in failed["message"]
