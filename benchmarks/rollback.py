@@ -58,11 +58,16 @@ is shared: read these as orders of magnitude, not limits.
 
 | | median ms | max ms |
 |---|---:|---:|
-| the release's wait-ready step, until the backend was reported unhealthy | {statistics.median(detect):.0f} | {max(detect):.0f} |
+| the release's wait-ready step, until the backend was failed as unhealthy | {statistics.median(detect):.0f} | {max(detect):.0f} |
 | **time to recover**: failure detected → {previous} verified | {statistics.median(recover):.0f} | {max(recover):.0f} |
 {rows}
 
-Detection is bounded by the image's health check (interval 1 s, 3 retries). Of the
+Detection is the image's health check (interval 1 s, 3 retries: Docker calls the
+backend unhealthy after about 3 s) plus wait-ready's grace for an unhealthy container,
+`RELEASE_UNHEALTHY_GRACE_S` ({env.target.unhealthy_grace_s:g} s here): a good backend still
+running its migrations on a loaded machine can be unhealthy for a moment, and failing
+it at once rolled a good release back. While the new version is being judged, the old
+one is already stopped: the zero-downtime cutover is what takes that cost off users. Of the
 recovery, three parts of about two seconds each make most of it: the undo (a one-off
 container starting Node.js, npm and sequelize-cli), the relaunch (the database service
 checked with `up --wait`, then the app's services), and the relaunched backend's

@@ -77,5 +77,9 @@ def apply(environments: list[str], home: Path = PROJECT) -> str:
         prefect_file.write_text(prefect_yaml(environments))
         run(deploy_command(prefect_file, home))
     return (f"applied {len(environments) * 6} deployments for {', '.join(environments)} (pools "
-            f"{', '.join(pool_name(e) for e in environments)}); start each pool's worker on its host: "
-            + "; ".join(f"smartrelease worker --env {e}" for e in environments))
+            f"{', '.join(pool_name(e) for e in environments)})")
+
+
+def worker_hint(environments: list[str]) -> str:
+    """What to do next after `apply` on its own: nothing runs until a worker polls."""
+    return "start each pool's worker on its host: " + "; ".join(f"smartrelease worker --env {e}" for e in environments)

@@ -322,9 +322,9 @@ def _cmd_deployments(args) -> int:
 
         print(prefect_yaml(environments), end="")
         return EXIT_OK
-    from deployments.apply import apply
+    from deployments.apply import apply, worker_hint
 
-    print(apply(environments))
+    print(f"{apply(environments)}; {worker_hint(environments)}")
     return EXIT_OK
 
 
