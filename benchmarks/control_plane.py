@@ -1,6 +1,7 @@
 """Benchmark: the control plane's latencies on the sandbox.
 
-- trigger → running and trigger → completed of `preflight/sandbox`, with the worker
+- trigger → running and trigger → completed of `verify/sandbox` (or `--flow
+  preflight`), with the worker
   polling every 1 s (ours) and every 10 s (Prefect's default), from the server's own
   timestamps (created, start_time, end_time), so polling here adds nothing;
 - one preflight as people run it, whole process: `smartrelease preflight` in process
@@ -10,8 +11,8 @@
   wait=true waits for it; the time from this process letting go to the verify run
   writing its name as the holder.
 
-usage: python benchmarks/control_plane.py [--runs 5] [--out docs/benchmarks-control-plane.md]
-Needs `smartrelease sandbox up --server` first; the sandbox's worker is replaced by
+usage: python benchmarks/control_plane.py [--runs 5] [--flow verify] [--out docs/benchmarks-control-plane.md]
+Needs `make demo` (or `smartrelease sandbox up --server` and a release) first; the sandbox's worker is replaced by
 one polling every 10 s for the second series, then started again.
 """
 
@@ -41,14 +42,14 @@ def _ms(seconds: float) -> float:
     return seconds * 1000
 
 
-def trigger_latencies(runs: int) -> tuple[list[float], list[float], list[float]]:
+def trigger_latencies(flow: str, runs: int) -> tuple[list[float], list[float], list[float]]:
     """(trigger → picked up by the worker (Pending), → running, → completed) in ms,
     from the server's timestamps."""
     to_pending, to_running, to_done = [], [], []
     for _ in range(runs):
-        started = trigger("preflight", ENV, {})
+        started = trigger(flow, ENV, {})
         run = follow(started.flow_run_id, timeout_s=300)
-        assert succeeded(run), f"preflight run {run.id}: {run.state}"
+        assert succeeded(run), f"{flow} run {run.id}: {run.state}"
         with get_client(sync_client=True) as client:
             pending = next(s for s in client.read_flow_run_states(run.id) if s.type.value == "PENDING")
         to_pending.append(_ms((pending.timestamp - run.created).total_seconds()))
@@ -57,7 +58,7 @@ def trigger_latencies(runs: int) -> tuple[list[float], list[float], list[float]]
     return to_pending, to_running, to_done
 
 
-def with_worker(p: plane.Plane, poll_s: int, runs: int) -> tuple[list[float], list[float], list[float]]:
+def with_worker(p: plane.Plane, flow: str, poll_s: int, runs: int) -> tuple[list[float], list[float], list[float]]:
     """The series with a worker polling every `poll_s` s in place of the sandbox's."""
     p.worker(ENV).stop()
     worker = Background(p.root / "workers" / f"bench-{poll_s}s.pid", p.root / "workers" / f"bench-{poll_s}s.log")
@@ -66,8 +67,8 @@ def with_worker(p: plane.Plane, poll_s: int, runs: int) -> tuple[list[float], li
     worker.start(list(command.argv), env=env, cwd=command.cwd)
     try:
         time.sleep(15)  # started and polling
-        trigger_latencies(1)  # warm-up
-        return trigger_latencies(runs)
+        trigger_latencies(flow, 1)  # warm-up
+        return trigger_latencies(flow, runs)
     finally:
         worker.stop()
         plane.start_worker(p, ENV)
@@ -111,6 +112,7 @@ def row(name: str, values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--flow", choices=("verify", "preflight"), default="verify")
     ap.add_argument("--out", default="docs/benchmarks-control-plane.md")
     args = ap.parse_args()
 
@@ -119,8 +121,8 @@ def main() -> None:
     api = p.server.api_url
     os.environ["PREFECT_API_URL"] = api
     with temporary_settings(updates={PREFECT_API_URL: api}):
-        fast = with_worker(p, 1, args.runs)
-        slow = with_worker(p, 10, args.runs)
+        fast = with_worker(p, args.flow, 1, args.runs)
+        slow = with_worker(p, args.flow, 10, args.runs)
         cli = [str(Path(sys.executable).with_name("smartrelease"))]
         in_process = whole_process([*cli, "preflight", "--env-file", str(s.env_file)], args.runs)
         through = whole_process([*cli, "trigger", "preflight", "--env", ENV, "--wait"], args.runs)
@@ -128,20 +130,20 @@ def main() -> None:
 
     text = f"""# Benchmarks: the control plane
 
-Command: `python benchmarks/control_plane.py --runs {args.runs}` after `smartrelease sandbox up --server`
-(the Prefect server on PostgreSQL, the sandbox's deployments, a process worker).
+Command: `python benchmarks/control_plane.py --runs {args.runs} --flow {args.flow}` after `make demo`
+(the Prefect server on PostgreSQL, the sandbox's deployments, a process worker, a release to verify).
 Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, measured {datetime.now(timezone.utc):%Y-%m-%d}.
 The machine is shared: read these as orders of magnitude, not limits. Each series
 after one warm-up run.
 
 | | median ms | min ms | max ms |
 |---|---:|---:|---:|
-{row("preflight/sandbox: trigger → picked up by the worker, polling every 1 s", fast[0])}
-{row("preflight/sandbox: trigger → running, worker polling every 1 s", fast[1])}
-{row("preflight/sandbox: trigger → completed, worker polling every 1 s", fast[2])}
-{row("preflight/sandbox: trigger → picked up by the worker, polling every 10 s (Prefect's default)", slow[0])}
-{row("preflight/sandbox: trigger → running, worker polling every 10 s", slow[1])}
-{row("preflight/sandbox: trigger → completed, worker polling every 10 s", slow[2])}
+{row(f"{args.flow}/sandbox: trigger → picked up by the worker, polling every 1 s", fast[0])}
+{row(f"{args.flow}/sandbox: trigger → running, worker polling every 1 s", fast[1])}
+{row(f"{args.flow}/sandbox: trigger → completed, worker polling every 1 s", fast[2])}
+{row(f"{args.flow}/sandbox: trigger → picked up by the worker, polling every 10 s (Prefect's default)", slow[0])}
+{row(f"{args.flow}/sandbox: trigger → running, worker polling every 10 s", slow[1])}
+{row(f"{args.flow}/sandbox: trigger → completed, worker polling every 10 s", slow[2])}
 {row("`smartrelease preflight --env-file .env.sandbox` (in process), whole process", in_process)}
 {row("`smartrelease trigger preflight --env sandbox --wait` (worker), whole process", through)}
 {row("lock hand-off: holder lets go → the waiting verify run holds it", handoffs)}
@@ -153,8 +155,7 @@ Python process, which imports Prefect and the flows before the first task: that,
 the poll, is most of what a run through the worker costs over one run in process.
 A run triggered between two polls waits for the next one: up to the poll interval,
 half of it on average, which is why a 10 s poll is sometimes as quick as a 1 s one. The hand-off is bounded by the lock's poll
-(`flows/lock.py`, POLL_S) and the server's slot retry
-(`PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS`, 2 s here).
+(`flows/lock.py`, POLL_S, 1 s: the waiting run asks the server for the slot once per poll).
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
