@@ -126,7 +126,7 @@ def _process(s: ServerSettings) -> Background:
 
 
 def _local_cluster(s: ServerSettings):
-    from sandbox.postgres import Cluster, server_dir
+    from smartrelease.local_postgres import Cluster, server_dir
 
     return Cluster(server_dir(s.state_dir / "postgres"), s.pg_port)
 

@@ -45,7 +45,7 @@ from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
 from sandbox import plane
 from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
-from sandbox.postgres import PG_BIN, Cluster, archive_current_segment, server_dir
+from smartrelease.local_postgres import PG_BIN, Cluster, archive_current_segment, server_dir
 from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run

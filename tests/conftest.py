@@ -30,7 +30,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from sandbox.postgres import Cluster
+from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
 from tasks.backup_files import dump_database

@@ -11,7 +11,7 @@ import pytest
 from blocks.app_environment import AppEnvironment
 from blocks.envfile import Environment, parse_env_file
 from blocks.release_target import ReleaseTarget
-from sandbox.postgres import Cluster
+from smartrelease.local_postgres import Cluster
 from smartrelease.errors import StepFailed
 from tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
 from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole

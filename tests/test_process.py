@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.postgres import Cluster
+from smartrelease.local_postgres import Cluster
 from smartrelease.errors import CommandFailed
 from smartrelease.process import Command, cause_lines, run
 from smartrelease.redact import remember

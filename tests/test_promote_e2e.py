@@ -14,7 +14,7 @@ from flows.history import read_history
 from flows.promote import promote
 from flows.release import release
 from sandbox.app_changes import commit_version
-from sandbox.postgres import SHARED_STATE
+from smartrelease.local_postgres import SHARED_STATE
 from smartrelease.report import Report, Status
 from tasks.build_pin import registry_for
 from tasks.rollback_plan import running_deployment

@@ -1,8 +1,10 @@
-"""A throwaway PostgreSQL cluster on a port of our choosing, with WAL archiving.
+"""A PostgreSQL cluster of our own on this host, on a port of our choosing, with WAL
+archiving: the sandbox's and the tests' throwaway ones, and the Prefect server's
+database when `smartrelease server up` is given no database URL.
 
-Used by the sandbox and by the tests. initdb refuses to run as root, so as root the
-server runs as the `postgres` system user, which must reach its data, socket and
-WAL archive directories: `server_dir` says where that holds.
+initdb refuses to run as root, so as root the server runs as the `postgres` system
+user, which must reach its data, socket and WAL archive directories: `server_dir`
+says where that holds.
 """
 
 import functools
