@@ -136,9 +136,10 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
                 held(environment)  # names a missing limit as a ConfigError
                 raise
         current = holder(environment)
-        if current is None and not just_freed:
-            just_freed = True
-            continue  # freed since the server said no: ask again at once
+        if (current is None or current.what == UNNAMED) and not asked_again:
+            asked_again = True  # freed since the server said no, or taken and not yet named
+            time.sleep(0.2)
+            continue
         asked_again = False
         if not wait:
             raise Locked(environment, current, "not waiting (wait is off)")

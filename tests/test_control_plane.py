@@ -23,7 +23,7 @@ from deployments.apply import apply
 from deployments.catalog import FLOW_NAMES, PRODUCTION_ENVIRONMENTS, pool_name, prefect_yaml
 from deployments.trigger import check_parameters, parse_parameters
 from flows.history import read_history
-from flows.lock import Locked, environment_lock, held, holder, limit_name, me
+from flows.lock import UNNAMED, Locked, environment_lock, held, holder, limit_name, me
 from smartrelease.errors import ConfigError
 from tests.conftest import free_port
 from tests.test_cli import smartrelease
@@ -148,6 +148,23 @@ def test_two_holders_arriving_at_the_same_moment_one_waits_and_says_for_whom(wri
     assert waits[first][0] < 1 and waits[first][1] == [], waits
     waited, said = waits[second]
     assert waited >= 1 and said and str(said[0]).startswith(f"{first} by "), waits
+
+
+def test_a_holder_that_never_wrote_its_name_is_waited_for_as_such(write_env):
+    # The slot taken the way the lock takes it, but no name written (as a holder killed
+    # between the two): a waiter asks again once, then waits naming what it knows.
+    from prefect.concurrency.sync import concurrency
+
+    import_env_file(write_env("unnamed"), "unnamed")
+    said = []
+    with concurrency(limit_name("unnamed"), occupy=1, strict=True, lease_duration=60):
+        assert str(holder("unnamed")) == UNNAMED
+        with pytest.raises(Locked, match=f"unnamed is being changed by {UNNAMED}: waited 2 s"):
+            with environment_lock("unnamed", me("waiter"), timeout_s=2, on_wait=said.append):
+                pass
+    assert said and all(str(h) == UNNAMED for h in said)
+    with environment_lock("unnamed", me("after"), wait=False):
+        assert str(holder("unnamed")).startswith("after by ")
 
 
 HOLD = """

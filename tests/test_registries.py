@@ -82,7 +82,7 @@ def remove_local(client: docker.DockerClient, repository: str) -> None:
 
 @pytest.mark.e2e
 def test_build_pin_promote_and_availability_through_the_token_flow_on_a_host_without_the_images(
-        tmp_path, token_registry, checkout):
+        tmp_path, token_registry, checkout):  # noqa: F811 (the fixture imported above)
     addr, tokens = token_registry
     env = env_for(tmp_path, addr, checkout, name="tok", password=PASSWORD)
     first = build_pin(env, "2.0.0")  # docker login, build and push through the token flow
@@ -111,7 +111,7 @@ def test_build_pin_promote_and_availability_through_the_token_flow_on_a_host_wit
 
 
 @pytest.mark.e2e
-def test_an_oci_index_is_pinned_by_its_own_digest_and_read_through(tmp_path, token_registry, checkout):
+def test_an_oci_index_is_pinned_by_its_own_digest_and_read_through(tmp_path, token_registry, checkout):  # noqa: F811 (the fixture imported above)
     addr, _ = token_registry
     env = env_for(tmp_path, addr, checkout, name="idx", password=PASSWORD)
     pushed = build_pin(env, "2.0.0")
