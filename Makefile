@@ -41,10 +41,8 @@ server-down: venv
 demo: setup
 	$(WITH_DOCKER) env SMARTRELEASE_SERVER_PORT=$(SERVER_PORT) PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
-# Two workers: the end-to-end tests on one (they share one sandbox), the rest on
-# both meanwhile (tests/conftest.py). `pytest` alone runs everything in one process.
 test: setup
-	$(WITH_DOCKER) $(VENV)/bin/pytest -n 2 --dist loadgroup
+	$(WITH_DOCKER) $(VENV)/bin/pytest
 
 # Skips the slow end-to-end tests; needs only PostgreSQL and the venv.
 test-fast: venv

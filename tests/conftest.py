@@ -47,15 +47,6 @@ METRICS_PASS = "metrics-SENTINEL-'\"$x\\y-pass-99"
 SENTINELS = [DB_PASSWORD, JWT_SECRET, BACKUP_PASSPHRASE, METRICS_PASS, "SENTINEL"]
 
 
-def pytest_collection_modifyitems(items):
-    """`make test` runs two pytest workers (pytest-xdist, --dist loadgroup): every
-    end-to-end test goes to one of them, in file order, sharing one sandbox; the
-    other tests share out between both meanwhile."""
-    for item in items:
-        if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
