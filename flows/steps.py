@@ -20,12 +20,17 @@ observers: list[Callable[[str, StepResult], None]] = []
 
 
 def finished(result: StepResult) -> None:
-    from prefect.runtime import deployment, flow_run
+    from prefect.context import FlowRunContext
 
+    ctx = FlowRunContext.get()
+    flow_name = ctx.flow.name if ctx and ctx.flow else ""
     for observer in list(observers):
-        observer(flow_run.flow_name or "", result)
-    if deployment.id:  # a run far away, on a worker (a CLI run has its observers)
-        _publish_progress(str(flow_run.id), flow_run.name or "", flow_run.flow_name or "", result)
+        observer(flow_name, result)
+    # A deployment's run (on a worker, far away) publishes its progress; a CLI run has
+    # its observers. Read from the run itself: prefect.runtime's deployment id asks
+    # the server again on every call for a run that has none.
+    if ctx and ctx.flow_run and ctx.flow_run.deployment_id:
+        _publish_progress(str(ctx.flow_run.id), ctx.flow_run.name or "", flow_name, result)
 
 
 PROGRESS_KEY = "steps-"  # + the flow run's name: `steps-release-prod`
