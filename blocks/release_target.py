@@ -1,3 +1,6 @@
+import re
+from typing import Literal
+
 from pydantic import Field, field_validator
 from prefect.blocks.core import Block
 
@@ -40,12 +43,27 @@ class ReleaseTarget(Block, AppContract):
     tls_warn_days: int = Field(14, ge=0, le=3650, description="Warn when the certificate expires in fewer days than this.")
     tls_fail_days: int = Field(3, ge=0, le=3650, description="Fail when the certificate expires in fewer days than this.")
     wal_max_age_minutes: float = Field(60, gt=0, le=60 * 24 * 366, allow_inf_nan=False, description="WAL archiving is stale when segments wait and the last one shipped is older than this.")
+    approval: Literal["required", "none"] | None = Field(None, description="`required`: a person approves each release after seeing its plan, before the backup and launch; `none`: releases go ahead unapproved. Unset: required when `production` is true.")
+    approval_timeout_min: float = Field(60, gt=0, le=7 * 24 * 60, allow_inf_nan=False, description="How long a release waits for its approval before it ends, having changed nothing, as \"approval timed out\".")
+    approval_separate: bool = Field(False, description="Whether the approver must be someone other than who triggered the release (self-approval refused and recorded).")
+    notify_block: str | None = Field(None, description="The Prefect notification block that hears of failed releases and rollbacks, approvals waiting, failed control-plane verifies and promotions, as `<block type slug>/<name>`, e.g. `slack-webhook/release-alerts`.")
     env_file: str | None = Field(None, description="The env file this was imported from (set by the importer, not a key).")
+
+    @property
+    def approval_required(self) -> bool:
+        return self.approval == "required" or (self.approval is None and self.production)
 
     @field_validator("registry")
     @classmethod
     def _registry(cls, value: str | None) -> str | None:
         return None if value is None else _checked(check_registry, value, "host[:port]")
+
+    @field_validator("notify_block")
+    @classmethod
+    def _notify_block(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-][A-Za-z0-9_.-]*", value):
+            raise ValueError("must be <block type slug>/<block name>, e.g. slack-webhook/release-alerts")
+        return value
 
     @field_validator("backend_image", "frontend_image")
     @classmethod

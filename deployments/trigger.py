@@ -26,12 +26,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymen
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.utilities.schema_tools.validation import validate
 
 from deployments.catalog import FLOW_NAMES, deployment_name
+from flows.trigger import requested_by_tag
 from flows.steps import PROGRESS_KEY
 from smartrelease.errors import ConfigError
+from smartrelease.links import run_url
 from smartrelease.refs import check_dev_tag, check_environment, check_version
 from smartrelease.report import StepResult
 
@@ -88,11 +89,6 @@ def check_parameters(flow: str, environment: str, parameters: dict, schema: dict
     return parameters
 
 
-def run_url(flow_run_id: UUID) -> str:
-    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{ui}/runs/flow-run/{flow_run_id}"
-
-
 def trigger(flow: str, environment: str, parameters: dict, idempotency_key: str | None = None) -> Triggered:
     """Create (or, by idempotency key, find) the flow run; nothing is created when an
     input is bad."""
@@ -111,7 +107,7 @@ def trigger(flow: str, environment: str, parameters: dict, idempotency_key: str 
         check_parameters(flow, environment, parameters, deployment.parameter_openapi_schema or {})
         before = _runs_with_key(client, deployment.id, idempotency_key)
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
-                                                     idempotency_key=idempotency_key)
+                                                     idempotency_key=idempotency_key, tags=[requested_by_tag()])
     return Triggered(run.id, run.name, run_url(run.id), attached=run.id in before)
 
 

@@ -22,7 +22,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smartrelease.report import Report
+from smartrelease.report import REJECTED, TIMED_OUT, Report
 from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
 
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
@@ -128,6 +128,11 @@ def last_release(environment: str) -> dict | None:
 
 
 def result_of(report: Report) -> str:
+    approval = report.facts.approval if report.facts else None
+    if approval and approval.decision == REJECTED:
+        return f"rejected by {approval.approver}"
+    if approval and approval.decision == TIMED_OUT:
+        return "approval timed out"
     if report.ok:
         return {"rollback": ROLLED_BACK, "promote": PROMOTED}.get(report.flow, RELEASED)
     failed = ", ".join(r.name for r in report.failures())
@@ -157,6 +162,7 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "flow_run": flow_run_name,
         "flow_run_id": flow_run_id,  # promotion's evidence: the run is read back by id
         "triggered_by": facts.triggered_by,
+        "approval": facts.approval.line() if facts.approval else "",
     }
     append_row(report.environment, row)
 

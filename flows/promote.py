@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
+from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
@@ -70,6 +71,7 @@ def promote_locked(env: Environment, from_tag: str, version: str, force_reason: 
     create_markdown_artifact(key=f"promotion-{environment}", markdown=report.markdown(),
                              description=f"Promotion ticket: {from_tag} as {version} for {environment}")
     append_history(report, images, flow_run.name or "", flow_run.id or "")
+    notify_report(env, report, "promoted" if report.ok else "promotion failed")
     if report.ok:
         return Completed(message=f"{from_tag} promoted as {version}", data=report)
     return Failed(message="promotion failed: " + ", ".join(r.name for r in report.failures()), data=report)

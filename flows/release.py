@@ -1,11 +1,12 @@
 """Runbook: "Deploy steps (compose up, migrate, smoke, verify)", "Post-deploy
 verification" and "Rollback plan (code + DB)", as one release:
 
-lock -> preflight -> build-pin -> migration-guard -> backup -> rollback-plan -> launch
--> wait-ready -> migrations -> smoke (four endpoints at once) -> metrics -> verify
+lock -> preflight -> build-pin -> migration-guard -> rollback-plan -> [approval] -> backup
+-> launch -> wait-ready -> migrations -> smoke (four endpoints at once) -> metrics -> verify
 
 Everything before launch leaves production untouched; the first failing step stops
-the release. A failure from launch on rolls the release back (flows/rollback.py):
+the release. With RELEASE_APPROVAL=required a person approves the published plan
+before the backup and launch (flows/approval.py). A failure from launch on rolls the release back (flows/rollback.py):
 its migrations undone (or the backup restored, per `db_strategy`), the previous
 images relaunched by digest and verified. The report is returned, published as the
 `release-<env>` markdown artifact, and appended to the `release-history-<env>` table.
@@ -17,7 +18,7 @@ import docker
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import smartrelease
@@ -25,13 +26,17 @@ from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
 from flows.history import append_history, read_history
+from flows import approval
+from flows.approval import STEP as APPROVAL_STEP
 from flows.lock import LOCK_STEP, flow_lock
+from flows.notify import notify_report
 from flows.preflight import preflight
 from flows.rollback import roll_back, rollback_command
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
-from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from smartrelease.links import artifact_url
+from smartrelease.report import APPROVED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.refs import check_digest, check_version
 from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
@@ -56,10 +61,11 @@ def smoke_steps(contract: AppContract) -> tuple[str, ...]:
     return tuple(f"smoke {path}" for path in contract.smoke_paths)
 
 
-def release_steps(contract: AppContract, first_release: bool = False) -> tuple[str, ...]:
-    """The release's steps, in order; a first release checks TLS after wait-ready
-    (preflight could not)."""
-    steps = (LOCK_STEP, "preflight", "build-pin", "migration-guard", "backup", "rollback-plan", "launch", "wait-ready",
+def release_steps(contract: AppContract, first_release: bool = False, approval: bool = False) -> tuple[str, ...]:
+    """The release's steps, in order; with an approval gate, a person approves after
+    the rollback plan; a first release checks TLS after wait-ready (preflight could not)."""
+    steps = (LOCK_STEP, "preflight", "build-pin", "migration-guard", "rollback-plan",
+             *((APPROVAL_STEP,) if approval else ()), "backup", "launch", "wait-ready",
              "migrations", *smoke_steps(contract), "metrics", "verify")
     if not first_release:
         return steps
@@ -67,7 +73,7 @@ def release_steps(contract: AppContract, first_release: bool = False) -> tuple[s
     return (*steps[:at], TLS_AFTER_LAUNCH, *steps[at:])
 
 
-STEPS = release_steps(AppContract())  # with the runbook's endpoints
+STEPS = release_steps(AppContract())  # with the runbook's endpoints, no approval
 
 
 ROLLBACK = "rollback: "
@@ -132,9 +138,12 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
     return decide.results() + done, facts
 
 
-def publish_plan(plan) -> None:
-    create_markdown_artifact(key=f"rollback-plan-{plan.environment}", markdown=plan.markdown(),
-                             description=f"Rollback plan of the release of {plan.version} to {plan.environment}")
+def publish_plan(plan) -> str | None:
+    """Publish the plan; its link in the UI (None outside a flow run)."""
+    artifact = create_markdown_artifact(key=f"rollback-plan-{plan.environment}", markdown=plan.markdown(),
+                                        description=f"Rollback plan of the release of {plan.version} to "
+                                                    f"{plan.environment}")
+    return artifact_url(artifact) if artifact else None
 
 
 def publish(report: Report, images: dict[str, str]) -> None:
@@ -167,7 +176,8 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
                          tool_version=smartrelease.__version__)
     # First: nothing of the app runs in the project and nothing was ever released to it.
     first_release = not running and not read_history(environment)
-    steps = StepRunner(release_steps(env.target, first_release))
+    gate = env.target.approval_required
+    steps = StepRunner(release_steps(env.target, first_release, gate))
     images: dict[str, str] = {}
     launched, detected_at = False, 0.0
     try:
@@ -177,10 +187,17 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
         plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"])
+        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, first_release)
+        plan_url = publish_plan(rollback_plan)
+        if gate:  # the lock stays held: nothing else changes the environment under the plan
+            answer = approval.ask(env, rollback_plan, images, pinned.git_sha, plan_url, facts.previous_version)
+            facts.approval = answer.facts
+            steps.add(answer.result)
         backup = steps.run("backup", release_backup_task, env, version, plan.pending)
         facts.backup = backup.name if backup.taken_now else None
-        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, backup, first_release)
-        publish_plan(rollback_plan)
+        if rollback_plan.backup_to_take:  # the plan now names the backup a rollback would restore
+            rollback_plan = rollback_plan.model_copy(update={"backup": backup, "backup_to_take": False})
+            publish_plan(rollback_plan)
         launched = True
         steps.run("launch", launch_task, env, images)
         steps.run("wait-ready", wait_ready_task, env)
@@ -205,7 +222,19 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     publish(report, images)
     if report.ok:
         return Completed(message=f"released {version}", data=report)
+    decided = facts.approval.decision if facts.approval else APPROVED
+    if decided == REJECTED:  # a person said no: not a failure of the release
+        notify_report(env, report, "release rejected")
+        return Cancelled(message=f"release {version} rejected by {facts.approval.approver}: "
+                                 f"{facts.approval.reason}; nothing was changed", data=report)
     message = f"release {version} failed: " + ", ".join(r.name for r in report.failures())
+    if decided == TIMED_OUT:
+        message = f"release {version}: approval timed out; nothing was changed"
     if facts.rollback and facts.rollback.recovered:
         message += f"; rolled back to {facts.rollback.to_version} in {facts.rollback.time_to_recover_s} s"
+    elif facts.rollback:
+        message += "; rollback NOT recovered"
+    notify_report(env, report, "approval timed out" if decided == TIMED_OUT else
+                  "release failed, rolled back" if facts.rollback and facts.rollback.recovered else
+                  "release failed, NOT recovered" if facts.rollback else "release failed")
     return Failed(message=message, data=report)

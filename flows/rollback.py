@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
+from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
@@ -206,4 +207,5 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
     publish(report, images)
     if report.ok:
         return Completed(message=f"rolled back to {facts.version}", data=report)
+    notify_report(env, report, "rollback failed, NOT recovered" if rb else "rollback failed")
     return Failed(message="rollback failed: " + ", ".join(r.name for r in report.failures()), data=report)

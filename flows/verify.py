@@ -14,7 +14,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from prefect.context import FlowRunContext
+
 import smartrelease
+from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
@@ -60,6 +63,8 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
     publish_verify(report)
     if report.ok:
         return Completed(message=f"{version} verified", data=report)
+    if FlowRunContext.get().flow_run.deployment_id:  # a schedule, the UI or CI: nobody is watching a terminal
+        notify_report(env, report, "verify failed")
     return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()), data=report)
 
 

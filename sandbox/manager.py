@@ -406,6 +406,8 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> 
         "METRICS_BASIC_AUTH_USER": "metrics",
         "METRICS_BASIC_AUTH_PASS": sec["METRICS_BASIC_AUTH_PASS"],
         "RELEASE_PRODUCTION": "true",
+        # Production-like, but its releases are not held for a person (the demo asks for one).
+        "RELEASE_APPROVAL": "none",
         "RELEASE_PUBLIC_URL": stage.public_url,
         "RELEASE_CA_BUNDLE": str(s.tls_dir / "ca.pem"),
         "RELEASE_COMPOSE_FILE": str(s.app_dir / "docker-compose.prod.yml"),

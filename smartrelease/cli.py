@@ -47,7 +47,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="what an automatic rollback does to the database (default: undo)")
     rel.add_argument("--no-wait", dest="wait", action="store_false",
                      help="when another run is changing the environment, fail at once naming it (default: wait)")
+    rel.add_argument("--wait-approval", action="store_true",
+                     help="an environment with RELEASE_APPROVAL=required: print the run's URL when the plan is "
+                          "ready and wait here for the approval (`smartrelease approve`, or the form in the UI)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+    ap = sub.add_parser("approve", help="answer a release waiting for approval (over the Prefect API)")
+    ap.add_argument("run_id", metavar="RUN_ID", help="the flow run's id (in its URL)")
+    ap.add_argument("--reject", action="store_true", help="reject: the release ends with nothing changed")
+    ap.add_argument("--reason", required=True, help="why; recorded in the report and the history")
+    ap.add_argument("--as", dest="approver", metavar="NAME",
+                    help="the name recorded as the approver (default: $SMARTRELEASE_USER, else your login)")
 
     bd = sub.add_parser("build", help="build and push the app checkout as dev-<short git SHA> (for a dev environment)")
     bd.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
@@ -199,6 +209,10 @@ def _cmd_release(args) -> int:
 
     env = parse_env_file(args.env_file)
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
+    if env.target.approval_required and not args.wait_approval:
+        raise ConfigError(f"{env.name} needs an approval for each release (RELEASE_APPROVAL"
+                          f"{'' if env.target.approval else ' unset, and a production environment'}): pass "
+                          "--wait-approval to wait here for it, or trigger the release deployment")
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
     report = _run(release, args, progress=True, version=args.release_version, digests=digests,
                   db_strategy=args.db_strategy, wait=args.wait)
@@ -219,6 +233,15 @@ def _tag_digests(env, tag: str) -> dict[str, str]:
             return {s: resolve_tag(registry, repository_path(env, s), tag) for s in ROLES}
     except (StepFailed, RegistryError) as exc:
         raise ConfigError(f"--from {tag}: {getattr(exc, 'reason', exc)}") from None
+
+
+def _cmd_approve(args) -> int:
+    from deployments.approve import answer, parse_run_id
+    from flows.trigger import user
+
+    run_id = parse_run_id(args.run_id)
+    print(answer(run_id, not args.reject, args.reason, args.approver or user()))
+    return EXIT_OK
 
 
 def _cmd_verify(args) -> int:
@@ -379,7 +402,7 @@ def _cmd_sandbox(args) -> int:
     return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
 
 
-HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "verify": _cmd_verify,
+HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "approve": _cmd_approve, "verify": _cmd_verify,
             "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
             "unlock": _cmd_unlock, "server": _cmd_server, "deployments": _cmd_deployments, "worker": _cmd_worker,
             "trigger": _cmd_trigger, "sandbox": _cmd_sandbox}

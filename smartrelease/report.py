@@ -11,6 +11,7 @@ class Status(StrEnum):
     WARNING = "warning"
     FAILED = "failed"
     SKIPPED = "skipped"  # not run because an earlier step failed
+    WAITING = "waiting"  # progress only: a step waiting for a person (an approval)
 
 
 class Finding(BaseModel):
@@ -59,6 +60,27 @@ class PromotionFacts(BaseModel):
     at: str = ""  # when, UTC
 
 
+class ApprovalFacts(BaseModel):
+    """Who let a release go ahead (or stopped it), and why: for an auditor."""
+
+    decision: str  # APPROVED, REJECTED or TIMED_OUT
+    approver: str = ""  # the name given with the answer (Prefect's open-source server records no account)
+    reason: str = ""
+    asked_at: str = ""  # UTC
+    answered_at: str = ""  # UTC; empty when nobody answered
+    refused: list[str] = []  # answers refused before this one (self-approval), "<approver>: why"
+
+    def line(self) -> str:
+        said = f"{self.decision} by {self.approver}" if self.approver else self.decision
+        said += f": {self.reason}" if self.reason else ""
+        when = f" at {self.answered_at}" if self.answered_at else f" (asked at {self.asked_at})"
+        refused = "".join(f"; refused {r}" for r in self.refused)
+        return (said + when + refused).replace("|", "/").replace("\n", " ")
+
+
+APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed out"
+
+
 class ReleaseFacts(BaseModel):
     """What a release (or a verification) was about, for the report and the history."""
 
@@ -72,6 +94,7 @@ class ReleaseFacts(BaseModel):
     backup: str | None = None  # the pre-release backup (file name in BACKUP_DIR)
     rollback: RollbackFacts | None = None
     promotion: PromotionFacts | None = None
+    approval: ApprovalFacts | None = None
 
 
 class Report(BaseModel):
@@ -100,12 +123,13 @@ class Report(BaseModel):
             "backup": facts.backup,
             "rollback": facts.rollback.model_dump(mode="json") if facts.rollback else None,
             **({"promotion": facts.promotion.model_dump(mode="json")} if facts.promotion else {}),
+            **({"approval": facts.approval.model_dump(mode="json")} if facts.approval else {}),
             "steps": [r.model_dump(mode="json") for r in self.results],
         }
 
     def markdown(self) -> str:
         # Words, not emoji: a browser without an emoji font shows emoji as empty boxes.
-        shown = {Status.PASSED: "passed", Status.WARNING: "**warning**", Status.FAILED: "**FAILED**", Status.SKIPPED: "skipped"}
+        shown = {Status.PASSED: "passed", Status.WARNING: "**warning**", Status.FAILED: "**FAILED**", Status.SKIPPED: "skipped", Status.WAITING: "waiting"}
         verdict = "passed" if self.ok else f"FAILED ({', '.join(r.name for r in self.failures())})"
         title = f"{self.flow} {self.facts.version} — {self.environment}" if self.facts and self.facts.version else f"{self.flow} — {self.environment}"
         lines = [f"# {title}: {verdict}", ""]
@@ -119,6 +143,7 @@ class Report(BaseModel):
                 f"| migrations applied | {', '.join(f.migrations_applied) or 'none'} |",
                 f"| pre-release backup | {f.backup or '—'} |",
                 f"| triggered by | {f.triggered_by} |",
+                *([f"| approval | {f.approval.line()} |"] if f.approval else []),
                 f"| smartrelease | {f.tool_version} |",
                 "",
             ]
@@ -170,6 +195,8 @@ class Report(BaseModel):
             lines += [f"  {repo}@{digest}" for repo, digest in f.digests.items()]
             if f.backup:
                 lines.append(f"  pre-release backup {f.backup}")
+            if f.approval:
+                lines.append(f"  approval: {f.approval.line()}")
             if pr := f.promotion:
                 lines.append(f"  promoted from {pr.from_environment} {pr.from_tag}; vouched for by {pr.evidence or 'nothing'}"
                              + (f"; FORCED: {pr.forced_reason}" if pr.forced_reason else ""))

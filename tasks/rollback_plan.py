@@ -15,7 +15,7 @@ from blocks.app_contract import ROLES
 from tasks.build_pin import LABEL_VERSION, repository_path
 from tasks.images import engine
 from tasks.migrations import MigrationPlan
-from tasks.release_backup import BackupRecord
+from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
 from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
@@ -40,7 +40,8 @@ class RollbackPlan(Finding):
     version: str
     first_release: bool
     previous: Deployment | None
-    backup: BackupRecord | None
+    backup: BackupRecord | None  # the backup a rollback restores: found now, or taken by the backup step
+    backup_to_take: bool = False  # pending migrations: the backup step takes one (after any approval)
     migrations: list[MigrationUndo]
     applied_before: list[str]  # the migrations table before launch: what an undo returns to
     schema_before: list[str] = []  # the schema before launch (tasks/schema.py): what a rollback must give back
@@ -56,6 +57,8 @@ class RollbackPlan(Finding):
             lines += [f"| backup | {b.name} ({'taken by this release' if b.taken_now else 'newest in BACKUP_DIR'}) |",
                       f"| backup taken | {taken} ({b.age_s(now) / 60:.1f} min ago) |",
                       f"| backup sha256 | `{b.sha256}` |"]
+        elif self.backup_to_take:
+            lines.append("| backup | to be taken by this release before launch (pg_dump, encrypted, read back whole) |")
         else:
             lines.append("| backup | — |")
         lines += ["", "| migration about to run | down step |", "|---|---|"]
@@ -84,18 +87,22 @@ def running_deployment(env: Environment, running: dict[str, RunningService] | No
     return Deployment(version=by_role["backend"].labels.get(LABEL_VERSION), images=images)
 
 
-def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, backup: BackupRecord | None,
-                  first_release: bool) -> RollbackPlan:
+def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, first_release: bool) -> RollbackPlan:
+    """Written before anything changes. The backup it names is the fresh one found in
+    BACKUP_DIR, or, with migrations pending, the one the backup step will take."""
     previous = running_deployment(env)
-    missing = []
+    missing, backup = [], None
+    if not migrations.pending:
+        try:
+            backup = fresh_backup(env)
+        except StepFailed as exc:
+            missing.append(exc.reason)
     if previous is None:
         missing.append("the running backend and frontend are not both known by a registry digest, so there is "
                        "nothing pinned to go back to")
     elif previous.version is None:
         missing.append(f"the running backend image carries no {LABEL_VERSION} label (built without the OCI labels), "
                        "so a rollback to it could not be verified")
-    if backup is None:
-        missing.append("no fresh backup")
     if missing and not first_release:
         raise StepFailed(STEP, "rollback plan incomplete: " + "; ".join(missing) + ". Nothing was changed.")
     steps = [MigrationUndo(name=m, has_down=None if m in migrations.down_unknown else m not in migrations.without_down)
@@ -103,11 +110,13 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, bac
     detail = (f"back to {previous.version} by digest" if previous else "first release: nothing to go back to")
     if backup:
         detail += f"; backup {backup.name}, {backup.age_s() / 60:.1f} min old"
+    elif migrations.pending:
+        detail += "; backup to be taken before launch"
     if no_down := [m.name for m in steps if m.has_down is False]:
         detail += f"; no down step: {', '.join(no_down)} (a rollback would leave the schema and need a human)"
     return RollbackPlan(detail=detail, warning=bool(no_down) or (first_release and bool(missing)),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
-                        backup=backup, migrations=steps, applied_before=migrations.applied,
+                        backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
                         schema_before=schema_lines(env, STEP))
 
 

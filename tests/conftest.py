@@ -339,6 +339,7 @@ def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
             "RELEASE_PUBLIC_URL": public_url,
             "RELEASE_CA_BUNDLE": str(ca[1]),
             "RELEASE_APP_DIR": str(app_dir),
+            "RELEASE_APPROVAL": "none",  # production by default: the approval tests ask for it
         }
         for key, value in overrides.items():
             if value is None:

@@ -38,11 +38,11 @@ class Sandbox:
     def env(self):
         return load_environment(self.name)
 
-    def set_env(self, key: str, value: str) -> None:
-        """Change one key of the env file and import it again."""
+    def set_env(self, key: str, value: str | None) -> None:
+        """Change one key of the env file (None removes it) and import it again."""
         path = self.settings.env_file
         lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
-        path.write_text("\n".join(lines + [f"{key}={value}"]) + "\n")
+        path.write_text("\n".join(lines + ([f"{key}={value}"] if value is not None else [])) + "\n")
         import_env_file(path, self.name)
 
     def release(self, version: str, files=None, faults=None, **parameters) -> tuple[object, Report, str]:

@@ -115,10 +115,11 @@ def test_a_rollback_plan_without_a_pinned_previous_version_refuses_unless_first_
     docker.from_env().ping()  # a real engine: the project simply has no containers
     plan = MigrationPlan(detail="", in_image=[], pending=[], unknown=[])
     with pytest.raises(StepFailed, match="rollback plan incomplete: the running backend and frontend are not both "
-                                         "known by a registry digest.*no fresh backup. Nothing was changed"):
-        rollback_plan(env(), "1.1.0", plan, None, first_release=False)
+                                         "known by a registry digest.*BACKUP_DIR \\(unset\\) is not a directory. "
+                                         "Nothing was changed"):
+        rollback_plan(env(), "1.1.0", plan, first_release=False)
     database = env()
     database.app.database_url = SecretStr(pg.dsn(DB_USER, DB_PASSWORD, DB_NAME))
-    first = rollback_plan(database, "1.0.0", plan, None, first_release=True)
+    first = rollback_plan(database, "1.0.0", plan, first_release=True)
     assert first.previous is None and first.warning and "first release" in first.detail
     assert "first release: nothing to go back to" in first.markdown()
