@@ -44,8 +44,13 @@ class Message(BaseModel):
 
 
 def _one_line(text: str) -> str:
-    first = " ".join(text.split())
-    return first if len(first) <= DETAIL_CHARS else first[: DETAIL_CHARS - 1] + "…"
+    """One line; a long one keeps its head and its tail, where a log's last line (the
+    error) is."""
+    line = " ".join(text.split())
+    if len(line) <= DETAIL_CHARS:
+        return line
+    tail = DETAIL_CHARS // 3
+    return f"{line[: DETAIL_CHARS - tail - 3]} … {line[-tail:]}"
 
 
 def message_of(report: Report, event: str, url: str = "") -> Message:
