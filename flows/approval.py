@@ -56,7 +56,7 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
     no_down = [m.name for m in plan.migrations if m.has_down is False]
     unknown = [m.name for m in plan.migrations if m.has_down is None]
     if plan.backup:
-        backup = f"none taken: the newest, {plan.backup.name} ({plan.backup.age_s() / 60:.0f} min old), is the one"
+        backup = f"the newest, {plan.backup.age_s() / 60:.0f} min old: {plan.backup.name}"
     elif plan.backup_to_take:
         backup = "a new encrypted backup of the database, read back whole, before launch"
     else:
@@ -64,7 +64,7 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
     lines = [f"## Approve the release of {plan.version} to {plan.environment}?", "",
              "Nothing has been changed yet. Approving runs the backup and the launch; rejecting ends the run "
              "with nothing changed.", "",
-             "| | |", "|---|---|",
+             "| the change | |", "|---|---|",
              f"| version | {prev.version if prev and prev.version else '— (first release)'} → {plan.version}"
              + (f" (git `{git_sha[:12]}`)" if git_sha else "") + " |"]
     for service, ref in images.items():
@@ -77,7 +77,7 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
               f"| backup | {backup} |",
               f"| rollback plan | {f'[rollback-plan-{plan.environment}]({plan_url})' if plan_url else f'rollback-plan-{plan.environment}'} |",
               f"| requested by | {requested_by or 'not known'} |",
-              f"| answer by | {utc(until)} (then it ends as \"approval timed out\") |"]
+              f"| answer by | {utc(until)}, else it ends as \"approval timed out\" |"]
     return "\n".join(lines) + "\n"
 
 

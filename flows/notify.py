@@ -31,9 +31,10 @@ class Message(BaseModel):
     what: str = ""  # what happened and why, one line
     recovery: str = ""  # rolled back to X in N s, or not recovered
     url: str = ""  # the run in the Prefect UI
+    change: bool = True  # a change from previous_version to version (not a verify of one)
 
     def subject(self) -> str:
-        change = f"{self.previous_version or '—'} → {self.version}" if self.version else ""
+        change = (f"{self.previous_version or '—'} → {self.version}" if self.change else self.version) or ""
         return mask(f"[{self.environment}] {self.event}" + (f": {change}" if change else ""))
 
     def body(self) -> str:
@@ -65,7 +66,7 @@ def message_of(report: Report, event: str, url: str = "") -> Message:
                 f" in {rb.time_to_recover_s:.1f} s" if rb.time_to_recover_s is not None else "") + "."
         else:
             recovery = f"Rollback to {rb.to_version or '—'} NOT recovered: " + (
-                _one_line(rb.instructions[0]) if rb.instructions else "see the report") + "."
+                _one_line(rb.instructions[0]).rstrip(".") if rb.instructions else "see the report") + "."
     if facts and facts.approval and not what:
         what = f"approval: {facts.approval.line()}"
     previous = facts.previous_version if facts else None
@@ -75,7 +76,7 @@ def message_of(report: Report, event: str, url: str = "") -> Message:
             what = (f"{pr.from_tag}'s digests from {pr.from_environment} tagged {facts.version}; vouched for by "
                     f"{pr.evidence or 'nothing'}" + (f"; FORCED: {pr.forced_reason}" if pr.forced_reason else ""))
     return Message(event=event, environment=report.environment, version=facts.version if facts else None,
-                   previous_version=previous, what=what, recovery=recovery, url=url)
+                   previous_version=previous, what=what, recovery=recovery, url=url, change=report.flow != "verify")
 
 
 def this_run_url() -> str:

@@ -1,7 +1,8 @@
 """`make demo`: a fresh sandbox at 0.9.0 (PostgreSQL 17 as the project's db service, the
 Node.js backend with Sequelize migrations) with its control plane, then three releases
 triggered through the `release/sandbox` deployment, printing each report: 1.0.0 (a new
-frontend page), 1.1.0 (adds a migration), and a deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
+frontend page), 1.1.0 (adds a migration; the sandbox now asks for approvals, and the
+demo approves it itself through the API, saying so), and a deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
 rolls itself back to 1.1.0: its migration undone, 1.1.0's images back by digest,
 verified, and every account row the same as before.
 
@@ -19,9 +20,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from deployments.approve import answer
 from deployments.trigger import follow, succeeded, trigger
 from sandbox import manager, plane
 from sandbox.app_changes import commit_version, migration
+from smartrelease.report import Status
 from tasks.postgres import connect
 
 ENVIRONMENT = "sandbox"
@@ -44,12 +47,32 @@ class Outcome:
         self.report = report
 
 
+def require_approval(s: manager.Settings) -> None:
+    """RELEASE_APPROVAL=required in the sandbox's env file, imported again."""
+    from blocks import import_env_file
+
+    lines = [line for line in s.env_file.read_text().splitlines() if not line.startswith("RELEASE_APPROVAL=")]
+    s.env_file.write_text("\n".join([*lines, "RELEASE_APPROVAL=required"]) + "\n")
+    import_env_file(s.env_file, ENVIRONMENT)
+    print("\n=== from now on each sandbox release waits for an approval (RELEASE_APPROVAL=required) ===", flush=True)
+
+
 def ship(version: str, **changes) -> Outcome:
-    """Commit `version` to the checkout, trigger its release and follow it."""
+    """Commit `version` to the checkout, trigger its release and follow it; a release
+    waiting for approval is approved by the demo itself, through the API."""
     commit_version(manager.Settings().app_dir, version, **changes)
     started = trigger("release", ENVIRONMENT, {})
     print(f"\n=== releasing {version}: {started.url} ===", flush=True)
-    run = follow(started.flow_run_id, timeout_s=1800, on_step=lambda flow, step: print(f"  {step.progress_line()}", flush=True))
+
+    def on_step(flow, step) -> None:
+        print(f"  {step.progress_line()}", flush=True)
+        if step.status == Status.WAITING and step.name == "approval":
+            said = answer(started.flow_run_id, True, f"the demo approves {version} itself, through the API",
+                          "make demo")
+            print(f"  demo: {said}  (a person would read the plan on that page, or answer with "
+                  f"`smartrelease approve {started.flow_run_id} --reason …`)", flush=True)
+
+    run = follow(started.flow_run_id, timeout_s=1800, on_step=on_step)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     report = next((a.data for a in artifacts if a.key == f"release-{ENVIRONMENT}"), "(no report)")
@@ -84,6 +107,7 @@ def main() -> int:
 def releases(s: manager.Settings) -> int:
     page = (s.app_dir / "client" / "index.html").read_text()
     ok = ship("1.0.0", files={"client/index.html": page.replace("</body>", "<p>Now with 1.0.0.</p></body>")}).ok
+    require_approval(s)
     ok = ok and ship("1.1.0", files={CURRENCY_MIGRATION: migration(
         "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
         "ALTER TABLE accounts DROP COLUMN currency")}).ok

@@ -163,6 +163,8 @@ def test_build_metadata_is_explained():
     ["build"], ["promote", "--env-file", "/nonexistent/.env.x"], ["rollback", "--to"],
     ["guard", "sideways", "--name", "prod"], ["guard", "off"], ["verify", "--env-file", "/nonexistent/.env.x"],
     ["verify", "--env-file", "x", "--expect-version", "one"], ["sandbox"], ["sandbox", "explode"],
+    ["approve"], ["approve", "not-a-uuid", "--reason", "ok"], ["approve", "0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b"],
+    ["approve", "0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b", "--reason", " "],
 ])
 def test_every_subcommand_with_bad_arguments_is_one_line_exit_2(args):
     one_line_exit_2(smartrelease(*args))

@@ -169,3 +169,32 @@ def test_sandbox_up_has_an_option_for_every_choice_the_sandbox_offers():
     choices = set(inspect.signature(manager.up).parameters) - {"s"}
     assert choices <= set(vars(_parser().parse_args(["sandbox", "up"])))
     assert _parser().parse_args(["sandbox", "up", "--server", "--dev"]).server
+
+
+def test_a_release_that_needs_an_approval_is_refused_without_wait_approval_and_touches_nothing(write_env):
+    from blocks import AppEnvironment
+
+    path = write_env(name="needsapproval", RELEASE_APPROVAL=None)  # unset, and production: required
+    out = smartrelease("release", "--env-file", str(path), "--version", "1.0.0")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == ("smartrelease: needsapproval needs an approval for each release (RELEASE_APPROVAL "
+                                  "unset, and a production environment): pass --wait-approval to wait here for it, "
+                                  "or trigger the release deployment")
+    with pytest.raises(ValueError):  # not even the blocks were saved
+        AppEnvironment.load("needsapproval")
+
+
+@pytest.mark.parametrize("key, value, why", [
+    ("RELEASE_APPROVAL", "maybe", "RELEASE_APPROVAL"),
+    ("RELEASE_APPROVAL_TIMEOUT_MIN", "0", "RELEASE_APPROVAL_TIMEOUT_MIN"),
+    ("RELEASE_NOTIFY_BLOCK", "release-alerts", "must be <block type slug>/<block name>"),
+])
+def test_bad_approval_and_notification_settings_are_one_line_exit_2(write_env, key, value, why):
+    out = smartrelease("preflight", "--env-file", str(write_env(name="badapproval", **{key: value})))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and why in out.stderr, out.stderr
+
+
+def test_approving_a_run_that_is_not_paused_or_does_not_exist_is_one_line_exit_2():
+    out = smartrelease("approve", "0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b", "--reason", "ok")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "smartrelease: approve: no flow run 0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b on this Prefect server"

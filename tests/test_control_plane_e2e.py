@@ -327,6 +327,68 @@ def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_paramet
     assert_no_secret({"the block's page": shown, "the release report's page": report}, secrets)
 
 
+def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_verify_is_notified(plane, tmp_path):
+    """The approval form in the Prefect UI, in headless Chromium: a release triggered as
+    CI does pauses on the worker; its run page's Resume opens the form with the plan;
+    approving there resumes it on the worker. A verify run that fails is notified."""
+    from playwright.sync_api import sync_playwright
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from tests.test_approval_e2e import Listener
+
+    sandbox, control, _ = plane
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    shots = Path(os.environ.get("SMARTRELEASE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    listener = Listener()
+    CustomWebhookNotificationBlock(name="alerts", url=listener.url, json_data={"subject": "{{subject}}",
+                                                                              "body": "{{body}}"}).save(
+        "smartrelease-e2e-plane", overwrite=True)
+    sandbox.set_env("RELEASE_APPROVAL", "required")
+    sandbox.set_env("RELEASE_NOTIFY_BLOCK", "custom-webhook/smartrelease-e2e-plane")
+    try:
+        commit_version(sandbox.app_dir, "4.2.0")
+        code, started, _ = trigger("release", "--env", ENV)
+        assert code == 0, started
+        waiting = listener.wait_for("approval waiting", timeout_s=120)
+        assert f"/runs/flow-run/{started['flow_run_id']}" in waiting["body"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            try:
+                page.goto(f"{ui}/runs/flow-run/{started['flow_run_id']}", wait_until="networkidle")
+                page.get_by_role("button", name="Resume").first.click()
+                form = page.get_by_role("dialog")
+                form.get_by_text(f"Approve the release of 4.2.0 to {ENV}?").wait_for()
+                shown = form.inner_text()
+                form.get_by_role("switch").click()
+                reason, approver = form.get_by_role("textbox").all()
+                reason.fill("CAB-77: go")
+                approver.fill("carol")
+                page.screenshot(path=shots / "approval-form.png", full_page=True)
+                form.get_by_role("button", name="Submit").click()
+                page.get_by_text("Flow run resumed").first.wait_for()
+            finally:
+                browser.close()
+        run = follow(started["flow_run_id"], timeout_s=300)
+        assert run.state.type.value == "COMPLETED", report_of(run.id)
+        for line in ("version", "4.2.0", "migrations to run", "backup", "rollback plan", "requested by"):
+            assert line in shown, shown
+        assert str(run.id) in control.worker(ENV).log_file.read_text()  # the worker's run, resumed there
+        row = next(r for r in read_history(ENV) if r.get("flow_run_id") == str(run.id))
+        assert row["result"] == "released" and row["approval"].startswith("approved by carol: CAB-77: go at "), row
+
+        code, failed, _ = trigger("verify", "--env", ENV, "-p", "expect_version=0.0.1", "--wait")
+        assert code == 1 and failed["state"] == "Failed"
+        message = listener.wait_for("verify failed")
+        assert message["subject"] == f"[{ENV}] verify failed: 0.0.1", message
+        assert message["body"].splitlines()[1].startswith("verify: "), message
+        assert_no_secret({"notifications": json.dumps([m["json"] for m in listener.received])}, SENTINELS)
+    finally:
+        sandbox.set_env("RELEASE_APPROVAL", "none")
+        sandbox.set_env("RELEASE_NOTIFY_BLOCK", None)
+        listener.server.shutdown()
+
+
 def test_a_killed_releases_lease_runs_out_and_the_next_holder_gets_the_lock(plane):
     # Last in the module: the module's other tests ran while the lease ran out.
     _, _, drill = plane

@@ -66,6 +66,13 @@ def running_digests(sandbox, environment: str) -> dict[str, str]:
 
 
 def test_one_digest_from_the_dev_build_to_production(sandbox):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from tests.test_approval_e2e import Listener
+
+    listener = Listener()  # the promotion is announced where the environment says
+    CustomWebhookNotificationBlock(name="promotions", url=listener.url, json_data={
+        "subject": "{{subject}}", "body": "{{body}}"}).save("smartrelease-e2e-promotions", overwrite=True)
+    sandbox.set_env("RELEASE_NOTIFY_BLOCK", "custom-webhook/smartrelease-e2e-promotions")
     tag, digests = dev_build(sandbox, "1.0.0")
     assert tags(sandbox, tag) == digests  # hop 1: the dev tag in the registry
 
@@ -82,6 +89,12 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
     assert "| promoted at | 20" in ticket.markdown() and "| triggered by | direct run by " in ticket.markdown()
     row = read_history(PROD)[-1]
     assert row["result"] == "promoted" and row["version"] == "1.0.0"
+    promoted = listener.wait_for("promoted")
+    assert promoted["subject"] == f"[{PROD}] promoted: {tag} → 1.0.0"
+    assert promoted["body"].splitlines()[1].startswith(f"{tag}'s digests from {DEV} tagged 1.0.0; vouched for by ")
+    assert dev_run["flow_run_id"] in promoted["body"]
+    sandbox.set_env("RELEASE_NOTIFY_BLOCK", None)
+    listener.server.shutdown()
     assert {s: row[s].split("@")[1] for s in SERVICES} == digests
     assert "promotion-promo" in stored(state.state_details.flow_run_id)["artifact_keys"]
 
