@@ -28,7 +28,7 @@ from flows.trigger import REQUESTED_BY, requester, user
 from smartrelease.errors import StepFailed
 from smartrelease.links import run_url
 from smartrelease.redact import mask
-from smartrelease.report import APPROVED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
+from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
 from tasks.migrations import applied_migrations
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 
@@ -102,9 +102,13 @@ def _plan_now(env: Environment) -> tuple[Deployment | None, list[str]]:
     return running_deployment(env), applied_migrations(env, STEP)
 
 
+class Cancelled(Exception):
+    """The run was cancelled (from the UI or the API) while it waited."""
+
+
 def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s: float) -> ApprovalInput | None:
     """Pause the run with `form` and wait up to `timeout_s` for an answer (None: none
-    came). Prefect's `pause_flow_run`, with one change: the server's own pause
+    came; Cancelled: the run was cancelled meanwhile). Prefect's `pause_flow_run`, with one change: the server's own pause
     deadline is later than ours (PAUSE_MARGIN_S), so the run ends in the state this
     flow chooses, with its report; at its deadline the server would fail the run
     itself, with a message of its own and no report."""
@@ -121,6 +125,8 @@ def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s:
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_running():
                 return form.load(keyset)
+            if run.state and (run.state.is_cancelling() or run.state.is_final()):
+                raise Cancelled(run.state.name)
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
@@ -175,7 +181,11 @@ def ask(env: Environment, plan: RollbackPlan, images: dict[str, str], git_sha: s
 
     while True:
         remaining = timeout_s - (time.monotonic() - started)
-        answer = wait_for_answer(run.id, form, f"{STEP}-{len(facts.refused)}", remaining)
+        try:
+            answer = wait_for_answer(run.id, form, f"{STEP}-{len(facts.refused)}", remaining)
+        except Cancelled as exc:
+            facts.decision = CANCELLED
+            return result(Status.FAILED, f"cancelled while waiting for approval ({exc}); nothing was changed")
         if answer is None:
             return result(Status.FAILED, f"approval timed out: nobody answered within "
                                          f"{target.approval_timeout_min:g} min; nothing was changed")

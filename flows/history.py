@@ -22,7 +22,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smartrelease.report import REJECTED, TIMED_OUT, Report
+from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report
 from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
 
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
@@ -133,6 +133,8 @@ def result_of(report: Report) -> str:
         return f"rejected by {approval.approver}"
     if approval and approval.decision == TIMED_OUT:
         return "approval timed out"
+    if approval and approval.decision == CANCELLED:
+        return "cancelled at approval"
     if report.ok:
         return {"rollback": ROLLED_BACK, "promote": PROMOTED}.get(report.flow, RELEASED)
     failed = ", ".join(r.name for r in report.failures())

@@ -36,7 +36,7 @@ from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.links import artifact_url
-from smartrelease.report import APPROVED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.refs import check_digest, check_version
 from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
@@ -227,6 +227,9 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
         notify_report(env, report, "release rejected")
         return Cancelled(message=f"release {version} rejected by {facts.approval.approver}: "
                                  f"{facts.approval.reason}; nothing was changed", data=report)
+    if decided == CANCELLED:
+        return Cancelled(message=f"release {version} cancelled while waiting for approval; nothing was changed",
+                         data=report)
     message = f"release {version} failed: " + ", ".join(r.name for r in report.failures())
     if decided == TIMED_OUT:
         message = f"release {version}: approval timed out; nothing was changed"

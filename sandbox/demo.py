@@ -127,7 +127,9 @@ def releases(s: manager.Settings) -> int:
     if broken.ok or not recovered or before != after:
         print("demo: the broken 1.2.0 was NOT rolled back cleanly (report above)")
         return 1
-    print(f"demo: 1.0.0 and 1.1.0 released; the broken 1.2.0 {broken.message.split('; ', 1)[1]}, no data lost")
+    print(f"demo: 1.0.0 released, 1.1.0 released once approved (by the demo itself, through the API, as "
+          f"`smartrelease approve` does); the broken 1.2.0, approved too, {broken.message.split('; ', 1)[1]}, "
+          "no data lost")
     print(f"demo: the runs are in the Prefect UI at {plane.Plane(s.root).server.ui_url} "
           "(`make sandbox-down` stops the sandbox, its worker and the server)")
     return 0

@@ -63,7 +63,7 @@ class PromotionFacts(BaseModel):
 class ApprovalFacts(BaseModel):
     """Who let a release go ahead (or stopped it), and why: for an auditor."""
 
-    decision: str  # APPROVED, REJECTED or TIMED_OUT
+    decision: str  # APPROVED, REJECTED, TIMED_OUT or CANCELLED
     approver: str = ""  # the name given with the answer (Prefect's open-source server records no account)
     reason: str = ""
     asked_at: str = ""  # UTC
@@ -78,7 +78,7 @@ class ApprovalFacts(BaseModel):
         return (said + when + refused).replace("|", "/").replace("\n", " ")
 
 
-APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed out"
+APPROVED, REJECTED, TIMED_OUT, CANCELLED = "approved", "rejected", "timed out", "cancelled"
 
 
 class ReleaseFacts(BaseModel):

@@ -92,17 +92,17 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     BACKUP_DIR, or, with migrations pending, the one the backup step will take."""
     previous = running_deployment(env)
     missing, backup = [], None
-    if not migrations.pending:
-        try:
-            backup = fresh_backup(env)
-        except StepFailed as exc:
-            missing.append(exc.reason)
     if previous is None:
         missing.append("the running backend and frontend are not both known by a registry digest, so there is "
                        "nothing pinned to go back to")
     elif previous.version is None:
         missing.append(f"the running backend image carries no {LABEL_VERSION} label (built without the OCI labels), "
                        "so a rollback to it could not be verified")
+    if not migrations.pending:
+        try:
+            backup = fresh_backup(env)
+        except StepFailed as exc:
+            missing.append(exc.reason)
     if missing and not first_release:
         raise StepFailed(STEP, "rollback plan incomplete: " + "; ".join(missing) + ". Nothing was changed.")
     steps = [MigrationUndo(name=m, has_down=None if m in migrations.down_unknown else m not in migrations.without_down)

@@ -194,6 +194,20 @@ def test_an_unanswered_approval_times_out_and_a_dead_listener_does_not_fail_the_
     assert len(undelivered) == 2 and all("ConnectError" in m for m in undelivered), undelivered
 
 
+def test_a_release_cancelled_while_it_waits_ends_cancelled_having_changed_nothing(sandbox):
+    from prefect.states import Cancelling
+
+    before = untouched(sandbox)
+    with releasing(sandbox, "3.5.0") as future:
+        run = paused_run()
+        with get_client(sync_client=True) as client:  # the UI's Cancel button
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        state, report = finished(future)
+    assert state.is_cancelled(), report.text()
+    assert by_name(report)["approval"].detail == "cancelled while waiting for approval (Cancelling); nothing was changed"
+    assert untouched(sandbox) == before and read_history(ENV)[-1]["result"] == "cancelled at approval"
+
+
 def test_a_plan_that_changed_while_waiting_stops_the_release_after_approval(sandbox):
     before = untouched(sandbox)
     with releasing(sandbox, "3.2.0") as future:
