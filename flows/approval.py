@@ -108,10 +108,11 @@ class Cancelled(Exception):
 
 def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s: float) -> ApprovalInput | None:
     """Pause the run with `form` and wait up to `timeout_s` for an answer (None: none
-    came; Cancelled: the run was cancelled meanwhile). Prefect's `pause_flow_run`, with one change: the server's own pause
-    deadline is later than ours (PAUSE_MARGIN_S), so the run ends in the state this
-    flow chooses, with its report; at its deadline the server would fail the run
-    itself, with a message of its own and no report."""
+    came; Cancelled: the run was cancelled meanwhile). Prefect's `pause_flow_run`,
+    with one change: the server's own pause deadline is later than ours
+    (PAUSE_MARGIN_S), so the run ends in the state this flow chooses, with its
+    report; at its deadline the server would fail the run itself, with a message of
+    its own and no report."""
     proposed = Paused(timeout_seconds=round(timeout_s + PAUSE_MARGIN_S), reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset

@@ -6,7 +6,8 @@ lock -> preflight -> build-pin -> migration-guard -> rollback-plan -> [approval]
 
 Everything before launch leaves production untouched; the first failing step stops
 the release. With RELEASE_APPROVAL=required a person approves the published plan
-before the backup and launch (flows/approval.py). A failure from launch on rolls the release back (flows/rollback.py):
+before the backup and launch (flows/approval.py). A failure from launch on rolls the
+release back (flows/rollback.py):
 its migrations undone (or the backup restored, per `db_strategy`), the previous
 images relaunched by digest and verified. The report is returned, published as the
 `release-<env>` markdown artifact, and appended to the `release-history-<env>` table.
@@ -36,7 +37,8 @@ from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.links import artifact_url
-from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status,
+                                 StepResult)
 from smartrelease.refs import check_digest, check_version
 from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
@@ -222,6 +224,12 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     publish(report, images)
     if report.ok:
         return Completed(message=f"released {version}", data=report)
+    return outcome(env, report)
+
+
+def outcome(env: Environment, report: Report):
+    """The run's final state for a release that did not pass, and who is told of it."""
+    facts, version = report.facts, report.facts.version
     decided = facts.approval.decision if facts.approval else APPROVED
     if decided == REJECTED:  # a person said no: not a failure of the release
         notify_report(env, report, "release rejected")
@@ -230,14 +238,14 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     if decided == CANCELLED:
         return Cancelled(message=f"release {version} cancelled while waiting for approval; nothing was changed",
                          data=report)
-    message = f"release {version} failed: " + ", ".join(r.name for r in report.failures())
     if decided == TIMED_OUT:
-        message = f"release {version}: approval timed out; nothing was changed"
+        notify_report(env, report, "approval timed out")
+        return Failed(message=f"release {version}: approval timed out; nothing was changed", data=report)
+    message, event = f"release {version} failed: " + ", ".join(r.name for r in report.failures()), "release failed"
     if facts.rollback and facts.rollback.recovered:
         message += f"; rolled back to {facts.rollback.to_version} in {facts.rollback.time_to_recover_s} s"
+        event = "release failed, rolled back"
     elif facts.rollback:
-        message += "; rollback NOT recovered"
-    notify_report(env, report, "approval timed out" if decided == TIMED_OUT else
-                  "release failed, rolled back" if facts.rollback and facts.rollback.recovered else
-                  "release failed, NOT recovered" if facts.rollback else "release failed")
+        message, event = message + "; rollback NOT recovered", "release failed, NOT recovered"
+    notify_report(env, report, event)
     return Failed(message=message, data=report)

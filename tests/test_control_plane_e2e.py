@@ -369,8 +369,11 @@ def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_ve
                 page.get_by_text("Flow run resumed").first.wait_for()
             finally:
                 browser.close()
-        run = follow(started["flow_run_id"], timeout_s=300)
+        told = []  # what `trigger --wait` prints: the waiting step too, with the run's link
+        run = follow(started["flow_run_id"], timeout_s=300, on_step=lambda flow, step: told.append(step))
         assert run.state.type.value == "COMPLETED", report_of(run.id)
+        waited = [step for step in told if step.name == "approval" and step.status.value == "waiting"]
+        assert len(waited) == 1 and started["url"] in waited[0].detail, told
         for line in ("version", "4.2.0", "migrations to run", "backup", "rollback plan", "requested by"):
             assert line in shown, shown
         assert str(run.id) in control.worker(ENV).log_file.read_text()  # the worker's run, resumed there
