@@ -21,6 +21,7 @@ from prefect.client.schemas.objects import StateType
 from deployments.approve import answer
 from flows.history import read_history
 from flows.release import release
+from flows.rollback import rollback
 from flows.trigger import user
 from smartrelease import cli
 from smartrelease.errors import ConfigError
@@ -262,3 +263,15 @@ def test_a_failed_release_that_rolled_back_is_notified_with_its_reason_and_time_
     assert lines[2].startswith(f"Rolled back to {previous} and verified in ") and lines[2].endswith(" s.")
     assert lines[3] == f"Run: {message['body'].split('Run: ')[1]}" and "/runs/flow-run/" in lines[3]
     assert_no_secret({"notifications": json.dumps([m["json"] for m in listener.received])}, [*SENTINELS, WEBHOOK_TOKEN])
+
+
+def test_a_rollback_that_fails_is_notified_with_its_reason_and_changes_nothing(sandbox, listener):
+    before = untouched(sandbox)
+    state = rollback(environment=ENV, to_version="0.0.9", return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert state.is_failed() and by_name(report)["rollback-target"].status == Status.FAILED, report
+    message = listener.wait_for("rollback failed")
+    assert message["subject"] == f"[{ENV}] rollback failed: — → 0.0.9"
+    assert message["body"].splitlines()[1].startswith("rollback-target: 0.0.9 is not among the releases that can "
+                                                      "be gone back to"), message
+    assert untouched(sandbox) == before
