@@ -91,7 +91,8 @@ def _remember_secrets(block: Block) -> None:
         value = getattr(block, field, None)
         if hasattr(value, "get_secret_value"):
             secret = value.get_secret_value()
-            remember(secret.values() if isinstance(secret, dict) else [secret])
+            values = secret.values() if isinstance(secret, dict) else [secret]
+            remember(v for v in values if isinstance(v, str))
 
 
 def notify(env: Environment, message: Message) -> bool:

@@ -96,3 +96,15 @@ def test_a_message_masks_every_known_secret():
     remember(["hunter2-SENTINEL"])
     body = Message(event="release failed", environment="prod", what="db said password hunter2-SENTINEL").body()
     assert "hunter2-SENTINEL" not in body and "***" in body
+
+
+def test_a_notification_blocks_own_secrets_are_masked_once_it_is_loaded():
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flows.notify import _remember_secrets
+    from smartrelease.redact import mask
+
+    block = CustomWebhookNotificationBlock(name="x", url="http://127.0.0.1:1/h",
+                                           secrets={"token": "tok-SENTINEL-123", "retries": 5})
+    _remember_secrets(block)
+    assert mask("401 for token tok-SENTINEL-123") == "401 for token ***"
