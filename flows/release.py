@@ -44,7 +44,7 @@ from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
 from tasks.environment import app_version
 from tasks.images import engine
-from tasks.launch import launch_task
+from tasks.cutover import launch_task
 from tasks.metrics import metrics_task
 from tasks.migrations import confirm_migrations_task, plan_migrations_task
 from tasks.readiness import wait_ready_task
@@ -123,7 +123,7 @@ def preflight_result(environment: str, version: str, first_release: bool) -> Ste
 
 
 def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_strategy: str,
-                       detected_at: float) -> tuple[list[StepResult], RollbackFacts]:
+                       detected_at: float, stop_first: bool = False) -> tuple[list[StepResult], RollbackFacts]:
     """Decide (from the rollback plan and the database now), then roll back."""
     if plan.previous is None:
         return [], RollbackFacts(instructions=["First release of this environment: there is no previous version to "
@@ -136,7 +136,7 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
         return decide.results(), RollbackFacts(to_version=plan.previous.version, instructions=[
             f"The rollback could not be decided (see {ROLLBACK}rollback-target); nothing was rolled back. Run "
             f"{rollback_command(env, plan.previous.version)}."])
-    done, facts = roll_back(env, inputs, prefix=ROLLBACK, detected_at=detected_at)
+    done, facts = roll_back(env, inputs, prefix=ROLLBACK, detected_at=detected_at, stop_first=stop_first)
     return decide.results() + done, facts
 
 
@@ -156,20 +156,22 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
-            db_strategy: Strategy = "undo", wait: bool = True):
+            db_strategy: Strategy = "undo", wait: bool = True, stop_first: bool = False):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
     `digests` pins services to registry digests, e.g. {"backend": "sha256:..."}.
     `db_strategy` is what a rollback does to the database: undo, restore or none.
-    `wait`: when another run is changing the environment, wait for it (else fail at once)."""
+    `wait`: when another run is changing the environment, wait for it (else fail at once).
+    `stop_first`: stop the old containers before the new ones start (a release that
+    cannot run beside the old version), at the cost of downtime; else a cutover."""
     check_placement(environment)
     env = load_environment(environment)
     version, digests = release_inputs(env, version, digests, db_strategy)
     with flow_lock(environment, "release", wait) as lock_step:
-        return release_locked(env, version, digests, db_strategy, lock_step)
+        return release_locked(env, version, digests, db_strategy, lock_step, stop_first)
 
 
 def release_locked(env: Environment, version: str, digests: dict[str, str], db_strategy: Strategy,
-                   lock_step: StepResult):
+                   lock_step: StepResult, stop_first: bool = False):
     """The release, once it holds the environment's lock."""
     environment = env.name
     running = app_services(env, running_now(env))
@@ -201,7 +203,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
             rollback_plan = rollback_plan.model_copy(update={"backup": backup, "backup_to_take": False})
             publish_plan(rollback_plan)
         launched = True
-        steps.run("launch", launch_task, env, images)
+        steps.run("launch", launch_task, env, images, stop_first)
         steps.run("wait-ready", wait_ready_task, env)
         if first_release:  # preflight could not check it: nothing served the public URL yet
             steps.run(TLS_AFTER_LAUNCH, tls_task, env)
@@ -218,7 +220,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     results = steps.results()
     if launched and detected_at:
         done, facts.rollback = automatic_rollback(env, rollback_plan, plan, images["backend"], db_strategy,
-                                                  detected_at)
+                                                  detected_at, stop_first)
         results += done
     report = Report(flow="release", environment=environment, results=results, facts=facts)
     publish(report, images)

@@ -29,7 +29,7 @@ from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from tasks.launch import launch_task
+from tasks.cutover import launch_task
 from tasks.readiness import wait_ready_task
 from tasks.release_backup import safety_backup_task
 from tasks.restore import restore_database_task
@@ -118,9 +118,10 @@ def schema_left(env: Environment, before: list[str]) -> list[str]:
         return [f"(the schema could not be read again: {exc.reason})"]
 
 
-def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
-              detected_at: float | None = None) -> tuple[list[StepResult], RollbackFacts]:
-    """Run the decided rollback; returns its step results and facts (never raises Stopped)."""
+def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", detected_at: float | None = None,
+              stop_first: bool = False) -> tuple[list[StepResult], RollbackFacts]:
+    """Run the decided rollback; returns its step results and facts (never raises Stopped).
+    The relaunch is a cutover (tasks/cutover.py) unless `stop_first`."""
     names = sequence(inputs)
     steps = StepRunner(tuple(prefix + n for n in names))
     facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
@@ -132,7 +133,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
                                  detail=f"not run: {', '.join(blocked)} has no down step; the database was not touched"),
                       stop=False)
         if "stop-backend" in names:
-            steps.run(prefix + "stop-backend", stop_backend_task, env, images)
+            steps.run(prefix + "stop-backend", stop_backend_task, env, images, inputs.strategy == "undo")
         if "safety-backup" in names:
             facts.backup = steps.run(prefix + "safety-backup", safety_backup_task, env, inputs.from_version or "unknown").name
         if "undo-migrations" in names and not blocked:
@@ -150,7 +151,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "",
             if not steps.run(prefix + "schema", check_schema_task, env, inputs.schema_before, inputs.from_version,
                              stop=False):
                 facts.schema_left = schema_left(env, inputs.schema_before)
-        steps.run(prefix + "relaunch", launch_task, env, images)
+        steps.run(prefix + "relaunch", launch_task, env, images, stop_first)
         steps.run(prefix + "wait-ready", wait_ready_task, env)
         steps.run(prefix + "verify", verify_task, env, inputs.target.version, images)
         facts.recovered = True
@@ -171,19 +172,22 @@ def publish(report: Report, images: dict[str, str]) -> None:
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
-def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo", wait: bool = True):
+def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo", wait: bool = True,
+             stop_first: bool = False):
     """Put `to_version` (default: the release before the running one) back on
     `environment`; `db_strategy` is undo, restore or none. `wait`: when another run
-    is changing the environment, wait for it (else fail at once)."""
+    is changing the environment, wait for it (else fail at once). `stop_first`: stop
+    the running containers before the previous ones start (downtime); else a cutover."""
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
     check_placement(environment)
     env = load_environment(environment)
     with flow_lock(environment, "rollback", wait) as lock_step:
-        return rollback_locked(env, to_version, db_strategy, lock_step)
+        return rollback_locked(env, to_version, db_strategy, lock_step, stop_first)
 
 
-def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strategy, lock_step: StepResult):
+def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strategy, lock_step: StepResult,
+                    stop_first: bool = False):
     environment = env.name
     started = time.monotonic()
     steps = StepRunner((LOCK_STEP, "rollback-target"))
@@ -196,7 +200,7 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
         pass
     results, rb = steps.results(), None
     if inputs is not None:
-        done, rb = roll_back(env, inputs, detected_at=started)
+        done, rb = roll_back(env, inputs, detected_at=started, stop_first=stop_first)
         results += done
     images = inputs.target.images if inputs else {}
     facts = ReleaseFacts(version=inputs.target.version if inputs else to_version,

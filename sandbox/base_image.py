@@ -21,8 +21,8 @@ from smartrelease.process import Command, run
 DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:trixie"
 SUITE = "trixie"
 # Everything the database, the stand-in backend (npm runs its migrations, as the
-# runbook's entrypoint does), its frontend and the TLS edge need.
-PACKAGES = ["postgresql-17", "nodejs", "npm", "nginx", "ca-certificates", "curl"]
+# runbook's entrypoint does), its frontend (nginx) and the TLS edge (HAProxy) need.
+PACKAGES = ["postgresql-17", "nodejs", "npm", "nginx", "haproxy", "ca-certificates", "curl"]
 # Documentation and translations are left out: every sandbox pushes this layer once.
 EXCLUDED = ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*"]
 # What the image is made of; a change to it makes (and imports) a new one.

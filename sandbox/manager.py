@@ -299,7 +299,7 @@ def ensure_tls(s: Settings) -> None:
     cert = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(timezone.utc) + timedelta(days=EDGE_CERT_DAYS))
     ca.cert_pem.write_to_path(str(ca_pem))
     cert.private_key_pem.write_to_path(str(key_pem))
-    key_pem.chmod(0o644)  # read by nginx inside the edge container
+    key_pem.chmod(0o644)  # read by HAProxy inside the edge container
     with open(cert_pem, "wb") as f:
         for blob in cert.cert_chain_pems:
             f.write(blob.bytes())

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="what an automatic rollback does to the database (default: undo)")
     rel.add_argument("--no-wait", dest="wait", action="store_false",
                      help="when another run is changing the environment, fail at once naming it (default: wait)")
+    rel.add_argument("--stop-first", action="store_true",
+                     help="stop the old containers before starting the new ones (a release that cannot run beside "
+                          "the old version): users get errors until it is ready; default: a cutover with no downtime")
     rel.add_argument("--wait-approval", action="store_true",
                      help="an environment with RELEASE_APPROVAL=required: print the run's URL when the plan is "
                           "ready and wait here for the approval (`smartrelease approve`, or the form in the UI)")
@@ -79,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                     help="undo: undo the migrations applied since (after a safety backup); restore: restore the "
                          "pre-release backup (later writes are lost); none: leave the database (default: undo)")
+    rb.add_argument("--stop-first", action="store_true",
+                    help="stop the running containers before starting the previous ones: users get errors until "
+                         "they are ready; default: a cutover with no downtime")
     rb.add_argument("--no-wait", dest="wait", action="store_false",
                      help="when another run is changing the environment, fail at once naming it (default: wait)")
     rb.add_argument("--json", action="store_true", help="print one JSON object on standard output")
@@ -215,7 +221,7 @@ def _cmd_release(args) -> int:
                           "--wait-approval to wait here for it, or trigger the release deployment")
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
     report = _run(release, args, progress=True, version=args.release_version, digests=digests,
-                  db_strategy=args.db_strategy, wait=args.wait)
+                  db_strategy=args.db_strategy, wait=args.wait, stop_first=args.stop_first)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -298,7 +304,7 @@ def _cmd_rollback(args) -> int:
         raise ConfigError(f"--to {args.to_version}: not a release of {name} that can be gone back to "
                           f"({', '.join(row['version'] for row in stack)})")
     report = _run(rollback, args, progress=True, to_version=args.to_version, db_strategy=args.db_strategy,
-                  wait=args.wait)
+                  wait=args.wait, stop_first=args.stop_first)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 

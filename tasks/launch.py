@@ -1,5 +1,7 @@
 """Runbook, deploy step 2, "Launch compose": `docker compose -f docker-compose.prod.yml
-up -d` with the images pinned by digest and ALLOW_PROD_MIGRATIONS passed through.
+up -d` with the images pinned by digest and ALLOW_PROD_MIGRATIONS passed through:
+the Compose project and its commands, which the launch step (tasks/cutover.py) and
+the rollback run. `compose_up` is the runbook's own launch, stop-then-start.
 
 It does not wait: wait-ready watches the containers, so a backend that fails is
 reported with its logs rather than as a stalled `compose up`. A database that is a
@@ -11,10 +13,8 @@ from blocks.app_contract import ROLES
 from blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
-from smartrelease.report import Finding
 from tasks.compose import ComposeProject
 from tasks.postgres import parse_database_url
-from tasks.runbook_task import runbook_task
 
 STEP = "launch"
 # For compose commands that start none of the app's images (stop, exec, down): the
@@ -75,11 +75,3 @@ def compose_up(env: Environment, images: dict[str, str]) -> None:
             run(project.up())
     except CommandFailed as exc:
         raise StepFailed(STEP, str(exc)) from None
-
-
-def launch(env: Environment, images: dict[str, str]) -> Finding:
-    compose_up(env, images)
-    return Finding(detail="compose up: " + ", ".join(f"{s} {ref.rsplit('@', 1)[-1][:19]}…" for s, ref in images.items()))
-
-
-launch_task = runbook_task(STEP, timeout_s=600)(launch)

@@ -15,6 +15,8 @@ from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
+from tasks.cutover import service_containers
+from tasks.images import engine
 from tasks.launch import project_compose
 from tasks.migrations import applied_migrations
 from tasks.runbook_task import runbook_task
@@ -24,12 +26,25 @@ STEP = "undo-migrations"
 STOP_TIMEOUT_S = 30
 
 
-def stop_backend(env: Environment, images: dict[str, str]) -> Finding:
+def stop_backend(env: Environment, images: dict[str, str], keep_target: bool = False) -> Finding:
+    """`keep_target`: a backend that already runs the rollback's own image (a release
+    whose new containers never became healthy, so the old ones kept serving) is left
+    serving: it ran before the migrations being undone, and under the expand/contract
+    rule it runs with or without them."""
+    if keep_target and (running := serving_images(env)) and running == {images["backend"]}:
+        return Finding(detail="not stopped: the backend already runs the rollback's version, which ran before "
+                              "these migrations; it goes on serving while they are undone")
     try:
         run(project_compose(env, images).stop([env.target.backend_service], grace_s=STOP_TIMEOUT_S))
     except CommandFailed as exc:
         raise StepFailed(STOP_STEP, str(exc)) from None
     return Finding(detail="backend stopped: nothing migrates or writes while the database is changed")
+
+
+def serving_images(env: Environment) -> set[str]:
+    """The image references the backend's running containers were created from."""
+    found = service_containers(engine(timeout_s=30), env.target.compose_project, env.target.backend_service)
+    return {c.reference for c in found if c.status == "running"}
 
 
 def _tail(text: str, lines: int = 5) -> str:

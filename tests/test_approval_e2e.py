@@ -259,7 +259,7 @@ def test_a_failed_release_that_rolled_back_is_notified_with_its_reason_and_time_
     previous = report.facts.previous_version
     assert message["subject"] == f"[{ENV}] release failed, rolled back: {previous} → 3.4.0"
     lines = message["body"].splitlines()
-    assert lines[1].startswith("wait-ready: backend container") and "crash-on-start" in lines[1]
+    assert lines[1].startswith("launch: backend container") and "crash-on-start" in lines[1]
     assert lines[2].startswith(f"Rolled back to {previous} and verified in ") and lines[2].endswith(" s.")
     assert lines[3] == f"Run: {message['body'].split('Run: ')[1]}" and "/runs/flow-run/" in lines[3]
     assert_no_secret({"notifications": json.dumps([m["json"] for m in listener.received])}, [*SENTINELS, WEBHOOK_TOKEN])

@@ -130,14 +130,17 @@ def test_an_endpoint_failing_its_first_two_calls_passes_on_retry(sandbox):
     assert report.facts.rollback is None and not any(r.name.startswith("rollback: ") for r in report.results)
 
 
-def test_a_container_crashing_on_start_fails_wait_ready_with_its_logs(sandbox):
+def test_a_container_crashing_on_start_fails_the_launch_with_its_logs_while_the_old_one_serves(sandbox):
+    serving = sandbox.containers()
     try:
         state, report, _ = sandbox.release("1.6.0", faults=["crash-on-start"])
         assert state.is_failed()
-        step = by_name(report)["wait-ready"]
+        step = by_name(report)["launch"]
         assert step.status == Status.FAILED
         # Reported as the crash it is, not as a timeout after ready_timeout_s.
-        assert step.detail.startswith("backend container") and "not ready after" not in step.detail
+        assert step.detail.startswith("backend container") and "not healthy after" not in step.detail
+        assert "the old version kept serving; nothing to roll back for code" in step.detail
+        assert sandbox.containers() == serving  # exactly the old containers, never stopped
         assert "fatal: cannot start (crash-on-start fault)" in step.detail
         assert "fatal: cannot start" in report.markdown()
         assert_no_secrets(state, report)
@@ -151,8 +154,8 @@ def test_a_backend_unhealthy_for_a_moment_while_it_starts_is_released_not_rolled
     # it unhealthy at about 3 s and healthy at about 7 s, within the 10 s grace.
     state, report, _ = sandbox.release("1.6.5", faults=["slow-start 6"])
     assert state.is_completed(), report.text()
-    step = by_name(report)["wait-ready"]
-    assert step.status == Status.PASSED and step.detail.endswith("(backend unhealthy on the way)"), step.detail
+    step = by_name(report)["launch"]
+    assert step.status == Status.PASSED and "(backend unhealthy on the way)" in step.detail, step.detail
     assert report.facts.rollback is None
 
 

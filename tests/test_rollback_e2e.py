@@ -103,7 +103,7 @@ def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps = by_name(report)
-    assert steps["wait-ready"].status == Status.FAILED and "unhealthy" in steps["wait-ready"].detail
+    assert steps["launch"].status == Status.FAILED and "unhealthy" in steps["launch"].detail
     assert all(steps[f"rollback: {n}"].status == Status.PASSED for n in ROLLBACK_STEPS), report.text()
     rb = report.facts.rollback
     assert rb.recovered and rb.to_version == BASE and rb.migrations_undone == [name]
@@ -125,7 +125,7 @@ def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     assert f"rollback-plan-{ENV}" in texts["artifact_keys"] and f"| {name} | yes |" in texts["artifacts"]
     # The release's own row (verify, run by assert_back_on, adds a row of its own after it).
     row = next(r for r in reversed(read_history(ENV)) if r.get("flow_run_id") == str(state.state_details.flow_run_id))
-    assert row["result"] == f"failed at wait-ready; rolled back to {BASE}"
+    assert row["result"] == f"failed at launch; rolled back to {BASE}"
     texts["report"] = report.model_dump_json() + report.markdown() + report.text()
     assert_no_secret(texts, SENTINELS, "of a release that rolled back")
 
@@ -161,7 +161,7 @@ def test_the_second_of_three_migrations_failing_at_its_first_statement_leaves_th
     drop_from_checkout(sandbox, *names)
     assert state.is_failed()
     rb = report.facts.rollback
-    assert rb.recovered and report.failures()[0].name == "wait-ready", report.text()
+    assert rb.recovered and report.failures()[0].name == "launch", report.text()
     assert rb.migrations_undone == [names[0]]  # exactly what this release applied
     assert by_name(report)["rollback: schema"].status == Status.PASSED and rb.schema_left == []
     assert sandbox.fingerprint() == before  # schema and every row

@@ -1,0 +1,260 @@
+"""Launch as a health-gated cutover, so that a release (or a rollback) is invisible
+to users, as Kamal and `docker rollout` do it:
+
+1. start the new containers of the backend and frontend beside the old ones
+   (`compose up --no-deps --no-recreate --scale SERVICE=2N`): the old ones keep
+   serving, the database service is never touched;
+2. wait until every new container is healthy (its Docker health check) and has not
+   exited or restarted; one that fails, or is not healthy within
+   RELEASE_READY_TIMEOUT_S, is removed with every other new one, and the old version
+   goes on serving: nothing of the code needs rolling back;
+3. let the edge find the new ones (RELEASE_EDGE_SETTLE_S: its discovery and health
+   check interval), then drain the old ones: create RELEASE_DRAIN_FILE in them,
+   which their health check fails on, wait until Docker reports them unhealthy and
+   the edge has taken them out of its rotation (the settle time again), then tell
+   them to stop (SIGTERM): in-flight requests have RELEASE_DRAIN_S to finish before
+   Docker kills them; then they are removed.
+
+The edge must find a service's containers itself and route only to healthy ones
+(Traefik's Docker provider, or the sandbox's HAProxy): nothing here rewrites its
+configuration. `--stop-first` is the old way, `compose up` recreating the
+containers: the service is down until the new ones start.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import docker
+
+from blocks.envfile import Environment
+from smartrelease.errors import CommandFailed, StepFailed
+from smartrelease.process import run
+from smartrelease.report import Finding
+from tasks.images import engine
+from tasks.launch import STEP, compose_up, project_compose, start_database
+from tasks.running import logs_tail
+from tasks.runbook_task import runbook_task
+
+POLL_S = 0.25
+DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy
+KEPT_SERVING = "the old version kept serving; nothing to roll back for code"
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a service, as Docker Engine reports it."""
+
+    id: str
+    name: str
+    reference: str  # the image it was created from (compose: repository@digest)
+    status: str  # created, running, restarting, exited, ...
+    health: str | None  # starting, healthy, unhealthy; None without a health check
+    restarts: int
+
+    @classmethod
+    def of(cls, c) -> "Container":
+        state = c.attrs["State"]
+        return cls(id=c.id, name=c.name, reference=(c.attrs.get("Config") or {}).get("Image") or "",
+                   status=state["Status"], health=(state.get("Health") or {}).get("Status"),
+                   restarts=c.attrs.get("RestartCount", 0))
+
+
+@dataclass(frozen=True)
+class ServiceCutover:
+    """What the cutover does to one service: a pure value, decided before anything runs."""
+
+    service: str
+    image: str
+    old: tuple[str, ...]  # running containers: they serve until the new ones do
+    stale: tuple[str, ...]  # stopped ones: serve nothing, removed first (`up` would start them again)
+
+    @property
+    def scale(self) -> int:
+        return 2 * len(self.old) or 1
+
+
+def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str]) -> list[ServiceCutover]:
+    """`containers`: each app service's containers now; `images`: service -> the
+    reference to run. A service already running only `images`' reference is left out."""
+    plan = []
+    for service, image in images.items():
+        found = containers.get(service, [])
+        running = [c for c in found if c.status == "running"]
+        if running and all(c.reference == image for c in running):
+            continue
+        plan.append(ServiceCutover(service, image, tuple(c.id for c in running),
+                                   tuple(c.id for c in found if c.status != "running")))
+    return plan
+
+
+def service_containers(client: docker.DockerClient, project: str, service: str) -> list[Container]:
+    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
+                                                                f"com.docker.compose.service={service}"]})
+    return [Container.of(c) for c in found]
+
+
+def failure(c: Container, first_restarts: int) -> str | None:
+    """Why a new container has failed for good, or None while it may still come up."""
+    if c.status in ("exited", "dead", "restarting") or c.restarts > first_restarts:
+        return f"{c.status}, restarted {c.restarts} time(s)"
+    return None
+
+
+def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, list[str]],
+                 was_unhealthy: set[str]) -> float:
+    """Until every new container is healthy (running, without a health check);
+    raises StepFailed naming the first that fails. Returns the seconds it took;
+    `was_unhealthy` gets the services seen unhealthy on the way (within the grace)."""
+    started = time.monotonic()
+    deadline = started + env.target.ready_timeout_s
+    first: dict[str, int] = {}
+    unhealthy_since: dict[str, float] = {}
+    while True:
+        waiting = []
+        for service, ids in new.items():
+            for cid in ids:
+                try:
+                    c = Container.of(client.containers.get(cid))
+                except docker.errors.NotFound:
+                    raise StepFailed(STEP, f"{service}: the new container {cid[:12]} disappeared") from None
+                first.setdefault(cid, c.restarts)
+                why = failure(c, first[cid])
+                now = time.monotonic()
+                if c.health == "unhealthy":
+                    since = unhealthy_since.setdefault(cid, now)
+                    if now - since >= env.target.unhealthy_grace_s:
+                        why = f"unhealthy for {now - since:.0f} s"
+                else:
+                    unhealthy_since.pop(cid, None)
+                if why:
+                    raise StepFailed(STEP, f"{service} container {why} (a new one); last log lines:\n"
+                                           f"{logs_tail(client, cid)}")
+                if c.health == "unhealthy":
+                    was_unhealthy.add(service)
+                if c.status != "running" or c.health in ("starting", "unhealthy"):
+                    waiting.append(f"{service} {c.health or c.status}")
+        if not waiting:
+            return time.monotonic() - started
+        if time.monotonic() + POLL_S > deadline:
+            raise StepFailed(STEP, f"the new containers were not healthy after {env.target.ready_timeout_s:.0f} s: "
+                                   + ", ".join(waiting))
+        time.sleep(POLL_S)
+
+
+def remove(client: docker.DockerClient, ids, *, grace_s: float = 0) -> None:
+    """Stop (SIGTERM, then SIGKILL after `grace_s`) and remove, all at once."""
+    def one(cid: str) -> None:
+        try:
+            c = client.containers.get(cid)
+            if grace_s:
+                c.stop(timeout=int(grace_s))
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, ids))
+
+
+def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
+    """Fail the health check of each old container (its health check must honour
+    `drain_file`) and wait until Docker reports them unhealthy; what happened, for the
+    report. One without a health check, or whose check ignores the file, is stopped
+    undrained: the edge's retries then cover it."""
+    started, undrained = time.monotonic(), []
+    waiting = []
+    for cid in ids:
+        try:
+            c = client.containers.get(cid)
+            if Container.of(c).health is None:
+                undrained.append(f"{c.name} has no health check")
+                continue
+            code, _ = c.exec_run(["touch", drain_file])
+            (waiting if code == 0 else undrained).append(cid if code == 0 else f"{c.name}: touch {drain_file} "
+                                                                                 f"exited {code}")
+        except docker.errors.APIError as exc:
+            undrained.append(f"{cid[:12]}: {exc.explanation or exc}")
+    while waiting and time.monotonic() - started < DRAIN_WAIT_S:
+        time.sleep(POLL_S)
+        for cid in list(waiting):
+            try:
+                if Container.of(client.containers.get(cid)).health == "unhealthy":
+                    waiting.remove(cid)
+            except docker.errors.NotFound:
+                waiting.remove(cid)
+    undrained += [f"{cid[:12]}'s health check ignored {drain_file} for {DRAIN_WAIT_S} s" for cid in waiting]
+    took = time.monotonic() - started
+    return (f"drained in {took:.1f} s" if not undrained
+            else f"not all drained ({'; '.join(undrained)}): stopped as they were")
+
+
+def other_services(env: Environment, app: list[str]) -> list[str]:
+    """The project's services that are neither the app's nor the database (the edge)."""
+    listed = run(project_compose(env).services()).stdout.split()
+    return [s for s in listed if s not in app and s != env.target.database_service]
+
+
+def cutover(env: Environment, images: dict[str, str]) -> Finding:
+    """`images`: role -> reference. See the module's docstring."""
+    client = engine(timeout_s=env.target.drain_s + 60)
+    t = env.target
+    by_service = {t.service(role): ref for role, ref in images.items()}
+    plan = plan_cutover({s: service_containers(client, t.compose_project, s) for s in by_service}, by_service)
+    if not plan:
+        return Finding(detail="already running " + ", ".join(by_service) + " at these digests: nothing to start")
+    if not any(p.old for p in plan):  # nothing serves: start it all, as a first deploy does
+        remove(client, [cid for p in plan for cid in p.stale])
+        compose_up(env, images)
+        return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan))
+    project = project_compose(env, images)
+    try:
+        if t.database_service:
+            start_database(env)
+        remove(client, [cid for p in plan for cid in p.stale])
+        run(project.up([p.service for p in plan], no_deps=True, no_recreate=True,
+                       scale={p.service: p.scale for p in plan}))
+    except CommandFailed as exc:
+        new = {p.service: [c.id for c in service_containers(client, t.compose_project, p.service) if c.id not in p.old]
+               for p in plan}
+        remove(client, [cid for ids in new.values() for cid in ids])
+        raise StepFailed(STEP, f"{exc}; {KEPT_SERVING}") from None
+    new = {p.service: [c.id for c in service_containers(client, t.compose_project, p.service) if c.id not in p.old]
+           for p in plan}
+    was_unhealthy: set[str] = set()
+    try:
+        healthy_s = wait_healthy(client, env, new, was_unhealthy)
+    except StepFailed as exc:
+        remove(client, [cid for ids in new.values() for cid in ids])
+        head, _, logs = exc.reason.partition("\n")
+        raise StepFailed(STEP, f"{head}; removed the new containers: {KEPT_SERVING}" + (f"\n{logs}" if logs else "")) from None
+    time.sleep(t.edge_settle_s)  # the edge finds the new ones
+    old = [cid for p in plan for cid in p.old]
+    drained = drain(client, old, t.drain_file)
+    time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
+    stop_started = time.monotonic()
+    remove(client, old, grace_s=t.drain_s)
+    stopped_s = time.monotonic() - stop_started
+    if others := other_services(env, list(by_service)):  # the edge, started if it is not running; never recreated
+        run(project.up(others, no_deps=True, no_recreate=True))
+    return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"
+                                                  for p in plan)
+                          + f": new healthy after {healthy_s:.1f} s"
+                          + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
+                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s",
+                   warning=drained.startswith("not"))
+
+
+def launch(env: Environment, images: dict[str, str], stop_first: bool = False) -> Finding:
+    """The cutover; with `stop_first`, the runbook's `compose up`, which stops the old
+    containers before the new ones start (a release that cannot run beside the old
+    version): the service is down until wait-ready passes, and the report says so."""
+    if not stop_first:
+        return cutover(env, images)
+    compose_up(env, images)
+    return Finding(warning=True, detail="stop-first: compose up stopped the old containers before starting "
+                                        + ", ".join(f"{s} {ref.rsplit('@', 1)[-1][:19]}…" for s, ref in images.items())
+                                        + ": users get errors until wait-ready passes")
+
+
+launch_task = runbook_task(STEP, timeout_s=1800)(launch)

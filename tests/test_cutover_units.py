@@ -1,0 +1,62 @@
+"""The cutover's decisions and commands as plain values, and the load generator's
+arithmetic, without Docker."""
+
+import pytest
+
+from sandbox.load import Load, Sample, percentile, summarize
+from tasks.compose import ComposeProject
+from tasks.cutover import Container, failure, plan_cutover
+
+OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
+WEB = "reg/frontend@sha256:" + "c" * 64
+
+
+def container(cid: str, ref: str = OLD, status: str = "running", health: str | None = "healthy") -> Container:
+    return Container(id=cid, name=cid, reference=ref, status=status, health=health, restarts=0)
+
+
+def test_each_service_gets_twice_its_running_containers_beside_them_and_stopped_ones_are_removed_first():
+    plan = plan_cutover({"backend": [container("b1"), container("b2"), container("b0", status="exited")]},
+                        {"backend": NEW})
+    assert [(p.service, p.old, p.stale, p.scale) for p in plan] == [("backend", ("b1", "b2"), ("b0",), 4)]
+
+
+def test_a_service_already_running_the_wanted_image_is_left_alone_and_one_not_running_is_started_once():
+    plan = plan_cutover({"backend": [container("b1", NEW)], "frontend": [container("f1", WEB, status="exited")]},
+                        {"backend": NEW, "frontend": WEB})
+    assert [(p.service, p.old, p.stale, p.scale) for p in plan] == [("frontend", (), ("f1",), 1)]
+    # A service half on the new image (a cutover interrupted) is cut over again, whole.
+    plan = plan_cutover({"backend": [container("b1", NEW), container("b2", OLD)]}, {"backend": NEW})
+    assert plan[0].old == ("b1", "b2") and plan[0].scale == 4
+
+
+def test_a_new_container_has_failed_for_good_once_it_exits_or_restarts():
+    assert failure(container("n", status="running", health="starting"), 0) is None
+    assert failure(container("n", status="exited"), 0) == "exited, restarted 0 time(s)"
+    assert failure(Container("n", "n", NEW, "running", None, restarts=1), 0) == "running, restarted 1 time(s)"
+
+
+def test_the_cutover_command_adds_containers_without_recreating_the_old_ones_or_touching_dependencies():
+    project = ComposeProject("/srv/compose.yml", "books", {})
+    argv = project.up(["backend", "frontend"], no_deps=True, no_recreate=True,
+                      scale={"backend": 2, "frontend": 2}).argv
+    assert argv[argv.index("up"):] == ("up", "--detach", "--quiet-pull", "--remove-orphans", "--no-deps",
+                                       "--no-recreate", "--scale", "backend=2", "--scale", "frontend=2",
+                                       "backend", "frontend")
+
+
+def test_load_stats_count_5xx_and_errors_as_failures_and_take_the_nearest_rank_percentile():
+    samples = [Sample(i, 0.010, "200") for i in range(97)] + [Sample(97, 1.0, "503"), Sample(98, 0.5, "ConnectError"),
+                                                              Sample(99, 0.02, "404")]
+    stats = summarize(samples, 1.0)
+    assert (stats.requests, stats.failed, stats.failures) == (100, 2, {"503": 1, "ConnectError": 1})
+    assert stats.p50_ms == 10.0 and stats.p99_ms == 500.0 and stats.max_ms == 1000.0
+    assert percentile([], 99) == 0.0 and percentile([3.0], 99) == 3.0
+    assert "2 failed (503 x1, ConnectError x1)" in stats.line()
+
+
+def test_load_goes_only_to_this_machine_within_bounds():
+    with pytest.raises(ValueError, match="only sent to this machine"):
+        Load("https://accounting.example.com/api/accounts", rate=10)
+    with pytest.raises(ValueError, match="rate must be"):
+        Load("https://127.0.0.1:1/", rate=5000)
