@@ -30,6 +30,7 @@ from smartrelease.links import run_url
 from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
 from tasks.migrations import applied_migrations
+from tasks.rollback_plan import tolerate
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 
 STEP = "approval"
@@ -74,6 +75,8 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
               *([f"| **no down step** | {', '.join(no_down)}: a rollback cannot undo them (restore instead) |"]
                 if no_down else []),
               *([f"| down step unknown | {', '.join(unknown)} |"] if unknown else []),
+              *([f"| must tolerate them | {tolerate(prev.version, [m.name for m in plan.migrations])} |"]
+                if plan.migrations and prev else []),
               f"| backup | {backup} |",
               f"| rollback plan | {f'[rollback-plan-{plan.environment}]({plan_url})' if plan_url else f'rollback-plan-{plan.environment}'} |",
               f"| requested by | {requested_by or 'not known'} |",

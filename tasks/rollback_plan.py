@@ -65,7 +65,16 @@ class RollbackPlan(Finding):
         says = {True: "yes", False: "**NO**: cannot be undone, restore the backup instead",
                 None: "unknown (the image could not say): the undo is verified as it runs"}
         lines += [f"| {m.name} | {says[m.has_down]} |" for m in self.migrations] or ["| none | |"]
+        if self.migrations and prev:
+            lines += ["", tolerate(prev.version, [m.name for m in self.migrations])]
         return "\n".join(lines) + "\n"
+
+
+def tolerate(running: str | None, migrations: list[str]) -> str:
+    """The expand/contract rule, for the migrations of one release: the cutover runs
+    them while the running version still serves (README, "Cutover")."""
+    return (f"{running or 'The running version'} serves while {', '.join(migrations)} run, and again if the release "
+            "is rolled back: it must work with them applied (expand/contract), or release with `--stop-first`.")
 
 
 def running_deployment(env: Environment, running: dict[str, RunningService] | None = None) -> Deployment | None:

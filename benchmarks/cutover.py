@@ -1,0 +1,131 @@
+"""Benchmark: requests dropped while a release, a broken release (and its automatic
+rollback) and a standalone rollback run, for the cutover and for the old
+stop-then-start path (`--stop-first`), side by side in one run.
+
+A fixed rate of GET requests (open loop) goes through the sandbox's TLS edge to
+/api/accounts, which reads the database, for the whole of each run; steady state is
+the same load with nothing running. Each scenario ships a new version of the
+stand-in checkout (the broken one crashes on start).
+
+usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/cutover.py [--env-file .env.sandbox] [--rate 100] [--runs 1] [--out docs/benchmarks-cutover.md]
+Needs a sandbox up (`smartrelease sandbox up`) with RELEASE_APPROVAL=none.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+
+from blocks import import_env_file
+from flows.rollback import rollback
+from flows.release import release
+from sandbox.app_changes import commit_version
+from sandbox.load import Load, Stats
+
+PATH = "/api/accounts"
+STEADY_S = 15
+
+
+def under_load(env, rate: float, action) -> tuple[Stats, object]:
+    with Load(env.target.public_url + PATH, rate=rate, ca=env.target.ca_bundle, max_s=900) as load:
+        time.sleep(1)  # the load is flowing before anything changes
+        started = time.monotonic()
+        report = action()
+        ended = time.monotonic()
+        time.sleep(1)
+    return load.stats(started, ended), report
+
+
+def checked(state, expect_ok: bool):
+    report = state.result(raise_on_failure=False)
+    if report.ok != expect_ok or (not expect_ok and not report.facts.rollback.recovered):
+        raise SystemExit(f"unexpected outcome:\n{report.text()}")
+    return report
+
+
+def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dict[str, Stats]:
+    """good release -> broken release (rolled back) -> rollback to the version before."""
+    out = {}
+    before = env.name
+    good, broken = f"{tag}.0", f"{tag}.1"
+    commit_version(app_dir, good)
+    out["good release"], _ = under_load(env, rate, lambda: checked(
+        release(environment=before, stop_first=stop_first, return_state=True), True))
+    commit_version(app_dir, broken, faults=["crash-on-start"])
+    out["broken release, rolled back"], _ = under_load(env, rate, lambda: checked(
+        release(environment=before, stop_first=stop_first, return_state=True), False))
+    commit_version(app_dir, good)  # the checkout back on a good version
+    out["rollback"], _ = under_load(env, rate, lambda: checked(
+        rollback(environment=before, stop_first=stop_first, return_state=True), True))
+    return out
+
+
+def cell(stats: list[Stats], what: str) -> str:
+    values = [getattr(s, what) for s in stats]
+    return f"{statistics.median(values):.0f}" + (f" (max {max(values):.0f})" if len(values) > 1 else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env-file", default=".env.sandbox")
+    ap.add_argument("--rate", type=float, default=100)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--out", default="docs/benchmarks-cutover.md")
+    args = ap.parse_args()
+
+    env = import_env_file(args.env_file, "sandbox")
+    if env.target.approval_required:
+        raise SystemExit("set RELEASE_APPROVAL=none in the env file first: nobody is there to approve")
+    app_dir = env.target.app_dir
+    with Load(env.target.public_url + PATH, rate=args.rate, ca=env.target.ca_bundle, max_s=STEADY_S) as load:
+        time.sleep(STEADY_S)
+    steady = load.stats()
+    results: dict[tuple[str, str], list[Stats]] = {}
+    series = int(time.time()) % 100000
+    for run in range(args.runs):
+        for path, stop_first in (("cutover", False), ("stop-first", True)):
+            tag = f"{30 + run}.{series}{int(stop_first)}"
+            for scenario, stats in scenarios(env, app_dir, args.rate, stop_first, tag).items():
+                results.setdefault((scenario, path), []).append(stats)
+                print(f"{scenario:28} {path:10} {stats.line()}", flush=True)
+
+    rows = "\n".join(f"| {scenario} | {path} | {cell(stats, 'requests')} | **{cell(stats, 'failed')}** | "
+                     f"{cell(stats, 'p50_ms')} | {cell(stats, 'p99_ms')} | {cell(stats, 'max_ms')} |"
+                     for (scenario, path), stats in results.items())
+    text = f"""# Benchmarks: requests dropped during a release
+
+Command: `python benchmarks/cutover.py --rate {args.rate:g} --runs {args.runs}` on a
+sandbox (`smartrelease sandbox up`, `RELEASE_APPROVAL=none`). A fixed rate of
+{args.rate:g} GET requests/s (open loop: one every {1000 / args.rate:g} ms, answered or not)
+goes through the TLS edge to `{PATH}`, which reads the database, while each flow
+runs; a request fails when it gets no answer or a 5xx. The same run measures the
+cutover (the default) and the old stop-then-start path (`--stop-first`): a good
+release, a broken release (its backend crashes on start) that rolls back
+automatically, and a rollback to the version before. Machine: {platform.machine()},
+{os.cpu_count()} cores, CPython {platform.python_version()}, measured
+{datetime.now(timezone.utc):%Y-%m-%d}. The load generator runs on the same 2-core
+machine as Docker, the flows and the Prefect server, so its latencies include its
+own scheduling.
+
+Steady state (nothing running, {STEADY_S} s): {steady.line()}.
+
+| scenario | path | requests | failed | p50 ms | p99 ms | max ms |
+|---|---|---:|---:|---:|---:|---:|
+{rows}
+
+The window of each row is the flow's whole run, from its start to its report.
+With the cutover, the old containers serve until the new ones are healthy and the
+edge has them; a broken new container is removed without ever getting a request.
+With stop-first, `docker compose up -d` stops the backend and frontend (and the edge,
+which depends on them, is recreated), so requests fail with 503 (no server) or a
+refused connection until the new containers are up.
+"""
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Releases and rollbacks under load, on the shared sandbox: requests at a fixed rate
+through the TLS edge (HAProxy, finding containers through Docker's DNS) to an
+endpoint that reads the database, for the whole run. The cutover must drop none;
+the old stop-then-start path must drop some, or this test could not tell them apart.
+
+Nothing here rests on the stand-in's internals: the broken version crashes on start
+(any app can), and the drain goes through the compose file's health check."""
+
+import docker
+import pytest
+
+from flows.rollback import rollback
+from sandbox.load import Load
+from smartrelease.report import Report, Status
+from tasks.cutover import KEPT_SERVING, service_containers
+from tests.conftest import SHARED_ENV
+
+pytestmark = pytest.mark.e2e
+ENV = SHARED_ENV
+RATE = 50  # requests/s: bounded, and enough to land in every gap of a stop-then-start
+PATH = "/api/accounts"  # reads the database
+
+
+@pytest.fixture(scope="module")
+def sandbox(shared_sandbox):
+    state, report, _ = shared_sandbox.release("6.0.0")
+    assert state.is_completed(), report.text()
+    yield shared_sandbox
+
+
+def load(sandbox) -> Load:
+    env = sandbox.env()
+    return Load(env.target.public_url + PATH, rate=RATE, ca=env.target.ca_bundle, max_s=300)
+
+
+def app_containers(sandbox) -> dict[str, list[tuple[str, str]]]:
+    """service -> [(container id, image reference)] of every container of the app's services."""
+    env, client = sandbox.env(), docker.from_env()
+    return {s: sorted((c.id, c.reference) for c in service_containers(client, env.target.compose_project, s))
+            for s in (env.target.backend_service, env.target.frontend_service)}
+
+
+def steps(report: Report) -> dict:
+    return {r.name: r for r in report.results}
+
+
+def test_a_good_release_under_load_drops_no_request_and_leaves_only_the_new_containers(sandbox):
+    before = app_containers(sandbox)
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.1.0")
+    assert state.is_completed(), report.text()
+    stats = traffic.stats()
+    assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
+    launch = steps(report)["launch"]
+    assert launch.status == Status.PASSED and launch.detail.startswith("cut over backend (1 old -> 1 new)"), launch.detail
+    assert "old drained in" in launch.detail, launch.detail  # taken out of the edge by its health check first
+    after = app_containers(sandbox)
+    for service, containers in after.items():
+        assert len(containers) == 1 and containers[0][0] not in {cid for cid, _ in before[service]}, after
+        assert containers[0][1].rsplit("@", 1)[1] in report.facts.digests.values(), (containers, report.facts.digests)
+
+
+def test_a_broken_release_under_load_drops_no_request_and_leaves_exactly_the_old_containers(sandbox):
+    before = app_containers(sandbox)
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.2.0", faults=["crash-on-start"])
+    assert state.is_failed()
+    stats = traffic.stats()
+    assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
+    launch = steps(report)["launch"]
+    assert launch.status == Status.FAILED and KEPT_SERVING in launch.detail, launch.detail
+    assert "crash-on-start" in launch.detail  # the new container's own last words
+    assert report.facts.rollback.recovered, report.text()
+    assert app_containers(sandbox) == before  # the very containers that served before: never stopped
+
+
+def test_a_rollback_under_load_drops_no_request(sandbox):
+    with load(sandbox) as traffic:
+        state = rollback(environment=ENV, to_version="6.0.0", return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert state.is_completed(), report.text()
+    stats = traffic.stats()
+    assert stats.requests > 3 * RATE and stats.failed == 0, stats.line()
+    assert steps(report)["relaunch"].detail.startswith("cut over backend (1 old -> 1 new)")
+
+
+def test_the_old_stop_then_start_path_drops_requests_and_the_report_says_so(sandbox):
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.3.0", stop_first=True)
+    assert state.is_completed(), report.text()
+    stats = traffic.stats()
+    assert stats.failed > 0, stats.line()  # what the cutover is for: this path is visible to users
+    launch = steps(report)["launch"]
+    assert launch.status == Status.WARNING and "users get errors until wait-ready passes" in launch.detail
+    assert all(len(c) == 1 for c in app_containers(sandbox).values())
