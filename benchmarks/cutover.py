@@ -46,19 +46,21 @@ def checked(state, expect_ok: bool):
 
 
 def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dict[str, Stats]:
-    """good release -> broken release (rolled back) -> rollback to the version before."""
+    """(a base release, not measured) -> good release -> broken release (rolled back)
+    -> rollback to the base."""
     out = {}
-    before = env.name
-    good, broken = f"{tag}.0", f"{tag}.1"
+    base, good, broken = f"{tag}.0", f"{tag}.1", f"{tag}.2"
+    commit_version(app_dir, base)
+    checked(release(environment=env.name, return_state=True), True)
     commit_version(app_dir, good)
     out["good release"], _ = under_load(env, rate, lambda: checked(
-        release(environment=before, stop_first=stop_first, return_state=True), True))
+        release(environment=env.name, stop_first=stop_first, return_state=True), True))
     commit_version(app_dir, broken, faults=["crash-on-start"])
     out["broken release, rolled back"], _ = under_load(env, rate, lambda: checked(
-        release(environment=before, stop_first=stop_first, return_state=True), False))
+        release(environment=env.name, stop_first=stop_first, return_state=True), False))
     commit_version(app_dir, good)  # the checkout back on a good version
     out["rollback"], _ = under_load(env, rate, lambda: checked(
-        rollback(environment=before, stop_first=stop_first, return_state=True), True))
+        rollback(environment=env.name, to_version=base, stop_first=stop_first, return_state=True), True))
     return out
 
 
@@ -103,7 +105,7 @@ goes through the TLS edge to `{PATH}`, which reads the database, while each flow
 runs; a request fails when it gets no answer or a 5xx. The same run measures the
 cutover (the default) and the old stop-then-start path (`--stop-first`): a good
 release, a broken release (its backend crashes on start) that rolls back
-automatically, and a rollback to the version before. Machine: {platform.machine()},
+automatically, and a rollback to the release before the good one. Machine: {platform.machine()},
 {os.cpu_count()} cores, CPython {platform.python_version()}, measured
 {datetime.now(timezone.utc):%Y-%m-%d}. The load generator runs on the same 2-core
 machine as Docker, the flows and the Prefect server, so its latencies include its

@@ -41,6 +41,10 @@ class ComposeProject:
         """`config --services`: the compose file's services, one per line."""
         return self._command("config", "--services", timeout_s=60)
 
+    def config(self) -> Command:
+        """`config --format json`: the compose file as Compose reads it, variables set."""
+        return self._command("config", "--format", "json", timeout_s=60)
+
     def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False,
            force_recreate: bool = False, wait: bool = False, scale: Mapping[str, int] | None = None) -> Command:
         """`wait`: until the services run and pass their health checks. `scale`:

@@ -9,6 +9,7 @@ from blocks.envfile import Environment, app_keys
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import Finding
 from smartrelease.refs import check_version
+from tasks.cutover import compose_problems
 from tasks.http import ssl_context
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task
@@ -150,6 +151,8 @@ def check_environment(env: Environment, version: str | None = None) -> Finding:
     except ConfigError as exc:
         problems.append(str(exc))
         ver = None
+
+    problems += compose_problems(env)
 
     if env.target.env_file and os.path.exists(env.target.env_file):
         mode = stat.S_IMODE(os.stat(env.target.env_file).st_mode)

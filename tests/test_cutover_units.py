@@ -1,11 +1,14 @@
-"""The cutover's decisions and commands as plain values, and the load generator's
-arithmetic, without Docker."""
+"""The cutover's decisions and commands as plain values, the load generator's
+arithmetic, and the compose constraints read by the real `docker compose config`."""
 
 import pytest
 
+from blocks.envfile import parse_env_file
 from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
-from tasks.cutover import Container, failure, plan_cutover
+from smartrelease.errors import StepFailed
+from tasks.cutover import Container, compose_problems, failure, plan_cutover, scaling_problems
+from tasks.environment import check_environment
 
 OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
 WEB = "reg/frontend@sha256:" + "c" * 64
@@ -60,3 +63,23 @@ def test_load_goes_only_to_this_machine_within_bounds():
         Load("https://accounting.example.com/api/accounts", rate=10)
     with pytest.raises(ValueError, match="rate must be"):
         Load("https://127.0.0.1:1/", rate=5000)
+
+
+def test_a_service_with_a_fixed_name_or_a_host_port_cannot_be_cut_over_and_says_why():
+    config = {"services": {"backend": {"container_name": "api", "ports": [{"target": 8080, "published": "8080"}]},
+                           "frontend": {"ports": [{"target": 8081}]}, "edge": {"ports": [{"published": "443"}]}}}
+    assert scaling_problems(config, ["backend", "frontend"]) == [
+        "backend has container_name 'api'", "backend publishes host port(s) 8080"]
+
+
+def test_preflight_refuses_a_compose_file_that_pins_a_container_name_before_anything_is_changed(write_env, tmp_path):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n    container_name: smartaccounting-api\n"
+                       "  frontend:\n    image: ${FRONTEND_IMAGE}\n")
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books"))
+    [problem] = compose_problems(env)  # `docker compose config`, the real one
+    assert problem.startswith(f"{compose}: backend has container_name 'smartaccounting-api': a release runs two")
+    with pytest.raises(StepFailed, match="container_name 'smartaccounting-api'"):
+        check_environment(env)
+    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n  frontend:\n    image: ${FRONTEND_IMAGE}\n")
+    assert compose_problems(env) == []
