@@ -23,6 +23,7 @@ from flows.rollback import rollback
 from flows.release import release
 from sandbox.app_changes import commit_version
 from sandbox.load import Load, Stats
+from tasks.build_pin import build_pin
 
 PATH = "/api/accounts"
 STEADY_S = 15
@@ -38,6 +39,13 @@ def under_load(env, rate: float, action) -> tuple[Stats, object]:
     return load.stats(started, ended), report
 
 
+def pushed(env, app_dir: str, version: str, faults: list[str] | None = None) -> None:
+    """Commit `version` and build and push it, so that the measured run deploys it as
+    pushed (an image is built on a CI machine, not on the host that serves)."""
+    commit_version(app_dir, version, faults=faults)
+    build_pin(env, version)
+
+
 def checked(state, expect_ok: bool):
     report = state.result(raise_on_failure=False)
     if report.ok != expect_ok or (not expect_ok and not report.facts.rollback.recovered):
@@ -50,12 +58,12 @@ def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dic
     -> rollback to the base."""
     out = {}
     base, good, broken = f"{tag}.0", f"{tag}.1", f"{tag}.2"
-    commit_version(app_dir, base)
+    pushed(env, app_dir, base)
     checked(release(environment=env.name, return_state=True), True)
-    commit_version(app_dir, good)
+    pushed(env, app_dir, good)
     out["good release"], _ = under_load(env, rate, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), True))
-    commit_version(app_dir, broken, faults=["crash-on-start"])
+    pushed(env, app_dir, broken, faults=["crash-on-start"])
     out["broken release, rolled back"], _ = under_load(env, rate, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), False))
     commit_version(app_dir, good)  # the checkout back on a good version
@@ -102,7 +110,8 @@ Command: `python benchmarks/cutover.py --rate {args.rate:g} --runs {args.runs}` 
 sandbox (`smartrelease sandbox up`, `RELEASE_APPROVAL=none`). A fixed rate of
 {args.rate:g} GET requests/s (open loop: one every {1000 / args.rate:g} ms, answered or not)
 goes through the TLS edge to `{PATH}`, which reads the database, while each flow
-runs; a request fails when it gets no answer or a 5xx. The same run measures the
+runs; a request fails when it gets no answer or a 5xx. Each version is built and
+pushed before its run (as a CI machine would), so the run deploys it as pushed. The same run measures the
 cutover (the default) and the old stop-then-start path (`--stop-first`): a good
 release, a broken release (its backend crashes on start) that rolls back
 automatically, and a rollback to the release before the good one. Machine: {platform.machine()},

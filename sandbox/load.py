@@ -14,9 +14,12 @@ A request fails when it gets no answer (refused, reset, timed out) or a 5xx.
 import asyncio
 import math
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -72,60 +75,95 @@ def summarize(samples: list[Sample], seconds: float) -> Stats:
 
 
 class Load:
+    """Runs in a process of its own (`python -m sandbox.load`): in the process of a
+    flow it would share the GIL with Prefect's engine, and its latencies would measure
+    that. time.monotonic() is the machine's clock on Linux, so its samples' times
+    compare with the caller's."""
+
     def __init__(self, url: str, *, rate: float, ca: str | None = None, max_s: float = 600, timeout_s: float = 10):
         host = urlsplit(url).hostname
         if host not in LOCAL_HOSTS:
             raise ValueError(f"load is only sent to this machine (127.0.0.1 or localhost), not {host!r}")
         if not 0 < rate <= 1000 or not 0 < max_s <= 3600:
             raise ValueError("rate must be in (0, 1000] requests/s and max_s in (0, 3600] s")
-        self.url, self.rate, self.max_s, self.timeout_s = url, rate, max_s, timeout_s
-        self.verify = ssl.create_default_context(cafile=ca) if ca else True
+        self.url, self.rate, self.ca, self.max_s, self.timeout_s = url, rate, ca, max_s, timeout_s
         self.samples: list[Sample] = []
         self.started = self.ended = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True, name="load")
+        self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Load":
-        self.started = time.monotonic()
-        self._thread.start()
+        argv = [sys.executable, "-m", "sandbox.load", self.url, str(self.rate), self.ca or "", str(self.max_s),
+                str(self.timeout_s)]
+        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                         cwd=Path(__file__).resolve().parent.parent)
+        started = self._process.stdout.readline().split()  # "started <monotonic>"
+        if not started:
+            raise RuntimeError(f"the load generator did not start (exit {self._process.wait()})")
+        self.started = float(started[1])
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    async def _one(self, client: httpx.AsyncClient, sent: float) -> None:
-        try:
-            outcome = str((await client.get(self.url)).status_code)
-        except httpx.HTTPError as exc:
-            outcome = type(exc).__name__
-        self.samples.append(Sample(sent, time.monotonic() - sent, outcome))
-
-    async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout_s, limits=limits) as client:
-            pending: set[asyncio.Task] = set()
-            n = 0
-            while not self._stop.is_set():
-                due = self.started + n / self.rate
-                if due - self.started > self.max_s:
-                    break
-                if (wait := due - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)
-                task = asyncio.create_task(self._one(client, time.monotonic()))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                n += 1
-            self.ended = time.monotonic()
-            if pending:
-                await asyncio.wait(pending)
+        """Stop sending, wait for the answers still due, and read every sample."""
+        if self._process is None:
+            return
+        out, _ = self._process.communicate(input="stop\n", timeout=self.timeout_s + 60)
+        lines = out.splitlines()
+        self.ended = float(lines[-1].split()[1])  # "ended <monotonic>"
+        self.samples = [Sample(float(sent), float(latency), outcome)
+                        for sent, latency, outcome in (line.split() for line in lines[:-1])]
+        self._process = None
 
     def stats(self, since: float | None = None, until: float | None = None) -> Stats:
-        """Of the requests sent in [since, until] (default: the whole run)."""
+        """Of the requests sent in [since, until] (default: the whole run); after stop()."""
         since = self.started if since is None else since
-        until = (self.ended or time.monotonic()) if until is None else until
+        until = self.ended if until is None else until
         window = [s for s in self.samples if since <= s.sent <= until]
         return summarize(window, max(until - since, 1e-9))
+
+
+async def generate(url: str, rate: float, ca: str | None, max_s: float, timeout_s: float,
+                   stop: threading.Event) -> list[Sample]:
+    """Open loop: request n is sent at start + n/rate, until `stop` or max_s."""
+    samples: list[Sample] = []
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+
+    async def one(client: httpx.AsyncClient, sent: float) -> None:
+        try:
+            outcome = str((await client.get(url)).status_code)
+        except httpx.HTTPError as exc:
+            outcome = type(exc).__name__
+        samples.append(Sample(sent, time.monotonic() - sent, outcome))
+
+    async with httpx.AsyncClient(verify=verify, timeout=timeout_s, limits=limits) as client:
+        started, pending, n = time.monotonic(), set(), 0
+        print(f"started {started}", flush=True)
+        while not stop.is_set():
+            due = started + n / rate
+            if due - started > max_s:
+                break
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            task = asyncio.create_task(one(client, time.monotonic()))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        ended = time.monotonic()
+        if pending:
+            await asyncio.wait(pending)
+    return samples + [Sample(ended, 0.0, "ended")]
+
+
+def main(argv: list[str]) -> None:
+    url, rate, ca, max_s, timeout_s = argv[0], float(argv[1]), argv[2] or None, float(argv[3]), float(argv[4])
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    *samples, end = asyncio.run(generate(url, rate, ca, max_s, timeout_s, stop))
+    sys.stdout.write("".join(f"{s.sent} {s.latency_s} {s.outcome}\n" for s in samples) + f"ended {end.sent}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -160,8 +160,7 @@ def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, l
                 else:
                     unhealthy_since.pop(cid, None)
                 if why:
-                    raise StepFailed(STEP, f"{service} container {why} (a new one); last log lines:\n"
-                                           f"{logs_tail(client, cid)}")
+                    raise StepFailed(STEP, f"{service} container {why} (a new one)\n{logs_tail(client, cid)}")
                 if c.health == "unhealthy":
                     was_unhealthy.add(service)
                 if c.status != "running" or c.health in ("starting", "unhealthy"):
@@ -259,7 +258,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     except StepFailed as exc:
         remove(client, [cid for ids in new.values() for cid in ids])
         head, _, logs = exc.reason.partition("\n")
-        raise StepFailed(STEP, f"{head}; removed the new containers: {KEPT_SERVING}" + (f"\n{logs}" if logs else "")) from None
+        raise StepFailed(STEP, f"{head}; removed the new containers: {KEPT_SERVING}"
+                               + (f"; last log lines:\n{logs}" if logs else "")) from None
     time.sleep(t.edge_settle_s)  # the edge finds the new ones
     old = [cid for p in plan for cid in p.old]
     drained = drain(client, old, t.drain_file)
