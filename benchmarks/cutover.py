@@ -128,7 +128,8 @@ Steady state (nothing running, {STEADY_S} s): {steady.line()}.
 
 The window of each row is the flow's whole run, from its start to its report.
 With the cutover, the old containers serve until the new ones are healthy and the
-edge has them; a broken new container is removed without ever getting a request.
+edge has them; a broken new container is removed, and the requests it refused
+were sent again to an old one.
 With stop-first, `docker compose up -d` stops the backend and frontend (and the edge,
 which depends on them, is recreated), so requests fail with 503 (no server) or a
 refused connection until the new containers are up.
