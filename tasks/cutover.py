@@ -202,8 +202,10 @@ def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
                 undrained.append(f"{c.name} has no health check")
                 continue
             code, _ = c.exec_run(["touch", drain_file])
-            (waiting if code == 0 else undrained).append(cid if code == 0 else f"{c.name}: touch {drain_file} "
-                                                                                 f"exited {code}")
+            if code == 0:
+                waiting.append(cid)
+            else:
+                undrained.append(f"{c.name}: touch {drain_file} exited {code}")
         except docker.errors.APIError as exc:
             undrained.append(f"{cid[:12]}: {exc.explanation or exc}")
     while waiting and time.monotonic() - started < DRAIN_WAIT_S:
@@ -226,6 +228,28 @@ def other_services(env: Environment, app: list[str]) -> list[str]:
     return [s for s in listed if s not in app and s != env.target.database_service]
 
 
+def start_beside(client: docker.DockerClient, env: Environment, images: dict[str, str],
+                 plan: list[ServiceCutover]) -> dict[str, list[str]]:
+    """Step 1: the new containers of each planned service, beside the old ones
+    (service -> their ids). On failure none is left behind."""
+    project, name = project_compose(env, images), env.target.compose_project
+
+    def new_ones() -> dict[str, list[str]]:
+        return {p.service: [c.id for c in service_containers(client, name, p.service) if c.id not in p.old]
+                for p in plan}
+
+    try:
+        if env.target.database_service:
+            start_database(env)
+        remove(client, [cid for p in plan for cid in p.stale])
+        run(project.up([p.service for p in plan], no_deps=True, no_recreate=True,
+                       scale={p.service: p.scale for p in plan}))
+    except CommandFailed as exc:
+        remove(client, [cid for ids in new_ones().values() for cid in ids])
+        raise StepFailed(STEP, f"{exc}; {KEPT_SERVING}") from None
+    return new_ones()
+
+
 def cutover(env: Environment, images: dict[str, str]) -> Finding:
     """`images`: role -> reference. See the module's docstring."""
     client = engine(timeout_s=env.target.drain_s + 60)
@@ -238,20 +262,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         remove(client, [cid for p in plan for cid in p.stale])
         compose_up(env, images)
         return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan))
-    project = project_compose(env, images)
-    try:
-        if t.database_service:
-            start_database(env)
-        remove(client, [cid for p in plan for cid in p.stale])
-        run(project.up([p.service for p in plan], no_deps=True, no_recreate=True,
-                       scale={p.service: p.scale for p in plan}))
-    except CommandFailed as exc:
-        new = {p.service: [c.id for c in service_containers(client, t.compose_project, p.service) if c.id not in p.old]
-               for p in plan}
-        remove(client, [cid for ids in new.values() for cid in ids])
-        raise StepFailed(STEP, f"{exc}; {KEPT_SERVING}") from None
-    new = {p.service: [c.id for c in service_containers(client, t.compose_project, p.service) if c.id not in p.old]
-           for p in plan}
+
+    new = start_beside(client, env, images, plan)
     was_unhealthy: set[str] = set()
     try:
         healthy_s = wait_healthy(client, env, new, was_unhealthy)
@@ -260,6 +272,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         head, _, logs = exc.reason.partition("\n")
         raise StepFailed(STEP, f"{head}; removed the new containers: {KEPT_SERVING}"
                                + (f"; last log lines:\n{logs}" if logs else "")) from None
+
     time.sleep(t.edge_settle_s)  # the edge finds the new ones
     old = [cid for p in plan for cid in p.old]
     drained = drain(client, old, t.drain_file)
@@ -268,7 +281,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     remove(client, old, grace_s=t.drain_s)
     stopped_s = time.monotonic() - stop_started
     if others := other_services(env, list(by_service)):  # the edge, started if it is not running; never recreated
-        run(project.up(others, no_deps=True, no_recreate=True))
+        run(project_compose(env, images).up(others, no_deps=True, no_recreate=True))
     return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"
                                                   for p in plan)
                           + f": new healthy after {healthy_s:.1f} s"
