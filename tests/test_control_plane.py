@@ -62,7 +62,7 @@ def test_apply_makes_the_lock_the_pool_and_the_deployments(write_env):
             assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
                 "directory": str(REPO)}}]
         release = client.read_deployment_by_name("release/applied").parameter_openapi_schema
-        assert set(release["properties"]) == {"environment", "version", "digests", "db_strategy", "wait"}
+        assert set(release["properties"]) == {"environment", "version", "digests", "db_strategy", "wait", "stop_first"}
         assert release["required"] == ["environment"]
         # The UI offers the database strategies as a choice, not free text.
         assert release["properties"]["db_strategy"]["enum"] == ["undo", "restore", "none"]
