@@ -18,6 +18,7 @@ from tasks.backup_crypto import sha256_file
 from tasks.backup_files import BackupUnreadable, read_whole
 from blocks.app_contract import ROLES
 from tasks.build_pin import registry_for, repository_path
+from tasks.cutover import service_containers
 from tasks.images import engine, ensure_local
 from tasks.migrations import applied_migrations, down_steps, migration_files
 from tasks.pg_client import pg_tools
@@ -143,7 +144,7 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
 
     undo_image, without_down = None, []
     if to_undo and strategy == "undo":
-        undo_image = _backend_ref(env, services)
+        undo_image = _undo_image(client, env, to_undo) or _backend_ref(env, services)
         files = migration_files(client, undo_image, env.target.migrations_dir) if undo_image else {}
         downs = down_steps(client, undo_image, env.target.migrations_dir, [m for m in to_undo if m in files])
         without_down = [m for m in to_undo if m not in files or m in downs.without()]
@@ -157,6 +158,22 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     return RollbackInputs(detail=detail, environment=env.name,
                           from_version=current.version if current else None, target=target, strategy=strategy,
                           to_undo=to_undo, undo_image=undo_image, without_down=without_down, backup=backup)
+
+
+def _undo_image(client: docker.DockerClient, env: Environment, to_undo: list[str]) -> str | None:
+    """Among the backend's containers (a release interrupted during its cutover leaves
+    the old and the new side by side), the image that holds every migration to undo."""
+    repository = f"{env.target.registry}/{repository_path(env, 'backend')}"
+    for c in service_containers(client, env.target.compose_project or "", env.target.backend_service):
+        if not c.reference.startswith(repository + "@"):
+            continue
+        try:
+            files = migration_files(client, c.reference, env.target.migrations_dir)
+        except docker.errors.DockerException:
+            continue  # its image cannot be read: another container's may
+        if all(m in files for m in to_undo):
+            return c.reference
+    return None
 
 
 def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str | None:
