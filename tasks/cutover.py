@@ -35,31 +35,12 @@ from smartrelease.process import run
 from smartrelease.report import Finding
 from tasks.images import engine
 from tasks.launch import STEP, compose_up, project_compose, start_database
-from tasks.running import logs_tail
+from tasks.running import Container, logs_tail, service_containers
 from tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
 DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy
 KEPT_SERVING = "the old version kept serving; nothing to roll back for code"
-
-
-@dataclass(frozen=True)
-class Container:
-    """One container of a service, as Docker Engine reports it."""
-
-    id: str
-    name: str
-    reference: str  # the image it was created from (compose: repository@digest)
-    status: str  # created, running, restarting, exited, ...
-    health: str | None  # starting, healthy, unhealthy; None without a health check
-    restarts: int
-
-    @classmethod
-    def of(cls, c) -> "Container":
-        state = c.attrs["State"]
-        return cls(id=c.id, name=c.name, reference=(c.attrs.get("Config") or {}).get("Image") or "",
-                   status=state["Status"], health=(state.get("Health") or {}).get("Status"),
-                   restarts=c.attrs.get("RestartCount", 0))
 
 
 @dataclass(frozen=True)
@@ -118,12 +99,6 @@ def compose_problems(env: Environment) -> list[str]:
         return [f"{t.compose_file}: {'; '.join(problems)}: a release runs two containers of a service at once "
                 "(the cutover): remove them and let the edge route by service name (README, \"Cutover\")"]
     return []
-
-
-def service_containers(client: docker.DockerClient, project: str, service: str) -> list[Container]:
-    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
-                                                                f"com.docker.compose.service={service}"]})
-    return [Container.of(c) for c in found]
 
 
 def failure(c: Container, first_restarts: int) -> str | None:

@@ -18,7 +18,6 @@ from tasks.backup_crypto import sha256_file
 from tasks.backup_files import BackupUnreadable, read_whole
 from blocks.app_contract import ROLES
 from tasks.build_pin import registry_for, repository_path
-from tasks.cutover import service_containers
 from tasks.images import engine, ensure_local
 from tasks.migrations import applied_migrations, down_steps, migration_files
 from tasks.pg_client import pg_tools
@@ -26,7 +25,7 @@ from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
 from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 from tasks.runbook_task import runbook_task
-from tasks.running import RunningService, app_services, project_containers, running_services
+from tasks.running import RunningService, app_services, project_containers, running_services, service_containers
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)

@@ -1,6 +1,7 @@
 """What the Compose project is running right now, read from Docker Engine: each
 service's container, the image it runs, that image's registry digest and labels."""
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import docker
@@ -30,6 +31,31 @@ class RunningService(BaseModel):
         if at and same_repository(repo, repository):
             return digest
         return next((d.split("@", 1)[1] for d in self.digests if same_repository(d.split("@", 1)[0], repository)), None)
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a service, as Docker Engine reports it."""
+
+    id: str
+    name: str
+    reference: str  # the image it was created from (compose: repository@digest)
+    status: str  # created, running, restarting, exited, ...
+    health: str | None  # starting, healthy, unhealthy; None without a health check
+    restarts: int
+
+    @classmethod
+    def of(cls, c) -> "Container":
+        state = c.attrs["State"]
+        return cls(id=c.id, name=c.name, reference=(c.attrs.get("Config") or {}).get("Image") or "",
+                   status=state["Status"], health=(state.get("Health") or {}).get("Status"),
+                   restarts=c.attrs.get("RestartCount", 0))
+
+
+def service_containers(client: docker.DockerClient, project: str, service: str) -> list[Container]:
+    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
+                                                                f"com.docker.compose.service={service}"]})
+    return [Container.of(c) for c in found]
 
 
 def app_services(env: Environment, services: dict[str, RunningService]) -> dict[str, RunningService]:

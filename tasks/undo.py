@@ -15,9 +15,9 @@ from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from tasks.cutover import service_containers
 from tasks.images import engine
 from tasks.launch import project_compose
+from tasks.running import service_containers
 from tasks.migrations import applied_migrations
 from tasks.runbook_task import runbook_task
 

@@ -12,7 +12,8 @@ import pytest
 from flows.rollback import rollback
 from sandbox.load import Load
 from smartrelease.report import Report, Status
-from tasks.cutover import KEPT_SERVING, service_containers
+from tasks.cutover import KEPT_SERVING
+from tasks.running import service_containers
 from tests.conftest import SHARED_ENV
 
 pytestmark = pytest.mark.e2e
