@@ -1,10 +1,12 @@
 """Releases and rollbacks under load, on the shared sandbox: requests at a fixed rate
-through the TLS edge (HAProxy, finding containers through Docker's DNS) to an
+through the TLS edge (HAProxy, finding healthy containers through the Docker socket) to an
 endpoint that reads the database, for the whole run. The cutover must drop none;
 the old stop-then-start path must drop some, or this test could not tell them apart.
 
 Nothing here rests on the stand-in's internals: the broken version crashes on start
 (any app can), and the drain goes through the compose file's health check."""
+
+import time
 
 import docker
 import pytest
@@ -13,7 +15,9 @@ from flows.rollback import rollback
 from sandbox.load import Load
 from smartrelease.report import Report, Status
 from tasks.cutover import KEPT_SERVING
-from tasks.running import service_containers
+from smartrelease.process import run
+from tasks.launch import project_compose
+from tasks.running import Container, service_containers
 from tests.conftest import SHARED_ENV
 
 pytestmark = pytest.mark.e2e
@@ -94,3 +98,45 @@ def test_the_old_stop_then_start_path_drops_requests_and_the_report_says_so(sand
     launch = steps(report)["launch"]
     assert launch.status == Status.WARNING and "users get errors until wait-ready passes" in launch.detail
     assert all(len(c) == 1 for c in app_containers(sandbox).values())
+
+
+def edge_log(client, env, since: int) -> str:
+    [edge] = service_containers(client, env.target.compose_project, "edge")
+    return client.containers.get(edge.id).logs(since=since).decode(errors="replace")
+
+
+def test_the_edge_sends_nothing_to_a_container_docker_does_not_call_healthy(sandbox):
+    """A container still starting, or failing its health check, gets no request (a
+    starting backend may not listen yet); once Docker calls it healthy, it does."""
+    env, client = sandbox.env(), docker.from_env()
+    t = env.target
+    [serving] = service_containers(client, t.compose_project, t.backend_service)
+    [web] = service_containers(client, t.compose_project, t.frontend_service)
+    project = project_compose(env, {"backend": serving.reference, "frontend": web.reference})
+    since = int(time.time())
+    with load(sandbox) as traffic:
+        run(project.up([t.backend_service], no_deps=True, no_recreate=True, scale={t.backend_service: 2}))
+        [extra] = [c for c in service_containers(client, t.compose_project, t.backend_service) if c.id != serving.id]
+        try:
+            container = client.containers.get(extra.id)
+            container.exec_run(["touch", t.drain_file])  # it answers /ready, but Docker will not call it healthy
+            ip = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                assert f"addr {ip} " not in edge_log(client, env, since), "routed to a container not healthy"
+                time.sleep(0.5)
+            assert Container.of(client.containers.get(extra.id)).health in ("starting", "unhealthy")
+            container.exec_run(["rm", t.drain_file])
+            deadline = time.monotonic() + 10
+            while f"addr {ip} " not in edge_log(client, env, since) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert f"addr {ip} " in edge_log(client, env, since), "not routed to once healthy"
+            container.exec_run(["touch", t.drain_file])  # drained, as the cutover does, before it goes
+            deadline = time.monotonic() + 10
+            while Container.of(client.containers.get(extra.id)).health != "unhealthy" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(t.edge_settle_s)
+        finally:
+            client.containers.get(extra.id).remove(force=True)
+    stats = traffic.stats()
+    assert stats.failed == 0, stats.line()
