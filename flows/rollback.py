@@ -1,10 +1,15 @@
 """Runbook, "Rollback plan (code + DB)": put the previous version back.
 
-rollback-target (decided before anything is touched)
--> stop-backend -> safety-backup -> undo-migrations     (database strategy `undo`)
-               or restore-database                      (`restore`; nothing for `none`)
+rollback-target (decided before anything is touched), then for strategy `undo`,
+the code first: under expand/contract the previous version runs on the newer schema,
+so it is cut over while users are served, and the migrations are undone after:
+-> relaunch (previous images, by digest) -> wait-ready
+-> safety-backup -> undo-migrations -> schema -> verify
+With `restore` (the database replaced whole) or `--stop-first` (a release that
+cannot run beside the older schema), the database first, the backend stopped:
+-> stop-backend -> safety-backup -> undo-migrations, or restore-database
 -> schema (after a failed release: the schema must be as before it launched)
--> relaunch (previous images, by digest) -> wait-ready -> verify
+-> relaunch -> wait-ready -> verify
 
 `roll_back` is the sequence after the decision; a failed release runs it with its
 own decision (flows/release.py), the `rollback` flow with one from the history.
@@ -56,14 +61,19 @@ def checks_schema(inputs: RollbackInputs) -> bool:
                                                            or inputs.strategy == "restore" and inputs.backup)
 
 
-def sequence(inputs: RollbackInputs) -> tuple[str, ...]:
+def sequence(inputs: RollbackInputs, stop_first: bool = False) -> tuple[str, ...]:
+    schema = ("schema",) if checks_schema(inputs) else ()
+    if inputs.strategy == "undo" and inputs.to_undo and not blocked_undo(inputs):
+        if stop_first:
+            return ("stop-backend", "safety-backup", "undo-migrations") + schema + CODE_STEPS
+        return ("relaunch", "wait-ready", "safety-backup", "undo-migrations") + schema + ("verify",)
     if inputs.strategy == "undo" and inputs.to_undo:
-        database = ("undo-migrations",) if blocked_undo(inputs) else ("stop-backend", "safety-backup", "undo-migrations")
+        database = ("undo-migrations",)  # blocked: reported, the database not touched
     elif inputs.strategy == "restore" and inputs.backup is not None:
         database = ("stop-backend", "restore-database")
     else:
         database = ()
-    return database + (("schema",) if checks_schema(inputs) else ()) + CODE_STEPS
+    return database + schema + CODE_STEPS
 
 
 def rollback_command(env: Environment, version: str | None, strategy: str | None = None) -> str:
@@ -118,16 +128,24 @@ def schema_left(env: Environment, before: list[str]) -> list[str]:
         return [f"(the schema could not be read again: {exc.reason})"]
 
 
+def relaunch(steps: StepRunner, prefix: str, env: Environment, images: dict[str, str], stop_first: bool) -> None:
+    steps.run(prefix + "relaunch", launch_task, env, images, stop_first)
+    steps.run(prefix + "wait-ready", wait_ready_task, env)
+
+
 def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", detected_at: float | None = None,
               stop_first: bool = False) -> tuple[list[StepResult], RollbackFacts]:
-    """Run the decided rollback; returns its step results and facts (never raises Stopped).
-    The relaunch is a cutover (tasks/cutover.py) unless `stop_first`."""
-    names = sequence(inputs)
+    """Run the decided rollback (`sequence`); returns its step results and facts
+    (never raises Stopped). The relaunch is a cutover (tasks/cutover.py) unless `stop_first`."""
+    names = sequence(inputs, stop_first)
     steps = StepRunner(tuple(prefix + n for n in names))
     facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
     images = inputs.target.images
     facts.migrations_left = list(inputs.to_undo)  # until the database step says otherwise
+    code_first = names[0] == "relaunch"
     try:
+        if code_first:
+            relaunch(steps, prefix, env, images, stop_first)
         if blocked := blocked_undo(inputs):
             steps.add(StepResult(name=prefix + "undo-migrations", status=Status.FAILED, duration_ms=0,
                                  detail=f"not run: {', '.join(blocked)} has no down step; the database was not touched"),
@@ -151,16 +169,19 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
             if not steps.run(prefix + "schema", check_schema_task, env, inputs.schema_before, inputs.from_version,
                              stop=False):
                 facts.schema_left = schema_left(env, inputs.schema_before)
-        steps.run(prefix + "relaunch", launch_task, env, images, stop_first)
-        steps.run(prefix + "wait-ready", wait_ready_task, env)
+        if not code_first:
+            relaunch(steps, prefix, env, images, stop_first)
         steps.run(prefix + "verify", verify_task, env, inputs.target.version, images)
         facts.recovered = True
         if detected_at is not None:
             facts.time_to_recover_s = round(time.monotonic() - detected_at, 2)
     except Stopped as stopped:
+        serving = (f" {inputs.target.version} is serving (relaunch and wait-ready passed), on the database as "
+                   f"{inputs.from_version} left it." if code_first and str(stopped) not in
+                   (prefix + "relaunch", prefix + "wait-ready") else "")
         facts.instructions.append(
-            f"The rollback stopped at {stopped}: the environment is not verified. Fix the cause named in that "
-            f"step, then run {rollback_command(env, inputs.target.version, inputs.strategy)}.")
+            f"The rollback stopped at {stopped}: the environment is not verified.{serving} Fix the cause named in "
+            f"that step, then run {rollback_command(env, inputs.target.version, inputs.strategy)}.")
     advice(env, inputs, facts)
     return steps.results(), facts
 

@@ -12,6 +12,7 @@ import docker
 import pytest
 
 from flows.rollback import rollback
+from sandbox.app_changes import commit_version, migration
 from sandbox.load import Load
 from smartrelease.report import Report, Status
 from tasks.cutover import KEPT_SERVING
@@ -140,3 +141,30 @@ def test_the_edge_sends_nothing_to_a_container_docker_does_not_call_healthy(sand
             client.containers.get(extra.id).remove(force=True)
     stats = traffic.stats()
     assert stats.failed == 0, stats.line()
+
+
+def test_a_rollback_that_undoes_a_migration_cuts_the_code_over_first_and_drops_no_request(sandbox):
+    """Expand/contract: the previous version runs on the newer schema, so it goes back
+    first while users are served, and the migration is undone while it serves."""
+    name = "20261202000000-add-account-memo.js"
+    before = sandbox.schema()
+    state, report, _ = sandbox.release("6.4.0", files={f"migrations/{name}": migration(
+        "ALTER TABLE accounts ADD COLUMN memo TEXT", "ALTER TABLE accounts DROP COLUMN memo")})
+    assert state.is_completed(), report.text()
+    assert sandbox.schema() != before
+    try:
+        with load(sandbox) as traffic:
+            state = rollback(environment=ENV, to_version="6.3.0", return_state=True)
+        report = state.result(raise_on_failure=False)
+        assert state.is_completed(), report.text()
+        stats = traffic.stats()
+        assert stats.requests > 3 * RATE and stats.failed == 0, stats.line()
+        done = [r.name for r in report.results]
+        assert done[done.index("relaunch"):] == ["relaunch", "wait-ready", "safety-backup", "undo-migrations",
+                                                 "verify"], done
+        assert "stop-backend" not in done
+        assert steps(report)["relaunch"].detail.startswith("cut over backend (1 old -> 1 new)")
+        assert report.facts.rollback.migrations_undone == [name]
+        assert sandbox.schema() == before  # the column and its SequelizeMeta row are gone
+    finally:
+        commit_version(sandbox.app_dir, "0.0.0", {f"migrations/{name}": None})

@@ -32,7 +32,7 @@ from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
 BASE = "2.0.0"  # what each test goes back to
-ROLLBACK_STEPS = ("stop-backend", "safety-backup", "undo-migrations", "schema", "relaunch", "wait-ready", "verify")
+ROLLBACK_STEPS = ("relaunch", "wait-ready", "safety-backup", "undo-migrations", "schema", "verify")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,11 @@ def env():
 
 
 def test_the_sequence_follows_the_strategy_and_a_missing_down_step_keeps_the_database_out_of_it():
-    assert sequence(inputs()) == ("stop-backend", "safety-backup", "undo-migrations", "relaunch", "wait-ready", "verify")
+    # The code first (expand/contract: the previous version runs on the newer schema), the undo while it serves.
+    assert sequence(inputs()) == ("relaunch", "wait-ready", "safety-backup", "undo-migrations", "verify")
+    # A release that cannot run beside the older schema: the backend stopped, the database first.
+    assert sequence(inputs(), stop_first=True) == ("stop-backend", "safety-backup", "undo-migrations", "relaunch",
+                                                   "wait-ready", "verify")
     assert sequence(inputs(to_undo=())) == ("relaunch", "wait-ready", "verify")
     assert sequence(inputs(without_down=["m2"])) == ("undo-migrations", "relaunch", "wait-ready", "verify")
     assert sequence(inputs("none")) == ("relaunch", "wait-ready", "verify")
