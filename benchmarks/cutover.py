@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from blocks import import_env_file
 from flows.rollback import rollback
 from flows.release import release
-from sandbox.app_changes import commit_version
+from sandbox.app_changes import commit_version, migration
 from sandbox.load import Load, Stats
 from tasks.build_pin import build_pin
 
@@ -39,10 +39,10 @@ def under_load(env, rate: float, action) -> tuple[Stats, object]:
     return load.stats(started, ended), report
 
 
-def pushed(env, app_dir: str, version: str, faults: list[str] | None = None) -> None:
+def pushed(env, app_dir: str, version: str, files: dict | None = None, faults: list[str] | None = None) -> None:
     """Commit `version` and build and push it, so that the measured run deploys it as
     pushed (an image is built on a CI machine, not on the host that serves)."""
-    commit_version(app_dir, version, faults=faults)
+    commit_version(app_dir, version, files, faults)
     build_pin(env, version)
 
 
@@ -54,21 +54,26 @@ def checked(state, expect_ok: bool):
 
 
 def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dict[str, Stats]:
-    """(a base release, not measured) -> good release -> broken release (rolled back)
-    -> rollback to the base."""
+    """(a base release, not measured) -> good release, adding a column (expand) ->
+    broken release (rolled back) -> rollback to the base, undoing the column."""
     out = {}
     base, good, broken = f"{tag}.0", f"{tag}.1", f"{tag}.2"
+    memo = {f"migrations/{time.strftime('%Y%m%d%H%M%S')}-bench-memo.js": migration(
+        "ALTER TABLE accounts ADD COLUMN bench_memo TEXT", "ALTER TABLE accounts DROP COLUMN bench_memo")}
     pushed(env, app_dir, base)
     checked(release(environment=env.name, return_state=True), True)
-    pushed(env, app_dir, good)
+    pushed(env, app_dir, good, memo)
     out["good release"], _ = under_load(env, rate, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), True))
     pushed(env, app_dir, broken, faults=["crash-on-start"])
     out["broken release, rolled back"], _ = under_load(env, rate, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), False))
     commit_version(app_dir, good)  # the checkout back on a good version
-    out["rollback"], _ = under_load(env, rate, lambda: checked(
+    out["rollback, undoing a migration"], report = under_load(env, rate, lambda: checked(
         rollback(environment=env.name, to_version=base, stop_first=stop_first, return_state=True), True))
+    if report.facts.rollback.migrations_undone != list(m.split("/")[1] for m in memo):
+        raise SystemExit(f"the rollback did not undo the memo migration:\n{report.text()}")
+    commit_version(app_dir, good, {name: None for name in memo})  # later versions do not ship it
     return out
 
 
@@ -102,7 +107,8 @@ def main() -> None:
                 print(f"{scenario:28} {path:10} {stats.line()}", flush=True)
 
     rows = "\n".join(f"| {scenario} | {path} | {cell(stats, 'requests')} | **{cell(stats, 'failed')}** | "
-                     f"{cell(stats, 'p50_ms')} | {cell(stats, 'p99_ms')} | {cell(stats, 'max_ms')} |"
+                     f"{cell(stats, 'p50_ms')} | {cell(stats, 'p99_ms')} | "
+                     f"{statistics.median(s.p99_ms for s in stats) / steady.p99_ms:.1f}x | {cell(stats, 'max_ms')} |"
                      for (scenario, path), stats in results.items())
     text = f"""# Benchmarks: requests dropped during a release
 
@@ -114,7 +120,10 @@ runs; a request fails when it gets no answer or a 5xx. Each version is built and
 pushed before its run (as a CI machine would), so the run deploys it as pushed. The same run measures the
 cutover (the default) and the old stop-then-start path (`--stop-first`): a good
 release, a broken release (its backend crashes on start) that rolls back
-automatically, and a rollback to the release before the good one. Machine: {platform.machine()},
+automatically, and a rollback to the release before the good one, which
+undoes the good release's migration (it adds a column; the cutover puts the code
+back first and undoes it while the base version serves, stop-first stops the backend
+for the undo). Machine: {platform.machine()},
 {os.cpu_count()} cores, CPython {platform.python_version()}, measured
 {datetime.now(timezone.utc):%Y-%m-%d}. The load generator runs on the same 2-core
 machine as Docker, the flows and the Prefect server, so its latencies include its
@@ -122,11 +131,12 @@ own scheduling.
 
 Steady state (nothing running, {STEADY_S} s): {steady.line()}.
 
-| scenario | path | requests | failed | p50 ms | p99 ms | max ms |
-|---|---|---:|---:|---:|---:|---:|
+| scenario | path | requests | failed | p50 ms | p99 ms | p99 / steady p99 | max ms |
+|---|---|---:|---:|---:|---:|---:|---:|
 {rows}
 
-The window of each row is the flow's whole run, from its start to its report.
+The window of each row is the flow's whole run, from its start to its report; the
+goal for the cutover is no failed request and a p99 within 2x the steady state's.
 With the cutover, the old containers serve until the new ones are healthy and the
 edge has them; a broken new container is removed, and the requests it refused
 were sent again to an old one.

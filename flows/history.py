@@ -144,12 +144,17 @@ def result_of(report: Report) -> str:
     return f"failed at {failed}"
 
 
+NO_VERSION = "(none decided)"
+
+
 def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
     facts = report.facts
     row = {
         "row_id": uuid.uuid4().hex,
         "finished": now_text(),
-        "version": facts.version,
+        # A rollback that failed before deciding its target has no version: its row
+        # still counts, and must read back as a row.
+        "version": facts.version or NO_VERSION,
         "previous": facts.previous_version or "",
         "result": result_of(report),
         "backend": images.get("backend", ""),

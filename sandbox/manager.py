@@ -415,6 +415,8 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> 
         "RELEASE_COMPOSE_ENV_FILE": str(stage.compose_env_file),
         "RELEASE_APP_DIR": str(s.app_dir),
         "RELEASE_REGISTRY": s.registry,
+        # The sandbox's edge finds and checks containers every 500 ms (sandbox/edge/).
+        "RELEASE_EDGE_SETTLE_S": "1",
         "RELEASE_BACKEND_IMAGE": f"{s.image_prefix}/backend",
         "RELEASE_FRONTEND_IMAGE": f"{s.image_prefix}/frontend",
         **database,

@@ -7,7 +7,7 @@ import threading
 
 from prefect.artifacts import Artifact, create_table_artifact
 
-from flows.history import append_history, history_key, read_history
+from flows.history import NO_VERSION, append_history, history_key, load_history, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 
 
@@ -51,3 +51,14 @@ def test_another_environments_rows_are_not_read():
     append_history(report("prod-rx", "9.9.9"), {}, "run-x")
     assert [r["version"] for r in read_history("prod")] == ["1.0.0"]
     assert [r["version"] for r in read_history("prod-rx")] == ["9.9.9"]
+
+
+def test_a_run_that_decided_no_version_writes_a_row_that_reads_back():
+    """A rollback refused before it found a target (nothing in the history to go back
+    to) is recorded, and does not come back as a malformed row on every later run."""
+    failed = Report(flow="rollback", environment="undecided", facts=ReleaseFacts(version=None),
+                    results=[StepResult(name="rollback-target", status=Status.FAILED, detail="no", duration_ms=1)])
+    append_history(failed, {}, "run-a")
+    history = load_history("undecided")
+    assert history.skipped == [] and [r["version"] for r in history.rows] == [NO_VERSION]
+    assert history.rows[0]["result"] == "failed at rollback-target"
