@@ -167,7 +167,8 @@ def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
     """Fail the health check of each old container (its health check must honour
     `drain_file`) and wait until Docker reports them unhealthy; what happened, for the
     report. One without a health check, or whose check ignores the file, is stopped
-    undrained: the edge's retries then cover it."""
+    undrained, and users may see errors: its new containers counted as ready once
+    running, perhaps before they listen."""
     started, undrained = time.monotonic(), []
     waiting = []
     for cid in ids:
@@ -194,7 +195,8 @@ def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
     undrained += [f"{cid[:12]}'s health check ignored {drain_file} for {DRAIN_WAIT_S} s" for cid in waiting]
     took = time.monotonic() - started
     return (f"drained in {took:.1f} s" if not undrained
-            else f"not all drained ({'; '.join(undrained)}): stopped as they were")
+            else f"not all drained ({'; '.join(undrained)}): stopped as they were; users may have seen errors "
+                 "(give the service a health check that honours the drain file)")
 
 
 def other_services(env: Environment, app: list[str]) -> list[str]:
