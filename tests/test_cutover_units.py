@@ -63,6 +63,8 @@ def test_load_goes_only_to_this_machine_within_bounds():
         Load("https://accounting.example.com/api/accounts", rate=10)
     with pytest.raises(ValueError, match="rate must be"):
         Load("https://127.0.0.1:1/", rate=5000)
+    with pytest.raises(ValueError, match="nice must be"):
+        Load("https://127.0.0.1:1/", rate=10, nice=-40)
 
 
 def test_a_service_with_a_fixed_name_or_a_host_port_cannot_be_cut_over_and_says_why():
