@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from datetime import datetime, timezone
+from functools import partial
 
 from blocks import import_env_file
 from flows.rollback import rollback
@@ -29,11 +30,9 @@ PATH = "/api/accounts"
 STEADY_S = 15
 
 
-NICE = 0  # the load generator's scheduling priority (--nice)
-
-
-def under_load(env, rate: float, action) -> tuple[Stats, object]:
-    with Load(env.target.public_url + PATH, rate=rate, ca=env.target.ca_bundle, max_s=900, nice=NICE) as load:
+def under_load(traffic, action) -> tuple[Stats, object]:
+    """`traffic(max_s=...)`: the Load to run while `action` runs."""
+    with traffic(max_s=900) as load:
         time.sleep(1)  # the load is flowing before anything changes
         started = time.monotonic()
         report = action()
@@ -56,7 +55,7 @@ def checked(state, expect_ok: bool):
     return report
 
 
-def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dict[str, Stats]:
+def scenarios(env, app_dir: str, traffic, stop_first: bool, tag: str) -> dict[str, Stats]:
     """(a base release, not measured) -> good release, adding a column (expand) ->
     broken release (rolled back) -> rollback to the base, undoing the column."""
     out = {}
@@ -66,13 +65,13 @@ def scenarios(env, app_dir: str, rate: float, stop_first: bool, tag: str) -> dic
     pushed(env, app_dir, base)
     checked(release(environment=env.name, return_state=True), True)
     pushed(env, app_dir, good, memo)
-    out["good release"], _ = under_load(env, rate, lambda: checked(
+    out["good release"], _ = under_load(traffic, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), True))
     pushed(env, app_dir, broken, faults=["crash-on-start"])
-    out["broken release, rolled back"], _ = under_load(env, rate, lambda: checked(
+    out["broken release, rolled back"], _ = under_load(traffic, lambda: checked(
         release(environment=env.name, stop_first=stop_first, return_state=True), False))
     commit_version(app_dir, good)  # the checkout back on a good version
-    out["rollback, undoing a migration"], report = under_load(env, rate, lambda: checked(
+    out["rollback, undoing a migration"], report = under_load(traffic, lambda: checked(
         rollback(environment=env.name, to_version=base, stop_first=stop_first, return_state=True), True))
     if report.facts.rollback.migrations_undone != list(m.split("/")[1] for m in memo):
         raise SystemExit(f"the rollback did not undo the memo migration:\n{report.text()}")
@@ -95,15 +94,13 @@ def main() -> None:
                     help="the load generator's priority; below 0 (root) it is not kept waiting by the flows, "
                          "Docker and the app on the same cores, as users' own machines would not be")
     args = ap.parse_args()
-    global NICE
-    NICE = args.nice
 
     env = import_env_file(args.env_file, "sandbox")
     if env.target.approval_required:
         raise SystemExit("set RELEASE_APPROVAL=none in the env file first: nobody is there to approve")
     app_dir = env.target.app_dir
-    with Load(env.target.public_url + PATH, rate=args.rate, ca=env.target.ca_bundle, max_s=STEADY_S,
-              nice=NICE) as load:
+    traffic = partial(Load, env.target.public_url + PATH, rate=args.rate, ca=env.target.ca_bundle, nice=args.nice)
+    with traffic(max_s=STEADY_S) as load:
         time.sleep(STEADY_S)
     steady = load.stats()
     results: dict[tuple[str, str], list[Stats]] = {}
@@ -111,7 +108,7 @@ def main() -> None:
     for run in range(args.runs):
         for path, stop_first in (("cutover", False), ("stop-first", True)):
             tag = f"{30 + run}.{series}{int(stop_first)}"
-            for scenario, stats in scenarios(env, app_dir, args.rate, stop_first, tag).items():
+            for scenario, stats in scenarios(env, app_dir, traffic, stop_first, tag).items():
                 results.setdefault((scenario, path), []).append(stats)
                 print(f"{scenario:28} {path:10} {stats.line()}", flush=True)
 
