@@ -20,6 +20,7 @@ from smartrelease.refs import check_environment
 
 TAGS = ("smartrelease",)
 VERIFY_EVERY_S = 900  # the post-deploy re-verification schedule
+DRILL_CRON = "0 3 * * 0"  # the restore drill: weekly, Sundays at 03:00 UTC, when traffic is lowest
 # Schedules count their intervals from here, so applying the deployments again does not move them.
 ANCHOR = datetime(2026, 1, 1, tzinfo=timezone.utc)
 # Where a worker finds the project (the pull step's working directory).
@@ -46,6 +47,10 @@ FLOWS = (
               "restored or left, verified."),
     FlowEntry("verify", "flows/verify.py:verify",
               "Runbook: post-deploy verification, read only; a row in the history either way."),
+    FlowEntry("drill", "flows/drill.py:drill",
+              "Restore drill: the newest backup restored into a scratch database and checked (migrations against "
+              "the history, tables and row counts, schema fingerprint), with RPO and RTO. The live database is "
+              "not touched."),
     FlowEntry("build", "flows/build.py:build",
               "Runbook: promotion, dev half: build the app checkout as dev-<short git SHA> and push it."),
     FlowEntry("promote", "flows/promote.py:promote",
@@ -80,6 +85,8 @@ def deployment_entries(environment: str) -> list[dict]:
         if flow.name == "verify":
             entry["schedules"] = [{"interval": VERIFY_EVERY_S, "anchor_date": ANCHOR.isoformat(),
                                    "timezone": "UTC", "active": True}]
+        if flow.name == "drill":
+            entry["schedules"] = [{"cron": DRILL_CRON, "timezone": "UTC", "active": True}]
         entries.append(entry)
     return entries
 

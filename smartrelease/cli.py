@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="when another run is changing the environment, fail at once naming it (default: wait)")
     ver.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
+    dr = sub.add_parser("drill", help="restore drill: the newest backup restored into a scratch database and "
+                                      "checked (migrations, tables, schema), with RPO and RTO; the live database "
+                                      "is not touched")
+    dr.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    dr.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
     ul = sub.add_parser("unlock", help="free an environment's lock held by a run that died (recorded in the history)")
     ul.add_argument("--env", dest="env_name", required=True, metavar="NAME", help="the environment, e.g. prod")
     ul.add_argument("--reason", required=True, help="why; recorded in the history")
@@ -118,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--env", dest="env_name", required=True, metavar="NAME")
 
     tr = sub.add_parser("trigger", help="start a flow run of an environment's deployment over the Prefect API (CI)")
-    tr.add_argument("flow", help="preflight, release, rollback, verify, build or promote")
+    tr.add_argument("flow", help="preflight, release, rollback, verify, drill, build or promote")
     tr.add_argument("--env", dest="env_name", required=True, metavar="NAME")
     tr.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                     help="a parameter of the flow (JSON values are read as JSON); repeatable")
@@ -260,6 +266,14 @@ def _cmd_verify(args) -> int:
     if not args.expect_version and last_release(name) is None:
         raise ConfigError(f"no expected version for {name}: pass --expect-version, or release first")
     report = _run(verify, args, expect_version=args.expect_version, wait=args.wait)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_drill(args) -> int:
+    from flows.drill import drill
+
+    report = _run(drill, args, progress=True)
     print(json.dumps(report.release_json()) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -409,7 +423,7 @@ def _cmd_sandbox(args) -> int:
 
 
 HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "approve": _cmd_approve, "verify": _cmd_verify,
-            "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
+            "drill": _cmd_drill, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
             "unlock": _cmd_unlock, "server": _cmd_server, "deployments": _cmd_deployments, "worker": _cmd_worker,
             "trigger": _cmd_trigger, "sandbox": _cmd_sandbox}
 

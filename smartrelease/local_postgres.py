@@ -152,11 +152,12 @@ class Cluster:
         return psycopg.connect(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname, autocommit=True)
 
     def ensure_app_database(self, user: str, password: str, dbname: str) -> None:
-        """Create (or reset the password of) the app's role and database."""
+        """Create (or reset the password of) the app's role and database. The role may
+        create databases: a restore drill restores into a scratch one."""
         with self.admin() as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
-            conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(user)))
 

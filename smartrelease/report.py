@@ -81,6 +81,36 @@ class ApprovalFacts(BaseModel):
 APPROVED, REJECTED, TIMED_OUT, CANCELLED = "approved", "rejected", "timed out", "cancelled"
 
 
+class DrillFacts(BaseModel):
+    """What a restore drill proved about the newest backup: how much would be lost
+    (RPO), how long a restore takes (RTO), what the backup holds."""
+
+    backup: str | None = None  # file name in BACKUP_DIR
+    backup_format: str | None = None
+    backup_bytes: int | None = None
+    backup_age_s: float | None = None  # RPO of a restore from the backup alone
+    wal_age_s: float | None = None  # age of the newest archived WAL segment: RPO with WAL replay
+    restore_s: float | None = None  # RTO: the restore into the scratch database
+    released_version: str | None = None  # what the history says ran when the backup was taken
+    migrations: list[str] = []  # the backup's migrations table
+    tables: dict[str, int] = {}  # schema.table -> rows
+    schema_fingerprint: str | None = None
+
+    def lines(self) -> list[tuple[str, str]]:
+        def age(s: float | None) -> str:
+            return "—" if s is None else f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
+        return [
+            ("backup", f"{self.backup or '—'} ({self.backup_format or '?'}, {self.backup_bytes or 0} bytes)"),
+            ("RPO, from the backup", age(self.backup_age_s)),
+            ("RPO, with archived WAL", age(self.wal_age_s)),
+            ("RTO (restore)", "—" if self.restore_s is None else f"{self.restore_s:.1f} s"),
+            ("running when it was taken", self.released_version or "— (not in the history)"),
+            ("migrations", f"{len(self.migrations)}" + (f", newest {self.migrations[-1]}" if self.migrations else "")),
+            ("schema fingerprint", f"`{self.schema_fingerprint}`" if self.schema_fingerprint else "—"),
+            ("tables", ", ".join(f"{t} {n}" for t, n in self.tables.items()) or "—"),
+        ]
+
+
 class ReleaseFacts(BaseModel):
     """What a release (or a verification) was about, for the report and the history."""
 
@@ -95,6 +125,7 @@ class ReleaseFacts(BaseModel):
     rollback: RollbackFacts | None = None
     promotion: PromotionFacts | None = None
     approval: ApprovalFacts | None = None
+    drill: DrillFacts | None = None
 
 
 class Report(BaseModel):
@@ -124,6 +155,7 @@ class Report(BaseModel):
             "rollback": facts.rollback.model_dump(mode="json") if facts.rollback else None,
             **({"promotion": facts.promotion.model_dump(mode="json")} if facts.promotion else {}),
             **({"approval": facts.approval.model_dump(mode="json")} if facts.approval else {}),
+            **({"drill": facts.drill.model_dump(mode="json")} if facts.drill else {}),
             "steps": [r.model_dump(mode="json") for r in self.results],
         }
 
@@ -133,7 +165,10 @@ class Report(BaseModel):
         verdict = "passed" if self.ok else f"FAILED ({', '.join(r.name for r in self.failures())})"
         title = f"{self.flow} {self.facts.version} — {self.environment}" if self.facts and self.facts.version else f"{self.flow} — {self.environment}"
         lines = [f"# {title}: {verdict}", ""]
-        if f := self.facts:
+        if self.facts and (d := self.facts.drill):
+            lines += ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in d.lines()),
+                      f"| triggered by | {self.facts.triggered_by} |", f"| smartrelease | {self.facts.tool_version} |", ""]
+        elif f := self.facts:
             lines += [
                 "| | |", "|---|---|",
                 f"| version | {f.version or '—'} |",
@@ -184,7 +219,9 @@ class Report(BaseModel):
         """Plain text for a terminal."""
         width = max((len(r.name) for r in self.results), default=0)
         lines = [f"{self.flow} [{self.environment}]"]
-        if f := self.facts:
+        if self.facts and (d := self.facts.drill):
+            lines += [f"  {k}: {v.strip('`')}" for k, v in d.lines()]
+        elif f := self.facts:
             facts = [f"version {f.version or '?'}"]
             if self.flow == "release":
                 facts += [f"previous {f.previous_version or 'none'}",

@@ -3,11 +3,12 @@ full-backup.sh writes pg_dump archives), a backup counts only if it reads whole.
 
 import gzip
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 
 from smartrelease.errors import CommandFailed
-from smartrelease.process import Deadline, failure, run, start
+from smartrelease.process import Command, Deadline, failure, run, start
 from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGIC, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
 from tasks.pg_client import HostTools, PgTools
 
@@ -23,6 +24,18 @@ class BackupError(Exception):
 
 class BackupUnreadable(BackupError):
     pass
+
+
+class ChecksumFailed(BackupUnreadable):
+    """The file does not match its recorded SHA-256, or has none to match."""
+
+
+class DecryptionFailed(BackupUnreadable):
+    """The file does not decrypt: wrong BACKUP_PASSPHRASE, altered, or not a backup of ours."""
+
+
+class RestoreFailed(BackupError):
+    """pg_restore or psql refused the backup's content."""
 
 
 def newest_backup(directory: Path) -> Path | None:
@@ -102,7 +115,7 @@ def _read_encrypted(path: Path, passphrase: str | None, timeout_s: float, tools:
     try:
         verify_checksum(path)
     except BackupIntegrityError as exc:
-        raise BackupUnreadable(str(exc)) from None
+        raise ChecksumFailed(str(exc)) from None
     _pipe_into_pg_restore(_decrypted_archive(path, passphrase), tools, timeout_s)
     return "custom, encrypted"
 
@@ -117,22 +130,32 @@ def _decrypted_archive(path: Path, passphrase: str):
             if chunk and not chunk.startswith(b"PGDMP"):
                 for _ in chunks:
                     pass
-                raise BackupUnreadable("decrypted, but not a pg_dump custom archive")
+                raise DecryptionFailed("decrypted, but not a pg_dump custom archive")
             if chunk:
                 yield chunk
                 break
         yield from chunks
     except BackupIntegrityError as exc:
-        raise BackupUnreadable(str(exc)) from None
+        raise DecryptionFailed(str(exc)) from None
 
 
 def _pipe_into_pg_restore(chunks, tools: PgTools, timeout_s: float) -> None:
     """`pg_restore --file=/dev/null` reading `chunks` on its standard input."""
     command = tools.command(PG_RESTORE, "--file=/dev/null", connect=False, timeout_s=timeout_s)
+    _pipe_into(command, chunks, timeout_s, BackupUnreadable, "reading it")
+
+
+def _pipe_into(command: Command, chunks, timeout_s: float, error: type[BackupError], doing: str) -> None:
+    """Run `command` reading `chunks` on its standard input; `error` names why it failed.
+    A BackupUnreadable raised by `chunks` (a failed decryption) stops it and goes on up."""
     try:
         proc = start(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except CommandFailed as exc:
-        raise BackupUnreadable(str(exc)) from None
+        raise error(str(exc)) from None
+    err = bytearray()
+    # Read standard error as it comes: a program that writes much of it while it is fed must not block.
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr.read()), daemon=True)
+    reader.start()
     with Deadline(timeout_s, proc) as deadline:
         try:
             _feed(chunks, proc)
@@ -140,12 +163,59 @@ def _pipe_into_pg_restore(chunks, tools: PgTools, timeout_s: float) -> None:
             proc.kill()
             proc.wait()
             raise
-        err = proc.stderr.read()
         proc.wait()
+    reader.join(timeout=10)
     if deadline.expired:
-        raise BackupUnreadable(f"reading it took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
+        raise error(f"{doing} took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
     if proc.returncode != 0:
-        raise BackupUnreadable(str(failure(command.name, proc.returncode, err)))
+        raise error(str(failure(command.name, proc.returncode, bytes(err))))
+
+
+# pg_restore into an empty database (a drill's scratch one): objects belong to whoever
+# restores them, and the first error stops it.
+RESTORE_ARGS = ("--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction")
+
+
+def restore_into(path: Path, passphrase: str | None, tools: PgTools, timeout_s: float = BACKUP_TIMEOUT_S) -> str:
+    """Restore the backup at `path`, in any format read_whole knows, into the database
+    `tools` connect to, which must be empty (never the live one: see tasks/drill.py).
+    Returns its format. The checksum is the caller's to check first; raises
+    DecryptionFailed, or RestoreFailed when pg_restore or psql refuses the content."""
+    fmt = dump_format(path)
+    if fmt == "encrypted":
+        if not passphrase:
+            raise DecryptionFailed("it is encrypted and BACKUP_PASSPHRASE is not set")
+        chunks, program = _decrypted_archive(path, passphrase), PG_RESTORE
+    elif fmt == "directory":
+        if not isinstance(tools, HostTools):
+            raise RestoreFailed("a directory archive cannot be streamed into the database service's container: "
+                                "restore it with this host's pg_restore (no RELEASE_DATABASE_SERVICE)")
+        command = tools.command(PG_RESTORE, *RESTORE_ARGS, str(path), timeout_s=timeout_s)
+        _pipe_into(command, iter(()), timeout_s, RestoreFailed, "the restore")
+        return fmt
+    elif fmt in ("custom", "tar"):
+        chunks, program = _file_chunks(path), PG_RESTORE
+    else:  # plain SQL, perhaps gzipped: psql runs it
+        chunks, program = (_gunzipped(path) if fmt == "gzip" else _file_chunks(path)), "psql"
+    args = RESTORE_ARGS if program == PG_RESTORE else ("-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                                                       "-f", "-")
+    _pipe_into(tools.command(program, *args, timeout_s=timeout_s), chunks, timeout_s, RestoreFailed, "the restore")
+    return {"encrypted": "custom, encrypted", "gzip": "plain SQL, gzip", "plain": "plain SQL"}.get(fmt, fmt)
+
+
+def _file_chunks(path: Path):
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def _gunzipped(path: Path):
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+    except (EOFError, OSError, zlib.error) as exc:
+        raise BackupUnreadable(f"gzip stream is damaged or truncated ({type(exc).__name__})") from None
 
 
 def _feed(chunks, proc: subprocess.Popen) -> None:

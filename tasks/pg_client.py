@@ -16,7 +16,7 @@ password travels in its environment, never its arguments.
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
@@ -79,6 +79,13 @@ class ServiceTools:
 
 
 PgTools = HostTools | ServiceTools
+
+
+def on_database(tools: PgTools, dbname: str) -> PgTools:
+    """The same programs, connecting to another database of the same server (a drill's scratch one)."""
+    if tools.db is None:
+        raise ValueError("these tools connect to no server")
+    return replace(tools, db=replace(tools.db, dbname=dbname))
 
 
 @functools.cache

@@ -7,6 +7,8 @@ what it did before failing (a table created, a column added) and is not recorded
 applied: no undo will remove it. Comparing the schemas is how a rollback finds out.
 """
 
+import hashlib
+
 import psycopg
 
 from blocks.envfile import Environment
@@ -53,9 +55,19 @@ ORDER BY 1
 def schema_lines(env: Environment, step: str = STEP) -> list[str]:
     try:
         with connect(env, step) as conn:
-            return [row[0] for row in conn.execute(_SCHEMA)]
+            return schema_of(conn)
     except psycopg.Error as exc:
         raise StepFailed(step, f"cannot read the schema: {type(exc).__name__}", transient=True) from None
+
+
+def schema_of(conn: psycopg.Connection) -> list[str]:
+    """The schema of the database `conn` is connected to, one line per object, sorted."""
+    return [row[0] for row in conn.execute(_SCHEMA)]
+
+
+def fingerprint(lines: list[str]) -> str:
+    """A short name for a schema: equal schemas, equal fingerprints."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def differences(before: list[str], now: list[str]) -> list[str]:

@@ -1,0 +1,86 @@
+"""A restore drill: the newest backup restored into a scratch database and checked,
+so a backup counts as proven only once it has been restored. Never touches the live
+database; the weekly schedule runs it per environment (deployments/catalog.py).
+
+backup -> wal-age -> scratch -> restore -> migrations -> tables -> drop-scratch
+
+The report (`drill-<env>`) gives the RPO (the backup's age, and the newest archived
+WAL segment's) and the RTO (the restore's time), the tables' row counts and the
+schema's fingerprint; the history gets a row either way. The scratch database is
+dropped whatever happened after it was created.
+"""
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+import smartrelease
+from blocks import load_environment
+from flows.history import NO_VERSION, append_row, event_row, read_history
+from flows.notify import notify_report
+from flows.placement import check_placement
+from flows.steps import StepRunner, Stopped
+from flows.trigger import triggered_by
+from smartrelease.report import DrillFacts, ReleaseFacts, Report
+from tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
+                         check_tables_task, pick_backup_task, restore_backup_task, wal_age_task)
+from tasks.scratch_database import CREATE_STEP, DROP_STEP, create_scratch_task, drop_scratch_task
+
+STEPS = (BACKUP_STEP, WAL_STEP, CREATE_STEP, RESTORE_STEP, MIGRATIONS_STEP, TABLES_STEP, DROP_STEP)
+DRILL_PASSED = "drill passed"
+
+
+@flow(name="drill", flow_run_name="drill-{environment}")
+def drill(environment: str):
+    """Restore the newest backup of `environment` into a scratch database, check it,
+    report RPO and RTO, and drop the scratch database."""
+    check_placement(environment)
+    env = load_environment(environment)
+    steps = StepRunner(STEPS)
+    d = DrillFacts()
+    facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__, drill=d)
+    scratch = None
+    try:
+        backup = steps.run(BACKUP_STEP, pick_backup_task, env)
+        d.backup, d.backup_format, d.backup_bytes, d.backup_age_s = backup.name, backup.format, backup.size, backup.age_s
+        if wal := steps.run(WAL_STEP, wal_age_task, env, stop=False):
+            d.wal_age_s = wal.age_s
+        scratch = steps.run(CREATE_STEP, create_scratch_task, env)
+        restored = steps.run(RESTORE_STEP, restore_backup_task, env, backup, scratch.name)
+        d.restore_s, d.backup_format = round(restored.seconds, 2), restored.format
+        # Both checks always run, so a report names every problem of the backup at once.
+        if found := steps.run(MIGRATIONS_STEP, check_migrations_task, env, scratch.name, backup.taken_at,
+                              read_history(environment), stop=False):
+            d.migrations, d.released_version = found.applied, found.released_version
+        if tables := steps.run(TABLES_STEP, check_tables_task, env, scratch.name, stop=False):
+            d.tables, d.schema_fingerprint = tables.rows, tables.schema_fingerprint
+    except Stopped:
+        pass
+    finally:
+        if scratch is not None:
+            steps.run(DROP_STEP, drop_scratch_task, env, scratch.name, stop=False)
+    facts.version = d.released_version
+    report = Report(flow="drill", environment=environment, results=steps.results(), facts=facts)
+    publish_drill(report)
+    if report.ok:
+        return Completed(message=f"{d.backup} restored in {d.restore_s:.1f} s and checked", data=report)
+    if FlowRunContext.get().flow_run.deployment_id:  # the schedule, the UI or CI: nobody watches a terminal
+        notify_report(env, report, "restore drill failed")
+    return Failed(message="drill failed: " + ", ".join(r.name for r in report.failures()), data=report)
+
+
+def drill_result(report: Report) -> str:
+    return DRILL_PASSED if report.ok else "drill failed at " + ", ".join(r.name for r in report.failures())
+
+
+def publish_drill(report: Report) -> None:
+    d = report.facts.drill
+    create_markdown_artifact(key=f"drill-{report.environment}", markdown=report.markdown(),
+                             description=f"Restore drill of {report.environment}'s newest backup")
+    append_row(report.environment, event_row(
+        d.released_version or NO_VERSION, drill_result(report), flow_run.name or "", str(flow_run.id or ""),
+        triggered_by=report.facts.triggered_by, backup=d.backup or "",
+        rpo_s="" if d.backup_age_s is None else f"{d.backup_age_s:.0f}",
+        rto_s="" if d.restore_s is None else f"{d.restore_s:.1f}"))
