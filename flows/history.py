@@ -162,6 +162,9 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "git_sha": facts.git_sha or "",
         "migrations": ", ".join(facts.migrations_applied),
         "backup": facts.backup or "",
+        # Applied by this run and undone by its rollback: a drill of the safety backup
+        # taken in between finds them in it.
+        "migrations_undone": ", ".join(facts.rollback.migrations_undone) if facts.rollback else "",
         # Still applied after this run's rollback (a migration without a down step, strategy none).
         "migrations_left": ", ".join(facts.rollback.migrations_left) if facts.rollback else "",
         # Schema changes a rollback could not take back (a migration that failed half-way).

@@ -4,7 +4,8 @@ triggered through the `release/sandbox` deployment, printing each report: 1.0.0 
 frontend page), 1.1.0 (adds a migration; the sandbox now asks for approvals, and the
 demo approves it itself through the API, saying so), and a deliberately broken 1.2.0 (a migration, and a backend whose /health fails), which
 rolls itself back to 1.1.0: its migration undone, 1.1.0's images back by digest,
-verified, and every account row the same as before.
+verified, and every account row the same as before. Last, a restore drill of the newest
+backup, through the `drill/sandbox` deployment.
 
 Each release goes the way CI starts one: `sandbox up --server` brings up the Prefect
 server on PostgreSQL, applies the sandbox's deployments and starts the sandbox's
@@ -72,13 +73,26 @@ def ship(version: str, **changes) -> Outcome:
             print(f"  demo: {said}  (a person would read the plan on that page, or answer with "
                   f"`smartrelease approve {started.flow_run_id} --reason …`)", flush=True)
 
+    return follow_to_report(started, "release", on_step)
+
+
+def follow_to_report(started, flow: str, on_step) -> Outcome:
+    """Follow a triggered run to its end and print its report artifact."""
     run = follow(started.flow_run_id, timeout_s=1800, on_step=on_step)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-    report = next((a.data for a in artifacts if a.key == f"release-{ENVIRONMENT}"), "(no report)")
+    report = next((a.data for a in artifacts if a.key == f"{flow}-{ENVIRONMENT}"), "(no report)")
     print(report, flush=True)
     print(f"-> {run.state.name}: {run.state.message}", flush=True)
     return Outcome(run, report)
+
+
+def drill() -> Outcome:
+    """The restore drill of the newest backup (the one the rollback took before undoing
+    1.2.0's migration), as its weekly schedule runs it."""
+    started = trigger("drill", ENVIRONMENT, {})
+    print(f"\n=== restore drill of the newest backup: {started.url} ===", flush=True)
+    return follow_to_report(started, "drill", lambda flow, step: print(f"  {step.progress_line()}", flush=True))
 
 
 def accounts(s: manager.Settings) -> tuple[int, str]:
@@ -127,9 +141,13 @@ def releases(s: manager.Settings) -> int:
     if broken.ok or not recovered or before != after:
         print("demo: the broken 1.2.0 was NOT rolled back cleanly (report above)")
         return 1
+    drilled = drill()
+    if not drilled.ok:
+        print("demo: the restore drill of the newest backup FAILED (report above)")
+        return 1
     print(f"demo: 1.0.0 released, 1.1.0 released once approved (by the demo itself, through the API, as "
           f"`smartrelease approve` does); the broken 1.2.0, approved too, {broken.message.split('; ', 1)[1]}, "
-          "no data lost")
+          "no data lost; the newest backup restored in a drill: " + drilled.message)
     print(f"demo: the runs are in the Prefect UI at {plane.Plane(s.root).server.ui_url} "
           "(`make sandbox-down` stops the sandbox, its worker and the server)")
     return 0

@@ -182,7 +182,8 @@ def check_migrations(env: Environment, scratch: str, taken_at: float, rows: list
     # Migrations of a run under way when the backup was taken (its safety backup before
     # an undo) are accounted for by that run's row.
     under_way = in_progress_at(rows, taken_at) or {}
-    explained = [m for m in extra if m in [n.strip() for n in (under_way.get("migrations") or "").split(",")]]
+    its = {n.strip() for c in ("migrations", "migrations_undone", "migrations_left") for n in (under_way.get(c) or "").split(",")}
+    explained = [m for m in extra if m in its]
     extra = [m for m in extra if m not in explained]
     if missing or extra:
         said = [f"missing {', '.join(missing)}" if missing else "", f"not in its image: {', '.join(extra)}" if extra else ""]
