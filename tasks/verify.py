@@ -31,8 +31,7 @@ def verify_release(env: Environment, version: str, images: dict[str, str] | None
         t.environment_key: (env.app.node_env, "NODE_ENV"),
     }
     found = {key: json_value(body, key) for key in expected}
-    problems = [f"{key} is {found[key]!r}, expected {want!r} ({source})"
-                for key, (want, source) in expected.items() if found[key] != want]
+    problems = version_problems(found, expected)
     if labels.get(LABEL_VERSION) != version:
         problems.append(f"the running backend image is labelled version {labels.get(LABEL_VERSION)!r}, not {version!r}")
     for role, ref in (images or {}).items():
@@ -44,6 +43,18 @@ def verify_release(env: Environment, version: str, images: dict[str, str] | None
         raise StepFailed(STEP, "; ".join(problems))
     return Finding(detail=f"{version} ({str(found[t.git_sha_key])[:12]}, built {found[t.build_time_key]}, "
                           f"{found[t.environment_key]})" + (f"; digests match for {', '.join(images)}" if images else ""))
+
+
+SHOWN_CHARS = 80  # of a value the endpoint answered: the app's words, not ours, and of any length
+
+
+def version_problems(found: dict[str, object], expected: dict[str, tuple[object, str]]) -> list[str]:
+    """One line per key whose answered value is not the expected one."""
+    def shown(value: object) -> str:
+        text = repr(value)
+        return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+    return [f"{key} is {shown(found.get(key))}, expected {want!r} ({source})"
+            for key, (want, source) in expected.items() if found.get(key) != want]
 
 
 verify_task = runbook_task(STEP, timeout_s=60, retries=2, retry_delay_s=1)(verify_release)
