@@ -44,6 +44,8 @@ def encrypt_stream(chunks: Iterable[bytes], target: Path, passphrase: str,
     salt, nonce = os.urandom(SALT), os.urandom(NONCE)
     encryptor = Cipher(algorithms.AES(_key(passphrase, salt)), modes.GCM(nonce)).encryptor()
     partial = target.with_name(f".{target.name}.partial")
+    sidecar = target.with_name(target.name + CHECKSUM_SUFFIX)
+    partial_sidecar = sidecar.with_name(f".{sidecar.name}.partial")
     digest = hashlib.sha256()
     try:
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
@@ -58,12 +60,16 @@ def encrypt_stream(chunks: Iterable[bytes], target: Path, passphrase: str,
             os.fsync(out.fileno())
         if before_commit:
             before_commit()
+        # The checksum file is written before either is renamed (renaming needs no
+        # space): a full disk leaves neither, never a backup without its checksum.
+        checksum = digest.hexdigest()
+        partial_sidecar.write_text(f"{checksum}  {target.name}\n")
     except BaseException:
         partial.unlink(missing_ok=True)
+        partial_sidecar.unlink(missing_ok=True)
         raise
     partial.rename(target)
-    checksum = digest.hexdigest()
-    target.with_name(target.name + CHECKSUM_SUFFIX).write_text(f"{checksum}  {target.name}\n")
+    partial_sidecar.rename(sidecar)
     return checksum
 
 

@@ -10,6 +10,7 @@ Each image (backend, frontend) ends pinned to a registry digest:
 Tags are immutable: a tag already pointing to other content is never overwritten.
 """
 
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -102,6 +103,24 @@ def checkout_revision(app_dir: Path, version: str) -> str:
     return head.stdout.strip()
 
 
+PUSH_RETRY_DELAYS_S = (1, 3)  # a registry restarting, or a dropped connection, gets two more tries
+
+
+def push_with_retries(client: docker.DockerClient, repository: str, tag: str,
+                      delays_s: tuple[float, ...] = PUSH_RETRY_DELAYS_S) -> None:
+    """Push, trying again after each of `delays_s`; a named failure after the last
+    (layers already pushed are kept by the registry, so a retry sends only the rest)."""
+    for attempt, delay in enumerate((*delays_s, None), 1):
+        try:
+            push_image(client, repository, tag)
+            return
+        except (RuntimeError, docker.errors.APIError) as exc:
+            if delay is None:
+                raise StepFailed(STEP, f"{exc} (tried {attempt} times over {sum(delays_s):g} s; nothing was "
+                                       "launched)") from None
+            time.sleep(delay)
+
+
 def push_immutable(client: docker.DockerClient, registry: Registry, repository: str, path: str, tag: str) -> str:
     """Push `repository:tag` unless the tag exists with other content; returns the digest."""
     local = repo_digests(client, f"{repository}:{tag}", repository)
@@ -111,10 +130,7 @@ def push_immutable(client: docker.DockerClient, registry: Registry, repository: 
     if not remote:
         # The registry API has no "create only" push, so a push racing this one
         # could still land first; the digest check below catches that case.
-        try:
-            push_image(client, repository, tag)
-        except RuntimeError as exc:
-            raise StepFailed(STEP, str(exc), transient=True) from None
+        push_with_retries(client, repository, tag)
         remote = registry.digest(path, tag)
         local = repo_digests(client, f"{repository}:{tag}", repository)
     if remote not in local:

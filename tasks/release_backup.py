@@ -6,6 +6,7 @@ its SHA-256 beside it, then read whole before anything is launched. A release wi
 nothing to migrate relies on the newest backup, which must be fresh.
 """
 
+import errno
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +63,12 @@ def take_backup(env: Environment, label: str, step: str) -> BackupRecord:
         raise StepFailed(step, f"backup {target.name} was written but does not read back: {exc}") from None
     except BackupError as exc:
         raise StepFailed(step, f"backup failed: {exc}", transient=True) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StepFailed(step, f"disk full: no space left in BACKUP_DIR {directory} for {target.name} "
+                                   f"({exc.strerror}); the partial file was removed") from None
+        raise StepFailed(step, f"backup failed: cannot write {target.name} in BACKUP_DIR {directory}: "
+                               f"{exc.strerror or exc}", transient=True) from None
     size = target.stat().st_size
     return BackupRecord(detail=f"{target.name}: {size} bytes, sha256 {digest[:12]}…, read whole",
                         name=target.name, path=str(target), sha256=digest, taken_at=target.stat().st_mtime, taken_now=True)

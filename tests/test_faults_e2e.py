@@ -1,0 +1,153 @@
+"""Faults a release engineer fears, caused for real on the shared sandbox: the
+registry going away as build-pin pushes, BACKUP_DIR filling up during the
+pre-migration backup. Each test asserts the report's reason, that what runs is
+what ran before (same containers, verified), that the database is unchanged (schema
+and row checksums), and that nothing is left behind (no container, no partial file)."""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from flows.verify import verify
+from sandbox.app_changes import migration
+from smartrelease.report import Report, Status
+from tests.conftest import SHARED_ENV, stored
+
+pytestmark = pytest.mark.e2e
+ENV = SHARED_ENV
+
+
+def by_name(report: Report) -> dict:
+    return {r.name: r for r in report.results}
+
+
+def project_containers(sandbox) -> set[str]:
+    return {c.id for c in docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})}
+
+
+class Unchanged:
+    """What must hold after a fault the release stopped at: the same containers, the
+    same database, and the environment still verifies."""
+
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        self.containers, self.all = sandbox.containers(), project_containers(sandbox)
+        self.database = sandbox.fingerprint()
+        self.version = sandbox.env_running_version()
+
+    def check(self) -> None:
+        assert self.sandbox.containers() == self.containers
+        assert project_containers(self.sandbox) == self.all  # no orphan, none gone
+        assert self.sandbox.fingerprint() == self.database
+        verified = verify(environment=ENV, expect_version=self.version, return_state=True)
+        assert verified.is_completed(), verified.result(raise_on_failure=False).text()
+
+
+def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_nothing_launches(
+        shared_sandbox, shared_registry):
+    sandbox = shared_sandbox
+    before = Unchanged(sandbox)
+    repository = f"{sandbox.env().target.registry}/{sandbox.env().target.backend_image}"
+    stopped = threading.Event()
+
+    def stop_once_built() -> None:
+        """Stop the registry the moment the new backend image exists: its push is next."""
+        client = docker.from_env()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not stopped.is_set():
+            try:
+                client.images.get(f"{repository}:8.3.0")
+            except docker.errors.ImageNotFound:
+                time.sleep(0.05)
+                continue
+            shared_registry.stop()
+            stopped.set()
+            return
+
+    watcher = threading.Thread(target=stop_once_built, daemon=True)
+    watcher.start()
+    try:
+        state, report, _ = sandbox.release("8.3.0")
+    finally:
+        stopped.set()
+        watcher.join(timeout=10)
+        shared_registry.start()
+    assert state.is_failed()
+    pin = by_name(report)["build-pin"]
+    assert pin.status == Status.FAILED, report.text()
+    assert ("tried 3 times" in pin.detail and "nothing was launched" in pin.detail) or "unreachable" in pin.detail, pin.detail
+    assert by_name(report)["launch"].status == Status.SKIPPED
+    assert stored(state.state_details.flow_run_id)["task_run_counts"]["build-pin"] == 1  # retried inside, not rebuilt
+    before.check()
+
+
+@pytest.fixture
+def small_backup_dir(shared_sandbox, tmp_path):
+    """BACKUP_DIR on a tmpfs of 256 KiB holding the newest backup (preflight wants a
+    fresh, readable one) and, beside it, a filler that leaves a few KiB free: room
+    for preflight's write probe, not for a backup."""
+    sandbox = shared_sandbox
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], check=True)
+    old_dir = Path(sandbox.env().app.backup_dir)
+    try:
+        newest = max((p for p in old_dir.glob("*.dump.enc")), key=lambda p: p.stat().st_mtime)
+        for p in (newest, newest.with_name(newest.name + ".sha256")):
+            shutil.copy2(p, mount / p.name)
+        with (mount / ".filler").open("wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass  # full
+        os.truncate(mount / ".filler", max(0, (mount / ".filler").stat().st_size - 8192))
+        sandbox.set_env("BACKUP_DIR", str(mount))
+        yield mount
+    finally:
+        sandbox.set_env("BACKUP_DIR", str(old_dir))
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_backup_dir_full_during_the_pre_migration_backup_stops_the_release_before_launch(shared_sandbox, small_backup_dir):
+    sandbox = shared_sandbox
+    # Rows enough that the backup outgrows the room left (random text does not compress).
+    with sandbox_db(sandbox) as conn:
+        conn.execute("CREATE TABLE fault_padding AS SELECT md5(random()::text) || md5(random()::text) AS x "
+                     "FROM generate_series(1, 4000)")
+    try:
+        before = Unchanged(sandbox)
+        files_before = sorted(p.name for p in small_backup_dir.iterdir())
+        state, report, _ = sandbox.release("8.4.0", files={"migrations/20261202000000-add-fault-note.js": migration(
+            "ALTER TABLE accounts ADD COLUMN fault_note text", "ALTER TABLE accounts DROP COLUMN fault_note")})
+        assert state.is_failed()
+        backup = by_name(report)["backup"]
+        assert backup.status == Status.FAILED, report.text()
+        assert backup.detail.startswith("disk full: no space left in BACKUP_DIR") and "partial file was removed" in backup.detail
+        assert by_name(report)["launch"].status == Status.SKIPPED and report.facts.rollback is None
+        assert sorted(p.name for p in small_backup_dir.iterdir()) == files_before  # no partial file, no checksum
+        before.check()
+    finally:
+        with sandbox_db(sandbox) as conn:
+            conn.execute("DROP TABLE IF EXISTS fault_padding")
+        # The release's commit stays in the checkout: its migration must not reach later releases.
+        drop_last_migration(sandbox)
+
+
+def sandbox_db(sandbox):
+    from tasks.postgres import connect
+
+    return connect(sandbox.env(), "test")
+
+
+def drop_last_migration(sandbox) -> None:
+    from sandbox.app_changes import commit_version
+
+    commit_version(sandbox.app_dir, "8.4.1", files={"migrations/20261202000000-add-fault-note.js": None})
