@@ -1,6 +1,6 @@
 """Faults a release engineer fears, caused for real on the shared sandbox: the
 registry going away as build-pin pushes, BACKUP_DIR filling up during the
-pre-migration backup. Each test asserts the report's reason, that what runs is
+pre-migration backup, PostgreSQL restarting during the new version's migration. Each test asserts the report's reason, that what runs is
 what ran before (same containers, verified), that the database is unchanged (schema
 and row checksums), and that nothing is left behind (no container, no partial file)."""
 
@@ -151,3 +151,69 @@ def drop_last_migration(sandbox) -> None:
     from sandbox.app_changes import commit_version
 
     commit_version(sandbox.app_dir, "8.4.1", files={"migrations/20261202000000-add-fault-note.js": None})
+
+
+PG_RESTART_MIGRATION = "migrations/20261202010000-add-account-restart-note.js"
+
+
+def test_postgresql_restarting_during_the_new_versions_migration_ends_on_one_verified_version(shared_sandbox):
+    """The db service restarts while the new backend's entrypoint migrates (the
+    migration sleeps, then alters, as one that rewrites a big table would take a while).
+    Either the new version's restarted container migrates again and is released, or
+    the release rolls back; both end verified with the database as before or as the
+    migration makes it, and one container per service."""
+    sandbox = shared_sandbox
+    before = Unchanged(sandbox)
+    db = docker.from_env().containers.get(sandbox.db_container())
+    restarted = threading.Event()
+
+    def restart_during_the_migration() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not restarted.is_set():
+            try:
+                with sandbox_db(sandbox) as conn:
+                    if conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                                    "AND query LIKE 'SELECT pg_sleep(5)%'").fetchone():
+                        db.restart(timeout=10)
+                        restarted.set()
+                        return
+            except Exception:
+                pass  # not up yet
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=restart_during_the_migration, daemon=True)
+    watcher.start()
+    try:
+        state, report, _ = sandbox.release("8.5.0", files={PG_RESTART_MIGRATION: migration(
+            ["SELECT pg_sleep(5)", "ALTER TABLE accounts ADD COLUMN restart_note text"],
+            "ALTER TABLE accounts DROP COLUMN restart_note")})
+    finally:
+        restarted.set()
+        watcher.join(timeout=30)
+    assert state.is_final()
+    assert db.attrs["Id"] == sandbox.db_container()  # restarted, never recreated
+    columns, meta = sandbox.schema()
+    name = Path(PG_RESTART_MIGRATION).name
+    if report.ok:
+        assert sandbox.env_running_version() == "8.5.0" and (name,) in meta
+        assert ("accounts", "restart_note", "text") in columns
+        assert verify(environment=ENV, return_state=True).is_completed()
+    else:
+        rb = report.facts.rollback
+        assert rb is not None and rb.recovered, report.text()
+        assert report.failures()[0].name in ("launch", "wait-ready", "migrations"), report.text()
+        before.check()
+        sandbox_commit_without(sandbox, PG_RESTART_MIGRATION)
+    services = [c.labels.get("com.docker.compose.service") for c in docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})]
+    assert sorted(services) == sorted(set(services)), services  # one container per service: no orphan
+    assert all(c.status == "running" for c in docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"}))
+    print(f"PostgreSQL restart during migrations: {'released' if report.ok else 'rolled back'}; "
+          + "; ".join(f"{r.name} {r.status.value}" for r in report.results))
+
+
+def sandbox_commit_without(sandbox, rel: str) -> None:
+    from sandbox.app_changes import commit_version
+
+    commit_version(sandbox.app_dir, "8.5.1", files={rel: None})
