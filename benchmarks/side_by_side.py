@@ -10,7 +10,7 @@ starts it, against the sandbox and a running Prefect server.
    versions, A and B, take turns: each round the tool releases A then B, then bash
    deploys A then B, so each starts from the other version running.
 
-Peak memory is the process's own maximum resident set (wait4's ru_maxrss).
+Peak memory is the largest resident set of the process or of any program it ran (wait4's ru_maxrss).
 
 usage: python benchmarks/side_by_side.py [--env-file .env.sandbox] [--runs 5] [--out docs/benchmarks-runbook.md]
 Needs `smartrelease sandbox up`, RELEASE_APPROVAL=none in the env file, and
@@ -128,7 +128,8 @@ The baseline is `benchmarks/runbook.sh`: the runbook's steps as a person runs th
 bash, sequentially. Each cell is the median whole-process wall time
 ({args.runs} preflight pairs in alternating order; {args.runs} rounds of releases, each
 release and each deploy going from one version to the other: {2 * args.runs} of each). Peak
-memory is the largest resident set of the process itself.
+memory is the largest resident set of the process or of any program it ran
+(wait4's ru_maxrss: `docker compose`, a Go program, is most of bash's).
 
 | | smartrelease | bash runbook | ratio | smartrelease peak memory | bash peak memory |
 |---|---:|---:|---:|---:|---:|

@@ -23,6 +23,7 @@ containers: the service is down until the new ones start.
 
 import json
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,12 @@ class ServiceCutover:
     image: str
     old: tuple[str, ...]  # running containers: they serve until the new ones do
     stale: tuple[str, ...]  # stopped ones: serve nothing, removed first (`up` would start them again)
+    wanted: int = 1  # containers the service should run after: as many as ran of one version
 
     @property
     def scale(self) -> int:
-        return 2 * len(self.old) or 1
+        """The count `compose up --scale` is given: the old ones and the new ones beside them."""
+        return len(self.old) + self.wanted if self.old else 1
 
 
 def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str]) -> list[ServiceCutover]:
@@ -66,9 +69,21 @@ def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str])
         running = [c for c in found if c.status == "running"]
         if running and all(c.reference == image for c in running):
             continue
+        # A cutover interrupted (by a Docker Engine restart, say) leaves two versions
+        # running: as many new ones as ran of one version, not of both.
+        per_image = Counter(c.reference for c in running)
         plan.append(ServiceCutover(service, image, tuple(c.id for c in running),
-                                   tuple(c.id for c in found if c.status != "running")))
+                                   tuple(c.id for c in found if c.status != "running"),
+                                   wanted=max(per_image.values(), default=1)))
     return plan
+
+
+def leftovers(containers: dict[str, list[Container]], plan: list[ServiceCutover]) -> list[str]:
+    """Containers that are not running, of services the plan leaves alone: an
+    interrupted run's, which the engine or the next `compose up` would start again."""
+    planned = {p.service for p in plan}
+    return [c.id for service, found in containers.items() if service not in planned
+            for c in found if c.status != "running"]
 
 
 def scaling_problems(config: dict, services: list[str]) -> list[str]:
@@ -232,9 +247,13 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     client = engine(timeout_s=env.target.drain_s + 60)
     t = env.target
     by_service = {t.service(role): ref for role, ref in images.items()}
-    plan = plan_cutover({s: service_containers(client, t.compose_project, s) for s in by_service}, by_service)
+    found = {s: service_containers(client, t.compose_project, s) for s in by_service}
+    plan = plan_cutover(found, by_service)
+    left = leftovers(found, plan)
+    remove(client, left)
+    tidied = f"; removed {len(left)} stopped container(s) an interrupted run left" if left else ""
     if not plan:
-        return Finding(detail="already running " + ", ".join(by_service) + " at these digests: nothing to start")
+        return Finding(detail="already running " + ", ".join(by_service) + f" at these digests: nothing to start{tidied}")
     if not any(p.old for p in plan):  # nothing serves: start it all, as a first deploy does
         remove(client, [cid for p in plan for cid in p.stale])
         compose_up(env, images)
@@ -263,7 +282,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
                                                   for p in plan)
                           + f": new healthy after {healthy_s:.1f} s"
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
-                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s",
+                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{tidied}",
                    warning=drained.startswith("not"))
 
 

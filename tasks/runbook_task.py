@@ -58,9 +58,20 @@ def masked_errors(step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         except CommandFailed as exc:
             raise StepFailed(step, str(exc)) from None
         except Exception as exc:
+            if engine_unreachable(exc):
+                raise StepFailed(step, f"Docker Engine unreachable ({type(exc).__name__}: {exc}): is dockerd "
+                                       "running?", transient=True) from None
             raise StepFailed(step, f"unexpected error: {type(exc).__name__}: {exc}", transient=True) from None
 
     return run
+
+
+def engine_unreachable(exc: BaseException) -> bool:
+    """docker-py's way of saying the engine's socket did not answer (it goes through requests)."""
+    import requests
+
+    return isinstance(exc, requests.exceptions.ConnectionError) or (
+        type(exc).__module__.startswith("docker") and "Error while fetching server API version" in str(exc))
 
 
 def runbook_task(name: str, *, timeout_s: float | None, retries: int = 0, retry_delay_s: float = 1.0) -> Callable[[Callable[..., Any]], Any]:

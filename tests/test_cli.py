@@ -198,3 +198,26 @@ def test_approving_a_run_that_is_not_paused_or_does_not_exist_is_one_line_exit_2
     out = smartrelease("approve", "0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b", "--reason", "ok")
     assert out.returncode == 2
     assert out.stderr.strip() == "smartrelease: approve: no flow run 0b6e5f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b on this Prefect server"
+
+
+def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_the_change(write_env):
+    from prefect.client.orchestration import get_client
+
+    from blocks import ReleaseTarget, import_env_file
+
+    def stored(name: str):
+        with get_client(sync_client=True) as client:
+            return {slug: client.read_block_document_by_name(name, slug).updated
+                    for slug in ("smartaccounting-app-environment", "smartaccounting-release-target")}
+
+    path = write_env("resaved")
+    import_env_file(path, "resaved")
+    first = stored("resaved")
+    import_env_file(path, "resaved")
+    assert stored("resaved") == first  # nothing was written
+    path.write_text(path.read_text() + "RELEASE_READY_TIMEOUT_S=77\n")
+    import_env_file(path, "resaved")
+    now = stored("resaved")
+    assert now["smartaccounting-release-target"] > first["smartaccounting-release-target"]
+    assert now["smartaccounting-app-environment"] == first["smartaccounting-app-environment"]
+    assert ReleaseTarget.load("resaved").ready_timeout_s == 77

@@ -69,6 +69,8 @@ def test_apply_makes_the_lock_the_pool_and_the_deployments(write_env):
         schedules = client.read_deployment_by_name("verify/applied").schedules
         assert len(schedules) == 1 and schedules[0].schedule.interval.total_seconds() == 900
         assert schedules[0].schedule.anchor_date.year == 2026  # applying again does not move it
+        drills = client.read_deployment_by_name("drill/applied").schedules
+        assert len(drills) == 1 and drills[0].schedule.cron == "0 3 * * 0" and drills[0].active  # weekly restore drill
         slugs = {b.slug for b in client.read_block_types()}
         assert {"smartaccounting-app-environment", "smartaccounting-release-target"} <= slugs
 

@@ -7,7 +7,7 @@ from blocks.envfile import parse_env_file
 from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
-from tasks.cutover import Container, compose_problems, failure, plan_cutover, scaling_problems
+from tasks.cutover import Container, compose_problems, failure, leftovers, plan_cutover, scaling_problems
 from tasks.environment import check_environment
 
 OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
@@ -28,9 +28,20 @@ def test_a_service_already_running_the_wanted_image_is_left_alone_and_one_not_ru
     plan = plan_cutover({"backend": [container("b1", NEW)], "frontend": [container("f1", WEB, status="exited")]},
                         {"backend": NEW, "frontend": WEB})
     assert [(p.service, p.old, p.stale, p.scale) for p in plan] == [("frontend", (), ("f1",), 1)]
-    # A service half on the new image (a cutover interrupted) is cut over again, whole.
+    # A service half on the new image (a cutover interrupted) is cut over again, whole,
+    # to as many containers as ran of one version: one new beside the two, then one.
     plan = plan_cutover({"backend": [container("b1", NEW), container("b2", OLD)]}, {"backend": NEW})
-    assert plan[0].old == ("b1", "b2") and plan[0].scale == 4
+    assert plan[0].old == ("b1", "b2") and plan[0].wanted == 1 and plan[0].scale == 3
+    twice = plan_cutover({"backend": [container("b1", OLD), container("b2", OLD), container("b3", NEW)]}, {"backend": NEW})
+    assert twice[0].wanted == 2 and twice[0].scale == 5
+
+
+def test_stopped_containers_of_a_service_already_on_its_image_are_leftovers_to_remove():
+    found = {"backend": [container("b1", NEW), container("b2", OLD, status="exited")],
+             "frontend": [container("f1", OLD), container("f0", OLD, status="created")]}
+    plan = plan_cutover(found, {"backend": NEW, "frontend": WEB})
+    assert [p.service for p in plan] == ["frontend"] and plan[0].stale == ("f0",)
+    assert leftovers(found, plan) == ["b2"]  # the frontend's stopped one goes with its cutover
 
 
 def test_a_new_container_has_failed_for_good_once_it_exits_or_restarts():

@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from flows.history import last_release
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
@@ -217,3 +218,83 @@ def sandbox_commit_without(sandbox, rel: str) -> None:
     from sandbox.app_changes import commit_version
 
     commit_version(sandbox.app_dir, "8.5.1", files={rel: None})
+
+
+def restart_docker_engine(timeout_s: float = 120) -> float:
+    """Stop dockerd (SIGTERM: it stops the containers, as a host's `systemctl restart
+    docker` does without live-restore) and start it again; seconds it was away."""
+    import signal
+
+    started = time.monotonic()
+    pids = [int(p) for p in subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        while time.monotonic() - started < timeout_s and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+    with open("/var/log/dockerd.log", "ab") as log:
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    while time.monotonic() - started < timeout_s:
+        try:
+            if docker.from_env(timeout=5).ping():
+                return time.monotonic() - started
+        except Exception:
+            time.sleep(0.2)
+    raise AssertionError("dockerd did not come back")
+
+
+def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_version(shared_sandbox):
+    """dockerd is restarted the moment the new backend container exists, while the
+    release waits for it to be healthy. The release must end (Failed, recovered, or
+    released), never hang; when it could not recover, `rollback` does. After that one
+    version runs, verified, with the database as it was and one container per service."""
+    from flows.rollback import rollback
+
+    sandbox = shared_sandbox
+    if last_release(ENV) is None:  # this module first on a new sandbox: a release for a rollback to go back to
+        state, first, _ = sandbox.release("8.0.0")
+        assert state.is_completed(), first.text()
+    before = Unchanged(sandbox)
+    done = threading.Event()
+    away: list[float] = []
+
+    def restart_when_the_new_container_starts() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not done.is_set():
+            try:
+                new = docker.from_env().containers.list(all=True, filters={"label": [
+                    f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.6.0"]})
+            except Exception:
+                new = []
+            if new:
+                away.append(restart_docker_engine())
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=restart_when_the_new_container_starts, daemon=True)
+    watcher.start()
+    try:
+        state, report, _ = sandbox.release("8.6.0")
+    finally:
+        done.set()
+        watcher.join(timeout=180)
+    assert away, "the new container never started: the fault was not caused"
+    assert state.is_final()
+    recovered = report.ok or (report.facts.rollback is not None and report.facts.rollback.recovered)
+    followed = None
+    print(report.text())
+    if not recovered:
+        followed = rollback(environment=ENV, return_state=True)
+        assert followed.is_completed(), followed.result(raise_on_failure=False).text()
+    running = sandbox.env_running_version()
+    assert running == ("8.6.0" if report.ok else before.version), report.text()
+    assert verify(environment=ENV, expect_version=running, return_state=True).is_completed()
+    assert sandbox.fingerprint() == before.database
+    containers = docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})
+    services = [c.labels.get("com.docker.compose.service") for c in containers]
+    assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
+        [(c.name, c.status) for c in containers]
+    print(f"Docker Engine away {away[0]:.1f} s during the cutover: "
+          + ("released" if report.ok else "recovered by the release" if recovered else "recovered by rollback") + "; "
+          + "; ".join(f"{r.name} {r.status.value}: {r.detail[:100]}" for r in report.results if r.status.value != "skipped"))
