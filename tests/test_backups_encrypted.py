@@ -2,6 +2,7 @@
 written by pg_dump through the encryptor, read whole through pg_restore, and
 refused when tampered with, truncated, or opened with the wrong passphrase."""
 
+import os
 import stat
 from pathlib import Path
 
@@ -80,6 +81,33 @@ def test_preflight_backups_check_decrypts(write_env, pg):
     with pytest.raises(StepFailed) as failed:
         check_backups(env)
     assert failed.value.reason == f"newest backup {newest.name} is unreadable: {newest.name} does not match its recorded SHA-256 (tampered or damaged): refused"
+
+
+def test_a_backup_read_whole_once_is_not_read_again_until_its_bytes_change(write_env, pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMARTRELEASE_CACHE", str(tmp_path / "cache"))
+    env = parse_env_file(write_env())
+    newest = encrypted_backup(pg, Path(env.app.backup_dir))
+    assert check_backups(env).detail.endswith(", read whole")
+    again = check_backups(env).detail
+    assert again.startswith(f"{newest.name}: custom, encrypted") and again.endswith("read whole before (its SHA-256 is unchanged)")
+    # Altered in place with its size and modification time kept, and its checksum file
+    # forged to match: the SHA-256 differs from the one verified, so it is read whole
+    # again, and the cipher's tag refuses it.
+    before = newest.stat()
+    with newest.open("r+b") as f:
+        f.seek(200)
+        f.write(b"\1" * 8)
+    os.utime(newest, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (newest.parent / (newest.name + ".sha256")).write_text(f"{sha256_file(newest)}  {newest.name}\n")
+    with pytest.raises(StepFailed) as failed:
+        check_backups(env)
+    assert "fails authentication" in failed.value.reason
+    # A cache that cannot be written only costs time: the check still reads it whole.
+    monkeypatch.setenv("SMARTRELEASE_CACHE", "/proc/no-such-dir")
+    fresh = encrypted_backup(pg, Path(env.app.backup_dir), "prod-1.0.1.dump.enc")
+    for _ in range(2):
+        detail = check_backups(env).detail
+        assert detail.startswith(fresh.name) and detail.endswith(", read whole")
 
 
 def _database(cluster: Cluster) -> dict:
