@@ -43,7 +43,7 @@ from smartrelease.refs import check_digest, check_version
 from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
 from tasks.environment import app_version
-from tasks.images import engine
+from tasks.images import engine, engine_answers_within
 from tasks.cutover import launch_task
 from tasks.metrics import metrics_task
 from tasks.migrations import confirm_migrations_task, plan_migrations_task
@@ -79,6 +79,7 @@ STEPS = release_steps(AppContract())  # with the runbook's endpoints, no approva
 
 
 ROLLBACK = "rollback: "
+ENGINE_WAIT_S = 120  # how long an automatic rollback waits for Docker Engine to answer again (a restart)
 
 
 def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None,
@@ -128,6 +129,8 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
     if plan.previous is None:
         return [], RollbackFacts(instructions=["First release of this environment: there is no previous version to "
                                                "go back to. Fix forward, or stop the Compose project."])
+    # A release failed by Docker Engine going away (a restart) is rolled back once it is back.
+    engine_away = engine_answers_within(ENGINE_WAIT_S)
     decide = StepRunner((ROLLBACK + "rollback-target",))
     try:
         inputs = decide.run(ROLLBACK + "rollback-target", after_failed_release_task, env, plan, migrations.pending,
@@ -137,6 +140,8 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
             f"The rollback could not be decided (see {ROLLBACK}rollback-target); nothing was rolled back. Run "
             f"{rollback_command(env, plan.previous.version)}."])
     done, facts = roll_back(env, inputs, prefix=ROLLBACK, detected_at=detected_at, stop_first=stop_first)
+    if engine_away:
+        facts.warnings.append(f"Docker Engine did not answer for {engine_away:.1f} s: the rollback waited for it")
     return decide.results() + done, facts
 
 

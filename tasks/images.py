@@ -1,5 +1,6 @@
 """The one place that talks to Docker Engine about images: build, push, inspect."""
 
+import time
 from pathlib import Path
 
 import docker
@@ -13,6 +14,21 @@ ENGINE_TIMEOUT_S = 600
 
 def engine(timeout_s: float = ENGINE_TIMEOUT_S) -> docker.DockerClient:
     return docker.from_env(timeout=timeout_s)
+
+
+def engine_answers_within(timeout_s: float, poll_s: float = 0.5) -> float | None:
+    """Seconds until Docker Engine answers a ping (0 when it does at once); None when
+    it has not within `timeout_s` (restarting, or gone)."""
+    started = time.monotonic()
+    while True:
+        try:
+            if docker.from_env(timeout=5).ping():
+                return time.monotonic() - started
+        except Exception:  # docker-py raises DockerException or requests' errors while it is away
+            pass
+        if time.monotonic() - started >= timeout_s:
+            return None
+        time.sleep(poll_s)
 
 
 def build_image(client: docker.DockerClient, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
