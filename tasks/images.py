@@ -19,11 +19,12 @@ def engine(timeout_s: float = ENGINE_TIMEOUT_S) -> docker.DockerClient:
 def engine_answers_within(timeout_s: float, poll_s: float = 0.5) -> float | None:
     """Seconds until Docker Engine answers a ping (0 when it does at once); None when
     it has not within `timeout_s` (restarting, or gone)."""
-    started = time.monotonic()
+    started, attempts = time.monotonic(), 0
     while True:
+        attempts += 1
         try:
             if docker.from_env(timeout=5).ping():
-                return time.monotonic() - started
+                return 0.0 if attempts == 1 else time.monotonic() - started
         except Exception:  # docker-py raises DockerException or requests' errors while it is away
             pass
         if time.monotonic() - started >= timeout_s:

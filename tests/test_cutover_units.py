@@ -96,3 +96,11 @@ def test_preflight_refuses_a_compose_file_that_pins_a_container_name_before_anyt
         check_environment(env)
     compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n  frontend:\n    image: ${FRONTEND_IMAGE}\n")
     assert compose_problems(env) == []
+
+
+def test_an_engine_that_answers_at_once_was_not_away_and_one_that_never_does_is_named_after_the_wait(monkeypatch):
+    from tasks.images import engine_answers_within
+
+    assert engine_answers_within(1) == 0.0  # this machine's dockerd
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert engine_answers_within(0.6, poll_s=0.2) is None
