@@ -40,7 +40,7 @@ def child(op: str, args: argparse.Namespace) -> None:
     from pydantic import SecretStr
 
     from tasks.backup_crypto import verify_checksum
-    from tasks.backup_files import dump_database_encrypted, read_whole, restore_into
+    from tasks.backup_files import dump_database_encrypted, restore_into
     from tasks.pg_client import HostTools
     from tasks.postgres import DatabaseUrl
 
@@ -48,18 +48,29 @@ def child(op: str, args: argparse.Namespace) -> None:
         return HostTools(DatabaseUrl("127.0.0.1", args.port, dbname, USER, SecretStr(os.environ["PGPASSWORD"])))
 
     passphrase = os.environ["BENCH_PASSPHRASE"]
+    started = time.perf_counter()  # after the imports: the operation's own time
     if op == "encrypted-dump":
         dump_database_encrypted(tools(DB), Path(args.file), passphrase, timeout_s=7200)
     elif op == "verified-restore":
         verify_checksum(Path(args.file))
         restore_into(Path(args.file), passphrase, tools(args.target_db), timeout_s=7200)
-    elif op == "backups-check":
-        read_whole(Path(args.file), passphrase, timeout_s=7200)
-    print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    elif op == "backups-check":  # preflight's check itself, with its memory of verified backups
+        from blocks.app_environment import AppEnvironment
+        from blocks.envfile import Environment
+        from blocks.release_target import ReleaseTarget
+        from tasks.backups import check_backups
+
+        env = Environment(name="bench", target=ReleaseTarget(backup_timeout_s=7200), app=AppEnvironment(
+            backup_dir=str(Path(args.file).parent), backup_passphrase=passphrase))
+        print(check_backups(env).detail, file=sys.stderr)
+    print(json.dumps({"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "op_s": time.perf_counter() - started}))
 
 
 def timed(argv: list[str], env: dict) -> tuple[float, float, float | None]:
-    """(seconds, peak MB of the process tree, our Python's own peak MB or None)."""
+    """(seconds, peak MB of the process tree, our Python's own peak MB or None). For
+    our operations, the seconds are the operation's own, without Python's start-up
+    (about 2 s of imports here, the same at any size)."""
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env, cwd=ROOT)
@@ -69,13 +80,15 @@ def timed(argv: list[str], env: dict) -> tuple[float, float, float | None]:
             sys.exit(f"{argv[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
         out.seek(0)
         text = out.read().decode().strip().splitlines()
-    own = json.loads(text[-1])["self_mb"] if text and text[-1].startswith("{") else None
-    return seconds, usage.ru_maxrss / 1024, own
+    if text and text[-1].startswith("{"):
+        said = json.loads(text[-1])
+        return said["op_s"], usage.ru_maxrss / 1024, said["self_mb"]
+    return seconds, usage.ru_maxrss / 1024, None
 
 
 def measure(scale: int, runs: int, work: Path, port: int, cluster) -> dict:
     env = {**os.environ, "PGPASSWORD": os.environ["PGPASSWORD"], "PGHOST": "127.0.0.1", "PGPORT": str(port),
-           "PGUSER": USER}
+           "PGUSER": USER, "SMARTRELEASE_CACHE": str(work / "cache")}
     with cluster.admin() as conn:
         for name in ("bench", "restored"):
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -85,7 +98,9 @@ def measure(scale: int, runs: int, work: Path, port: int, cluster) -> dict:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with cluster.admin(DB) as conn:
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    plain, enc = work / "plain.dump", work / "backup.dump.enc"
+    (work / "plain").mkdir(exist_ok=True)
+    (work / "backups").mkdir(exist_ok=True)
+    plain, enc = work / "plain" / "plain.dump", work / "backups" / "backup.dump.enc"
     me = [sys.executable, str(Path(__file__).resolve()), "--port", str(port)]
     results: dict[str, list] = {k: [] for k in ("plain-dump", "encrypted-dump", "plain-restore", "verified-restore",
                                                 "backups-check", "backups-check-again")}
@@ -156,12 +171,15 @@ def main() -> None:
     if args.op:
         return child(args.op, args)
 
+    import socket
+
     from smartrelease.local_postgres import Cluster
-    from tests.conftest import free_port
 
     root = Path(tempfile.mkdtemp(prefix="smartrelease-bench-"))
-    root.chmod(0o755)
-    port = free_port()
+    root.chmod(0o755)  # the server runs as `postgres` and must reach its files
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     os.environ["PGPASSWORD"], os.environ["BENCH_PASSPHRASE"] = secrets.token_hex(16), secrets.token_hex(16)
     cluster = Cluster(root / "pg", port)
     try:
@@ -180,7 +198,9 @@ Command: `python benchmarks/backups.py --scale {args.scale} --small-scale {args.
 measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, {platform.system()}
 {platform.release()}, PostgreSQL 15 on this host (data and files on the same disk). Each
 operation is a process of its own; medians of {args.runs}, the two of each pair in
-alternating order. "against" is the extra time over the plain operation above it.
+alternating order; ours are timed from inside, without Python's start-up (about 2 s
+of imports, the same at any size). "against" is the extra time over the plain
+operation above it.
 Peak memory is the largest resident set of the process or of a program it ran
 (pg_dump, pg_restore), and in brackets our Python process's own.
 

@@ -18,7 +18,7 @@ from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
-MIGRATION = "20261201000000-add-account-drill-note.js"
+MIGRATION = "20260102000000-add-account-drill-note.js"
 
 
 def run_drill() -> tuple[object, Report]:

@@ -126,7 +126,7 @@ def test_backup_dir_full_during_the_pre_migration_backup_stops_the_release_befor
     try:
         before = Unchanged(sandbox)
         files_before = sorted(p.name for p in small_backup_dir.iterdir())
-        state, report, _ = sandbox.release("8.4.0", files={"migrations/20261202000000-add-fault-note.js": migration(
+        state, report, _ = sandbox.release("8.4.0", files={"migrations/20260103000000-add-fault-note.js": migration(
             "ALTER TABLE accounts ADD COLUMN fault_note text", "ALTER TABLE accounts DROP COLUMN fault_note")})
         assert state.is_failed()
         backup = by_name(report)["backup"]
@@ -151,10 +151,10 @@ def sandbox_db(sandbox):
 def drop_last_migration(sandbox) -> None:
     from sandbox.app_changes import commit_version
 
-    commit_version(sandbox.app_dir, "8.4.1", files={"migrations/20261202000000-add-fault-note.js": None})
+    commit_version(sandbox.app_dir, "8.4.1", files={"migrations/20260103000000-add-fault-note.js": None})
 
 
-PG_RESTART_MIGRATION = "migrations/20261202010000-add-account-restart-note.js"
+PG_RESTART_MIGRATION = "migrations/20260104000000-add-account-restart-note.js"
 
 
 def test_postgresql_restarting_during_the_new_versions_migration_ends_on_one_verified_version(shared_sandbox):
