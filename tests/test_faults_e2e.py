@@ -51,35 +51,47 @@ class Unchanged:
         assert verified.is_completed(), verified.result(raise_on_failure=False).text()
 
 
+def release_with_fault(sandbox, version: str, when, fault, files=None, join_s: float = 180):
+    """Release `version` while a thread polls `when()` every 50 ms (errors count as
+    not yet) and, the first time it is true, causes `fault()`. Returns (state,
+    report, what `fault()` returned, or None when it was never caused)."""
+    done, caused = threading.Event(), []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                ready = when()
+            except Exception:
+                ready = False
+            if ready:
+                caused.append(fault())
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        state, report, _ = sandbox.release(version, files=files)
+    finally:
+        done.set()
+        watcher.join(timeout=join_s)
+    return state, report, caused[0] if caused else None
+
+
 def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_nothing_launches(
         shared_sandbox, shared_registry):
     sandbox = shared_sandbox
     before = Unchanged(sandbox)
     repository = f"{sandbox.env().target.registry}/{sandbox.env().target.backend_image}"
-    stopped = threading.Event()
-
-    def stop_once_built() -> None:
-        """Stop the registry the moment the new backend image exists: its push is next."""
-        client = docker.from_env()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not stopped.is_set():
-            try:
-                client.images.get(f"{repository}:8.3.0")
-            except docker.errors.ImageNotFound:
-                time.sleep(0.05)
-                continue
-            shared_registry.stop()
-            stopped.set()
-            return
-
-    watcher = threading.Thread(target=stop_once_built, daemon=True)
-    watcher.start()
+    client = docker.from_env()
     try:
-        state, report, _ = sandbox.release("8.3.0")
+        # The registry stops the moment the new backend image exists: its push is next.
+        state, report, stopped = release_with_fault(sandbox, "8.3.0", lambda: client.images.get(f"{repository}:8.3.0"),
+                                                    lambda: shared_registry.stop() or True)
     finally:
-        stopped.set()
-        watcher.join(timeout=10)
         shared_registry.start()
+    assert stopped, "the image was never built: the fault was not caused"
     assert state.is_failed()
     pin = by_name(report)["build-pin"]
     assert pin.status == Status.FAILED, report.text()
@@ -166,31 +178,17 @@ def test_postgresql_restarting_during_the_new_versions_migration_ends_on_one_ver
     sandbox = shared_sandbox
     before = Unchanged(sandbox)
     db = docker.from_env().containers.get(sandbox.db_container())
-    restarted = threading.Event()
 
-    def restart_during_the_migration() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not restarted.is_set():
-            try:
-                with sandbox_db(sandbox) as conn:
-                    if conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
-                                    "AND query LIKE 'SELECT pg_sleep(5)%'").fetchone():
-                        db.restart(timeout=10)
-                        restarted.set()
-                        return
-            except Exception:
-                pass  # not up yet
-            time.sleep(0.1)
+    def migrating() -> bool:
+        with sandbox_db(sandbox) as conn:
+            return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                                     "AND query LIKE 'SELECT pg_sleep(5)%'").fetchone())
 
-    watcher = threading.Thread(target=restart_during_the_migration, daemon=True)
-    watcher.start()
-    try:
-        state, report, _ = sandbox.release("8.5.0", files={PG_RESTART_MIGRATION: migration(
+    state, report, restarted = release_with_fault(
+        sandbox, "8.5.0", migrating, lambda: db.restart(timeout=10) or True, files={PG_RESTART_MIGRATION: migration(
             ["SELECT pg_sleep(5)", "ALTER TABLE accounts ADD COLUMN restart_note text"],
             "ALTER TABLE accounts DROP COLUMN restart_note")})
-    finally:
-        restarted.set()
-        watcher.join(timeout=30)
+    assert restarted, "the migration was never seen running: the fault was not caused"
     assert state.is_final()
     assert db.attrs["Id"] == sandbox.db_container()  # restarted, never recreated
     columns, meta = sandbox.schema()
@@ -255,30 +253,13 @@ def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_versio
         state, first, _ = sandbox.release("8.0.0")
         assert state.is_completed(), first.text()
     before = Unchanged(sandbox)
-    done = threading.Event()
-    away: list[float] = []
 
-    def restart_when_the_new_container_starts() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not done.is_set():
-            try:
-                new = docker.from_env().containers.list(all=True, filters={"label": [
-                    f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.6.0"]})
-            except Exception:
-                new = []
-            if new:
-                away.append(restart_docker_engine())
-                return
-            time.sleep(0.05)
+    def new_container_started() -> bool:
+        return bool(docker.from_env().containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.6.0"]}))
 
-    watcher = threading.Thread(target=restart_when_the_new_container_starts, daemon=True)
-    watcher.start()
-    try:
-        state, report, _ = sandbox.release("8.6.0")
-    finally:
-        done.set()
-        watcher.join(timeout=180)
-    assert away, "the new container never started: the fault was not caused"
+    state, report, away = release_with_fault(sandbox, "8.6.0", new_container_started, restart_docker_engine)
+    assert away is not None, "the new container never started: the fault was not caused"
     assert state.is_final()
     recovered = report.ok or (report.facts.rollback is not None and report.facts.rollback.recovered)
     followed = None
@@ -295,6 +276,6 @@ def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_versio
     services = [c.labels.get("com.docker.compose.service") for c in containers]
     assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
         [(c.name, c.status) for c in containers]
-    print(f"Docker Engine away {away[0]:.1f} s during the cutover: "
+    print(f"Docker Engine away {away:.1f} s during the cutover: "
           + ("released" if report.ok else "recovered by the release" if recovered else "recovered by rollback") + "; "
           + "; ".join(f"{r.name} {r.status.value}: {r.detail[:100]}" for r in report.results if r.status.value != "skipped"))
