@@ -25,7 +25,7 @@ from tasks.backup_crypto import BackupIntegrityError, recorded_checksum, verify_
 from tasks.backup_files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
                                 restore_into)
 from tasks.images import engine, ensure_local
-from tasks.migrations import migration_files
+from tasks.migrations import migration_files, migrations_in
 from tasks.pg_client import on_database, pg_tools
 from tasks.postgres import connect, connect_url
 from tasks.rollback_inputs import deployed
@@ -148,14 +148,6 @@ def _scratch_conn(env: Environment, scratch: str, step: str) -> psycopg.Connecti
     # Counting a large table may take longer than the tool's usual 60 s per statement.
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(env.target.backup_timeout_s)}s")))
     return conn
-
-
-def migrations_in(conn: psycopg.Connection, table: str) -> list[str] | None:
-    """The names in the migrations table, None when it does not exist."""
-    ident = sql.Identifier(table)
-    if conn.execute("SELECT to_regclass(%s)", (ident.as_string(conn),)).fetchone()[0] is None:
-        return None
-    return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(ident))]
 
 
 def check_migrations(env: Environment, scratch: str, taken_at: float, rows: list[dict]) -> BackupMigrations:

@@ -19,6 +19,7 @@ import json
 import tarfile
 
 import docker
+import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
@@ -132,11 +133,16 @@ def migration_files(client: docker.DockerClient, image_ref: str, directory: str)
 
 def applied_migrations(env: Environment, step: str) -> list[str]:
     """The names in the migrations table, in name order (Sequelize's own order); [] before the first."""
-    table = sql.Identifier(env.target.migrations_table)
     with connect(env, step) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
-            return []
-        return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(table))]
+        return migrations_in(conn, env.target.migrations_table) or []
+
+
+def migrations_in(conn: psycopg.Connection, table: str) -> list[str] | None:
+    """The names in `table` of the database `conn` is on, in name order; None when it does not exist."""
+    ident = sql.Identifier(table)
+    if conn.execute("SELECT to_regclass(%s)", (ident.as_string(conn),)).fetchone()[0] is None:
+        return None
+    return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(ident))]
 
 
 def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
