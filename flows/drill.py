@@ -11,14 +11,14 @@ dropped whatever happened after it was created.
 """
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
 from blocks import load_environment
-from flows.history import NO_VERSION, append_row, event_row, read_history
+from flows.history import NO_VERSION, event_row, read_history
+from flows.journal import gap_of, publish_report
 from flows.notify import notify_report
 from flows.placement import check_placement
 from flows.steps import StepRunner, Stopped
@@ -63,24 +63,23 @@ def drill(environment: str):
             steps.run(DROP_STEP, drop_scratch_task, env, scratch.name, stop=False)
     facts.version = d.released_version
     report = Report(flow="drill", environment=environment, results=steps.results(), facts=facts)
-    publish_drill(report)
+    report = publish_drill(report)
     if report.ok:
-        return Completed(message=f"{d.backup} restored in {d.restore_s:.1f} s and checked", data=report)
+        return Completed(message=f"{d.backup} restored in {d.restore_s:.1f} s and checked{gap_of(report)}", data=report)
     if FlowRunContext.get().flow_run.deployment_id:  # the schedule, the UI or CI: nobody watches a terminal
         notify_report(env, report, "restore drill failed")
-    return Failed(message="drill failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    return Failed(message="drill failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report), data=report)
 
 
 def drill_result(report: Report) -> str:
     return DRILL_PASSED if report.ok else "drill failed at " + ", ".join(r.name for r in report.failures())
 
 
-def publish_drill(report: Report) -> None:
+def publish_drill(report: Report) -> Report:
     d = report.facts.drill
-    create_markdown_artifact(key=f"drill-{report.environment}", markdown=report.markdown(),
-                             description=f"Restore drill of {report.environment}'s newest backup")
-    append_row(report.environment, event_row(
-        d.released_version or NO_VERSION, drill_result(report), flow_run.name or "", str(flow_run.id or ""),
-        triggered_by=report.facts.triggered_by, backup=d.backup or "",
-        rpo_s="" if d.backup_age_s is None else f"{d.backup_age_s:.0f}",
-        rto_s="" if d.restore_s is None else f"{d.restore_s:.1f}"))
+    row = event_row(d.released_version or NO_VERSION, drill_result(report), flow_run.name or "", str(flow_run.id or ""),
+                    triggered_by=report.facts.triggered_by, backup=d.backup or "",
+                    rpo_s="" if d.backup_age_s is None else f"{d.backup_age_s:.0f}",
+                    rto_s="" if d.restore_s is None else f"{d.restore_s:.1f}")
+    return publish_report(report, f"drill-{report.environment}",
+                          f"Restore drill of {report.environment}'s newest backup", row)

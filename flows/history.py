@@ -120,11 +120,15 @@ def checked_rows(raw: list) -> tuple[list[dict], list[str]]:
 
 
 def read_history(environment: str) -> list[dict]:
-    """The well-formed rows, oldest first; a run's log names any skipped."""
+    """The well-formed rows, oldest first, after publishing what this host's journal kept
+    (flows/journal.py); a run's log names any skipped row and each late one published."""
+    from flows.journal import replay_quietly
+
+    published = replay_quietly(environment)  # what runs on this host could not publish: first
     history = load_history(environment)
-    if history.skipped:
+    for line in published + ([history.summary()] if history.skipped else []):
         try:
-            get_run_logger().warning(history.summary())
+            get_run_logger().warning(line)
         except MissingContextError:
             pass  # the CLI says it in its own words
     return history.rows
@@ -156,9 +160,10 @@ def result_of(report: Report) -> str:
 NO_VERSION = "(none decided)"
 
 
-def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
+def history_row(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> dict:
+    """The history row of a release, rollback or promotion."""
     facts = report.facts
-    row = {
+    return {
         "row_id": uuid.uuid4().hex,
         "finished": now_text(),
         # A rollback that failed before deciding its target has no version: its row
@@ -183,7 +188,10 @@ def append_history(report: Report, images: dict[str, str], flow_run_name: str, f
         "triggered_by": facts.triggered_by,
         "approval": facts.approval.line() if facts.approval else "",
     }
-    append_row(report.environment, row)
+
+
+def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
+    append_row(report.environment, history_row(report, images, flow_run_name, flow_run_id))
 
 
 def now_text() -> str:

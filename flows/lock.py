@@ -147,14 +147,41 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
             raise Locked(environment, current, f"waited {timeout_s:g} s")
         on_wait(current)
         time.sleep(POLL_S)
-    with slot:
+    try:
         Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
-        try:
-            yield round(time.monotonic() - started, 1)
-        finally:
-            # Unless `unlock` took it meanwhile and another holder wrote its name.
-            if Variable.get(_variable(environment), default=None) == mine.model_dump():
-                Variable.unset(_variable(environment))
+        yield round(time.monotonic() - started, 1)
+    finally:
+        _let_go(environment, mine, slot)
+
+
+def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:
+    """Free the lock. A Prefect server that cannot be reached now (it went away during
+    the run) is said, never raised: the run ends with its own outcome, and the slot is
+    freed by its lease, LEASE_S after the server is back."""
+    from flows.journal import server_answers_within
+
+    try:
+        # Unless `unlock` took it meanwhile and another holder wrote its name. (Not
+        # tried when the server is away: each call would spend Prefect's retries.)
+        if server_answers_within(0) and Variable.get(_variable(environment), default=None) == mine.model_dump():
+            Variable.unset(_variable(environment))
+    except httpx.TransportError:
+        pass  # the slot's release below fails the same way, and says so
+    try:
+        slot.close()  # always: it also stops the lease's renewal
+    except httpx.TransportError as exc:
+        _logger().warning("%s's lock was not freed: the Prefect server could not be reached (%s: %s); its lease "
+                          "frees it %d s after the server is back", environment, type(exc).__name__, exc, LEASE_S)
+
+
+def _logger():
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("smartrelease.lock")
 
 
 class _QuietRefusals(logging.Filter):

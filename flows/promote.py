@@ -12,7 +12,6 @@ following `release` of that version deploys those digests.
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
@@ -21,7 +20,8 @@ from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
-from flows.history import append_history, read_history
+from flows.history import history_row, read_history
+from flows.journal import gap_of, publish_report
 from flows.lock import LOCK_STEP, flow_lock
 from flows.release import release_inputs
 from flows.steps import StepRunner, Stopped
@@ -68,10 +68,10 @@ def promote_locked(env: Environment, from_tag: str, version: str, force_reason: 
     except Stopped:
         pass
     report = Report(flow="promote", environment=environment, results=steps.results(), facts=facts)
-    create_markdown_artifact(key=f"promotion-{environment}", markdown=report.markdown(),
-                             description=f"Promotion ticket: {from_tag} as {version} for {environment}")
-    append_history(report, images, flow_run.name or "", flow_run.id or "")
+    report = publish_report(report, f"promotion-{environment}", f"Promotion ticket: {from_tag} as {version} for "
+                            f"{environment}", history_row(report, images, flow_run.name or "", flow_run.id or ""))
     notify_report(env, report, "promoted" if report.ok else "promotion failed")
     if report.ok:
-        return Completed(message=f"{from_tag} promoted as {version}", data=report)
-    return Failed(message="promotion failed: " + ", ".join(r.name for r in report.failures()), data=report)
+        return Completed(message=f"{from_tag} promoted as {version}{gap_of(report)}", data=report)
+    return Failed(message="promotion failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
+                  data=report)

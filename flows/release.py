@@ -26,7 +26,8 @@ import smartrelease
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
-from flows.history import append_history, read_history
+from flows.history import history_row, read_history
+from flows.journal import gap_of, publish_report
 from flows import approval
 from flows.approval import STEP as APPROVAL_STEP
 from flows.lock import LOCK_STEP, flow_lock
@@ -153,10 +154,10 @@ def publish_plan(plan) -> str | None:
     return artifact_url(artifact) if artifact else None
 
 
-def publish(report: Report, images: dict[str, str]) -> None:
-    create_markdown_artifact(key=f"release-{report.environment}", markdown=report.markdown(),
-                             description=f"Release report for {report.environment}")
-    append_history(report, images, flow_run.name or "", flow_run.id or "")
+def publish(report: Report, images: dict[str, str]) -> Report:
+    """The report as `release-<env>` and its history row (journaled first: flows/journal.py)."""
+    return publish_report(report, f"release-{report.environment}", f"Release report for {report.environment}",
+                          history_row(report, images, flow_run.name or "", flow_run.id or ""))
 
 
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -228,9 +229,9 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
                                                   detected_at, stop_first)
         results += done
     report = Report(flow="release", environment=environment, results=results, facts=facts)
-    publish(report, images)
+    report = publish(report, images)
     if report.ok:
-        return Completed(message=f"released {version}", data=report)
+        return Completed(message=f"released {version}{gap_of(report)}", data=report)
     return outcome(env, report)
 
 
@@ -255,4 +256,4 @@ def outcome(env: Environment, report: Report):
     elif facts.rollback:
         message, event = message + "; rollback NOT recovered", "release failed, NOT recovered"
     notify_report(env, report, event)
-    return Failed(message=message, data=report)
+    return Failed(message=message + gap_of(report), data=report)

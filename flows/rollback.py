@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
@@ -28,7 +27,8 @@ from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
-from flows.history import append_history, read_history
+from flows.history import history_row, read_history
+from flows.journal import gap_of, publish_report
 from flows.lock import LOCK_STEP, flow_lock
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
@@ -186,10 +186,10 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
     return steps.results(), facts
 
 
-def publish(report: Report, images: dict[str, str]) -> None:
-    create_markdown_artifact(key=f"rollback-{report.environment}", markdown=report.markdown(),
-                             description=f"Rollback report for {report.environment}")
-    append_history(report, images, flow_run.name or "", flow_run.id or "")
+def publish(report: Report, images: dict[str, str]) -> Report:
+    """The report as `rollback-<env>` and its history row (journaled first: flows/journal.py)."""
+    return publish_report(report, f"rollback-{report.environment}", f"Rollback report for {report.environment}",
+                          history_row(report, images, flow_run.name or "", flow_run.id or ""))
 
 
 @flow(name="rollback", flow_run_name="rollback-{environment}")
@@ -229,8 +229,9 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
                          digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()},
                          rollback=rb, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="rollback", environment=environment, results=results, facts=facts)
-    publish(report, images)
+    report = publish(report, images)
     if report.ok:
-        return Completed(message=f"rolled back to {facts.version}", data=report)
+        return Completed(message=f"rolled back to {facts.version}{gap_of(report)}", data=report)
     notify_report(env, report, "rollback failed, NOT recovered" if rb else "rollback failed")
-    return Failed(message="rollback failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    return Failed(message="rollback failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
+                  data=report)

@@ -9,7 +9,6 @@ each run adds a row (verified, failed, or skipped) to the environment's history.
 import time
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -21,7 +20,8 @@ from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
-from flows.history import append_row, event_row, last_release
+from flows.history import event_row, last_release
+from flows.journal import gap_of, publish_report
 from flows.lock import LOCK_STEP, Locked, flow_lock
 from flows.steps import gather
 from flows.trigger import triggered_by
@@ -58,14 +58,15 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
         facts.version = facts.version or (last_release(environment) or {}).get("version")
         skipped = StepResult(name=LOCK_STEP, status=Status.SKIPPED, detail=f"verify skipped: {exc}", duration_ms=0)
         report = Report(flow="verify", environment=environment, results=[skipped], facts=facts)
-        publish_verify(report)
-        return Completed(message=f"skipped: {exc}", data=report)
-    publish_verify(report)
+        report = publish_verify(report)
+        return Completed(message=f"skipped: {exc}{gap_of(report)}", data=report)
+    report = publish_verify(report)
     if report.ok:
-        return Completed(message=f"{version} verified", data=report)
+        return Completed(message=f"{version} verified{gap_of(report)}", data=report)
     if FlowRunContext.get().flow_run.deployment_id:  # a schedule, the UI or CI: nobody is watching a terminal
         notify_report(env, report, "verify failed")
-    return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
+                  data=report)
 
 
 def verify_locked(env: Environment, version: str, last: dict | None, lock_step: StepResult,
@@ -93,10 +94,9 @@ def verify_result(report: Report) -> str:
     return "verify failed at " + ", ".join(r.name for r in report.failures())
 
 
-def publish_verify(report: Report) -> None:
+def publish_verify(report: Report) -> Report:
     """The report as `verify-<env>`, and a row in the history: when the environment
     was last proven healthy (or why it was not checked)."""
-    create_markdown_artifact(key=f"verify-{report.environment}", markdown=report.markdown(),
-                             description=f"Post-deploy verification of {report.environment}")
-    append_row(report.environment, event_row(report.facts.version or "none", verify_result(report), flow_run.name or "",
-                                             str(flow_run.id or ""), triggered_by=report.facts.triggered_by))
+    return publish_report(report, f"verify-{report.environment}", f"Post-deploy verification of {report.environment}",
+                          event_row(report.facts.version or "none", verify_result(report), flow_run.name or "",
+                                    str(flow_run.id or ""), triggered_by=report.facts.triggered_by))

@@ -174,15 +174,21 @@ def _progress(flow_name: str, step) -> None:
 def _run(flow, args, *, progress: bool = False, **parameters):
     """Import the env file, run the flow in this process, return its report; with
     `progress`, each step is printed as it finishes."""
+    import time
+
     from blocks import import_env_file
 
+    from flows import journal
     from flows.steps import observers
 
     env = import_env_file(args.env_file)
     if progress:
         observers.append(_progress)
+    started_ns = time.time_ns()
     try:
         state = flow(environment=env.name, return_state=True, **parameters)
+    except journal.UNREACHABLE as exc:  # Prefect could not tell the server the run's end
+        return _kept_report(flow.name, env.name, started_ns, exc)
     finally:
         if progress:
             observers.remove(_progress)
@@ -192,6 +198,22 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     if isinstance(report, BaseException):  # the flow itself broke, not a step
         raise ConfigError(f"{flow.name} could not run: {type(report).__name__}: {report}")
     return report
+
+
+def _kept_report(flow_name: str, environment: str, started_ns: int, exc: Exception):
+    """The report of a run that ended while the Prefect server was away, read back from
+    the journal it kept it in (flows/journal.py); else the gap, as a ConfigError."""
+    from flows import journal
+    from smartrelease.report import Report
+
+    found = journal.written_since(environment, started_ns)
+    if found is None:
+        raise ConfigError(f"{flow_name}: {journal.unreachable_reason(exc)}, and the run kept no report: see the "
+                          "environment itself, and its history once the server is back")
+    path, entry = found
+    print(f"{flow_name}: {journal.unreachable_reason(exc)} at the run's end; its report below and its history "
+          f"row are kept in {path}, published by the next run on this host that reads the history", file=sys.stderr)
+    return Report.model_validate(entry.report)
 
 
 def _cmd_preflight(args) -> int:
@@ -305,10 +327,13 @@ def _cmd_rollback(args) -> int:
     _semver_or_exit(args.to_version, "--to")
     from blocks import parse_env_file
     from flows.history import load_history
+    from flows.journal import replay_quietly
     from flows.rollback import rollback
     from tasks.rollback_inputs import deployed
 
     name = parse_env_file(args.env_file).name
+    for line in replay_quietly(name):  # what this host's journal kept, first
+        print(line, file=sys.stderr)
     history = load_history(name)
     stack = deployed(history.rows)
     if not stack:

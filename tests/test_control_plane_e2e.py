@@ -392,6 +392,47 @@ def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_ve
         listener.server.shutdown()
 
 
+def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recovers(plane):
+    """The environment's worker is stopped (SIGTERM to its process group, as `systemctl
+    stop` does) the moment the release's new backend container exists: the release's
+    process dies mid-cutover. The worker is started again and a rollback triggered
+    through it: it waits for the dead run's lock to lapse, then puts the last release
+    back, verified, with the database as it was and one container per service."""
+    import docker
+
+    from sandbox.plane import start_worker
+
+    sandbox, control, _ = plane
+    released_through_the_worker(sandbox)
+    before_version, before_db = sandbox.env_running_version(), sandbox.fingerprint()
+    commit_version(sandbox.app_dir, "4.6.0")
+    code, run, _ = trigger("release", "--env", ENV)
+    assert code == 0, run
+    client, project = docker.from_env(), sandbox.settings.project
+    deadline = time.monotonic() + 300
+    while not client.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={project}", "org.opencontainers.image.version=4.6.0"]}):
+        assert time.monotonic() < deadline, "the release never started a new container: " + report_of(run["flow_run_id"])
+        time.sleep(0.05)
+    assert control.worker(ENV).stop()  # SIGTERM to the worker and its flow run's process
+    left = sorted(f"{c.labels.get('com.docker.compose.service')} {c.labels.get('org.opencontainers.image.version')} "
+                  f"{c.status}" for c in client.containers.list(all=True, filters={
+                      "label": f"com.docker.compose.project={project}"}))
+    start_worker(control, ENV)
+    code, rolled, _ = trigger("rollback", "--env", ENV, "--wait", "--timeout", "600")
+    assert code == 0, report_of(rolled["flow_run_id"])
+    assert sandbox.env_running_version() == before_version
+    assert sandbox.fingerprint() == before_db
+    containers = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    services = [c.labels.get("com.docker.compose.service") for c in containers]
+    assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
+        [(c.name, c.status) for c in containers]
+    with get_client(sync_client=True) as prefect:
+        killed = prefect.read_flow_run(run["flow_run_id"]).state
+    print(json.dumps({"left_by_the_stopped_release": left, "killed_run_state": f"{killed.type.value}: {killed.message}",
+                      "rollback": rolled["message"]}))
+
+
 def test_a_killed_releases_lease_runs_out_and_the_next_holder_gets_the_lock(plane):
     # Last in the module: the module's other tests ran while the lease ran out.
     _, _, drill = plane

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from prefect.client.orchestration import get_client
 
 from flows.history import last_release
 from tasks.images import engine_answers_within
@@ -276,3 +277,83 @@ def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_versio
     print(f"Docker Engine away {away:.1f} s during the cutover: "
           + ("released" if report.ok else "recovered by the release" if recovered else "recovered by rollback") + "; "
           + "; ".join(f"{r.name} {r.status.value}: {r.detail[:100]}" for r in report.results if r.status.value != "skipped"))
+
+
+
+def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names_the_gap(
+        shared_sandbox, prefect_server, tmp_path, monkeypatch):
+    """The Prefect server stops the moment the new backend container exists and stays
+    away until the run has ended. The release needs only Docker Engine and the
+    database from there: it finishes, keeps its report and history row in the local
+    journal, and names the gap. Prefect then cannot tell the server the run's end
+    (the flow call raises its ConnectError). Once the server is back, the next read of
+    the history publishes the row and the report, marked late, and ends the run."""
+    import httpx
+    from prefect.artifacts import Artifact
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from deployments import server
+    from flows.history import load_history
+    from flows.journal import Entry, kept
+    from flows.lock import held
+
+    sandbox = shared_sandbox
+    monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "journal"))
+    if last_release(ENV) is None:
+        state, first, _ = sandbox.release("8.0.0")
+        assert state.is_completed(), first.text()
+    before = Unchanged(sandbox)
+    rows_before = len(load_history(ENV).rows)
+
+    def new_container_started() -> bool:
+        return bool(docker.from_env().containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.7.0"]}))
+
+    def stop_the_server() -> float:
+        server.down(prefect_server, keep_database=True)
+        return time.monotonic()
+
+    ended_with = None
+    # Fewer of Prefect's retries on each call to the server while it is away (5 take
+    # about a minute each): what is under test is what the run does, not how long.
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}):
+        try:  # the server stays away until the run has ended
+            state, report, stopped = release_with_fault(sandbox, "8.7.0", new_container_started, stop_the_server)
+        except httpx.TransportError as exc:
+            ended_with, state = exc, None
+        finally:
+            server.up(prefect_server)
+    [path] = kept(ENV)
+    entry = Entry.model_validate_json(path.read_text())
+    if state is None:  # what a terminal gets: `smartrelease release` prints this report (test_cli)
+        report = Report.model_validate(entry.report)
+    # Production is released and verified; the run named what it could not publish.
+    assert report.ok and report.facts.version == "8.7.0", report.text()
+    assert ended_with is not None or state.is_completed()
+    if state is not None:
+        gap = by_name(report)["publish"]
+        assert gap.status == Status.WARNING and "could not be reached" in gap.detail and str(path) in gap.detail
+    assert sandbox.env_running_version() == "8.7.0"
+    assert sandbox.fingerprint() == before.database  # no migration in 8.7.0: the data as it was
+    services = [c.labels.get("com.docker.compose.service") for c in docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})]
+    assert sorted(services) == sorted(set(services)), services  # one container per service: no orphan
+    # The gap was real: the server has no row of this run yet.
+    assert entry.flow_run_id not in [r.get("flow_run_id") for r in load_history(ENV).rows[rows_before:]]
+    # Read once the server is back, the history is complete: the row, marked late, the report, the run's end.
+    row = last_release(ENV)
+    assert row["version"] == "8.7.0" and row["result"] == "released" and row["flow_run_id"] == entry.flow_run_id, row
+    assert row["recorded_late"].startswith("published late: the Prefect server was unreachable"), row
+    assert not path.exists() and kept(ENV) == []
+    artifact = Artifact.get(f"release-{ENV}")
+    assert artifact.data.startswith("> **published late") and "8.7.0" in artifact.data
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(entry.flow_run_id)
+    assert run.state.is_completed(), run.state
+    deadline = time.monotonic() + 150  # the lock: freed at the run's end, or by its lease
+    while held(ENV) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not held(ENV)
+    assert verify(environment=ENV, expect_version="8.7.0", return_state=True).is_completed()
+    print(f"Prefect server away from the launch to the run's end: released; the run ended with "
+          f"{type(ended_with).__name__ if ended_with else 'its state'}; its end on the server: {run.state.message}")

@@ -1,0 +1,228 @@
+"""What a run publishes at its end (its report artifact and its history row), kept
+first in a local journal, so a Prefect server that is unreachable when the run ends
+loses nothing.
+
+A release that has launched finishes, or rolls back, without the server: its tasks
+need only Docker Engine and the database. What it cannot do without the server is
+publish. So `publish_run` writes the entry to this host's journal (SMARTRELEASE_JOURNAL,
+default ~/.local/state/smartrelease/journal, one file per run, mode 0600), publishes
+it, and removes the file. When the server cannot be reached, the file stays and the
+run names the gap. The next run on this host that reads the history publishes every
+entry kept (`replay`), oldest first: the report artifact, the history row (with a
+`recorded_late` column saying why), and the run's final state, when the server still
+shows it running.
+"""
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed, Failed
+from pydantic import BaseModel
+
+from smartrelease.errors import ConfigError
+from smartrelease.report import Report, Status, StepResult
+
+PUBLISH_STEP = "publish"
+
+UNREACHABLE = (httpx.TransportError,)  # connection refused, timeouts: the server is away, not answering wrongly
+PUBLISH_WAIT_S = 30  # how long a run's end waits for the server to answer before keeping its entry
+
+
+class Entry(BaseModel):
+    """A run's publication: its report artifact and its history row."""
+
+    environment: str
+    report: dict  # the Report, for a command whose run could not tell the server its end
+    artifact_key: str
+    markdown: str
+    description: str
+    row: dict
+    ok: bool  # the run's outcome, for its final state when the server could not be told
+    flow_run_id: str = ""
+    written: str = ""
+
+
+def journal_dir() -> Path:
+    return Path(os.environ.get("SMARTRELEASE_JOURNAL") or Path.home() / ".local" / "state" / "smartrelease" / "journal")
+
+
+def _path(environment: str, entry_id: str) -> Path:
+    return journal_dir() / environment / f"{time.time_ns():020d}-{entry_id}.json"
+
+
+def kept(environment: str) -> list[Path]:
+    """The entries kept for `environment`, oldest first."""
+    directory = journal_dir() / environment
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def write(entry: Entry) -> Path:
+    """Write `entry` to the journal: whole (a temporary file renamed) or not at all."""
+    path = _path(entry.environment, uuid.uuid4().hex)
+    partial = path.with_name("." + path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(entry.model_dump_json())
+            f.flush()
+            os.fsync(f.fileno())
+        partial.rename(path)
+    except OSError as exc:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass  # its directory could not be made: there is no partial file
+        raise ConfigError(f"cannot write the run's journal entry in {path.parent}: {exc.strerror or exc}") from None
+    return path
+
+
+def api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or ""
+
+
+def server_answers_within(timeout_s: float) -> bool:
+    """Whether the Prefect API answers its health check within `timeout_s` (one try at 0)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{api_url()}/health", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+
+
+def _publish(entry: Entry) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.history import append_row
+
+    create_markdown_artifact(key=entry.artifact_key, markdown=entry.markdown, description=entry.description)
+    append_row(entry.environment, entry.row)
+
+
+def unreachable_reason(why: BaseException | str) -> str:
+    why = why if isinstance(why, str) else f"{type(why).__name__}: {str(why)[:120]}"
+    return f"the Prefect server at {api_url() or 'PREFECT_API_URL'} could not be reached ({why})"
+
+
+def publish_run(entry: Entry) -> str | None:
+    """Publish `entry` (journaled first); None when published, else the gap, named:
+    what could not be published, why, and where it is kept meanwhile."""
+    path = write(entry)
+    kept_in = (f": this run's report and history row are kept in {path} and are published by the next run on "
+               f"this host that reads {entry.environment}'s history")
+    if not server_answers_within(PUBLISH_WAIT_S):
+        return unreachable_reason(f"no answer within {PUBLISH_WAIT_S} s") + kept_in
+    try:
+        _publish(entry)
+    except UNREACHABLE as exc:
+        return unreachable_reason(exc) + kept_in
+    path.unlink(missing_ok=True)
+    return None
+
+
+def written_since(environment: str, since_ns: int) -> tuple[Path, Entry] | None:
+    """The newest entry kept for `environment` written after `since_ns` (time.time_ns())."""
+    for path in reversed(kept(environment)):
+        if int(path.name.split("-", 1)[0]) >= since_ns:
+            try:
+                return path, Entry.model_validate_json(path.read_text())
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def publish_report(report: Report, artifact_key: str, description: str, row: dict) -> Report:
+    """Publish a run's report and history row; when the server cannot be reached, the
+    report gets a `publish` warning naming the gap (the run's log says it too)."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    gap = publish_run(Entry(environment=report.environment, report=report.model_dump(mode="json"),
+                            artifact_key=artifact_key, markdown=report.markdown(),
+                            description=description, row=row, ok=report.ok, flow_run_id=str(flow_run.id or "")))
+    if gap is None:
+        return report
+    get_run_logger().warning("%s: %s", PUBLISH_STEP, gap)
+    return report.model_copy(update={"results": [*report.results, StepResult(
+        name=PUBLISH_STEP, status=Status.WARNING, detail=gap, duration_ms=0)]})
+
+
+def gap_of(report: Report) -> str:
+    """"; <the gap>" when the report could not be published, else ""."""
+    return "".join(f"; not published: {r.detail}" for r in report.results if r.name == PUBLISH_STEP)
+
+
+def late(entry: Entry, written: str) -> Entry:
+    """`entry` as published after the server came back: its row says so, and its report too."""
+    note = f"published late: the Prefect server was unreachable when the run ended ({written})"
+    return entry.model_copy(update={"row": {**entry.row, "recorded_late": note},
+                                    "markdown": f"> **{note}**\n\n{entry.markdown}"})
+
+
+def _finish_run(flow_run_id: str, ok: bool, result: str) -> bool:
+    """Give the run its final state when the server still shows it unfinished (its
+    end could not be told); True when it did."""
+    with get_client(sync_client=True) as client:
+        try:
+            run: FlowRun = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            return False
+        if run.state is not None and run.state.is_final():
+            return False
+        message = f"{result} (recorded late: the Prefect server was unreachable when the run ended)"
+        state = Completed(message=message) if ok else Failed(message=message)
+        client.set_flow_run_state(flow_run_id, state, force=True)
+        return True
+
+
+def replay(environment: str) -> list[str]:
+    """Publish every entry kept for `environment`, oldest first; one line per entry.
+    A server still unreachable stops the replay (the entries stay); an entry that is
+    not readable is left in place and named."""
+    done = []
+    for path in kept(environment):
+        try:
+            entry = Entry.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            continue  # another reader took it
+        except (OSError, ValueError):
+            done.append(f"{path}: not a readable journal entry; left in place")
+            continue
+        taken = path.with_name(".replaying-" + path.name)
+        try:
+            path.rename(taken)  # atomic: two readers never publish one entry twice
+        except FileNotFoundError:
+            continue
+        written = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(int(path.name.split("-", 1)[0]) / 1e9))
+        try:
+            _publish(late(entry, written))
+            if entry.flow_run_id:
+                _finish_run(entry.flow_run_id, entry.ok, entry.row.get("result", ""))
+        except BaseException:
+            taken.rename(path)  # kept for the next reader
+            raise
+        taken.unlink()
+        done.append(f"published {entry.row.get('result', '')} of {written} from the journal ({path.name})")
+    return done
+
+
+def replay_quietly(environment: str) -> list[str]:
+    """`replay`, for a reader of the history: entries not readable stay and are named,
+    and a server that cannot be reached leaves them for the next reader."""
+    try:
+        return replay(environment)
+    except UNREACHABLE:
+        return []

@@ -1,0 +1,117 @@
+"""The local journal of a run's publication, against the suite's real Prefect server
+and against an address where no server answers: published at once when it can be,
+kept (and named) when it cannot, published late exactly once when the server is back."""
+
+import stat
+
+import pytest
+from prefect.artifacts import Artifact
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+from flows import journal
+from flows.history import history_row, load_history, read_history
+from smartrelease.report import ReleaseFacts, Report, Status, StepResult
+from tests.conftest import free_port
+
+
+@pytest.fixture(autouse=True)
+def own_journal(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "journal"))
+    monkeypatch.setattr(journal, "PUBLISH_WAIT_S", 0)
+
+
+def entry(environment: str, version: str) -> journal.Entry:
+    report = Report(flow="release", environment=environment, facts=ReleaseFacts(version=version),
+                    results=[StepResult(name="verify", status=Status.PASSED, detail="ok", duration_ms=1)])
+    return journal.Entry(environment=environment, report=report.model_dump(mode="json"),
+                         artifact_key=f"release-{environment}", markdown=f"# {version}", description="test",
+                         row=history_row(report, {}, "run-x"), ok=True)
+
+
+def nobody_answers():
+    """Settings pointing at a port where nothing listens, and one retry per call."""
+    return temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api", PREFECT_CLIENT_MAX_RETRIES: 0})
+
+
+def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():
+    assert journal.publish_run(entry("journal-ok", "1.0.0")) is None
+    assert journal.kept("journal-ok") == []
+    [row] = load_history("journal-ok").rows
+    assert row["version"] == "1.0.0" and "recorded_late" not in row
+    assert Artifact.get("release-journal-ok").data == "# 1.0.0"
+
+
+def test_an_unreachable_server_keeps_the_entry_names_the_gap_and_the_next_reader_publishes_it_once():
+    with nobody_answers():
+        gap = journal.publish_run(entry("journal-away", "2.0.0"))
+        assert journal.replay_quietly("journal-away") == []  # still away: kept for the next reader
+    [path] = journal.kept("journal-away")
+    assert gap.startswith("the Prefect server at http://127.0.0.1:") and "could not be reached" in gap
+    assert f"kept in {path}" in gap
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_history("journal-away").rows == []  # the gap is real
+
+    rows = read_history("journal-away")  # the server answers again
+    assert [r["version"] for r in rows] == ["2.0.0"]
+    assert rows[0]["recorded_late"].startswith("published late: the Prefect server was unreachable")
+    assert Artifact.get("release-journal-away").data.startswith("> **published late")
+    assert journal.kept("journal-away") == []
+    assert len(read_history("journal-away")) == 1  # published once, not at every read
+
+
+def test_entries_are_published_oldest_first():
+    with nobody_answers():
+        for version in ("3.0.0", "3.1.0", "3.2.0"):
+            journal.publish_run(entry("journal-order", version))
+    assert [r["version"] for r in read_history("journal-order")] == ["3.0.0", "3.1.0", "3.2.0"]
+
+
+def test_an_unreadable_entry_is_left_in_place_and_named():
+    with nobody_answers():
+        journal.publish_run(entry("journal-bad", "4.0.0"))
+    [path] = journal.kept("journal-bad")
+    path.write_text("{not json")
+    assert journal.replay("journal-bad") == [f"{path}: not a readable journal entry; left in place"]
+    assert path.exists() and load_history("journal-bad").rows == []
+
+
+def test_the_report_of_a_run_that_could_not_tell_its_end_is_found_by_the_time_it_started():
+    import time
+
+    started = time.time_ns()
+    with nobody_answers():
+        journal.publish_run(entry("journal-since", "5.0.0"))
+    path, found = journal.written_since("journal-since", started)
+    assert Report.model_validate(found.report).facts.version == "5.0.0" and path.exists()
+    assert journal.written_since("journal-since", time.time_ns()) is None
+
+
+def test_a_journal_that_cannot_be_written_is_a_named_error(tmp_path, monkeypatch):
+    from smartrelease.errors import ConfigError
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "file"))
+    with pytest.raises(ConfigError, match="cannot write the run's journal entry in"):
+        journal.write(entry("journal-unwritable", "6.0.0"))
+
+
+def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(capsys):
+    """`smartrelease release` when Prefect raises at the run's end (its final state could
+    not be sent): the report is read back from the journal, and the gap is named."""
+    import time
+
+    import httpx
+
+    from smartrelease.cli import _kept_report
+    from smartrelease.errors import ConfigError
+
+    started = time.time_ns()
+    with pytest.raises(ConfigError, match="the run kept no report"):
+        _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
+    with nobody_answers():
+        journal.publish_run(entry("journal-cli", "7.0.0"))
+        report = _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
+    assert report.facts.version == "7.0.0" and report.ok
+    [path] = journal.kept("journal-cli")
+    err = capsys.readouterr().err
+    assert "could not be reached (ConnectError: refused) at the run's end" in err and str(path) in err
