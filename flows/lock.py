@@ -114,10 +114,12 @@ def me(default_what: str) -> Holder:
 
 @contextmanager
 def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeout_s: float = WAIT_TIMEOUT_S,
-                     on_wait: Callable[[Holder | None], None] = lambda holder: None) -> Iterator[float]:
+                     on_wait: Callable[[Holder | None], None] = lambda holder: None,
+                     on_dead_holder: Callable[[str], None] = lambda said: None) -> Iterator[float]:
     """Hold the environment's lock for the block; yields the seconds waited for it.
     Without `wait`, a held lock raises Locked at once; `on_wait` is told whom the run
-    waits for, every POLL_S seconds."""
+    waits for, every POLL_S seconds; `on_dead_holder` what was found of a run that
+    died holding the lock (see `bury`)."""
     started = time.monotonic()
     holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
     asked_again = False
@@ -148,10 +150,40 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
         on_wait(current)
         time.sleep(POLL_S)
     try:
+        if said := bury(environment, Variable.get(_variable(environment), default=None), mine):
+            on_dead_holder(said)
         Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
         yield round(time.monotonic() - started, 1)
     finally:
         _let_go(environment, mine, slot)
+
+
+def bury(environment: str, name: object, mine: Holder) -> str | None:
+    """The lock is ours, yet still names a flow run as its holder: that run died
+    holding it (SIGKILL, or its worker stopped) and its lease ran out. The server still
+    shows it running, and nothing else will ever end it: it is marked Crashed, saying
+    why. Returns what was found (None when the last holder let go)."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    try:
+        dead = Holder.model_validate(name) if name else None
+    except ValueError:
+        return None
+    if dead is None or not dead.flow_run_id or dead.flow_run_id == mine.flow_run_id:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(dead.flow_run_id).state
+        except (ObjectNotFound, ValueError):
+            return None
+        if state is not None and state.is_final():
+            return None
+        client.set_flow_run_state(dead.flow_run_id, Crashed(message=(
+            f"its process ended while it held {environment}'s lock, without letting go (the lock's lease ran out); "
+            f"found by {mine.what}")), force=True)
+    was = state.type.value if state is not None else StateType.PENDING.value
+    return f"{dead.what} died holding the lock (the server still showed it {was}): marked Crashed"
 
 
 def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:
@@ -218,8 +250,9 @@ def unlock(environment: str, reason: str) -> str:
     with get_client(sync_client=True) as client:
         client.delete_global_concurrency_limit_by_name(limit_name(environment))
     ensure_lock(environment)
-    Variable.unset(_variable(environment))
     by = me("unlock")
+    bury(environment, Variable.get(_variable(environment), default=None), by)
+    Variable.unset(_variable(environment))
     running = (last_release(environment) or {}).get("version", "none")
     append_row(environment, event_row(running, "unlocked", reason=reason.strip(), holder=str(was or "nobody"),
                                       triggered_by=by.what))
@@ -246,8 +279,10 @@ def flow_lock(environment: str, what: str, wait: bool = True) -> Iterator[StepRe
                                   current or "another run")
 
     started = time.monotonic()
-    with environment_lock(environment, me(what), wait=wait, on_wait=waiting) as waited:
+    dead: list[str] = []
+    with environment_lock(environment, me(what), wait=wait, on_wait=waiting, on_dead_holder=dead.append) as waited:
         ms = round((time.monotonic() - started) * 1000, 1)
         detail = (f"waited {waited:g} s for " + ", then ".join(str(h or "another run") for h in told)) if told \
             else f"{environment} was free"
+        detail += "".join(f"; {d}" for d in dead)
         yield StepResult(name=LOCK_STEP, status=Status.PASSED, detail=detail, duration_ms=ms)

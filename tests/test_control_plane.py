@@ -127,6 +127,40 @@ def test_a_second_holder_waits_or_fails_at_once_naming_the_first(write_env):
             pass
 
 
+def test_a_flow_run_that_died_holding_the_lock_is_marked_crashed_by_the_next_holder(write_env):
+    """The lock's variable still names a flow run the server shows running (its process
+    was killed, its lease ran out): the next holder ends it as Crashed and says so; a run
+    that ended is left as it is."""
+    from prefect import flow
+    from prefect.states import Completed, Running
+    from prefect.variables import Variable
+
+    from flows.lock import Holder
+
+    @flow(name="killed-holder")
+    def killed_holder():
+        pass
+
+    import_env_file(write_env("burying"), "burying")
+    with get_client(sync_client=True) as client:
+        dead = client.create_flow_run(killed_holder, name="release-burying", state=Running())
+        done = client.create_flow_run(killed_holder, name="release-burying-done", state=Completed())
+    for run, expect in ((dead, True), (done, False)):
+        Variable.set("smartrelease-lock-burying", Holder(what=f"{run.name} (flow run {run.id})",
+                                                         flow_run_id=str(run.id)).model_dump(), overwrite=True)
+        found = []
+        with environment_lock("burying", me("next holder"), on_dead_holder=found.append):
+            pass
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        if expect:
+            assert found == [f"release-burying (flow run {dead.id}) died holding the lock (the server still showed it "
+                             "RUNNING): marked Crashed"]
+            assert state.is_crashed() and "found by next holder" in state.message
+        else:
+            assert found == [] and state.is_completed()
+
+
 def test_two_holders_arriving_at_the_same_moment_one_waits_and_says_for_whom(write_env):
     # Both ask at once: the one the server refuses must report the wait and its holder
     # (it once queued silently inside Prefect and reported "locking2 was free").

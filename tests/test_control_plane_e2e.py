@@ -427,8 +427,13 @@ def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recove
     services = [c.labels.get("com.docker.compose.service") for c in containers]
     assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
         [(c.name, c.status) for c in containers]
+    # The dead release, which nothing else would ever end, is ended by the rollback that found it.
     with get_client(sync_client=True) as prefect:
         killed = prefect.read_flow_run(run["flow_run_id"]).state
+    assert killed.is_crashed() and "ended while it held" in killed.message, killed
+    from prefect.artifacts import Artifact
+
+    assert "died holding the lock" in Artifact.get(f"rollback-{ENV}").data  # the rollback's lock step says so
     print(json.dumps({"left_by_the_stopped_release": left, "killed_run_state": f"{killed.type.value}: {killed.message}",
                       "rollback": rolled["message"]}))
 
