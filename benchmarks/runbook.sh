@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/runbook.sh preflight ENV_FILE
 #   bash benchmarks/runbook.sh deploy ENV_FILE VERSION
+#   bash benchmarks/runbook.sh rollback ENV_FILE VERSION
 #
 # preflight: the runbook's "Preflight checklist (env, DB, TLS, backups)": the eight
 #   variables are set and NODE_ENV is production; `psql -c 'select 1'` (in the db
@@ -15,6 +16,11 @@
 #   already in the registry: `docker compose up -d` of the backend and frontend,
 #   `until curl -f …/ready; do sleep 1; done`, the four smoke curls and a `jq`
 #   check of /api/system/version. No backup, no plan, no rollback, no digests.
+# rollback: the runbook's "Rollback plan (code + DB)" after a failed deploy: the
+#   breaking migration undone in the running backend (`docker compose exec backend
+#   npm run db:rollback`), then a deploy of VERSION, the previous one. (The runbook
+#   also says to restore the last backup first; a person in a hurry skips it, and so
+#   does this baseline: the flows' safety backup is extra work they do.)
 set -euo pipefail
 
 load_env() {  # KEY=VALUE lines of the dotenv file, exported (no quoting, as the sandbox writes them)
@@ -31,10 +37,12 @@ load_env() {  # KEY=VALUE lines of the dotenv file, exported (no quoting, as the
 
 fail() { echo "runbook: $*" >&2; exit 1; }
 
-db_container() {
+service_container() {
   docker ps -q --filter "label=com.docker.compose.project=$RELEASE_COMPOSE_PROJECT" \
-    --filter "label=com.docker.compose.service=${RELEASE_DATABASE_SERVICE:-db}" | head -1
+    --filter "label=com.docker.compose.service=$1" | head -1
 }
+
+db_container() { service_container "${RELEASE_DATABASE_SERVICE:-db}"; }
 
 curl_public() { curl -fsS --max-time 10 ${RELEASE_CA_BUNDLE:+--cacert "$RELEASE_CA_BUNDLE"} "$RELEASE_PUBLIC_URL$1"; }
 
@@ -64,14 +72,18 @@ preflight() {
   echo "preflight ok"
 }
 
+compose() {
+  local rest="${DATABASE_URL#*://}"
+  export POSTGRES_USER="${rest%%:*}" POSTGRES_DB="${rest##*/}"
+  docker compose --file "$RELEASE_COMPOSE_FILE" --project-name "$RELEASE_COMPOSE_PROJECT" \
+    ${RELEASE_COMPOSE_ENV_FILE:+--env-file "$RELEASE_COMPOSE_ENV_FILE"} "$@"
+}
+
 deploy() {
   local version="$1"
   export BACKEND_IMAGE="$RELEASE_REGISTRY/$RELEASE_BACKEND_IMAGE:$version"
   export FRONTEND_IMAGE="$RELEASE_REGISTRY/$RELEASE_FRONTEND_IMAGE:$version"
-  local rest="${DATABASE_URL#*://}"
-  export POSTGRES_USER="${rest%%:*}" POSTGRES_DB="${rest##*/}"
-  docker compose --file "$RELEASE_COMPOSE_FILE" --project-name "$RELEASE_COMPOSE_PROJECT" \
-    ${RELEASE_COMPOSE_ENV_FILE:+--env-file "$RELEASE_COMPOSE_ENV_FILE"} up -d --quiet-pull --no-deps backend frontend
+  compose up -d --quiet-pull --no-deps backend frontend
   local waited=0
   until curl_public /ready >/dev/null 2>&1; do
     sleep 1
@@ -85,10 +97,21 @@ deploy() {
   echo "deployed $version"
 }
 
-[ $# -ge 2 ] || fail "usage: runbook.sh preflight ENV_FILE | deploy ENV_FILE VERSION"
+rollback() {
+  local version="$1"
+  # The failed version's images are what runs: compose needs them named to exec into it.
+  export BACKEND_IMAGE FRONTEND_IMAGE
+  BACKEND_IMAGE="$(docker inspect --format '{{.Config.Image}}' "$(service_container "${RELEASE_BACKEND_SERVICE:-backend}")")"
+  FRONTEND_IMAGE="$(docker inspect --format '{{.Config.Image}}' "$(service_container "${RELEASE_FRONTEND_SERVICE:-frontend}")")"
+  compose exec -T backend npm run db:rollback >/dev/null || fail "db:rollback failed"
+  deploy "$version"
+}
+
+[ $# -ge 2 ] || fail "usage: runbook.sh preflight ENV_FILE | deploy ENV_FILE VERSION | rollback ENV_FILE VERSION"
 load_env "$2"
 case "$1" in
   preflight) preflight ;;
   deploy) [ $# -eq 3 ] || fail "deploy needs a VERSION"; deploy "$3" ;;
+  rollback) [ $# -eq 3 ] || fail "rollback needs the VERSION to go back to"; rollback "$3" ;;
   *) fail "unknown command $1" ;;
 esac

@@ -9,6 +9,13 @@ starts it, against the sandbox and a running Prefect server.
    `runbook.sh deploy` (`docker compose up -d`, curl until ready, smoke, jq). Two
    versions, A and B, take turns: each round the tool releases A then B, then bash
    deploys A then B, so each starts from the other version running.
+3. a broken release and the way back: `smartrelease release --version BROKEN --json`
+   (it fails and rolls itself back) against `runbook.sh deploy BROKEN` (it fails at
+   its readiness timeout) followed by `runbook.sh rollback A` (`npm run db:rollback` in the
+   running backend, then a deploy of A). BROKEN is A with a Sequelize migration (with
+   its down step) and a backend whose /health fails. Time to detect: the tool's
+   failing step; bash's failing deploy. Time to recover: the tool's report
+   (detected → A verified); bash's rollback command.
 
 Peak memory is the largest resident set of the process or of any program it ran (wait4's ru_maxrss).
 
@@ -42,8 +49,9 @@ class Run:
     stdout: str
 
 
-def timed(argv: list[str]) -> Run:
-    """Run `argv` to its end; its wall time and peak memory. Fails loudly if it failed."""
+def timed(argv: list[str], expect_failure: bool = False) -> Run:
+    """Run `argv` to its end; its wall time and peak memory. Fails loudly if it failed
+    (or, with `expect_failure`, if it did not)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
@@ -52,7 +60,7 @@ def timed(argv: list[str]) -> Run:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_failure:
         sys.exit(f"{' '.join(argv[-4:])} failed (exit {proc.returncode}):\n{stderr[-2000:]}\n{stdout[-2000:]}")
     return Run(seconds, usage.ru_maxrss / 1024, stdout)
 
@@ -87,6 +95,33 @@ def release_rounds(env_file: str, runs: int, versions: tuple[str, str]) -> tuple
     return tool, bash
 
 
+@dataclass
+class Recovery:
+    whole_s: float  # the failed release and the way back, both processes
+    detect_s: float
+    recover_s: float
+    peak_mb: float
+
+
+def recovery_rounds(env_file: str, runs: int, good: str, broken: str) -> tuple[list[Recovery], list[Recovery]]:
+    tool, bash = [], []
+    for _ in range(runs):
+        run = timed([*TOOL, "release", "--env-file", env_file, "--version", broken, "--json"], expect_failure=True)
+        report = json.loads(run.stdout)
+        rb = report["rollback"]
+        assert rb and rb["recovered"] and rb["to_version"] == good, run.stdout
+        failing = next(step for step in report["steps"] if step["status"] == "failed")
+        tool.append(Recovery(run.seconds, failing["duration_ms"] / 1000, rb["time_to_recover_s"], run.peak_mb))
+        failed = timed(["bash", str(RUNBOOK), "deploy", env_file, broken], expect_failure=True)
+        back = timed(["bash", str(RUNBOOK), "rollback", env_file, good])
+        bash.append(Recovery(failed.seconds + back.seconds, failed.seconds, back.seconds,
+                             max(failed.peak_mb, back.peak_mb)))
+    return tool, bash
+
+
+BROKEN_MIGRATION = "migrations/20991231000000-benchmark-broken.js"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env-file", default=".env.sandbox")
@@ -113,6 +148,20 @@ def main() -> None:
     print(f"release: {args.runs} rounds of {first} and {second}, each way", flush=True)
     rel_tool, rel_bash = release_rounds(env_file, args.runs, (first, second))
 
+    from sandbox.app_changes import migration
+
+    broken = "9.9.1"
+    commit_version(app_dir, broken, faults=["health-fails"], files={BROKEN_MIGRATION: migration(
+        "CREATE TABLE benchmark_broken (id int)", "DROP TABLE benchmark_broken")})
+    print(f"setup: releasing the broken {broken} once over {first} (builds and pushes it; not timed)", flush=True)
+    timed([*TOOL, "release", "--env-file", env_file, "--version", first, "--json"])
+    try:
+        timed([*TOOL, "release", "--env-file", env_file, "--version", broken, "--json"], expect_failure=True)
+        print(f"recovery: {args.runs} rounds of the broken {broken} over {first}, each way", flush=True)
+        rec_tool, rec_bash = recovery_rounds(env_file, args.runs, first, broken)
+    finally:
+        commit_version(app_dir, first, files={BROKEN_MIGRATION: None})  # the checkout as it was
+
     def row(name: str, tool: list[Run], bash: list[Run]) -> str:
         t, b = median(tool), median(bash)
         return (f"| {name} | {t:.2f} s | {b:.2f} s | {t / b:.1f}× | {max(r.peak_mb for r in tool):.0f} MB | "
@@ -136,6 +185,15 @@ memory is the largest resident set of the process or of any program it ran
 {row("preflight", pre_tool, pre_bash)}
 {row(f"release of a pushed version ({first} ⇄ {second})", rel_tool, rel_bash)}
 
+A broken release ({broken} over {first}) and the way back, {args.runs} rounds:
+
+| median | smartrelease | bash runbook |
+|---|---:|---:|
+| time to detect (tool: its failing step; bash: the failing deploy) | {statistics.median(r.detect_s for r in rec_tool):.1f} s | {statistics.median(r.detect_s for r in rec_bash):.1f} s |
+| time to recover (tool: detected → {first} verified; bash: `runbook.sh rollback`) | {statistics.median(r.recover_s for r in rec_tool):.1f} s | {statistics.median(r.recover_s for r in rec_bash):.1f} s |
+| whole: the failed release and the way back | {statistics.median(r.whole_s for r in rec_tool):.1f} s | {statistics.median(r.whole_s for r in rec_bash):.1f} s |
+| peak memory | {max(r.peak_mb for r in rec_tool):.0f} MB | {max(r.peak_mb for r in rec_bash):.0f} MB |
+
 What each does:
 - **preflight**: smartrelease runs six checks at once, reads the newest backup whole
   (decrypting it into `pg_restore`), checks WAL archiving against `pg_stat_archiver`,
@@ -148,6 +206,14 @@ What each does:
   for them to be healthy, drains and removes the old, and verifies version and digests;
   bash recreates the containers (users see errors meanwhile) and polls `/ready` every
   second.
+- **a broken release**: smartrelease judges the new backend by its health check while
+  the old one keeps serving, then, for the migration it ran, stops the new backend,
+  takes a safety backup, runs the down step, relaunches {first} by digest and verifies
+  it. Bash's deploy has already replaced {first}; the edge sends no traffic to a backend
+  failing its health check, so `/ready` never answers and the deploy fails at its 120 s
+  readiness timeout (users get errors all that time). A person then runs the rollback,
+  whose time here excludes the minutes it takes a person to notice and type it, and
+  skips the backup the runbook asks for before undoing a migration.
 """
     Path(args.out).write_text(text)
     print(text)

@@ -67,7 +67,8 @@ def write(entry: Entry) -> Path:
     path = _path(entry.environment, uuid.uuid4().hex)
     partial = path.with_name("." + path.name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the journal, then the environment's
+        path.parent.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(entry.model_dump_json())

@@ -49,6 +49,7 @@ def test_an_unreachable_server_keeps_the_entry_names_the_gap_and_the_next_reader
     assert gap.startswith("the Prefect server at http://127.0.0.1:") and "could not be reached" in gap
     assert f"kept in {path}" in gap
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     assert load_history("journal-away").rows == []  # the gap is real
 
     rows = read_history("journal-away")  # the server answers again
