@@ -221,3 +221,31 @@ def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_t
     assert now["smartaccounting-release-target"] > first["smartaccounting-release-target"]
     assert now["smartaccounting-app-environment"] == first["smartaccounting-app-environment"]
     assert ReleaseTarget.load("resaved").ready_timeout_s == 77
+
+
+_QUEUED_EVENTS_THEN_A_USAGE_ERROR = """
+import sys
+from prefect.events import emit_event
+from smartrelease.cli import main, _quiet_exit_notices
+for i in range(1000):  # enough that the events worker is still sending at exit
+    emit_event(event="smartrelease.test.queued", resource={"prefect.resource.id": f"smartrelease.test.{i}"})
+if sys.argv[1] == "plain-exit":
+    sys.exit(2)
+sys.exit(main(["no-such-command"]))
+"""
+
+
+def test_an_error_stays_one_line_while_prefect_sends_queued_events_at_exit():
+    """Seen in CI: `trigger`'s one-line refusal followed by Prefect's "Still processing
+    items: 2 items remaining..." (its events worker draining at exit)."""
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", _QUEUED_EVENTS_THEN_A_USAGE_ERROR, mode],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    plain = run("plain-exit")  # the same queue without the CLI's main: the notice is there
+    assert "Still processing items" in plain.stderr, plain.stderr
+    out = run("cli")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "no-such-command" in out.stderr, out.stderr
