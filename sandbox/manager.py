@@ -484,17 +484,17 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
     app = app_services(env, running)
     if {"backend", "frontend"} <= set(app) and "edge" in running:
         version = app["backend"].labels.get("org.opencontainers.image.version", "?")
-        log(f"{stage.name}: app {version} already running; left as it is (releases go through `smartrelease release`)")
+        log(f"environment {stage.name}: app {version} already running; left as it is (releases go through `smartrelease release`)")
     else:
         version = deploy_checkout(env)
-        log(f"{stage.name}: app {version} deployed from the checkout")
-    log(f"{stage.name}: serving at {stage.public_url}")
+        log(f"environment {stage.name}: app {version} deployed from the checkout")
+    log(f"environment {stage.name}: serving at {stage.public_url}")
     backup = take_backup(env, version, "sandbox")
     if kind == EXTERNAL:
         s.cluster().switch_wal()
     else:
         archive_current_wal(env)
-    log(f"{stage.name}: backup {backup.name}; wrote {stage.env_file}")
+    log(f"environment {stage.name}: backup {backup.name}; wrote {stage.env_file}")
 
 
 # --- commands ---------------------------------------------------------------
@@ -550,12 +550,12 @@ def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
             # variables any more, so remove its containers by the project label.
             for c in project_containers(docker.from_env(), stage.project):
                 c.remove(force=True)
-            log(f"{stage.name}: containers removed (its compose env file was gone)")
+            log(f"environment {stage.name}: containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
             # The db service's volume goes only with the rest of the state.
             run(project_compose(env).down(volumes=not keeping_state))
-            log(f"{stage.name}: containers removed" + ("" if keeping_state else ", with the database's volume"))
+            log(f"environment {stage.name}: containers removed" + ("" if keeping_state else ", with the database's volume"))
     sandbox_registry(s).stop()
     s.cluster().stop()
     log("registry stopped" + (f"; state kept in {s.root} (`sandbox destroy` deletes it)" if keeping_state else ""))
