@@ -226,8 +226,8 @@ def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_t
 _QUEUED_EVENTS_THEN_A_USAGE_ERROR = """
 import sys
 from prefect.events import emit_event
-from smartrelease.cli import main, _quiet_exit_notices
-for i in range(1000):  # enough that the events worker is still sending at exit
+from smartrelease.cli import main
+for i in range(3000):  # enough that the events worker is still sending at exit
     emit_event(event="smartrelease.test.queued", resource={"prefect.resource.id": f"smartrelease.test.{i}"})
 if sys.argv[1] == "plain-exit":
     sys.exit(2)
