@@ -162,6 +162,11 @@ def log(msg: str) -> None:
     print(f"sandbox: {msg}", file=sys.stderr, flush=True)
 
 
+def log_stage(stage: "Stage", msg: str) -> None:
+    """A line about one environment of the sandbox (`sandbox` or `sandbox-dev`)."""
+    log(f"environment {stage.name}: {msg}")
+
+
 class SandboxError(Exception):
     pass
 
@@ -484,17 +489,17 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
     app = app_services(env, running)
     if {"backend", "frontend"} <= set(app) and "edge" in running:
         version = app["backend"].labels.get("org.opencontainers.image.version", "?")
-        log(f"environment {stage.name}: app {version} already running; left as it is (releases go through `smartrelease release`)")
+        log_stage(stage, f"app {version} already running; left as it is (releases go through `smartrelease release`)")
     else:
         version = deploy_checkout(env)
-        log(f"environment {stage.name}: app {version} deployed from the checkout")
-    log(f"environment {stage.name}: serving at {stage.public_url}")
+        log_stage(stage, f"app {version} deployed from the checkout")
+    log_stage(stage, f"serving at {stage.public_url}")
     backup = take_backup(env, version, "sandbox")
     if kind == EXTERNAL:
         s.cluster().switch_wal()
     else:
         archive_current_wal(env)
-    log(f"environment {stage.name}: backup {backup.name}; wrote {stage.env_file}")
+    log_stage(stage, f"backup {backup.name}; wrote {stage.env_file}")
 
 
 # --- commands ---------------------------------------------------------------
@@ -550,12 +555,12 @@ def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
             # variables any more, so remove its containers by the project label.
             for c in project_containers(docker.from_env(), stage.project):
                 c.remove(force=True)
-            log(f"environment {stage.name}: containers removed (its compose env file was gone)")
+            log_stage(stage, "containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
             # The db service's volume goes only with the rest of the state.
             run(project_compose(env).down(volumes=not keeping_state))
-            log(f"environment {stage.name}: containers removed" + ("" if keeping_state else ", with the database's volume"))
+            log_stage(stage, "containers removed" + ("" if keeping_state else ", with the database's volume"))
     sandbox_registry(s).stop()
     s.cluster().stop()
     log("registry stopped" + (f"; state kept in {s.root} (`sandbox destroy` deletes it)" if keeping_state else ""))
