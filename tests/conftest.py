@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
+import hypothesis
 import prefect.context
 import pytest
 import time
@@ -36,6 +37,12 @@ from pydantic import SecretStr
 from tasks.backup_files import dump_database
 from tasks.pg_client import HostTools
 from tasks.postgres import DatabaseUrl
+
+# CI runs the same examples every time (a random failure there loses a session's
+# work); a local run keeps exploring new ones.
+hypothesis.settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 DB_USER, DB_NAME = "smartaccounting", "smartaccounting"
 # Sentinel secrets: the secret-leak test searches every log, artifact and report for them.
