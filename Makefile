@@ -35,18 +35,23 @@ server-down: venv
 # server on PostgreSQL, the deployments, the sandbox's worker), then three releases
 # triggered through the `release/sandbox` deployment: 1.0.0, 1.1.0 (with a migration)
 # and a broken 1.2.0 that rolls itself back. The server and worker keep running for
-# the UI (http://127.0.0.1:$(SERVER_PORT)); `make sandbox-down` stops them. The demo
+# the UI (the demo prints its address); `make sandbox-down` stops them. The demo
 # prints each report; Prefect's own logging would add the traceback of the failure
 # the broken 1.2.0 is built to have.
 demo: setup
-	$(WITH_DOCKER) env SMARTRELEASE_SERVER_PORT=$(SERVER_PORT) PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
+	$(WITH_DOCKER) env PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
+# In parallel: each pytest-xdist worker runs whole modules, on a Prefect server and
+# sandboxes of its own. The tests marked `exclusive` (one restarts Docker Engine,
+# which stops every container on the machine) run alone afterwards.
+WORKERS ?= 4
 test: setup
-	$(WITH_DOCKER) $(VENV)/bin/pytest
+	$(WITH_DOCKER) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile -m "not exclusive"
+	$(WITH_DOCKER) $(VENV)/bin/pytest -m exclusive
 
 # Skips the slow end-to-end tests; needs only PostgreSQL and the venv.
 test-fast: venv
-	$(VENV)/bin/pytest -m "not e2e"
+	$(VENV)/bin/pytest -n $(WORKERS) -m "not e2e"
 
 sandbox-down:
 	$(WITH_DOCKER) $(SR) sandbox down

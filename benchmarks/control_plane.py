@@ -117,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
 
     s = manager.Settings()
-    p = plane.Plane(s.root)
+    p = s.plane()
     api = p.server.api_url
     os.environ["PREFECT_API_URL"] = api
     with temporary_settings(updates={PREFECT_API_URL: api}):

@@ -8,6 +8,7 @@ the TLS edge. A machine that can pull may set SANDBOX_BASE_IMAGE=debian:trixie-s
 instead; the Dockerfiles install what that image lacks.
 """
 
+import fcntl
 import hashlib
 import os
 import re
@@ -65,7 +66,16 @@ def _apt_sources(directory: Path) -> str:
 
 def ensure_base_image(client: docker.DockerClient, log=print) -> str:
     """The base image, always under DEFAULT_BASE_IMAGE: the app's Dockerfiles
-    default to that name, so release builds need no sandbox-specific build args."""
+    default to that name, so release builds need no sandbox-specific build args.
+    Sandboxes coming up at once (parallel test workers, two clones) take turns:
+    one builds it, the others find it built."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".base-image.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_base_image(client, log)
+
+
+def _ensure_base_image(client: docker.DockerClient, log) -> str:
     name = base_image_name()
     try:
         image = client.images.get(name)

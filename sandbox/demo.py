@@ -23,7 +23,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.approve import answer
 from deployments.trigger import follow, succeeded, trigger
-from sandbox import manager, plane
+from sandbox import manager
 from sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
 from tasks.postgres import connect
@@ -114,7 +114,7 @@ def open_accounts(s: manager.Settings, names: list[str]) -> None:
 def main() -> int:
     s = manager.Settings()
     fresh_sandbox(s)
-    with temporary_settings(updates={PREFECT_API_URL: plane.Plane(s.root).server.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: s.plane().server.api_url}):
         return releases(s)
 
 
@@ -148,7 +148,7 @@ def releases(s: manager.Settings) -> int:
     print(f"demo: 1.0.0 released, 1.1.0 released once approved (by the demo itself, through the API, as "
           f"`smartrelease approve` does); the broken 1.2.0, approved too, {broken.message.split('; ', 1)[1]}, "
           "no data lost; the newest backup restored in a drill: " + drilled.message)
-    print(f"demo: the runs are in the Prefect UI at {plane.Plane(s.root).server.ui_url} "
+    print(f"demo: the runs are in the Prefect UI at {s.plane().server.ui_url} "
           "(`make sandbox-down` stops the sandbox, its worker and the server)")
     return 0
 

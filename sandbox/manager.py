@@ -43,7 +43,8 @@ from dotenv import dotenv_values
 
 from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
-from sandbox import plane
+from deployments import server
+from sandbox import identity, plane
 from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
 from smartrelease.local_postgres import PG_BIN, Cluster, archive_current_segment, server_dir
 from smartrelease.daemon import Background
@@ -71,23 +72,38 @@ BUNDLED, EXTERNAL = "bundled", "external"
 NPM_TIMEOUT_S = 900
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
 @dataclass
 class Settings:
+    """Where a sandbox lives and what it is called. A port or project left None is
+    this sandbox's own: recorded in its state directory (sandbox/identity.py), or
+    claimed by `up`."""
+
     root: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_DIR", ".sandbox")).resolve())
     env_file: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_ENV_FILE", ".env.sandbox")).resolve())
-    project: str = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT", "smartaccounting-sandbox"))
-    pg_port: int = field(default_factory=lambda: _env_int("SANDBOX_PG_PORT", 55432))  # --external-db only
-    registry_port: int = field(default_factory=lambda: _env_int("SANDBOX_REGISTRY_PORT", 5001))
+    project: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT") or None)
+    pg_port: int | None = field(default_factory=lambda: identity.explicit_port("pg"))  # --external-db only
+    registry_port: int | None = field(default_factory=lambda: identity.explicit_port("registry"))
     # Repositories are <prefix>/backend and <prefix>/frontend: sandboxes sharing a
     # registry keep their tags apart.
     image_prefix: str = field(default_factory=lambda: os.environ.get("SANDBOX_IMAGE_PREFIX", "smartaccounting"))
-    edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_EDGE_PORT", 18443))
-    dev_edge_port: int = field(default_factory=lambda: _env_int("SANDBOX_DEV_EDGE_PORT", 18453))
+    edge_port: int | None = field(default_factory=lambda: identity.explicit_port("edge"))
+    dev_edge_port: int | None = field(default_factory=lambda: identity.explicit_port("dev_edge"))
+    server_port: int | None = field(default_factory=lambda: identity.explicit_port("server"))
+    server_pg_port: int | None = field(default_factory=lambda: identity.explicit_port("server_pg"))
     app: Path | None = None  # --app: the user's own checkout instead of the stand-in
+    ident: identity.Identity | None = None  # read from root; `up` claims one
+
+    def __post_init__(self) -> None:
+        self.ident = self.ident or identity.Identity.load(self.root)
+        if self.ident:
+            self._adopt(self.ident)
+
+    def _adopt(self, ident: identity.Identity) -> None:
+        """Fill what was not set explicitly from the sandbox's recorded identity."""
+        self.project = self.project or identity.project_name(ident.id)
+        for name in identity.PORTS:
+            if getattr(self, f"{name}_port") is None and name in ident.ports:
+                setattr(self, f"{name}_port", ident.ports[name])
 
     @property
     def registry(self) -> str:
@@ -120,18 +136,24 @@ class Settings:
     def cluster(self) -> Cluster:
         """--external-db's PostgreSQL on this host: under root/ unless the server's user
         cannot reach it (see server_dir)."""
-        return Cluster(server_dir(self.root / "postgres"), self.pg_port, self.cluster_wal_dir)
+        return Cluster(server_dir(self.root / "postgres"), self.pg_port or 0, self.cluster_wal_dir)
+
+    def plane(self) -> plane.Plane:
+        """The sandbox's control plane: its own Prefect server on its own ports."""
+        return plane.Plane(self.root, server.ServerSettings(
+            state_dir=self.root / "prefect-server", port=self.server_port or identity.PORTS["server"][0],
+            pg_port=self.server_pg_port or identity.PORTS["server_pg"][0]))
 
     @property
     def prod(self) -> "Stage":
-        return Stage(self.env_file, self.project, DB_NAME, self.root / "compose.env", self.root / "backups",
-                     self.root / "wal-archive", self.edge_port)
+        return Stage(self.env_file, self.project or "", DB_NAME, self.root / "compose.env", self.root / "backups",
+                     self.root / "wal-archive", self.edge_port or 0)
 
     @property
     def dev(self) -> "Stage":
-        return Stage(self.env_file.with_name(self.env_file.name + DEV), self.project + DEV, DB_NAME + "_dev",
+        return Stage(self.env_file.with_name(self.env_file.name + DEV), (self.project or "") + DEV, DB_NAME + "_dev",
                      self.root / f"compose{DEV}.env", self.root / f"backups{DEV}", self.root / f"wal-archive{DEV}",
-                     self.dev_edge_port)
+                     self.dev_edge_port or 0)
 
 
 DEV = "-dev"
@@ -484,6 +506,7 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
     env = parse_env_file(stage.env_file)
     if kind == BUNDLED:
         start_database(env)
+        record_database(s, stage)
 
     running = {n: c for n, c in running_services(client, env).items() if c.status == "running"}
     app = app_services(env, running)
@@ -502,6 +525,52 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
     log_stage(stage, f"backup {backup.name}; wrote {stage.env_file}")
 
 
+def claim(s: Settings, client: docker.DockerClient, stages: tuple[Stage, ...], kind: str) -> list[str]:
+    """This sandbox's id, projects and ports: those recorded in its state directory,
+    or new ones (a default port another process holds moves to a free one). Refuses
+    a database volume this sandbox did not create. Changes nothing but the record,
+    and writes that only once every check passed. Returns the lines to show."""
+    ident = s.ident or identity.Identity(identity.new_id())
+    said, fresh = [], s.ident is None
+    s._adopt(ident)
+    for name in identity.PORTS:
+        if getattr(s, f"{name}_port") is None:
+            port, line = identity.claim_port(name, client)
+            setattr(s, f"{name}_port", port)
+            said += [line] if line else []
+        ident.ports[name] = getattr(s, f"{name}_port")
+    ours = {st.project for st in (s.prod, s.dev)}
+    if fresh:
+        # The projects an env file here names from an earlier sandbox (its state
+        # deleted), and any sandbox project whose state directory is gone.
+        earlier = {parse_env_file(st.env_file).target.compose_project for st in (s.prod, s.dev) if st.env_file.is_file()}
+        projects = sorted(({p for p in earlier if p} | set(identity.orphaned_projects(client, ours))) - ours)
+        for project in projects:
+            if found := identity.leftover_of(client, project, "its state directory is gone"):
+                said.append(found.line())
+                if project in earlier:
+                    ident.leftovers.append(project)
+    if kind == BUNDLED:
+        for stage in stages:
+            volumes = identity.project_resources(client, stage.project)[1]
+            if volumes and stage.project not in ident.databases:
+                names = " ".join(v.name for v in volumes)
+                raise SandboxError(f"volume {names} holds a database this sandbox did not create (Compose project "
+                                   f"{stage.project}, another sandbox's or one whose state was deleted), so its "
+                                   f"password is not the one in {stage.env_file.name}: remove it with "
+                                   f"`docker volume rm {names}` if it is a leftover, or set another SANDBOX_PROJECT")
+    s.ident = ident
+    ident.save(s.root)
+    return said
+
+
+def record_database(s: Settings, stage: Stage) -> None:
+    """The stage's database volume is this sandbox's: a later `up` may reuse it."""
+    if s.ident and stage.project not in s.ident.databases:
+        s.ident.databases.append(stage.project)
+        s.ident.save(s.root)
+
+
 # --- commands ---------------------------------------------------------------
 
 def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, app: Path | None = None,
@@ -511,7 +580,9 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
         s.app = checked_app(s, app)
         kind = database_kind(s, external_db)
         client = require_tools(kind == EXTERNAL)
-        s.root.mkdir(parents=True, exist_ok=True)
+        stages_wanted = ("prod", "dev") if dev else ("prod",)
+        for line in claim(s, client, tuple(getattr(s, st) for st in stages_wanted), kind):
+            log(line)
         sec = load_or_make_secrets(s)
 
         if kind == EXTERNAL:
@@ -528,23 +599,23 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
         base = ensure_base_image(client, log)
         images = {"edge": local_image(client, TEMPLATE / "edge", "smartrelease-sandbox/edge", base),
                   "db": local_image(client, TEMPLATE / "db", "smartrelease-sandbox/postgres", base)}
-        stages = (s.prod, s.dev) if dev else (s.prod,)
+        stages = tuple(getattr(s, st) for st in stages_wanted)
         for stage in stages:
             up_stage(s, stage, sec, client, kind, images)
         if server:
-            for line in plane.up(plane.Plane(s.root), {stage.name: stage.env_file for stage in stages}):
+            for line in plane.up(s.plane(), {stage.name: stage.env_file for stage in stages}):
                 log(line)
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
               + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
-    except (SandboxError, ConfigError, StepFailed, CommandFailed, BaseImageError) as exc:
+    except (SandboxError, ConfigError, StepFailed, CommandFailed, BaseImageError, identity.IdentityError) as exc:
         print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
         return 2
 
 
 def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
     s = s or Settings()
-    for line in plane.down(plane.Plane(s.root)):  # the workers first: no run starts on a stopping sandbox
+    for line in plane.down(s.plane()):  # the workers first: no run starts on a stopping sandbox
         log(line)
     for stage in (s.dev, s.prod):
         if not stage.env_file.is_file():
@@ -553,7 +624,7 @@ def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
         if not (env.target.compose_env_file and Path(env.target.compose_env_file).is_file()):
             # Its state directory was deleted: Compose cannot read the project's
             # variables any more, so remove its containers by the project label.
-            for c in project_containers(docker.from_env(), stage.project):
+            for c in project_containers(docker.from_env(), env.target.compose_project or stage.project):
                 c.remove(force=True)
             log_stage(stage, "containers removed (its compose env file was gone)")
             continue
@@ -573,7 +644,13 @@ def destroy(s: Settings | None = None) -> int:
     s = s or Settings()
     cluster = s.cluster()
     down(s, keeping_state=False)
-    plane.destroy(plane.Plane(s.root))
+    plane.destroy(s.plane())
+    client = docker.from_env()
+    for project in s.ident.leftovers if s.ident else ():  # an earlier sandbox's here, named by `up`
+        containers, volumes = identity.project_resources(client, project)
+        for thing in (*containers, *volumes):
+            thing.remove(force=True)
+        log(f"removed what the earlier sandbox here left behind (Compose project {project})")
     cluster.destroy()
     for path in (s.root, cluster.root, s.cluster_wal_dir):
         shutil.rmtree(path, ignore_errors=True)
@@ -605,7 +682,7 @@ def status(s: Settings | None = None) -> int:
     others = sorted(set(running) - {db, contract.backend_service, contract.frontend_service}) or ["edge"]
     for service in others:
         parts[service] = running.get(service) == "running"
-    parts.update(plane.status(plane.Plane(s.root)))  # with --server
+    parts.update(plane.status(s.plane()))  # with --server
     width = max(9, *(len(name) + 1 for name in parts))
     for name, ok in parts.items():
         print(f"{name:{width}} {'up' if ok else 'down'}")

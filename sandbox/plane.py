@@ -35,6 +35,12 @@ class Plane:
     def server(self) -> server.ServerSettings:
         return self.server_settings or server.ServerSettings(state_dir=self.root / "prefect-server")
 
+    @property
+    def owns_server(self) -> bool:
+        """A server kept under the sandbox's directory is the sandbox's to stop and delete;
+        any other is someone else's."""
+        return self.server.state_dir == self.root / "prefect-server"
+
     def worker(self, environment: str) -> Background:
         return Background(self.root / "workers" / f"{environment}.pid", self.root / "workers" / f"{environment}.log")
 
@@ -100,7 +106,7 @@ def down(plane: Plane) -> list[str]:
     """Stop the workers, then the server if it is the sandbox's own (a server given
     to the plane is someone else's to stop)."""
     said = [f"worker for {pool_name(e)} stopped" for e in plane.environments() if plane.worker(e).stop()]
-    if plane.server_settings is None and plane.server.state_dir.is_dir():
+    if plane.owns_server and plane.server.state_dir.is_dir():
         said.append(server.down(plane.server))
     return said
 
@@ -117,5 +123,5 @@ def status(plane: Plane) -> dict[str, bool]:
 
 def destroy(plane: Plane) -> None:
     down(plane)
-    if plane.server_settings is None:
+    if plane.owns_server:
         server.destroy_database(plane.server)

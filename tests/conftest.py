@@ -8,6 +8,7 @@ import os
 # The test server stores events every 0.5 s instead of 5 s: the secret sweeps read
 # every run's events back, and would otherwise wait for each flush.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
+import secrets
 import shutil
 import socket
 import tempfile
@@ -52,6 +53,15 @@ BACKUP_PASSPHRASE = "backup-SENTINEL-passphrase-42"
 # Quotes, a dollar and a backslash: values reach Compose and the containers unchanged.
 METRICS_PASS = "metrics-SENTINEL-'\"$x\\y-pass-99"
 SENTINELS = [DB_PASSWORD, JWT_SECRET, BACKUP_PASSPHRASE, METRICS_PASS, "SENTINEL"]
+
+
+# What this test process names Docker resources after: two runs, or two pytest-xdist
+# workers, on one machine never share a Compose project, volume or repository.
+RUN_ID = secrets.token_hex(3)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{RUN_ID}"
 
 
 def free_port() -> int:
@@ -359,3 +369,14 @@ def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# The longest modules first (their figures from `make test`, slowest first), so that
+# under pytest-xdist's --dist loadfile none of them starts last and runs alone.
+SLOWEST_MODULES = ["test_control_plane_e2e", "test_rollback_e2e", "test_release_e2e", "test_approval_e2e",
+                   "test_faults_e2e", "test_cutover_e2e", "test_promote_e2e", "test_own_app_e2e"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))

@@ -25,7 +25,7 @@ from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
 from tasks.running import running_services
-from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port
+from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, unique
 
 
 class Sandbox:
@@ -104,6 +104,7 @@ def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: 
     as `name`-dev)."""
     # Private (0700), like a checkout under a home directory: as root, an external_db
     # cluster (PostgreSQL runs as `postgres`) then lives under SMARTRELEASE_PG_STATE.
+    project = unique(project)
     root = Path(tempfile.mkdtemp(prefix=f"{project}-"))
     settings = manager.Settings(root=root / ".sandbox", env_file=root / f".env.{name}", project=project,
                                 pg_port=free_port(), registry_port=int(registry.addr.rsplit(":", 1)[1]),

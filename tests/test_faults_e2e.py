@@ -239,6 +239,7 @@ def restart_docker_engine(timeout_s: float = 120) -> float:
     raise AssertionError("dockerd did not come back")
 
 
+@pytest.mark.exclusive
 def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_version(shared_sandbox):
     """dockerd is restarted the moment the new backend container exists, while the
     release waits for it to be healthy. The release must end (Failed, recovered, or

@@ -21,7 +21,7 @@ from flows.preflight import CHECKS
 from sandbox import manager
 from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
 from tasks.running import project_containers
-from tests.conftest import free_port
+from tests.conftest import free_port, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +42,9 @@ def sandbox_env(shared_registry):
         "SMARTRELEASE_PG_STATE": str(pg_state / "state"),
         "SANDBOX_DIR": str(root / ".sandbox"),
         "SANDBOX_ENV_FILE": str(root / ".env.sandbox"),
-        "SANDBOX_PROJECT": "smartrelease-e2e",
         **{f"SANDBOX_{k}_PORT": str(free_port()) for k in ("PG", "EDGE")},
         # The run's registry: `up` uses one that answers, and `down` leaves it running.
-        "SANDBOX_REGISTRY_PORT": shared_registry.addr.rsplit(":", 1)[1], "SANDBOX_IMAGE_PREFIX": "smartrelease-e2e",
+        "SANDBOX_REGISTRY_PORT": shared_registry.addr.rsplit(":", 1)[1], "SANDBOX_IMAGE_PREFIX": unique("smartrelease-e2e"),
     }
 
     def cli(*args, timeout=900):
@@ -54,6 +53,9 @@ def sandbox_env(shared_registry):
 
     up = cli("sandbox", "up")
     assert up.returncode == 0, up.stderr
+    # No SANDBOX_PROJECT: the project is the sandbox's own, named after its id.
+    ident = json.loads((root / ".sandbox" / "sandbox.json").read_text())
+    env["project"] = f"smartaccounting-sandbox-{ident['id']}"
     yield cli, root, env
     cli("sandbox", "destroy")
     shutil.rmtree(root, ignore_errors=True)
@@ -86,21 +88,82 @@ def test_sandbox_up_gives_a_passing_preflight(sandbox_env):
 def test_sandbox_up_is_idempotent_and_status_reports_up(sandbox_env):
     cli, _, env = sandbox_env
     client = docker.from_env()
-    before = {c.id for c in client.containers.list(filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"})}
+    before = {c.id for c in client.containers.list(filters={"label": f"com.docker.compose.project={env['project']}"})}
     again = cli("sandbox", "up")
     assert again.returncode == 0, again.stderr
-    after = {c.id for c in client.containers.list(filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"})}
+    after = {c.id for c in client.containers.list(filters={"label": f"com.docker.compose.project={env['project']}"})}
     assert before == after and len(after) == 4  # db, backend, frontend, edge: nothing recreated
     status = cli("sandbox", "status")
     assert status.returncode == 0 and status.stdout.split() == [
         "postgres", "up", "registry", "up", "backend", "up", "frontend", "up", "edge", "up"]
 
 
+def test_up_after_the_state_was_deleted_starts_a_sandbox_of_its_own_and_names_the_old_one(sandbox_env):
+    """`rm -rf .sandbox` while it runs, then `up`: a new id, so a new project and a
+    new database volume (never the old one, whose password was another's); the old
+    edge's port moves; the old containers and volume are named in one line with the
+    command that removes them, and left alone until `destroy`."""
+    cli, root, env = sandbox_env
+    client = docker.from_env()
+    old = env["project"]
+    old_containers = {c.name for c in project_containers(client, old)}
+    old_volumes = {v.name for v in client.volumes.list(filters={"label": f"com.docker.compose.project={old}"})}
+    assert len(old_containers) == 4 and len(old_volumes) == 1
+    shutil.rmtree(root / ".sandbox")
+    again_env = {k: v for k, v in env.items() if k not in ("SANDBOX_EDGE_PORT", "project")}
+    # A checkout made anew has a new git SHA: its 0.9.0 goes to repositories of its own.
+    again_env["SANDBOX_IMAGE_PREFIX"] = unique("smartrelease-e2e-again")
+    again = subprocess.run([sys.executable, "-m", "smartrelease.cli", "sandbox", "up"], capture_output=True,
+                           text=True, env=again_env, cwd=root, timeout=900)
+    assert again.returncode == 0, again.stderr
+    named = [line for line in again.stderr.splitlines() if old in line]
+    assert len(named) == 1, again.stderr
+    assert "left behind by another sandbox" in named[0] and "not reused" in named[0]
+    assert f"docker rm -f {' '.join(sorted(old_containers))} && docker volume rm {' '.join(old_volumes)}" in named[0]
+    new = json.loads((root / ".sandbox" / "sandbox.json").read_text())
+    assert f"smartaccounting-sandbox-{new['id']}" != old
+    assert {c.name for c in project_containers(client, old)} == old_containers  # left alone by up
+    env["project"] = f"smartaccounting-sandbox-{new['id']}"
+    assert len(project_containers(client, env["project"])) == 4
+    env["SANDBOX_IMAGE_PREFIX"] = again_env["SANDBOX_IMAGE_PREFIX"]
+    env.pop("SANDBOX_EDGE_PORT")  # the new sandbox's port is the one it recorded
+
+    out = cli("sandbox", "destroy")  # the one command that removes another sandbox's leftovers
+    assert out.returncode == 0, out.stderr
+    assert project_containers(client, old) == [] and project_containers(client, env["project"]) == []
+    assert client.volumes.list(filters={"label": f"com.docker.compose.project={old}"}) == []
+    up = cli("sandbox", "up")  # the module's later tests want one up
+    assert up.returncode == 0, up.stderr
+    env["project"] = "smartaccounting-sandbox-" + json.loads((root / ".sandbox" / "sandbox.json").read_text())["id"]
+
+
+def test_a_database_volume_this_sandbox_did_not_create_is_refused_before_anything_changes(tmp_path, capsys):
+    """SANDBOX_PROJECT set to a project whose database volume another sandbox made:
+    `up` refuses in one line naming the volume and how to remove it, and writes nothing."""
+    project = unique("smartrelease-foreign")
+    client = docker.from_env()
+    volume = client.volumes.create(f"{project}_db-data", labels={"com.docker.compose.project": project,
+                                                                 "com.docker.compose.volume": "db-data"})
+    try:
+        s = manager.Settings(root=tmp_path / ".sandbox", env_file=tmp_path / ".env.sandbox", project=project,
+                             pg_port=free_port(), registry_port=free_port(), edge_port=free_port())
+        assert manager.up(s) == 2
+        assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"}) == []
+    finally:
+        volume.remove(force=True)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1] == (f"smartrelease: sandbox: volume {project}_db-data holds a database this sandbox did not create "
+                        f"(Compose project {project}, another sandbox's or one whose state was deleted), so its password "
+                        f"is not the one in .env.sandbox: remove it with `docker volume rm {project}_db-data` if it is a "
+                        "leftover, or set another SANDBOX_PROJECT")
+    assert not (tmp_path / ".sandbox").exists() and not (tmp_path / ".env.sandbox").exists()  # nothing written
+
+
 def test_sandbox_down_removes_what_up_started(sandbox_env):
     cli, _, env = sandbox_env
     assert cli("sandbox", "down").returncode == 0
     client = docker.from_env()
-    assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={env['SANDBOX_PROJECT']}"}) == []
+    assert client.containers.list(all=True, filters={"label": f"com.docker.compose.project={env['project']}"}) == []
     status = cli("sandbox", "status")
     assert status.returncode == 1 and "postgres  down" in status.stdout and "backend   down" in status.stdout
     assert "registry  up" in status.stdout  # not started by this sandbox: left alone
@@ -118,7 +181,7 @@ def test_destroy_deletes_the_state_wherever_it_lives(sandbox_env):
 def test_down_removes_the_containers_of_an_environment_whose_state_was_deleted(tmp_path):
     """A dev env file outliving its `.sandbox/` (deleted by hand, or by a fresh demo)
     must not stop `down`: its containers are removed by their project label."""
-    s = manager.Settings(root=tmp_path / ".sandbox", env_file=tmp_path / ".env.gone", project="smartrelease-gone-test",
+    s = manager.Settings(root=tmp_path / ".sandbox", env_file=tmp_path / ".env.gone", project=unique("smartrelease-gone-test"),
                          pg_port=free_port(), registry_port=free_port())
     client = docker.from_env()
     ensure_base_image(client, lambda _: None)

@@ -1,0 +1,73 @@
+"""A sandbox's identity (sandbox/identity.py): its id and ports kept in its state
+directory, a default port that is taken moving to a free one (real sockets), and
+the one line naming another sandbox's leftovers."""
+
+import json
+import socket
+
+import pytest
+
+from sandbox import identity, manager
+from tests.conftest import free_port
+
+
+def test_a_default_port_that_is_taken_moves_to_a_free_one_and_says_so(monkeypatch):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        monkeypatch.setitem(identity.PORTS, "edge", (taken, "SANDBOX_EDGE_PORT", "the TLS edge"))
+        port, line = identity.claim_port("edge", None)
+        assert port != taken and identity.port_free(port)
+        assert line == (f"port {taken} is taken: the TLS edge uses {port} instead "
+                        "(recorded in the sandbox's state; SANDBOX_EDGE_PORT sets it)")
+    free = free_port()
+    monkeypatch.setitem(identity.PORTS, "edge", (free, "SANDBOX_EDGE_PORT", "the TLS edge"))
+    assert identity.claim_port("edge", None) == (free, None)
+
+
+def test_settings_take_the_ports_and_project_the_sandbox_recorded(tmp_path, monkeypatch):
+    for _, variable, _ in identity.PORTS.values():
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("SANDBOX_PROJECT", raising=False)
+    identity.Identity("a1b2c3", {"edge": 40001, "registry": 40002, "server": 40003}).save(tmp_path)
+    s = manager.Settings(root=tmp_path, env_file=tmp_path / ".env.sandbox")
+    assert (s.project, s.dev.project) == ("smartaccounting-sandbox-a1b2c3", "smartaccounting-sandbox-a1b2c3-dev")
+    assert (s.edge_port, s.registry, s.public_url) == (40001, "127.0.0.1:40002", "https://localhost:40001")
+    assert s.plane().server.port == 40003 and s.plane().owns_server
+    monkeypatch.setenv("SANDBOX_EDGE_PORT", "40100")  # set explicitly: it wins
+    assert manager.Settings(root=tmp_path, env_file=tmp_path / ".env.sandbox").edge_port == 40100
+
+
+def test_a_port_variable_that_is_no_number_is_one_line(monkeypatch):
+    monkeypatch.setenv("SANDBOX_REGISTRY_PORT", "50o1")
+    with pytest.raises(identity.IdentityError, match=r"^SANDBOX_REGISTRY_PORT must be a port number, not '50o1'$"):
+        manager.Settings()
+
+
+def test_the_record_replaces_a_planted_link_instead_of_following_it(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("not the tool's\n")
+    root = tmp_path / ".sandbox"
+    root.mkdir()
+    (root / identity.FILE).symlink_to(target)
+    identity.Identity("0f0f0f", {"edge": 1}).save(root)
+    assert target.read_text() == "not the tool's\n"
+    assert not (root / identity.FILE).is_symlink()
+    assert json.loads((root / identity.FILE).read_text())["id"] == "0f0f0f"
+
+
+def test_an_unreadable_record_is_one_line_with_the_way_out(tmp_path):
+    (tmp_path / identity.FILE).write_text("{not json")
+    with pytest.raises(identity.IdentityError) as refused:
+        identity.Identity.load(tmp_path)
+    assert "\n" not in str(refused.value) and "`smartrelease sandbox destroy` starts afresh" in str(refused.value)
+
+
+def test_a_leftover_is_named_in_one_line_with_the_command_that_removes_it():
+    left = identity.Leftover("smartaccounting-sandbox-0a0b0c", ("p-backend-1", "p-db-1"), ("p_db-data",),
+                             "its state directory is gone")
+    assert left.line() == ("left behind by another sandbox (its state directory is gone), not reused: Compose project "
+                           "smartaccounting-sandbox-0a0b0c (containers p-backend-1, p-db-1, volumes p_db-data); "
+                           "`docker rm -f p-backend-1 p-db-1 && docker volume rm p_db-data` removes it")
+    assert identity.Leftover("p", (), ("v",), "x").removal() == "docker volume rm v"
