@@ -44,7 +44,7 @@ demo: setup
 # In parallel: each pytest-xdist worker runs whole modules, on a Prefect server and
 # sandboxes of its own. The tests marked `exclusive` (one restarts Docker Engine,
 # which stops every container on the machine) run alone afterwards.
-WORKERS ?= 4
+WORKERS ?= 3
 test: setup
 	$(WITH_DOCKER) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile -m "not exclusive"
 	$(WITH_DOCKER) $(VENV)/bin/pytest -m exclusive

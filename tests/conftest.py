@@ -2,6 +2,7 @@
 certificates, pg_dump files, and a Prefect server (Prefect's test harness)."""
 
 import datetime as dt
+import fcntl
 import json
 import os
 
@@ -15,6 +16,7 @@ import tempfile
 import ssl
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -62,6 +64,20 @@ RUN_ID = secrets.token_hex(3)
 
 def unique(name: str) -> str:
     return f"{name}-{RUN_ID}"
+
+
+@contextmanager
+def one_sandbox_coming_up():
+    """Sandboxes come up one at a time on this machine (parallel workers, another
+    clone's run): `up` builds, installs and migrates, and four at once on two cores
+    slowed each backend's start past the release's unhealthy grace."""
+    fd = os.open(Path(tempfile.gettempdir()) / "smartrelease-tests-sandbox-up.lock",
+                 os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def free_port() -> int:

@@ -25,7 +25,8 @@ from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
 from tasks.running import running_services
-from tests.conftest import BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, unique
+from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, one_sandbox_coming_up,
+                            unique)
 
 
 class Sandbox:
@@ -112,7 +113,8 @@ def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: 
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
     try:
-        assert manager.up(settings, dev=dev, external_db=external_db, app=app) == 0
+        with one_sandbox_coming_up():
+            assert manager.up(settings, dev=dev, external_db=external_db, app=app) == 0
         import_env_file(settings.env_file, name)
         if dev:
             import_env_file(settings.dev.env_file, settings.dev.name)

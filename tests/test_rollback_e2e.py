@@ -259,17 +259,22 @@ def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(san
     drop_from_checkout(sandbox, name)
     assert state.is_completed(), report.text()
     backup = Path(sandbox.env().app.backup_dir) / report.facts.backup
-    data = bytearray(backup.read_bytes())
+    original = backup.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     backup.write_bytes(bytes(data))
-
-    before = sandbox.containers(), sandbox.fingerprint()
-    state = rollback(environment=ENV, db_strategy="restore", return_state=True)
-    refused = state.result(raise_on_failure=False)
-    assert state.is_failed()
-    assert [r.name for r in refused.results] == ["lock", "rollback-target"]
-    assert "does not match its recorded SHA-256" in refused.results[1].detail
-    assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
+    try:
+        before = sandbox.containers(), sandbox.fingerprint()
+        state = rollback(environment=ENV, db_strategy="restore", return_state=True)
+        refused = state.result(raise_on_failure=False)
+        assert state.is_failed()
+        assert [r.name for r in refused.results] == ["lock", "rollback-target"]
+        assert "does not match its recorded SHA-256" in refused.results[1].detail
+        assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
+    finally:
+        # Whatever happened above, the sandbox's next tests find the backup whole
+        # (the undo below takes a backup of its own).
+        backup.write_bytes(original)
 
     # The default strategy undoes 1.5.0's migration and goes back to the release before it.
     state = rollback(environment=ENV, return_state=True)
@@ -297,6 +302,8 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     give_up = threading.Timer(600, events.close)  # a release that never launches fails the test, not hangs it
     give_up.start()
+    # Nor does one that ended before launching: the wait ends with the process.
+    threading.Thread(target=lambda: (proc.wait(), events.close()), daemon=True).start()
     try:
         for event in events:  # compose up has started the new backend: kill the whole release
             if event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service") == "backend":
@@ -308,7 +315,7 @@ def test_a_release_killed_during_launch_is_rolled_back_by_the_rollback_command(s
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     drop_from_checkout(sandbox, name)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, f"the release ended before its launch: {proc.stdout.read().decode()}"
 
     # The killed release still holds the environment (until its lease runs out, about
     # a minute): the operator who knows it is dead frees it.

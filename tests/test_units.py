@@ -32,7 +32,7 @@ def test_masker_masks_longest_first():
     assert m("x abcd1234-longer y abcd1234") == "x *** y ***"
 
 
-@given(st.text(st.characters(blacklist_characters="*"), min_size=1, max_size=40))
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="*"), min_size=1, max_size=40))
 def test_masker_never_leaves_a_secret(secret):
     # Any length (a short secret is refused by the environment check, never left
     # unmasked), as it is and in the forms JSON, repr() and a URL give it.
