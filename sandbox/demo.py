@@ -33,12 +33,17 @@ CURRENCY_MIGRATION = "migrations/20261101000000-add-account-currency.js"
 INVOICES_MIGRATION = "migrations/20261201000000-create-invoices.js"
 
 
-def fresh_sandbox(s: manager.Settings) -> None:
+def fresh_sandbox() -> manager.Settings:
+    """A new sandbox (a new id, so new projects and ports) after destroying this
+    checkout's earlier one."""
+    s = manager.Settings()
     if s.root.exists() or s.env_file.exists() or s.dev.env_file.exists():
         manager.log(f"starting afresh: removing {s.root}, {s.env_file.name} and {s.dev.env_file.name}")
         manager.destroy(s)
+        s = manager.Settings()
     if manager.up(s, server=True) != 0:
         sys.exit(2)
+    return s
 
 
 class Outcome:
@@ -112,8 +117,7 @@ def open_accounts(s: manager.Settings, names: list[str]) -> None:
 
 
 def main() -> int:
-    s = manager.Settings()
-    fresh_sandbox(s)
+    s = fresh_sandbox()
     with temporary_settings(updates={PREFECT_API_URL: s.plane().server.api_url}):
         return releases(s)
 

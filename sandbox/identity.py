@@ -17,6 +17,8 @@ from pathlib import Path
 
 import docker
 
+from smartrelease.errors import ConfigError
+
 FILE = "sandbox.json"
 PROJECT_PREFIX = "smartaccounting-sandbox"
 COMPOSE_ENV_LABEL = "com.docker.compose.project.environment_file"
@@ -34,8 +36,8 @@ PORTS = {
 }
 
 
-class IdentityError(Exception):
-    pass
+class IdentityError(ConfigError):
+    """The sandbox's record or a port setting is unusable; the message says how to go on."""
 
 
 @dataclass

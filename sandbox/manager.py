@@ -608,7 +608,7 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
         print(f"sandbox is up: smartrelease preflight --env-file {os.path.relpath(s.env_file)}"
               + (f" (dev: --env-file {os.path.relpath(s.dev.env_file)})" if dev else ""))
         return 0
-    except (SandboxError, ConfigError, StepFailed, CommandFailed, BaseImageError, identity.IdentityError) as exc:
+    except (SandboxError, ConfigError, StepFailed, CommandFailed, BaseImageError) as exc:
         print(f"smartrelease: sandbox: {exc}", file=sys.stderr)
         return 2
 

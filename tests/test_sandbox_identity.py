@@ -71,3 +71,14 @@ def test_a_leftover_is_named_in_one_line_with_the_command_that_removes_it():
                            "smartaccounting-sandbox-0a0b0c (containers p-backend-1, p-db-1, volumes p_db-data); "
                            "`docker rm -f p-backend-1 p-db-1 && docker volume rm p_db-data` removes it")
     assert identity.Leftover("p", (), ("v",), "x").removal() == "docker volume rm v"
+
+
+def test_the_cli_names_a_bad_port_setting_in_one_line_and_touches_nothing(monkeypatch, tmp_path, capsys):
+    from smartrelease.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SANDBOX_EDGE_PORT", "abc")
+    for action in ("up", "status", "down"):
+        assert main(["sandbox", action]) == 2
+        assert capsys.readouterr().err == "smartrelease: SANDBOX_EDGE_PORT must be a port number, not 'abc'\n"
+    assert list(tmp_path.iterdir()) == []
