@@ -543,7 +543,8 @@ def claim(s: Settings, client: docker.DockerClient, stages: tuple[Stage, ...], k
     if fresh:
         # The projects an env file here names from an earlier sandbox (its state
         # deleted), and any sandbox project whose state directory is gone.
-        earlier = {parse_env_file(st.env_file).target.compose_project for st in (s.prod, s.dev) if st.env_file.is_file()}
+        earlier = {dotenv_values(st.env_file).get("RELEASE_COMPOSE_PROJECT") for st in (s.prod, s.dev)
+                   if st.env_file.is_file()}
         projects = sorted(({p for p in earlier if p} | set(identity.orphaned_projects(client, ours))) - ours)
         for project in projects:
             if found := identity.leftover_of(client, project, "its state directory is gone"):
