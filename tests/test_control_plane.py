@@ -173,7 +173,7 @@ def test_two_holders_arriving_at_the_same_moment_one_waits_and_says_for_whom(wri
         with environment_lock("locking2", me(name), on_wait=said.append) as waited:
             order.append(name)
             waits[name] = (waited, said)
-            time.sleep(1.5)
+            time.sleep(1.5)  # held for a while: the other arrived at once, so it must wait (asserted below)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
     for t in threads:
