@@ -42,8 +42,9 @@ demo: setup
 	$(WITH_DOCKER) env PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
 # In parallel: each pytest-xdist worker runs whole modules, on a Prefect server and
-# sandboxes of its own. The tests marked `exclusive` (one restarts Docker Engine,
-# which stops every container on the machine) run alone afterwards.
+# sandboxes of its own. The tests marked `exclusive` run alone afterwards: one
+# restarts Docker Engine (which stops every container on the machine), the cutover
+# module counts requests dropped under load.
 WORKERS ?= 3
 test: setup
 	$(WITH_DOCKER) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile -m "not exclusive"

@@ -410,13 +410,15 @@ def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recove
     assert code == 0, run
     client, project = docker.from_env(), sandbox.settings.project
     deadline = time.monotonic() + 300
-    while not client.containers.list(all=True, filters={"label": [
+    # ignore_removed: a container the release removes between Docker's list and its
+    # inspect is not an error of the test's.
+    while not client.containers.list(all=True, ignore_removed=True, filters={"label": [
             f"com.docker.compose.project={project}", "org.opencontainers.image.version=4.6.0"]}):
         assert time.monotonic() < deadline, "the release never started a new container: " + report_of(run["flow_run_id"])
         time.sleep(0.05)
     assert control.worker(ENV).stop()  # SIGTERM to the worker and its flow run's process
     left = sorted(f"{c.labels.get('com.docker.compose.service')} {c.labels.get('org.opencontainers.image.version')} "
-                  f"{c.status}" for c in client.containers.list(all=True, filters={
+                  f"{c.status}" for c in client.containers.list(all=True, ignore_removed=True, filters={
                       "label": f"com.docker.compose.project={project}"}))
     start_worker(control, ENV)
     code, rolled, _ = trigger("rollback", "--env", ENV, "--wait", "--timeout", "600")

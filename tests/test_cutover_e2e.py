@@ -21,7 +21,9 @@ from tasks.launch import project_compose
 from tasks.running import Container, service_containers
 from tests.conftest import SHARED_ENV
 
-pytestmark = pytest.mark.e2e
+# exclusive: it counts the requests dropped under load, and the other workers' load
+# made the machine drop them (p50 31 s at a load average of 15), not the cutover.
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]
 ENV = SHARED_ENV
 RATE = 50  # requests/s: bounded, and enough to land in every gap of a stop-then-start
 PATH = "/api/accounts"  # reads the database
