@@ -1,7 +1,7 @@
 """A program left running in the background: the sandbox's registry, the Prefect
 server, the sandbox's workers. Its pid is in a file, its output in a log, and it
-is stopped with its whole process group (a worker's flow runs, the server's
-services), so nothing started here outlives `down`."""
+is stopped with everything it started (a worker's flow runs, in sessions of their
+own; the server's services), so nothing started here outlives `down`."""
 
 import os
 import signal
@@ -9,6 +9,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from smartrelease.redact import mask
 
@@ -57,32 +59,47 @@ class Background:
 
 
 def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Stop the process group led by `pid`: SIGTERM, then SIGKILL once `timeout_s` is up."""
+    """Stop what `pid` leads, as `systemctl stop` stops a unit: SIGTERM to its process
+    group and to every process it started, even in a session of their own (a Prefect
+    worker starts each flow run so), then SIGKILL to what is left once `timeout_s` is up."""
     try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
         return
+    groups = set()
+    for proc in tree:
+        try:
+            groups.add(os.getpgid(proc.pid))
+        except ProcessLookupError:
+            pass
+    _signal_all(groups, tree, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(_alive(p) for p in tree):
         try:  # our own child (started by this process): reap it
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                break
+            os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
         time.sleep(0.2)
-    else:
-        _kill_group(pid)
-        return
-    # The leader is gone; what it started in its group (a flow run) goes too.
-    _kill_group(pid)
+    # Whatever is left, and what the leader's group started meanwhile, goes too.
+    _signal_all(groups, tree, signal.SIGKILL)
 
 
-def _kill_group(pid: int) -> None:
+def _alive(proc: "psutil.Process") -> bool:
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal_all(groups: set[int], tree: list["psutil.Process"], sig: signal.Signals) -> None:
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
+    for proc in tree:
+        try:
+            if proc.is_running():  # (is_running also checks the pid was not reused)
+                proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass

@@ -86,3 +86,34 @@ def test_a_secret_in_a_programs_stderr_is_masked_in_the_error():
 def test_a_missing_program_is_named():
     with pytest.raises(CommandFailed, match="no-such-program is not installed"):
         run(Command(("no-such-program",), timeout_s=5))
+
+
+def test_stopping_a_background_program_stops_what_it_started_in_a_session_of_its_own(tmp_path):
+    """As a Prefect worker starts each flow run (a session of its own, out of reach of
+    a signal to the worker's process group): `stop` ends it too. The child ignores
+    SIGTERM, so only the SIGKILL after the time limit ends it."""
+    import sys
+    import time
+
+    import psutil
+
+    from smartrelease.daemon import Background
+
+    child_pid = tmp_path / "child.pid"
+    leader = ("import signal, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'], start_new_session=True)\n"
+              f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(600)\n")
+    program = Background(tmp_path / "leader.pid", tmp_path / "leader.log")
+    proc = program.start([sys.executable, "-c", leader])
+    deadline = time.monotonic() + 30
+    while not child_pid.is_file() or not child_pid.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, program.log_tail()
+        time.sleep(0.05)
+    child = psutil.Process(int(child_pid.read_text()))
+    assert os.getsid(child.pid) != os.getsid(proc.pid)  # out of reach of the leader's group
+    assert program.stop(timeout_s=2)
+    child.wait(timeout=10)  # raises if it is still running
+    assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
+    assert proc.wait(timeout=5) is not None and program.pid() is None
