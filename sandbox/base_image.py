@@ -13,11 +13,13 @@ import hashlib
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
 
 from smartrelease.process import Command, run
+from tasks.images import build_image
 
 DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:trixie"
 SUITE = "trixie"
@@ -30,6 +32,16 @@ EXCLUDED = ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/s
 RECIPE = hashlib.sha256(repr((SUITE, PACKAGES, EXCLUDED)).encode()).hexdigest()[:12]
 RECIPE_LABEL = "smartrelease.base-recipe"
 CACHE_DIR = Path(os.environ.get("SMARTRELEASE_CACHE", Path.home() / ".cache" / "smartrelease"))
+# The stand-in's npm packages on the base image (ensure_deps_image).
+DEPS_REPOSITORY = "smartrelease-sandbox/app-deps"
+DEPS_BASE_LABEL = "smartrelease.deps-base"
+DEPS_DOCKERFILE = f"""FROM {DEFAULT_BASE_IMAGE}
+RUN command -v npm >/dev/null && command -v curl >/dev/null || \\
+    (apt-get update && apt-get install -y --no-install-recommends nodejs npm curl && rm -rf /var/lib/apt/lists/*)
+WORKDIR /app
+COPY node_modules/ ./node_modules/
+"""
+NPM_TIMEOUT_S = 900
 MMDEBSTRAP_TIMEOUT_S = 1800
 IMPORT_TIMEOUT_S = 600
 
@@ -64,15 +76,67 @@ def _apt_sources(directory: Path) -> str:
     raise BaseImageError("no apt sources found for mmdebstrap (/etc/apt/sources.list.d/debian.sources)")
 
 
+@contextmanager
+def _one_at_a_time():
+    """Sandboxes coming up at once (parallel test workers, two clones) take turns:
+    one builds an image, the others find it built."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CACHE_DIR / ".base-image.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_base_image(client: docker.DockerClient, log=print) -> str:
     """The base image, always under DEFAULT_BASE_IMAGE: the app's Dockerfiles
-    default to that name, so release builds need no sandbox-specific build args.
-    Sandboxes coming up at once (parallel test workers, two clones) take turns:
-    one builds it, the others find it built."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".base-image.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    default to that name, so release builds need no sandbox-specific build args."""
+    with _one_at_a_time():
         return _ensure_base_image(client, log)
+
+
+def deps_image_name(lockfile: Path) -> str:
+    """The stand-in's dependencies image for this package-lock.json: its name is what
+    the stand-in's Dockerfile starts FROM (tests/test_contract.py keeps the two equal)."""
+    return f"{DEPS_REPOSITORY}:{hashlib.sha256(lockfile.read_bytes()).hexdigest()[:12]}"
+
+
+def ensure_deps_image(client: docker.DockerClient, app_template: Path, log=print) -> str:
+    """The base image with the stand-in's npm packages in /app/node_modules, built once
+    per package-lock.json (and base image): a release build of the stand-in then
+    sends and checksums only its own few files, not 33 MB of node_modules each time.
+    The packages are installed here, on the host (`npm ci`, npm's cache under
+    SMARTRELEASE_CACHE): containers reach no package registry."""
+    name = deps_image_name(app_template / "package-lock.json")
+    with _one_at_a_time():
+        base = client.images.get(_ensure_base_image(client, log))
+        try:
+            if (client.images.get(name).labels or {}).get(DEPS_BASE_LABEL) == base.id:
+                return name
+        except docker.errors.ImageNotFound:
+            pass
+        context = CACHE_DIR / "app-deps" / name.rsplit(":", 1)[1]
+        context.mkdir(parents=True, exist_ok=True)
+        for file in ("package.json", "package-lock.json"):
+            shutil.copyfile(app_template / file, context / file)
+        log(f"building {name}: the stand-in's npm packages, once per package-lock.json")
+        npm_ci(context, log)
+        (context / "Dockerfile").write_text(DEPS_DOCKERFILE)
+        build_image(client, context, name, labels={DEPS_BASE_LABEL: base.id})
+        return name
+
+
+def npm_ci(app_dir: Path, log=print) -> None:
+    """`npm ci` from package-lock.json, unless node_modules already matches it; npm's
+    cache under SMARTRELEASE_CACHE, so a second install downloads nothing."""
+    lock, installed = app_dir / "package-lock.json", app_dir / "node_modules" / ".package-lock.json"
+    if not lock.is_file() or (installed.is_file() and installed.stat().st_mtime >= lock.stat().st_mtime):
+        return
+    log(f"npm ci in {app_dir}")
+    run(Command(("npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--cache", str(CACHE_DIR / "npm")),
+                timeout_s=NPM_TIMEOUT_S, env={**os.environ, "npm_config_update_notifier": "false"}, name="npm ci",
+                cwd=str(app_dir)))
 
 
 def _ensure_base_image(client: docker.DockerClient, log) -> str:

@@ -45,7 +45,7 @@ from blocks.app_contract import AppContract
 from blocks.envfile import Environment, name_from_env_file, parse_env_file
 from deployments import server
 from sandbox import identity, plane
-from sandbox.base_image import CACHE_DIR, BaseImageError, ensure_base_image
+from sandbox.base_image import DEPS_REPOSITORY, BaseImageError, ensure_base_image, ensure_deps_image, npm_ci
 from smartrelease.local_postgres import PG_BIN, Cluster, archive_current_segment, server_dir
 from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
@@ -69,7 +69,6 @@ DB_USER = DB_NAME = "smartaccounting"
 DB_SERVICE = "db"
 DB_PROFILE = "bundled-db"  # the compose file's profile of its db service
 BUNDLED, EXTERNAL = "bundled", "external"
-NPM_TIMEOUT_S = 900
 
 
 @dataclass
@@ -333,17 +332,17 @@ def ensure_tls(s: Settings) -> None:
 
 
 def ensure_app_checkout(s: Settings) -> None:
-    """The stand-in app as a git checkout (so builds have a real git SHA), with its npm
-    packages installed from the lockfile into the build context: containers reach no
-    package registry here, and a release build copies them in. An --app checkout is
-    checked, not copied."""
+    """The stand-in app as a git checkout (so builds have a real git SHA); its npm
+    packages are in the image it starts FROM (ensure_deps_image). An --app checkout
+    is checked, not copied, and gets `npm ci` into its node_modules if it has none:
+    containers reach no package registry here."""
     if s.app:
         missing = [name for name in (".git", "VERSION") if not (s.app / name).exists()]
         if missing:
             raise SandboxError(f"--app {s.app} is not an app checkout: it has no {' and no '.join(missing)} "
                                "(the README's contract: a git checkout with a VERSION file)")
         if (s.app / "package-lock.json").is_file() and not (s.app / "node_modules").exists():
-            npm_ci(s.app)
+            npm_ci(s.app, log)
         return
     if not (s.app_dir / ".git").is_dir():
         shutil.copytree(APP_TEMPLATE, s.app_dir, dirs_exist_ok=True,
@@ -354,19 +353,9 @@ def ensure_app_checkout(s: Settings) -> None:
     elif not (s.app_dir / "package.json").is_file():
         raise SandboxError(f"{s.app_dir} holds the stand-in app of an earlier smartrelease (before the Node.js one): "
                            "run `smartrelease sandbox destroy`, then `sandbox up`")
-    npm_ci(s.app_dir)
-
-
-def npm_ci(app_dir: Path) -> None:
-    """`npm ci` from package-lock.json, unless node_modules already matches it; npm's
-    cache under SMARTRELEASE_CACHE, so a second sandbox downloads nothing."""
-    lock, installed = app_dir / "package-lock.json", app_dir / "node_modules" / ".package-lock.json"
-    if not lock.is_file() or (installed.is_file() and installed.stat().st_mtime >= lock.stat().st_mtime):
-        return
-    log(f"npm ci in {app_dir}")
-    run(Command(("npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", "--cache", str(CACHE_DIR / "npm")),
-                timeout_s=NPM_TIMEOUT_S, env={**os.environ, "npm_config_update_notifier": "false"}, name="npm ci",
-                cwd=str(app_dir)))
+    elif DEPS_REPOSITORY not in (s.app_dir / "Dockerfile").read_text():
+        raise SandboxError(f"{s.app_dir} holds the stand-in app of an earlier smartrelease (before its dependencies "
+                           "image): run `smartrelease sandbox destroy`, then `sandbox up`")
 
 
 def local_image(client: docker.DockerClient, directory: Path, repository: str, base: str) -> str:
@@ -598,6 +587,8 @@ def up(s: Settings | None = None, dev: bool = False, external_db: bool = False, 
         ensure_tls(s)
         ensure_app_checkout(s)
         base = ensure_base_image(client, log)
+        if not s.app:
+            ensure_deps_image(client, s.app_dir, log)
         images = {"edge": local_image(client, TEMPLATE / "edge", "smartrelease-sandbox/edge", base),
                   "db": local_image(client, TEMPLATE / "db", "smartrelease-sandbox/postgres", base)}
         stages = tuple(getattr(s, st) for st in stages_wanted)

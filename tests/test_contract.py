@@ -96,3 +96,16 @@ def test_this_hosts_programs_connect_where_this_host_reaches_the_database(write_
     assert command.argv == ("/usr/bin/psql", "-h", "127.0.0.1", "-p", "6543", "-d", "books", "-U", "app", "-X")
     assert command.env == {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10", "PGPASSWORD": DB_PASSWORD}
     assert pg_tools(env, "test", server=False) == HostTools()  # files only: nothing to connect to
+
+
+def test_the_stand_ins_dockerfile_starts_from_the_dependencies_image_of_its_lockfile():
+    """A changed package-lock.json needs the Dockerfile's DEPS_IMAGE tag changed with it:
+    `sandbox up` builds the image under the lockfile's hash, the release build asks for
+    the Dockerfile's."""
+    import re
+
+    from sandbox.base_image import deps_image_name
+    from sandbox.manager import APP_TEMPLATE
+
+    named = re.search(r"^ARG DEPS_IMAGE=(\S+)$", (APP_TEMPLATE / "Dockerfile").read_text(), re.M)
+    assert named and named.group(1) == deps_image_name(APP_TEMPLATE / "package-lock.json")
