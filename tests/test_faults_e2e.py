@@ -353,7 +353,7 @@ def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names
     assert run.state.is_completed(), run.state
     deadline = time.monotonic() + 150  # the lock: freed at the run's end, or by its lease
     while held(ENV) and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(1)  # (a lease lapses in tens of seconds: a second is fine-grained enough)
     assert not held(ENV)
     assert verify(environment=ENV, expect_version="8.7.0", return_state=True).is_completed()
     print(f"Prefect server away from the launch to the run's end: released; the run ended with "
