@@ -171,15 +171,13 @@ def main() -> None:
     if args.op:
         return child(args.op, args)
 
-    import socket
 
+    from sandbox.identity import any_free_port
     from smartrelease.local_postgres import Cluster
 
     root = Path(tempfile.mkdtemp(prefix="smartrelease-bench-"))
     root.chmod(0o755)  # the server runs as `postgres` and must reach its files
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = any_free_port()
     os.environ["PGPASSWORD"], os.environ["BENCH_PASSPHRASE"] = secrets.token_hex(16), secrets.token_hex(16)
     cluster = Cluster(root / "pg", port)
     try:

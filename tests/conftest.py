@@ -11,7 +11,6 @@ import os
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
 import secrets
 import shutil
-import socket
 import tempfile
 import ssl
 import threading
@@ -34,6 +33,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from sandbox.identity import any_free_port as free_port  # noqa: F401 (the tests import it from here)
 from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
@@ -78,12 +78,6 @@ def one_sandbox_coming_up():
         yield
     finally:
         os.close(fd)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
