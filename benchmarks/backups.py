@@ -171,7 +171,6 @@ def main() -> None:
     if args.op:
         return child(args.op, args)
 
-
     from sandbox.identity import any_free_port
     from smartrelease.local_postgres import Cluster
 
