@@ -393,11 +393,12 @@ def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_ve
 
 
 def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recovers(plane):
-    """The environment's worker is stopped (SIGTERM to its process group, as `systemctl
-    stop` does) the moment the release's new backend container exists: the release's
-    process dies mid-cutover. The worker is started again and a rollback triggered
-    through it: it waits for the dead run's lock to lapse, then puts the last release
-    back, verified, with the database as it was and one container per service."""
+    """The environment's worker is stopped (SIGTERM to it and to every process it
+    started, as `systemctl stop` does) the moment the release's new backend container
+    exists: the release's process dies mid-cutover. The worker is started again and a
+    rollback triggered through it: it gets the lock (at once, or once a lock the dead
+    run held has lapsed), then puts the last release back, verified, with the database
+    as it was and one container per service."""
     import docker
 
     from sandbox.plane import start_worker
@@ -429,13 +430,20 @@ def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recove
     services = [c.labels.get("com.docker.compose.service") for c in containers]
     assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
         [(c.name, c.status) for c in containers]
-    # The dead release, which nothing else would ever end, is ended by the rollback that found it.
-    with get_client(sync_client=True) as prefect:
-        killed = prefect.read_flow_run(run["flow_run_id"]).state
-    assert killed.is_crashed() and "ended while it held" in killed.message, killed
+    # The release never stays Running. The SIGTERM lands either in Prefect's handler,
+    # which reports the crash on the way out (the lock let go as it unwinds), or where
+    # the process just dies, holding the lock: then the rollback that finds it ends it.
     from prefect.artifacts import Artifact
 
-    assert "died holding the lock" in Artifact.get(f"rollback-{ENV}").data  # the rollback's lock step says so
+    with get_client(sync_client=True) as prefect:
+        killed = prefect.read_flow_run(run["flow_run_id"]).state
+    lock_step = Artifact.get(f"rollback-{ENV}").data
+    assert killed.is_crashed(), killed
+    if "ended while it held" in killed.message:
+        assert "died holding the lock" in lock_step  # the rollback's lock step says so
+    else:
+        assert killed.message == "Execution was aborted by a termination signal.", killed
+        assert "died holding the lock" not in lock_step
     print(json.dumps({"left_by_the_stopped_release": left, "killed_run_state": f"{killed.type.value}: {killed.message}",
                       "rollback": rolled["message"]}))
 
