@@ -60,19 +60,17 @@ class Background:
 
 def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stop what `pid` leads, as `systemctl stop` stops a unit: SIGTERM to its process
-    group and to every process it started, even in a session of their own (a Prefect
-    worker starts each flow run so), then SIGKILL to what is left once `timeout_s` is up."""
+    group and to every process it started in another one (a Prefect worker starts each
+    flow run in a session of its own), each process signalled once (a second SIGTERM
+    would land in the first one's clean-up), then SIGKILL to what is left once
+    `timeout_s` is up."""
     try:
+        group = os.getpgid(pid)
         tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
+    except (ProcessLookupError, psutil.NoSuchProcess):
         return
-    groups = set()
-    for proc in tree:
-        try:
-            groups.add(os.getpgid(proc.pid))
-        except ProcessLookupError:
-            pass
-    _signal_all(groups, tree, signal.SIGTERM)
+    elsewhere = [proc for proc in tree if _group(proc) not in (group, None)]
+    _signal(group, elsewhere, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(_alive(p) for p in tree):
         try:  # our own child (started by this process): reap it
@@ -81,7 +79,14 @@ def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
             pass
         time.sleep(0.2)
     # Whatever is left, and what the leader's group started meanwhile, goes too.
-    _signal_all(groups, tree, signal.SIGKILL)
+    _signal(group, [p for p in tree if _alive(p)], signal.SIGKILL)
+
+
+def _group(proc: "psutil.Process") -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
 
 
 def _alive(proc: "psutil.Process") -> bool:
@@ -91,13 +96,12 @@ def _alive(proc: "psutil.Process") -> bool:
         return False
 
 
-def _signal_all(groups: set[int], tree: list["psutil.Process"], sig: signal.Signals) -> None:
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            pass
-    for proc in tree:
+def _signal(group: int, processes: list["psutil.Process"], sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
+    for proc in processes:
         try:
             if proc.is_running():  # (is_running also checks the pid was not reused)
                 proc.send_signal(sig)

@@ -117,3 +117,30 @@ def test_stopping_a_background_program_stops_what_it_started_in_a_session_of_its
     child.wait(timeout=10)  # raises if it is still running
     assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
     assert proc.wait(timeout=5) is not None and program.pid() is None
+
+
+def test_stopping_signals_each_process_once(tmp_path):
+    """A second SIGTERM would land in the clean-up the first one started (a flow run
+    letting its lock go, then reporting its crash): each process gets exactly one."""
+    import sys
+    import time
+
+    from smartrelease.daemon import Background
+
+    got, ready = tmp_path / "got", tmp_path / "ready"
+    child = ("import signal, sys, time\n"
+             f"def term(*_):\n    open({str(got)!r}, 'a').write('TERM\\n'); time.sleep(1); sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, term)\n"
+             f"open({str(ready)!r}, 'w').write('x')\n"
+             "time.sleep(600)\n")
+    leader = ("import subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+              "time.sleep(600)\n")
+    program = Background(tmp_path / "leader.pid", tmp_path / "leader.log")
+    proc = program.start([sys.executable, "-c", leader])
+    deadline = time.monotonic() + 30
+    while not ready.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, program.log_tail()
+        time.sleep(0.05)
+    assert program.stop(timeout_s=10)
+    assert got.read_text() == "TERM\n"
