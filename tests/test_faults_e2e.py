@@ -20,7 +20,7 @@ from tasks.images import engine_answers_within
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from tests.conftest import SHARED_ENV, stored
+from tests.conftest import SHARED_ENV, free_port, stored
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
@@ -82,17 +82,24 @@ def release_with_fault(sandbox, version: str, when, fault, files=None, join_s: f
 
 
 def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_nothing_launches(
-        shared_sandbox, shared_registry):
+        shared_sandbox, tmp_path):
+    from sandbox.manager import Registry
+
     sandbox = shared_sandbox
+    # A registry of the test's own: the run's is shared by every worker, and stays up.
+    registry, shared = Registry(tmp_path / "registry", f"127.0.0.1:{free_port()}"), sandbox.env().target.registry
+    registry.start()
+    sandbox.set_env("RELEASE_REGISTRY", registry.addr)
     before = Unchanged(sandbox)
     repository = f"{sandbox.env().target.registry}/{sandbox.env().target.backend_image}"
     client = docker.from_env()
     try:
         # The registry stops the moment the new backend image exists: its push is next.
         state, report, stopped = release_with_fault(sandbox, "8.3.0", lambda: client.images.get(f"{repository}:8.3.0"),
-                                                    lambda: shared_registry.stop() or True)
+                                                    lambda: registry.stop() or True)
     finally:
-        shared_registry.start()
+        registry.stop()
+        sandbox.set_env("RELEASE_REGISTRY", shared)
     assert stopped, "the image was never built: the fault was not caused"
     assert state.is_failed()
     pin = by_name(report)["build-pin"]
