@@ -66,18 +66,34 @@ def unique(name: str) -> str:
     return f"{name}-{RUN_ID}"
 
 
+SANDBOXES_COMING_UP_AT_ONCE = 2
+
+
 @contextmanager
-def one_sandbox_coming_up():
-    """Sandboxes come up one at a time on this machine (parallel workers, another
-    clone's run): `up` builds, installs and migrates, and four at once on two cores
-    slowed each backend's start past the release's unhealthy grace."""
-    fd = os.open(Path(tempfile.gettempdir()) / "smartrelease-tests-sandbox-up.lock",
-                 os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+def few_sandboxes_coming_up():
+    """At most SANDBOXES_COMING_UP_AT_ONCE sandboxes come up at a time on this machine
+    (parallel workers, another clone's run): each slot is a lock file. Four at once,
+    when `up` also ran `npm ci` and copied node_modules into each build, slowed each
+    backend's start past the release's unhealthy grace on two cores; one at a time
+    left the other workers waiting, idle, for minutes at the start of a run."""
+    directory = Path(tempfile.gettempdir())
+    fds = [os.open(directory / f"smartrelease-tests-sandbox-up-{slot}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
+                   0o644) for slot in range(SANDBOXES_COMING_UP_AT_ONCE)]
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while not any(_took(fd) for fd in fds):
+            time.sleep(0.2)  # (another sandbox's `up` takes tens of seconds)
         yield
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
+
+
+def _took(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 @pytest.fixture(autouse=True)

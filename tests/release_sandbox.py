@@ -25,7 +25,7 @@ from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
 from tasks.running import running_services
-from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, one_sandbox_coming_up,
+from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, few_sandboxes_coming_up,
                             unique)
 
 
@@ -120,7 +120,7 @@ def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: 
     settings.env_file.write_text(f"SANDBOX_DB_PASSWORD={DB_PASSWORD}\nJWT_SECRET={JWT_SECRET}\n"
                                  f"BACKUP_PASSPHRASE={BACKUP_PASSPHRASE}\nMETRICS_BASIC_AUTH_PASS={METRICS_PASS}\n")
     try:
-        with one_sandbox_coming_up():
+        with few_sandboxes_coming_up():
             assert manager.up(settings, dev=dev, external_db=external_db, app=app) == 0
         for env_file in (settings.env_file, settings.dev.env_file) if dev else (settings.env_file,):
             with env_file.open("a") as f:

@@ -21,7 +21,7 @@ from flows.preflight import CHECKS
 from sandbox import manager
 from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
 from tasks.running import project_containers
-from tests.conftest import free_port, one_sandbox_coming_up, unique
+from tests.conftest import free_port, few_sandboxes_coming_up, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def sandbox_env(shared_registry):
         return subprocess.run([sys.executable, "-m", "smartrelease.cli", *args], capture_output=True, text=True,
                               env=env, cwd=root, timeout=timeout)
 
-    with one_sandbox_coming_up():
+    with few_sandboxes_coming_up():
         up = cli("sandbox", "up")
     assert up.returncode == 0, up.stderr
     # No SANDBOX_PROJECT: the project is the sandbox's own, named after its id.
