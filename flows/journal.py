@@ -59,7 +59,8 @@ def _path(environment: str, entry_id: str) -> Path:
 def kept(environment: str) -> list[Path]:
     """The entries kept for `environment`, oldest first."""
     directory = journal_dir() / environment
-    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+    # (Not the hidden ones: an entry being written, or taken by a run publishing it.)
+    return sorted(p for p in directory.glob("*.json") if not p.name.startswith(".")) if directory.is_dir() else []
 
 
 def write(entry: Entry) -> Path:
@@ -126,11 +127,22 @@ def publish_run(entry: Entry) -> str | None:
                f"this host that reads {entry.environment}'s history")
     if not server_answers_within(PUBLISH_WAIT_S):
         return unreachable_reason(f"no answer within {PUBLISH_WAIT_S} s") + kept_in
+    # Taken, as `replay` takes an entry, before it is published: a reader of the history
+    # at that moment (another run on this host) would publish it a second time.
+    taken = path.with_name(".publishing-" + path.name)
+    try:
+        path.rename(taken)
+    except FileNotFoundError:
+        return None  # a reader of the history took it first, and publishes it
     try:
         _publish(entry)
     except UNREACHABLE as exc:
+        taken.rename(path)
         return unreachable_reason(exc) + kept_in
-    path.unlink(missing_ok=True)
+    except BaseException:
+        taken.rename(path)
+        raise
+    taken.unlink(missing_ok=True)
     return None
 
 

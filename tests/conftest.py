@@ -9,9 +9,15 @@ import os
 # The test server stores events every 0.5 s instead of 5 s: the secret sweeps read
 # every run's events back, and would otherwise wait for each flush.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
+import tempfile
+
+# Each test process (a pytest-xdist worker: its own Prefect server) keeps its runs'
+# journal apart, as does every process it starts: the journal is the host's, by
+# environment name, and a release of one worker's `e2e` replayed another's entry,
+# written a moment before it was published, into its own server's history.
+os.environ["SMARTRELEASE_JOURNAL"] = tempfile.mkdtemp(prefix="smartrelease-journal-")
 import secrets
 import shutil
-import tempfile
 import ssl
 import threading
 from collections.abc import Callable

@@ -116,3 +116,19 @@ def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(cap
     [path] = journal.kept("journal-cli")
     err = capsys.readouterr().err
     assert "could not be reached (ConnectError: refused) at the run's end" in err and str(path) in err
+
+
+def test_a_reader_of_the_history_while_a_run_publishes_does_not_publish_its_entry_again(monkeypatch):
+    """Another run on the host reads the history (and replays what the journal keeps)
+    at the very moment this run publishes: the row is recorded once."""
+    publish = journal._publish
+    replayed = []
+
+    def publish_while_another_reads(entry):
+        replayed.extend(journal.replay("journal-race"))
+        publish(entry)
+
+    monkeypatch.setattr(journal, "_publish", publish_while_another_reads)
+    assert journal.publish_run(entry("journal-race", "8.0.0")) is None
+    assert replayed == [] and journal.kept("journal-race") == []
+    assert [r["version"] for r in load_history("journal-race").rows] == ["8.0.0"]
