@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,14 +117,17 @@ def ensure_deps_image(client: docker.DockerClient, app_template: Path, log=print
                 return name
         except docker.errors.ImageNotFound:
             pass
-        context = CACHE_DIR / "app-deps" / name.rsplit(":", 1)[1]
-        context.mkdir(parents=True, exist_ok=True)
-        for file in ("package.json", "package-lock.json"):
-            shutil.copyfile(app_template / file, context / file)
-        log(f"building {name}: the stand-in's npm packages, once per package-lock.json")
-        npm_ci(context, log)
-        (context / "Dockerfile").write_text(DEPS_DOCKERFILE)
-        build_image(client, context, name, labels={DEPS_BASE_LABEL: base.id})
+        # A directory of its own (mkdtemp: new, 0700), so no write here follows a planted link.
+        context = Path(tempfile.mkdtemp(prefix="app-deps-", dir=CACHE_DIR))
+        try:
+            for file in ("package.json", "package-lock.json"):
+                shutil.copyfile(app_template / file, context / file)
+            log(f"building {name}: the stand-in's npm packages, once per package-lock.json")
+            npm_ci(context, log)
+            (context / "Dockerfile").write_text(DEPS_DOCKERFILE)
+            build_image(client, context, name, labels={DEPS_BASE_LABEL: base.id})
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
         return name
 
 
