@@ -45,6 +45,7 @@ from blocks.app_contract import ROLES, AppContract
 from tasks.build_pin import LABEL_VERSION, build_pin_task
 from tasks.environment import app_version
 from tasks.images import engine, engine_answers_within
+from tasks.postgres import database_answers_within
 from tasks.cutover import launch_task
 from tasks.metrics import metrics_task
 from tasks.migrations import confirm_migrations_task, plan_migrations_task
@@ -81,6 +82,7 @@ STEPS = release_steps(AppContract())  # with the runbook's endpoints, no approva
 
 ROLLBACK = "rollback: "
 ENGINE_WAIT_S = 120  # how long an automatic rollback waits for Docker Engine to answer again (a restart)
+DATABASE_WAIT_S = 60  # ... and for the database (a restart, a failover), which a rollback needs to decide
 
 
 def release_inputs(env: Environment, version: str | None, digests: dict[str, str] | None,
@@ -132,6 +134,10 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
                                                "go back to. Fix forward, or stop the Compose project."])
     # A release failed by Docker Engine going away (a restart) is rolled back once it is back.
     engine_away = engine_answers_within(ENGINE_WAIT_S)
+    try:
+        database_away = database_answers_within(env, ROLLBACK + "rollback-target", DATABASE_WAIT_S)
+    except StepFailed:
+        database_away = None  # still away, or refusing for another reason: rollback-target names it
     decide = StepRunner((ROLLBACK + "rollback-target",))
     try:
         inputs = decide.run(ROLLBACK + "rollback-target", after_failed_release_task, env, plan, migrations.pending,
@@ -143,6 +149,8 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
     done, facts = roll_back(env, inputs, prefix=ROLLBACK, detected_at=detected_at, stop_first=stop_first)
     if engine_away:
         facts.warnings.append(f"Docker Engine did not answer for {engine_away:.1f} s: the rollback waited for it")
+    if database_away:
+        facts.warnings.append(f"the database did not accept sessions for {database_away:.1f} s: the rollback waited for it")
     return decide.results() + done, facts
 
 

@@ -7,6 +7,7 @@ project (RELEASE_DATABASE_SERVICE), that container's address on the project's
 network, read from Docker Engine; else DATABASE_URL's own host and port.
 """
 
+import time
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
@@ -110,7 +111,40 @@ def connect_url(db: DatabaseUrl, step: str, timeout_s: float = CONNECT_TIMEOUT_S
             options=f"-c statement_timeout={STATEMENT_TIMEOUT}",
         )
     except psycopg.Error as exc:
-        raise StepFailed(step, f"cannot connect to {db.safe()}: {_first_line(exc)}") from None
+        raise StepFailed(step, f"cannot connect to {db.safe()}: {_first_line(exc)}", transient=server_away(exc)) from None
+
+
+def server_away(exc: psycopg.Error) -> bool:
+    """True when the server did not answer (refused, timed out) or answered that it
+    is starting or stopping: worth trying again. A refused password or a missing
+    database is not. libpq gives a failed connection no SQLSTATE, so a server's
+    refusal is told by its FATAL line."""
+    if code := getattr(exc, "sqlstate", None):
+        return code.startswith(("57P", "08"))
+    text = str(exc)
+    return "FATAL:" not in text or any(s in text for s in _NOT_NOW)
+
+
+# The server's own words for SQLSTATE 57P01-57P03 (it answers, but cannot take a session now).
+_NOT_NOW = ("the database system is starting up", "the database system is shutting down",
+            "the database system is in recovery mode", "the database system is not yet accepting connections",
+            "terminating connection due to administrator command")
+
+
+def database_answers_within(env, step: str, timeout_s: float, poll_s: float = 0.5) -> float:
+    """Seconds until the app's database accepts a session (0 when it does at once).
+    Waits only while it is away (restarting, a failover); raises the StepFailed at
+    once for any other reason, and the last one once `timeout_s` has passed."""
+    started, attempts = time.monotonic(), 0
+    while True:
+        attempts += 1
+        try:
+            connect(env, step, timeout_s=min(CONNECT_TIMEOUT_S, max(1.0, timeout_s))).close()
+            return 0.0 if attempts == 1 else time.monotonic() - started
+        except StepFailed as exc:
+            if not exc.transient or time.monotonic() - started >= timeout_s:
+                raise
+        time.sleep(poll_s)
 
 
 def server_major(env, step: str) -> tuple[int, str]:

@@ -99,6 +99,45 @@ def test_database_wrong_password(write_env, pg):
     assert "password authentication failed" in err.reason and "wrong-password-x" not in str(err)
 
 
+def test_a_database_away_is_waited_for_until_it_accepts_sessions(write_env, own_pg):
+    """A restart or a failover during a release: the automatic rollback needs the
+    database to decide, so it waits for it (flows/release.py), bounded by the time given."""
+    import threading
+
+    from tasks.postgres import connect, database_answers_within
+
+    env = env_of(write_env(cluster=own_pg))
+    own_pg.stop()
+    timer = threading.Timer(2.0, own_pg.start)
+    timer.start()
+    try:
+        waited = database_answers_within(env, "rollback-target", timeout_s=60)
+    finally:
+        timer.join()
+    assert waited >= 1.5  # it was away, and the wait lasted until it came back
+    with connect(env, "rollback-target") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_database_still_away_after_the_wait_names_why(write_env, own_pg):
+    from tasks.postgres import database_answers_within
+
+    env = env_of(write_env(cluster=own_pg))
+    own_pg.stop()
+    err = failure(database_answers_within, env, "rollback-target", 1.0)
+    assert err.transient and "Connection refused" in err.reason and DB_PASSWORD not in str(err)
+
+
+def test_a_database_refusing_the_password_is_not_waited_for(write_env, pg):
+    from tasks.postgres import database_answers_within
+
+    env = env_of(write_env(DATABASE_URL=pg.dsn("smartaccounting", "wrong-password-x", "smartaccounting")))
+    started = time.monotonic()
+    err = failure(database_answers_within, env, "rollback-target", 120)
+    assert not err.transient and "password authentication failed" in err.reason
+    assert time.monotonic() - started < 60  # raised at once, not after the 120 s wait
+
+
 def test_database_url_that_does_not_parse_is_not_echoed(write_env):
     err = failure(check_database, env_of(write_env(DATABASE_URL="postgres://u:secret-in-url@host:badport/db")))
     assert "does not parse" in err.reason and "secret-in-url" not in str(err)
