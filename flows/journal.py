@@ -5,15 +5,17 @@ loses nothing.
 A release that has launched finishes, or rolls back, without the server: its tasks
 need only Docker Engine and the database. What it cannot do without the server is
 publish. So `publish_run` writes the entry to this host's journal (SMARTRELEASE_JOURNAL,
-default ~/.local/state/smartrelease/journal, one file per run, mode 0600), publishes
-it, and removes the file. When the server cannot be reached, the file stays and the
+default ~/.local/state/smartrelease/journal; one file per run, mode 0600, under the
+server's address and the environment's name), publishes it, and removes the file. When the server cannot be reached, the file stays and the
 run names the gap. The next run on this host that reads the history publishes every
-entry kept (`replay`), oldest first: the report artifact, the history row (with a
+entry kept for that server (`replay`), oldest first: the report artifact, the history row (with a
 `recorded_late` column saying why), and the run's final state, when the server still
 shows it running.
 """
 
+import hashlib
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -52,15 +54,27 @@ def journal_dir() -> Path:
     return Path(os.environ.get("SMARTRELEASE_JOURNAL") or Path.home() / ".local" / "state" / "smartrelease" / "journal")
 
 
+def _server_dir() -> Path:
+    """The journal of the server runs publish to: two servers on one host (two clones'
+    sandboxes, say, each with an environment named `sandbox`) never replay each other's
+    entries."""
+    url = api_url()
+    readable = re.sub(r"[^A-Za-z0-9.]+", "-", url.removeprefix("http://").removeprefix("https://")).strip("-")
+    return journal_dir() / "servers" / f"{readable[:60]}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
 def _path(environment: str, entry_id: str) -> Path:
-    return journal_dir() / environment / f"{time.time_ns():020d}-{entry_id}.json"
+    return _server_dir() / environment / f"{time.time_ns():020d}-{entry_id}.json"
 
 
 def kept(environment: str) -> list[Path]:
-    """The entries kept for `environment`, oldest first."""
-    directory = journal_dir() / environment
+    """The entries kept for `environment` on this server, oldest first."""
+    # Entries written before the journal was kept per server (journal/<environment>)
+    # name no server: they go to the one in use, as they did then.
+    found = [p for d in (_server_dir() / environment, journal_dir() / environment) if d.is_dir()
+             for p in d.glob("*.json")]
     # (Not the hidden ones: an entry being written, or taken by a run publishing it.)
-    return sorted(p for p in directory.glob("*.json") if not p.name.startswith(".")) if directory.is_dir() else []
+    return sorted((p for p in found if not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def write(entry: Entry) -> Path:
@@ -68,8 +82,9 @@ def write(entry: Entry) -> Path:
     path = _path(entry.environment, uuid.uuid4().hex)
     partial = path.with_name("." + path.name)
     try:
-        path.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the journal, then the environment's
-        path.parent.mkdir(exist_ok=True, mode=0o700)
+        journal_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in (journal_dir() / "servers", path.parent.parent, path.parent):
+            directory.mkdir(exist_ok=True, mode=0o700)  # each one private
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(entry.model_dump_json())

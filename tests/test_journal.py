@@ -2,7 +2,12 @@
 and against an address where no server answers: published at once when it can be,
 kept (and named) when it cannot, published late exactly once when the server is back."""
 
+import socket
+import socketserver
 import stat
+import threading
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
 from prefect.artifacts import Artifact
@@ -28,9 +33,56 @@ def entry(environment: str, version: str) -> journal.Entry:
                          row=history_row(report, {}, "run-x"), ok=True)
 
 
-def nobody_answers():
-    """Settings pointing at a port where nothing listens, and one retry per call."""
-    return temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api", PREFECT_CLIENT_MAX_RETRIES: 0})
+class _Pipe(socketserver.BaseRequestHandler):
+    def handle(self):
+        upstream = socket.create_connection(self.server.upstream)
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+        back.start()
+        pump(self.request, upstream)
+        back.join()
+
+
+@pytest.fixture
+def server_at():
+    """One address for the suite's Prefect server that can be away (nothing listens
+    there) and then back (a TCP forwarder to the real server): the journal keeps entries
+    per server address, so the server that comes back must be at the same one."""
+    port, real = free_port(), urlsplit(PREFECT_API_URL.value())
+    url, forwarders = f"http://127.0.0.1:{port}/api", []
+
+    @contextmanager
+    def away():
+        """Nobody answers there, and one retry per call."""
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_CLIENT_MAX_RETRIES: 0}):
+            yield
+
+    @contextmanager
+    def back():
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        forwarder = socketserver.ThreadingTCPServer(("127.0.0.1", port), _Pipe)
+        forwarder.daemon_threads, forwarder.upstream = True, (real.hostname, real.port)
+        threading.Thread(target=forwarder.serve_forever, daemon=True).start()
+        forwarders.append(forwarder)
+        try:
+            with temporary_settings({PREFECT_API_URL: url}):
+                yield
+        finally:
+            forwarder.shutdown()
+            forwarder.server_close()
+
+    yield away, back
+    for forwarder in forwarders:
+        forwarder.server_close()
 
 
 def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():
@@ -41,50 +93,81 @@ def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():
     assert Artifact.get("release-journal-ok").data == "# 1.0.0"
 
 
-def test_an_unreachable_server_keeps_the_entry_names_the_gap_and_the_next_reader_publishes_it_once():
-    with nobody_answers():
+def test_an_unreachable_server_keeps_the_entry_names_the_gap_and_the_next_reader_publishes_it_once(server_at):
+    away, back = server_at
+    with away():
         gap = journal.publish_run(entry("journal-away", "2.0.0"))
         assert journal.replay_quietly("journal-away") == []  # still away: kept for the next reader
-    [path] = journal.kept("journal-away")
+        [path] = journal.kept("journal-away")
     assert gap.startswith("the Prefect server at http://127.0.0.1:") and "could not be reached" in gap
     assert f"kept in {path}" in gap
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     assert load_history("journal-away").rows == []  # the gap is real
 
-    rows = read_history("journal-away")  # the server answers again
+    with back():  # the server answers again, at the same address
+        rows = read_history("journal-away")
     assert [r["version"] for r in rows] == ["2.0.0"]
     assert rows[0]["recorded_late"].startswith("published late: the Prefect server was unreachable")
     assert Artifact.get("release-journal-away").data.startswith("> **published late")
-    assert journal.kept("journal-away") == []
-    assert len(read_history("journal-away")) == 1  # published once, not at every read
+    with back():
+        assert journal.kept("journal-away") == []
+        assert len(read_history("journal-away")) == 1  # published once, not at every read
 
 
-def test_entries_are_published_oldest_first():
-    with nobody_answers():
+def test_an_entry_kept_for_one_server_is_never_published_to_another(server_at):
+    """Two clones' sandboxes on one host, each with its own server and an environment
+    of the same name: one's kept entry is replayed into its own server only."""
+    away, back = server_at
+    with away():
+        journal.publish_run(entry("journal-two-servers", "2.5.0"))
+    assert journal.kept("journal-two-servers") == []  # the suite's server (another address) has none
+    assert read_history("journal-two-servers") == []
+    with back():
+        [path] = journal.kept("journal-two-servers")
+        assert [r["version"] for r in read_history("journal-two-servers")] == ["2.5.0"]
+
+
+def test_an_entry_kept_before_entries_were_kept_per_server_is_still_published(tmp_path):
+    """An entry an earlier version wrote (journal/<environment>/, no server named) is
+    published to the server in use, as it was then: an upgrade loses nothing."""
+    legacy = tmp_path / "journal" / "journal-legacy"
+    legacy.mkdir(parents=True, mode=0o700)
+    (legacy / "00000000000000000001-abc.json").write_text(entry("journal-legacy", "2.6.0").model_dump_json())
+    assert [r["version"] for r in read_history("journal-legacy")] == ["2.6.0"]
+    assert journal.kept("journal-legacy") == []
+
+
+def test_entries_are_published_oldest_first(server_at):
+    away, back = server_at
+    with away():
         for version in ("3.0.0", "3.1.0", "3.2.0"):
             journal.publish_run(entry("journal-order", version))
-    assert [r["version"] for r in read_history("journal-order")] == ["3.0.0", "3.1.0", "3.2.0"]
+    with back():
+        assert [r["version"] for r in read_history("journal-order")] == ["3.0.0", "3.1.0", "3.2.0"]
 
 
-def test_an_unreadable_entry_is_left_in_place_and_named():
-    with nobody_answers():
+def test_an_unreadable_entry_is_left_in_place_and_named(server_at):
+    away, back = server_at
+    with away():
         journal.publish_run(entry("journal-bad", "4.0.0"))
-    [path] = journal.kept("journal-bad")
+        [path] = journal.kept("journal-bad")
     path.write_text("{not json")
-    assert journal.replay("journal-bad") == [f"{path}: not a readable journal entry; left in place"]
+    with back():
+        assert journal.replay("journal-bad") == [f"{path}: not a readable journal entry; left in place"]
     assert path.exists() and load_history("journal-bad").rows == []
 
 
-def test_the_report_of_a_run_that_could_not_tell_its_end_is_found_by_the_time_it_started():
+def test_the_report_of_a_run_that_could_not_tell_its_end_is_found_by_the_time_it_started(server_at):
     import time
 
+    away, _ = server_at
     started = time.time_ns()
-    with nobody_answers():
+    with away():
         journal.publish_run(entry("journal-since", "5.0.0"))
-    path, found = journal.written_since("journal-since", started)
-    assert Report.model_validate(found.report).facts.version == "5.0.0" and path.exists()
-    assert journal.written_since("journal-since", time.time_ns()) is None
+        path, found = journal.written_since("journal-since", started)
+        assert Report.model_validate(found.report).facts.version == "5.0.0" and path.exists()
+        assert journal.written_since("journal-since", time.time_ns()) is None
 
 
 def test_a_journal_that_cannot_be_written_is_a_named_error(tmp_path, monkeypatch):
@@ -96,7 +179,7 @@ def test_a_journal_that_cannot_be_written_is_a_named_error(tmp_path, monkeypatch
         journal.write(entry("journal-unwritable", "6.0.0"))
 
 
-def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(capsys):
+def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(capsys, server_at):
     """`smartrelease release` when Prefect raises at the run's end (its final state could
     not be sent): the report is read back from the journal, and the gap is named."""
     import time
@@ -109,11 +192,12 @@ def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(cap
     started = time.time_ns()
     with pytest.raises(ConfigError, match="the run kept no report"):
         _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
-    with nobody_answers():
+    away, _ = server_at
+    with away():
         journal.publish_run(entry("journal-cli", "7.0.0"))
         report = _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
+        [path] = journal.kept("journal-cli")
     assert report.facts.version == "7.0.0" and report.ok
-    [path] = journal.kept("journal-cli")
     err = capsys.readouterr().err
     assert "could not be reached (ConnectError: refused) at the run's end" in err and str(path) in err
 
