@@ -11,13 +11,14 @@ import os
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
 import tempfile
 
-# Each test process (a pytest-xdist worker: its own Prefect server) keeps its runs'
-# journal apart, as does every process it starts: the journal is the host's, by
-# environment name, and a release of one worker's `e2e` replayed another's entry,
-# written a moment before it was published, into its own server's history.
-os.environ["SMARTRELEASE_JOURNAL"] = tempfile.mkdtemp(prefix="smartrelease-journal-")
-import secrets
+import atexit
 import shutil
+
+# Each test process and every process it starts keep their runs' journal in a
+# directory of their own, removed at exit: the host's journal is not the tests'.
+os.environ["SMARTRELEASE_JOURNAL"] = tempfile.mkdtemp(prefix="smartrelease-journal-")
+atexit.register(shutil.rmtree, os.environ["SMARTRELEASE_JOURNAL"], ignore_errors=True)
+import secrets
 import ssl
 import threading
 from collections.abc import Callable
