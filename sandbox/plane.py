@@ -24,6 +24,11 @@ from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 
 WORKER_START_TIMEOUT_S = 90
+# A Prefect 3.9 process worker does not end on SIGTERM by itself: idle, it was still
+# running 3 min after one (it sends itself SIGINT and waits on). Once its flow runs
+# have ended, it gets this long to note their ends, then SIGKILL (its second-signal
+# behaviour too): `down` took 30 s per worker before.
+WORKER_ALONE_S = 3
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class Plane:
         return self.server.state_dir == self.root / "prefect-server"
 
     def worker(self, environment: str) -> Background:
-        return Background(self.root / "workers" / f"{environment}.pid", self.root / "workers" / f"{environment}.log")
+        return Background(self.root / "workers" / f"{environment}.pid", self.root / "workers" / f"{environment}.log",
+                          alone_s=WORKER_ALONE_S)
 
     def environments(self) -> list[str]:
         """The environments whose workers were started here."""

@@ -21,6 +21,9 @@ STOP_TIMEOUT_S = 30
 class Background:
     pid_file: Path
     log_file: Path
+    # For a program that does not end on SIGTERM by itself once what it started has
+    # ended: the seconds it is given then, before SIGKILL (None: the whole timeout).
+    alone_s: float | None = None
 
     def pid(self) -> int | None:
         """The pid, if that process is alive."""
@@ -46,7 +49,7 @@ class Background:
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
             return False
-        stop_group(pid, timeout_s)
+        stop_group(pid, timeout_s, self.alone_s)
         return True
 
     def log_tail(self, lines: int = 6) -> str:
@@ -58,12 +61,12 @@ class Background:
         return mask(" | ".join(line.strip() for line in text if line.strip()))
 
 
-def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S, alone_s: float | None = None) -> None:
     """Stop what `pid` leads, as `systemctl stop` stops a unit: SIGTERM to its process
     group and to every process it started in another one (a Prefect worker starts each
     flow run in a session of its own), each process signalled once (a second SIGTERM
     would land in the first one's clean-up), then SIGKILL to what is left once
-    `timeout_s` is up."""
+    `timeout_s` is up, or `alone_s` after the leader is the last one running."""
     try:
         group = os.getpgid(pid)
         tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -77,6 +80,8 @@ def stop_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        if alone_s is not None and not any(_alive(p) for p in tree[1:]):
+            deadline, alone_s = min(deadline, time.monotonic() + alone_s), None
         time.sleep(0.2)
     # Whatever is left, and what the leader's group started meanwhile, goes too.
     _signal(group, [p for p in tree if _alive(p)], signal.SIGKILL)

@@ -83,18 +83,20 @@ def release_with_fault(sandbox, version: str, when, fault, files=None, join_s: f
 
 def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_nothing_launches(
         shared_sandbox, tmp_path):
-    from sandbox.manager import Registry
+    from tests.forwarder import Forwarder
 
     sandbox = shared_sandbox
-    # A registry of the test's own: the run's is shared by every worker, and stays up.
-    registry, shared = Registry(tmp_path / "registry", f"127.0.0.1:{free_port()}"), sandbox.env().target.registry
-    registry.start()
+    # The registry as the sandbox's release reaches it, at an address of its own: the
+    # run's registry is shared by every worker and stays up; this address goes away.
+    shared = sandbox.env().target.registry
+    host, port = shared.rsplit(":", 1)
+    registry = Forwarder(free_port(), (host, int(port))).start()
     sandbox.set_env("RELEASE_REGISTRY", registry.addr)
     before = Unchanged(sandbox)
     repository = f"{sandbox.env().target.registry}/{sandbox.env().target.backend_image}"
     client = docker.from_env()
     try:
-        # The registry stops the moment the new backend image exists: its push is next.
+        # The registry goes away the moment the new backend image exists: its push is next.
         state, report, stopped = release_with_fault(sandbox, "8.3.0", lambda: client.images.get(f"{repository}:8.3.0"),
                                                     lambda: registry.stop() or True)
     finally:
@@ -305,8 +307,13 @@ def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names
     from flows.journal import Entry, kept
     from flows.lock import held
 
+    from flows import journal
+
     sandbox = shared_sandbox
     monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "journal"))
+    # The run's end waits this long for the server to answer before keeping its entry
+    # (30 s in production): here the server stays away until the run has ended.
+    monkeypatch.setattr(journal, "PUBLISH_WAIT_S", 2)
     if last_release(ENV) is None:
         state, first, _ = sandbox.release("8.0.0")
         assert state.is_completed(), first.text()

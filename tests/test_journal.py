@@ -2,10 +2,7 @@
 and against an address where no server answers: published at once when it can be,
 kept (and named) when it cannot, published late exactly once when the server is back."""
 
-import socket
-import socketserver
 import stat
-import threading
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -17,6 +14,7 @@ from flows import journal
 from flows.history import history_row, load_history, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from tests.conftest import free_port
+from tests.forwarder import Forwarder
 
 
 @pytest.fixture(autouse=True)
@@ -33,32 +31,13 @@ def entry(environment: str, version: str) -> journal.Entry:
                          row=history_row(report, {}, "run-x"), ok=True)
 
 
-class _Pipe(socketserver.BaseRequestHandler):
-    def handle(self):
-        upstream = socket.create_connection(self.server.upstream)
-
-        def pump(src, dst):
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-        back.start()
-        pump(self.request, upstream)
-        back.join()
-
-
 @pytest.fixture
 def server_at():
     """One address for the suite's Prefect server that can be away (nothing listens
     there) and then back (a TCP forwarder to the real server): the journal keeps entries
     per server address, so the server that comes back must be at the same one."""
     port, real = free_port(), urlsplit(PREFECT_API_URL.value())
-    url, forwarders = f"http://127.0.0.1:{port}/api", []
+    url = f"http://127.0.0.1:{port}/api"
 
     @contextmanager
     def away():
@@ -68,21 +47,14 @@ def server_at():
 
     @contextmanager
     def back():
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        forwarder = socketserver.ThreadingTCPServer(("127.0.0.1", port), _Pipe)
-        forwarder.daemon_threads, forwarder.upstream = True, (real.hostname, real.port)
-        threading.Thread(target=forwarder.serve_forever, daemon=True).start()
-        forwarders.append(forwarder)
+        forwarder = Forwarder(port, (real.hostname, real.port)).start()
         try:
             with temporary_settings({PREFECT_API_URL: url}):
                 yield
         finally:
-            forwarder.shutdown()
-            forwarder.server_close()
+            forwarder.stop()
 
     yield away, back
-    for forwarder in forwarders:
-        forwarder.server_close()
 
 
 def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():

@@ -144,3 +144,36 @@ def test_stopping_signals_each_process_once(tmp_path):
         time.sleep(0.05)
     assert program.stop(timeout_s=10)
     assert got.read_text() == "TERM\n"
+
+
+def test_a_leader_that_does_not_end_on_sigterm_is_killed_once_what_it_started_has_ended(tmp_path):
+    """A Prefect 3.9 worker does not end on SIGTERM (sandbox/plane.py): once its flow
+    runs (here, a child in a session of its own that ends on SIGTERM) have ended, it
+    gets `alone_s`, then SIGKILL, not the whole time limit."""
+    import signal
+    import sys
+    import time
+
+    from smartrelease.daemon import Background
+
+    ready, ended = tmp_path / "ready", tmp_path / "ended"
+    child = ("import signal, sys, time\n"
+             f"def term(*_):\n    open({str(ended)!r}, 'w').write('TERM'); sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, term)\n"
+             f"open({str(ready)!r}, 'w').write('x')\n"
+             "time.sleep(600)\n")
+    leader = ("import signal, subprocess, sys, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+              "time.sleep(600)\n")
+    program = Background(tmp_path / "leader.pid", tmp_path / "leader.log", alone_s=0.5)
+    proc = program.start([sys.executable, "-c", leader])
+    deadline = time.monotonic() + 30
+    while not ready.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, program.log_tail()
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert program.stop(timeout_s=120)
+    assert time.monotonic() - started < 60  # not the 120 s limit
+    assert ended.read_text() == "TERM"  # what it started ended on its SIGTERM, before the leader went
+    assert proc.wait(timeout=5) == -signal.SIGKILL
