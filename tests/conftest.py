@@ -22,7 +22,7 @@ import secrets
 import ssl
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -240,20 +240,15 @@ def shared_registry():
     shutil.rmtree(root, ignore_errors=True)
 
 
-_shared_sandbox = ExitStack()
-
-
 @pytest.fixture(scope="session")
 def shared_sandbox(shared_registry):
     """One sandbox in the runbook's topology (db service on PostgreSQL 17, bridge
     network, the Node.js/Sequelize stand-in) for the end-to-end modules; each leaves
-    it running its last release, verified. Started by the first test that asks;
-    stopped at the end, or as soon as a pytest-xdist worker starts its first test not
-    marked e2e (see pytest_runtest_setup)."""
+    it running its last release, verified. Started by the first test that asks."""
     from tests.release_sandbox import module_sandbox
 
-    yield _shared_sandbox.enter_context(module_sandbox("smartrelease-shared-e2e", SHARED_ENV, registry=shared_registry))
-    _shared_sandbox.close()
+    with module_sandbox("smartrelease-shared-e2e", SHARED_ENV, registry=shared_registry) as sb:
+        yield sb
 
 
 @pytest.fixture(scope="session")
@@ -406,8 +401,7 @@ def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
 
 
 # Under pytest-xdist, the longest modules first (their figures from `make test`,
-# slowest first), so that with --dist loadfile none of them starts last and runs alone;
-# then the other e2e modules, then the rest.
+# slowest first), so that with --dist loadfile none of them starts last and runs alone.
 SLOWEST_MODULES = ["test_control_plane_e2e", "test_rollback_e2e", "test_release_e2e", "test_approval_e2e",
                    "test_faults_e2e", "test_cutover_e2e", "test_promote_e2e", "test_own_app_e2e"]
 
@@ -416,19 +410,4 @@ def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):  # not a pytest-xdist worker: the files' order
         return
     rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: (rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)),
-                                 item.get_closest_marker("e2e") is None))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """A worker that starts a test not marked e2e stops its shared sandbox: with
-    `--dist loadfile --no-loadscope-reorder` (tests/suite.py), xdist hands out modules
-    in the order above, every e2e one before the rest, so none comes after on this
-    worker; an idle sandbox costs 12.8 s of CPU a minute (health checks). (xdist's
-    default reorders modules by their number of tests, which kept neither order.)"""
-    in_order = hasattr(item.config, "workerinput") and item.config.option.loadscopereorder is False
-    if not in_order or item.get_closest_marker("e2e") is not None:
-        return
-    assert "shared_sandbox" not in item.fixturenames, f"{item.nodeid} uses the shared sandbox: mark it e2e"
-    _shared_sandbox.close()
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))

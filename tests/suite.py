@@ -1,8 +1,7 @@
 """`make test`: the suite in its two phases around one registry for the whole run.
 
 1. Every test not marked `exclusive`, on WORKERS pytest-xdist workers, each taking
-   whole modules (`--dist loadfile`), the longest first, on a Prefect server and
-   sandboxes of its own.
+   whole modules (`--dist loadfile`), on a Prefect server and sandboxes of its own.
 2. The `exclusive` ones, alone: one restarts Docker Engine (which stops every
    container on the machine), the cutover module counts requests dropped under load.
 
@@ -35,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry.start()
         env = {**os.environ, REGISTRY_VARIABLE: registry.addr}
-        # Modules in conftest.py's order (the longest first), not xdist's default (the
-        # most tests first): a long e2e module started last ran on alone.
-        phases = [[*pytest, "-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder",
-                   "-m", "not exclusive"],
+        phases = [[*pytest, "-n", str(args.workers), "--dist", "loadfile", "-m", "not exclusive"],
                   [*pytest, "-m", "exclusive"]]
         codes = [subprocess.run(argv, env=env).returncode for argv in phases]
     finally:
