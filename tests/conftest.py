@@ -398,16 +398,3 @@ def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
         return path
 
     return write
-
-
-# Under pytest-xdist, the longest modules first (their figures from `make test`,
-# slowest first), so that with --dist loadfile none of them starts last and runs alone.
-SLOWEST_MODULES = ["test_control_plane_e2e", "test_rollback_e2e", "test_release_e2e", "test_approval_e2e",
-                   "test_faults_e2e", "test_cutover_e2e", "test_promote_e2e", "test_own_app_e2e"]
-
-
-def pytest_collection_modifyitems(config, items):
-    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker: the files' order
-        return
-    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
