@@ -6,9 +6,10 @@ A release that has launched finishes, or rolls back, without the server: its tas
 need only Docker Engine and the database. What it cannot do without the server is
 publish. So `publish_run` writes the entry to this host's journal (SMARTRELEASE_JOURNAL,
 default ~/.local/state/smartrelease/journal; one file per run, mode 0600, under the
-server's address and the environment's name), publishes it, and removes the file. When the server cannot be reached, the file stays and the
-run names the gap. The next run on this host that reads the history publishes every
-entry kept for that server (`replay`), oldest first: the report artifact, the history row (with a
+server's address and the environment's name), publishes it, and removes the file.
+When the server cannot be reached, the file stays and the run names the gap. The
+next run on this host that reads the history publishes every entry kept for that
+server (`replay`), oldest first: the report artifact, the history row (with a
 `recorded_late` column saying why), and the run's final state, when the server still
 shows it running.
 """
