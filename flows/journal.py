@@ -61,6 +61,7 @@ def _server_dir() -> Path:
     entries."""
     url = api_url()
     readable = re.sub(r"[^A-Za-z0-9.]+", "-", url.removeprefix("http://").removeprefix("https://")).strip("-")
+    readable = readable or "ephemeral"  # no PREFECT_API_URL: Prefect's server of the process, on this host
     return journal_dir() / "servers" / f"{readable[:60]}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
@@ -107,15 +108,22 @@ def api_url() -> str:
     return PREFECT_API_URL.value() or ""
 
 
+def _answers() -> bool:
+    if not api_url():  # Prefect's ephemeral mode: a server of this process's own, started by its client
+        with get_client(sync_client=True) as client:
+            return client.api_healthcheck() is None
+    try:
+        return httpx.get(f"{api_url()}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def server_answers_within(timeout_s: float) -> bool:
     """Whether the Prefect API answers its health check within `timeout_s` (one try at 0)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            if httpx.get(f"{api_url()}/health", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
+        if _answers():
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(1)

@@ -2,7 +2,11 @@
 and against an address where no server answers: published at once when it can be,
 kept (and named) when it cannot, published late exactly once when the server is back."""
 
+import json
+import os
 import stat
+import subprocess
+import sys
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -98,6 +102,35 @@ def test_an_entry_kept_for_one_server_is_never_published_to_another(server_at):
     with back():
         [path] = journal.kept("journal-two-servers")
         assert [r["version"] for r in read_history("journal-two-servers")] == ["2.5.0"]
+
+
+EPHEMERAL_PUBLISH = """
+import json
+from prefect.artifacts import Artifact
+from flows import journal
+from flows.history import load_history
+from tests.test_journal import entry
+
+journal.PUBLISH_WAIT_S = 1
+gap = journal.publish_run(entry("journal-ephemeral", "2.7.0"))
+print(json.dumps({"gap": gap, "kept": [str(p) for p in journal.kept("journal-ephemeral")],
+                  "rows": [r["version"] for r in load_history("journal-ephemeral").rows],
+                  "artifact": Artifact.get("release-journal-ephemeral").data}))
+"""
+
+
+def test_a_run_on_prefects_ephemeral_server_publishes_at_once(tmp_path):
+    """With no PREFECT_API_URL, Prefect runs a server of its own for the process (its
+    "ephemeral" mode, as `python benchmarks/cutover.py` does): a run publishes to it,
+    and is not kept as if a server were away (it waited 30 s, then kept every entry)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), SMARTRELEASE_JOURNAL=str(tmp_path / "journal"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="ERROR")
+    done = subprocess.run([sys.executable, "-c", EPHEMERAL_PUBLISH], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    published = json.loads(done.stdout.strip().splitlines()[-1])
+    assert published == {"gap": None, "kept": [], "rows": ["2.7.0"], "artifact": "# 2.7.0"}, published
 
 
 def test_an_entry_kept_before_entries_were_kept_per_server_is_still_published(tmp_path):
