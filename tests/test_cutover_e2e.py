@@ -130,7 +130,7 @@ def test_the_edge_sends_nothing_to_a_container_docker_does_not_call_healthy(sand
             container = client.containers.get(extra.id)
             container.exec_run(["touch", t.drain_file])  # it answers /ready, but Docker will not call it healthy
             ip = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-            # An absence, so a fixed window: six of its 1 s health checks, and twelve
+            # An absence, so a fixed window: three of its 2 s health checks, and twelve
             # rounds of the edge's discovery, in which it would have been routed to.
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:

@@ -149,9 +149,10 @@ def test_a_container_crashing_on_start_fails_the_launch_with_its_logs_while_the_
 
 
 def test_a_backend_unhealthy_for_a_moment_while_it_starts_is_released_not_rolled_back(sandbox):
-    # Its health check (every 1 s, 3 retries) fails until it listens 6 s after starting,
-    # as a good backend busy with its migrations on a loaded machine does: Docker marks
-    # it unhealthy at about 3 s and healthy at about 7 s, within the grace (30 s in the tests, 10 s by default).
+    # Its health check (every 2 s, unhealthy at the first failure) fails until it listens
+    # 6 s after starting, as a good backend busy with its migrations on a loaded machine
+    # does: Docker marks it unhealthy at about 2 s and healthy at about 8 s, within the
+    # grace (30 s in the tests, 10 s by default).
     state, report, _ = sandbox.release("1.6.5", faults=["slow-start 6"])
     assert state.is_completed(), report.text()
     step = by_name(report)["launch"]
