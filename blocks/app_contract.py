@@ -14,6 +14,7 @@ setting them in its env file, not by changing code.
   them in (`migrationStorageTableName`), and the command that undoes the newest one.
 """
 
+import json
 import re
 import shlex
 from typing import Annotated, Literal
@@ -148,3 +149,30 @@ def json_value(body: dict, key: str):
             return None
         value = value[part]
     return value
+
+
+def has_key(body: dict, key: str) -> bool:
+    """Whether the path `a.b` leads somewhere in `body` (its value may be null)."""
+    value = body
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def key_paths(body: dict, limit: int = 20) -> list[str]:
+    """The dotted keys of `body`'s values, nested objects followed, for a message naming
+    what an answer does have (escaped to one line each; the first `limit`)."""
+    found: list[str] = []
+
+    def walk(value: dict, prefix: str) -> None:
+        for key, inner in value.items():
+            path = prefix + json.dumps(str(key))[1:-1][:40]
+            if isinstance(inner, dict) and inner:
+                walk(inner, path + ".")
+            else:
+                found.append(path)
+
+    walk(body, "")
+    return found[:limit] + ([f"… {len(found) - limit} more"] if len(found) > limit else [])

@@ -5,7 +5,7 @@ the env file is read."""
 import pytest
 from pydantic import SecretStr
 
-from blocks.app_contract import AppContract, json_value
+from blocks.app_contract import AppContract, has_key, json_value, key_paths
 from blocks.envfile import parse_env_file
 from flows.release import release_steps
 from smartrelease.errors import ConfigError
@@ -109,3 +109,18 @@ def test_the_stand_ins_dockerfile_starts_from_the_dependencies_image_of_its_lock
 
     named = re.search(r"^ARG DEPS_IMAGE=(\S+)$", (APP_TEMPLATE / "Dockerfile").read_text(), re.M)
     assert named and named.group(1) == deps_image_name(APP_TEMPLATE / "package-lock.json")
+
+
+def test_a_version_answer_in_another_shape_is_named_by_the_keys_it_has():
+    """An app answering `{"success": true, "metadata": {...}}`: a key the contract
+    names but the answer lacks is told from a null, and the message can list what the
+    answer does have, nested keys dotted, each on one line however it is spelt."""
+    body = {"success": True, "metadata": {"version": "1.0.0", "gitSha": None, "build": {"at": "x"}},
+            "odd\nkey": 1, "empty": {}}
+    assert has_key(body, "metadata.version") and has_key(body, "metadata.gitSha") and has_key(body, "empty")
+    assert not has_key(body, "version") and not has_key(body, "metadata.version.major")
+    assert key_paths(body) == ["success", "metadata.version", "metadata.gitSha", "metadata.build.at", "odd\\nkey",
+                               "empty"]
+    many = {f"k{i}": i for i in range(25)}
+    assert key_paths(many)[-1] == "… 5 more" and len(key_paths(many)) == 21
+
