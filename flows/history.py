@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report
 from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
+from tasks.rollback_plan import ADOPTED
 
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
 
@@ -149,7 +150,7 @@ def result_of(report: Report) -> str:
     if approval and approval.decision == CANCELLED:
         return "cancelled at approval"
     if report.ok:
-        return {"rollback": ROLLED_BACK, "promote": PROMOTED}.get(report.flow, RELEASED)
+        return {"rollback": ROLLED_BACK, "promote": PROMOTED, "adopt": ADOPTED}.get(report.flow, RELEASED)
     failed = ", ".join(r.name for r in report.failures())
     rb = report.facts.rollback if report.facts else None
     if report.flow == "release" and rb is not None:

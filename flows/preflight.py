@@ -1,7 +1,9 @@
 """Runbook: "Preflight checklist (env, DB, TLS, backups)".
 
-Six independent checks run at once; every one always runs and every failure is
-reported, never only the first. The report is returned, published as a markdown
+Seven independent checks run at once; every one always runs and every failure is
+reported, never only the first. The seventh, `running`, is this tool's own: what runs
+now is pinned where a rollback can find it (an environment released by hand is
+adopted first). The report is returned, published as a markdown
 artifact, and the flow ends Failed when any check failed.
 """
 
@@ -13,6 +15,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import load_environment
+from flows.history import read_history
 from flows.placement import check_placement
 from flows.steps import gather
 from smartrelease.report import Report
@@ -20,10 +23,11 @@ from tasks.backup_dirs import backup_dirs_task
 from tasks.backups import backups_task
 from tasks.database import database_task
 from tasks.environment import environment_task
+from tasks.takeover import running_task
 from tasks.tls import tls_task
 from tasks.wal_archive import wal_archive_task
 
-CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archive")
+CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archive", "running")
 
 
 @flow(name="preflight", flow_run_name="preflight-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
@@ -42,6 +46,7 @@ def preflight(environment: str, version: str | None = None, first_release: bool 
         "backups": backups_task.submit(env),
         "wal-archive": wal_archive_task.submit(env),
     }
+    futures["running"] = running_task.submit(env, read_history(environment))  # the history read while the rest run
     report = Report(flow="preflight", environment=environment, results=gather(futures, started))
     create_markdown_artifact(
         key=f"preflight-{environment}", markdown=report.markdown(), description=f"Preflight report for {environment}"

@@ -52,7 +52,7 @@ from tasks.migrations import confirm_migrations_task, plan_migrations_task
 from tasks.readiness import wait_ready_task
 from tasks.release_backup import release_backup_task
 from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
-from tasks.rollback_plan import rollback_plan_task
+from tasks.rollback_plan import rollback_plan_task, running_deployment
 from tasks.running import app_services, running_services
 from tasks.smoke import smoke_task
 from tasks.tls import tls_task
@@ -103,12 +103,22 @@ def release_inputs(env: Environment, version: str | None, digests: dict[str, str
     return version, digests
 
 
-def running_now(env: Environment) -> dict:
-    """The project's services as they run now, read from Docker Engine ({} when it cannot be read)."""
+def running_now(env: Environment) -> dict | None:
+    """The project's services as they run now, read from Docker Engine (None when it
+    cannot be read: preflight's `running` check then names why)."""
     try:
         return running_services(engine(timeout_s=30), env)
     except docker.errors.DockerException:
-        return {}
+        return None
+
+
+def previous_version(env: Environment, services: dict, history: list[dict]) -> str | None:
+    """The running version: the backend image's label, or the one its adoption recorded."""
+    backend = app_services(env, services).get("backend")
+    if backend is None:
+        return None
+    deployment = running_deployment(env, services, history)
+    return backend.labels.get(LABEL_VERSION) or (deployment.version if deployment else None)
 
 
 def preflight_result(environment: str, version: str, first_release: bool) -> StepResult:
@@ -188,12 +198,13 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
                    lock_step: StepResult, stop_first: bool = False):
     """The release, once it holds the environment's lock."""
     environment = env.name
-    running = app_services(env, running_now(env))
-    facts = ReleaseFacts(version=version, previous_version=running["backend"].labels.get(LABEL_VERSION)
-                         if "backend" in running else None, triggered_by=triggered_by(),
-                         tool_version=smartrelease.__version__)
-    # First: nothing of the app runs in the project and nothing was ever released to it.
-    first_release = not running and not read_history(environment)
+    services, history = running_now(env), read_history(environment)
+    running = app_services(env, services or {})
+    # First: nothing of the app runs in the project. With a history, an environment
+    # rebuilt from scratch: preflight's `running` check warns, naming its last release.
+    first_release = services is not None and not running
+    facts = ReleaseFacts(version=version, previous_version=previous_version(env, services or {}, history),
+                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     gate = env.target.approval_required
     steps = StepRunner(release_steps(env.target, first_release, gate))
     images: dict[str, str] = {}
@@ -205,7 +216,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
         plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"])
-        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, first_release)
+        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, first_release, history)
         plan_url = publish_plan(rollback_plan)
         if gate:  # the lock stays held: nothing else changes the environment under the plan
             answer = approval.ask(env, rollback_plan, images, pinned.git_sha, plan_url, facts.previous_version)

@@ -171,7 +171,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
                 facts.schema_left = schema_left(env, inputs.schema_before)
         if not code_first:
             relaunch(steps, prefix, env, images, stop_first)
-        steps.run(prefix + "verify", verify_task, env, inputs.target.version, images)
+        steps.run(prefix + "verify", verify_task, env, inputs.target.version, images, inputs.target.adopted)
         facts.recovered = True
         if detected_at is not None:
             facts.time_to_recover_s = round(time.monotonic() - detected_at, 2)

@@ -20,7 +20,7 @@ from flows.notify import notify_report
 from blocks import load_environment
 from flows.placement import check_placement
 from blocks.envfile import Environment
-from flows.history import event_row, last_release
+from flows.history import event_row, last_release, read_history
 from flows.journal import gap_of, publish_report
 from flows.lock import LOCK_STEP, Locked, flow_lock
 from flows.steps import gather
@@ -29,6 +29,8 @@ from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version
 from tasks.metrics import metrics_task
+from tasks.rollback_inputs import deployed
+from tasks.rollback_plan import adopted_version
 from blocks.app_contract import ROLES
 from tasks.smoke import smoke_task
 from tasks.verify import verify_task
@@ -48,12 +50,14 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
     try:
         with flow_lock(environment, "verify", wait) as lock_step:
             # What to expect is read once the lock is held: a release waited for changed it.
-            last = last_release(environment)
+            history = read_history(environment)
+            stack = deployed(history)
+            last = stack[-1] if stack else None
             version = expect_version or (last or {}).get("version")
             if not version:
                 raise ConfigError(f"no expected version for {environment}: pass expect_version, or release first")
             facts.version = version
-            report = verify_locked(env, version, last, lock_step, facts)
+            report = verify_locked(env, version, last, lock_step, facts, history)
     except Locked as exc:
         facts.version = facts.version or (last_release(environment) or {}).get("version")
         skipped = StepResult(name=LOCK_STEP, status=Status.SKIPPED, detail=f"verify skipped: {exc}", duration_ms=0)
@@ -70,13 +74,14 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
 
 
 def verify_locked(env: Environment, version: str, last: dict | None, lock_step: StepResult,
-                  facts: ReleaseFacts) -> Report:
+                  facts: ReleaseFacts, history: list[dict] = ()) -> Report:
     images = {r: last[r] for r in ROLES if last and last.get("version") == version and last.get(r)}
+    adopted = bool(images) and adopted_version(list(history), images) == version  # built by hand: no labels
     started = time.monotonic()
     futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path)
                for path in env.target.smoke_paths}
     futures["metrics"] = metrics_task.with_options(task_run_name="metrics").submit(env)
-    futures["verify"] = verify_task.with_options(task_run_name="verify").submit(env, version, images)
+    futures["verify"] = verify_task.with_options(task_run_name="verify").submit(env, version, images, adopted)
     results = gather(futures, started)
     facts.digests = dict(ref.split("@", 1) for ref in images.values())
     facts.git_sha = (last or {}).get("git_sha") if images else None

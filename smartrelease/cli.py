@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
                           "ready and wait here for the approval (`smartrelease approve`, or the form in the UI)")
     rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
+    ad = sub.add_parser("adopt", help="take over an environment released by hand: its running images pushed as "
+                                      "adopted-<version> (the version the app reports), recorded in the history")
+    ad.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    ad.add_argument("--no-wait", dest="wait", action="store_false",
+                    help="when another run is changing the environment, fail at once naming it (default: wait)")
+    ad.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
     ap = sub.add_parser("approve", help="answer a release waiting for approval (over the Prefect API)")
     ap.add_argument("run_id", metavar="RUN_ID", help="the flow run's id (in its URL)")
     ap.add_argument("--reject", action="store_true", help="reject: the release ends with nothing changed")
@@ -254,6 +261,14 @@ def _cmd_release(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_adopt(args) -> int:
+    from flows.adopt import adopt
+
+    report = _run(adopt, args, progress=True, wait=args.wait)
+    print(json.dumps(report.release_json()) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def _tag_digests(env, tag: str) -> dict[str, str]:
     """{service: digest} that `tag` names in the registry (read only); exit 2 when missing."""
     from smartrelease.errors import StepFailed
@@ -448,7 +463,7 @@ def _cmd_sandbox(args) -> int:
 
 
 HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "approve": _cmd_approve, "verify": _cmd_verify,
-            "drill": _cmd_drill, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "guard": _cmd_guard,
+            "drill": _cmd_drill, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "adopt": _cmd_adopt, "guard": _cmd_guard,
             "unlock": _cmd_unlock, "server": _cmd_server, "deployments": _cmd_deployments, "worker": _cmd_worker,
             "trigger": _cmd_trigger, "sandbox": _cmd_sandbox}
 

@@ -74,6 +74,13 @@ def registry_for(env: Environment) -> Registry:
                     ca_bundle=env.target.registry_ca_bundle)
 
 
+def login(client: docker.DockerClient, env: Environment) -> None:
+    """Docker Engine logged in to the registry, for a push (when it takes credentials)."""
+    if creds := env.registry_credentials:
+        client.login(username=creds.username, password=creds.password.get_secret_value(),
+                     registry=env.target.registry, reauth=True)
+
+
 def check_labels(path: str, digest: str, labels: dict[str, str], version: str) -> None:
     """An image built elsewhere (CI's plain `docker build`) must carry the OCI labels
     the verify step checks the running app against, and name the version released."""
@@ -107,7 +114,7 @@ PUSH_RETRY_DELAYS_S = (1, 3)  # a registry restarting, or a dropped connection, 
 
 
 def push_with_retries(client: docker.DockerClient, repository: str, tag: str,
-                      delays_s: tuple[float, ...] = PUSH_RETRY_DELAYS_S) -> None:
+                      delays_s: tuple[float, ...] = PUSH_RETRY_DELAYS_S, step: str = STEP) -> None:
     """Push, trying again after each of `delays_s`; a named failure after the last
     (layers already pushed are kept by the registry, so a retry sends only the rest)."""
     for attempt, delay in enumerate((*delays_s, None), 1):
@@ -116,25 +123,32 @@ def push_with_retries(client: docker.DockerClient, repository: str, tag: str,
             return
         except (RuntimeError, docker.errors.APIError) as exc:
             if delay is None:
-                raise StepFailed(STEP, f"{exc} (tried {attempt} times over {sum(delays_s):g} s; nothing was "
+                raise StepFailed(step, f"{exc} (tried {attempt} times over {sum(delays_s):g} s; nothing was "
                                        "launched)") from None
             time.sleep(delay)
 
 
-def push_immutable(client: docker.DockerClient, registry: Registry, repository: str, path: str, tag: str) -> str:
-    """Push `repository:tag` unless the tag exists with other content; returns the digest."""
-    local = repo_digests(client, f"{repository}:{tag}", repository)
+def tag_taken(client: docker.DockerClient, registry: Registry, repository: str, path: str, tag: str) -> str | None:
+    """Why `repository:tag` cannot be pushed: the registry's tag points to other content."""
     remote = registry.digest(path, tag)
-    if remote and remote not in local:
-        raise StepFailed(STEP, f"{path}:{tag} already points to {remote}; tags are immutable, refusing to overwrite it with different content")
+    if remote and remote not in repo_digests(client, f"{repository}:{tag}", repository):
+        return f"{path}:{tag} already points to {remote}; tags are immutable, refusing to overwrite it with different content"
+    return None
+
+
+def push_immutable(client: docker.DockerClient, registry: Registry, repository: str, path: str, tag: str,
+                   step: str = STEP) -> str:
+    """Push `repository:tag` unless the tag exists with other content; returns the digest."""
+    if taken := tag_taken(client, registry, repository, path, tag):
+        raise StepFailed(step, taken)
+    remote = registry.digest(path, tag)
     if not remote:
         # The registry API has no "create only" push, so a push racing this one
         # could still land first; the digest check below catches that case.
-        push_with_retries(client, repository, tag)
+        push_with_retries(client, repository, tag, step=step)
         remote = registry.digest(path, tag)
-        local = repo_digests(client, f"{repository}:{tag}", repository)
-    if remote not in local:
-        raise StepFailed(STEP, f"after the push {path}:{tag} points to {remote}, not to the image just built")
+    if remote not in repo_digests(client, f"{repository}:{tag}", repository):
+        raise StepFailed(step, f"after the push {path}:{tag} points to {remote}, not to the image pushed")
     return remote
 
 
@@ -184,9 +198,7 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
             client = engine()
             if to_build:
                 sha = checkout_revision(Path(env.target.app_dir or "."), version)
-                if creds := env.registry_credentials:
-                    client.login(username=creds.username, password=creds.password.get_secret_value(),
-                                 registry=env.target.registry, reauth=True)
+                login(client, env)
                 for service, path, repository in to_build:
                     labels = _build(client, env, service, repository, version, sha, tag)
                     digest = push_immutable(client, registry, repository, path, tag)

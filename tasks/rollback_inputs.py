@@ -23,7 +23,7 @@ from tasks.migrations import applied_migrations, down_steps, migration_files
 from tasks.pg_client import pg_tools
 from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
-from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
+from tasks.rollback_plan import ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment
 from tasks.runbook_task import runbook_task
 from tasks.running import RunningService, app_services, project_containers, running_services, service_containers
 
@@ -62,13 +62,14 @@ def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str
 
 
 def deployed(rows: list[dict]) -> list[dict]:
-    """The stack of good deployments, oldest first: a release pushes its row, a
-    rollback to version V pops down to V's row. The top is what should run now, the
-    one below it is what a rollback goes back to. Failed releases leave it alone
-    (they rolled themselves back, or never changed anything)."""
+    """The stack of good deployments, oldest first: a release (or an adoption of what
+    was released by hand) pushes its row, a rollback to version V pops down to V's row.
+    The top is what should run now, the one below it is what a rollback goes back to.
+    Failed releases leave it alone (they rolled themselves back, or never changed
+    anything)."""
     stack: list[dict] = []
     for row in rows:
-        if row.get("result") == RELEASED:
+        if row.get("result") in (RELEASED, ADOPTED):
             stack.append(row)
         elif row.get("result") == ROLLED_BACK:
             while stack and stack[-1].get("version") != row.get("version"):
@@ -123,9 +124,11 @@ def is_exactly(client: docker.DockerClient, env: Environment, deployment: Deploy
 def for_rollback_flow(env: Environment, history: list[dict], to_version: str | None, strategy: str) -> RollbackInputs:
     client = engine()
     services = running_services(client, env)
-    current = running_deployment(env, services)
+    current = running_deployment(env, services, history)
     row = target_from_history(deployed(history), current if is_exactly(client, env, current) else None, to_version)
-    target = Deployment(version=row["version"], images={s: row[s] for s in ROLES})
+    images = {s: row[s] for s in ROLES}
+    target = Deployment(version=row["version"], images=images,
+                        adopted=adopted_version(history, images) == row["version"])
     try:
         missing = missing_images(env, list(target.images.values()))
     except RegistryError as exc:

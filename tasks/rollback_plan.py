@@ -21,6 +21,10 @@ from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
 
 STEP = "rollback-plan"
+ADOPT_HINT = "released by hand? `smartrelease adopt` takes it over"
+
+
+ADOPTED = "adopted"  # a history row's result: what ran, released by hand, when the tool took it over
 
 
 class Deployment(BaseModel):
@@ -28,6 +32,15 @@ class Deployment(BaseModel):
 
     version: str | None
     images: dict[str, str]
+    # Images built by hand without the OCI labels, known by the version an adoption
+    # recorded (`smartrelease adopt`): verify checks them against the app's answer only.
+    adopted: bool = False
+
+
+def adopted_version(history: list[dict], images: dict[str, str]) -> str | None:
+    """The version the latest adoption recorded for exactly these images."""
+    return next((row["version"] for row in reversed(history) if row.get("result") == ADOPTED
+                 and all(row.get(role) == images.get(role) for role in ROLES)), None)
 
 
 class MigrationUndo(BaseModel):
@@ -77,9 +90,11 @@ def tolerate(running: str | None, migrations: list[str]) -> str:
             "is rolled back: it must work with them applied (expand/contract), or release with `--stop-first`.")
 
 
-def running_deployment(env: Environment, running: dict[str, RunningService] | None = None) -> Deployment | None:
+def running_deployment(env: Environment, running: dict[str, RunningService] | None = None,
+                       history: list[dict] = ()) -> Deployment | None:
     """What runs now (read from Docker unless given), if every service runs an image
-    known by its registry digest."""
+    known by its registry digest. Its version is the backend image's label, or for
+    images without one, what the `history` recorded when it adopted them."""
     if running is None:
         try:
             running = running_services(engine(timeout_s=30), env)
@@ -93,20 +108,26 @@ def running_deployment(env: Environment, running: dict[str, RunningService] | No
         if digest is None:
             return None
         images[role] = f"{repository}@{digest}"
-    return Deployment(version=by_role["backend"].labels.get(LABEL_VERSION), images=images)
+    if labelled := by_role["backend"].labels.get(LABEL_VERSION):
+        return Deployment(version=labelled, images=images)
+    version = adopted_version(list(history), images)
+    return Deployment(version=version, images=images, adopted=version is not None)
 
 
-def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, first_release: bool) -> RollbackPlan:
+def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, first_release: bool,
+                  history: list[dict] = ()) -> RollbackPlan:
     """Written before anything changes. The backup it names is the fresh one found in
     BACKUP_DIR, or, with migrations pending, the one the backup step will take."""
-    previous = running_deployment(env)
+    previous = running_deployment(env, history=history)
     missing, backup = [], None
+    # (Preflight's `running` check refuses both before anything is built; this holds
+    # for what may have changed since.)
     if previous is None:
         missing.append("the running backend and frontend are not both known by a registry digest, so there is "
-                       "nothing pinned to go back to")
+                       f"nothing pinned to go back to ({ADOPT_HINT})")
     elif previous.version is None:
         missing.append(f"the running backend image carries no {LABEL_VERSION} label (built without the OCI labels), "
-                       "so a rollback to it could not be verified")
+                       f"so a rollback to it could not be verified ({ADOPT_HINT})")
     if not migrations.pending:
         try:
             backup = fresh_backup(env)

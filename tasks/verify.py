@@ -3,7 +3,7 @@ released version, the git SHA and build time of the image actually running (its
 OCI labels, read from Docker Engine) and the configured environment; and each
 service runs the exact digest that was released."""
 
-from blocks.app_contract import json_value
+from blocks.app_contract import has_key, json_value, key_paths
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
@@ -16,23 +16,28 @@ from tasks.smoke import get_json
 STEP = "verify"
 
 
-def verify_release(env: Environment, version: str, images: dict[str, str] | None = None) -> Finding:
-    """`images` maps a role (backend, frontend) to the `repository@digest` it must be running."""
+def verify_release(env: Environment, version: str, images: dict[str, str] | None = None,
+                   adopted: bool = False) -> Finding:
+    """`images` maps a role (backend, frontend) to the `repository@digest` it must be running.
+    `adopted`: images built by hand without the OCI labels (`smartrelease adopt` recorded
+    their version), so the app's answer is checked against the version and NODE_ENV only."""
     t = env.target
     body = get_json(env, t.version_path, STEP)
     running = app_services(env, running_services(engine(timeout_s=30), env))
     if "backend" not in running:
         raise StepFailed(STEP, f"no {t.backend_service} container in compose project {t.compose_project}")
     labels = running["backend"].labels
-    expected = {
-        t.version_key: (version, "the released version"),
-        t.git_sha_key: (labels.get(LABEL_REVISION), "the running backend image's revision label"),
-        t.build_time_key: (labels.get(LABEL_CREATED), "the running backend image's created label"),
-        t.environment_key: (env.app.node_env, "NODE_ENV"),
-    }
-    found = {key: json_value(body, key) for key in expected}
+    expected = {t.version_key: (version, "the adopted version" if adopted else "the released version")}
+    if not adopted:
+        expected[t.git_sha_key] = (labels.get(LABEL_REVISION), "the running backend image's revision label")
+        expected[t.build_time_key] = (labels.get(LABEL_CREATED), "the running backend image's created label")
+    expected[t.environment_key] = (env.app.node_env, "NODE_ENV")
+    found = {key: json_value(body, key) for key in (*expected, t.git_sha_key, t.build_time_key)}
     problems = version_problems(found, expected)
-    if labels.get(LABEL_VERSION) != version:
+    if absent := [key for key in expected if not has_key(body, key)]:
+        problems.append(f"{t.version_path} answered no {', '.join(absent)} (RELEASE_*_KEY settings); the keys it "
+                        f"has: {', '.join(key_paths(body)) or 'none'}")
+    if not adopted and labels.get(LABEL_VERSION) != version:
         problems.append(f"the running backend image is labelled version {labels.get(LABEL_VERSION)!r}, not {version!r}")
     for role, ref in (images or {}).items():
         repository, digest = ref.split("@", 1)
@@ -42,7 +47,9 @@ def verify_release(env: Environment, version: str, images: dict[str, str] | None
     if problems:
         raise StepFailed(STEP, "; ".join(problems))
     return Finding(detail=f"{version} ({str(found[t.git_sha_key])[:12]}, built {found[t.build_time_key]}, "
-                          f"{found[t.environment_key]})" + (f"; digests match for {', '.join(images)}" if images else ""))
+                          f"{found[t.environment_key]})" + (f"; digests match for {', '.join(images)}" if images else "")
+                          + ("; adopted: built by hand without the OCI labels, so its git SHA and build time are "
+                             "the app's word, not checked" if adopted else ""))
 
 
 SHOWN_CHARS = 80  # of a value the endpoint answered: the app's words, not ours, and of any length

@@ -199,8 +199,9 @@ def test_a_release_on_a_host_that_never_built_the_images(sandbox):
 
 def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandbox):
     """A project deployed by hand from CI's plain builds (`docker build` without the OCI
-    labels) is not an empty environment: the release refuses at rollback-plan, before
-    launch, instead of treating it as a first release with nothing to go back to."""
+    labels) is not an empty environment: the release refuses at preflight, before
+    anything is built, naming `smartrelease adopt`, instead of treating it as a first
+    release with nothing to go back to."""
     from blocks import import_env_file
     from tasks.build_pin import push_immutable
     from tasks.launch import compose_up
@@ -222,9 +223,11 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
         import_env_file(sandbox.settings.env_file, "e2e-bare")  # the same project, no history
         state, report, _ = sandbox.release("1.8.0", environment="e2e-bare")
         assert state.is_failed()
-        step = by_name(report)["rollback-plan"]
-        assert step.status == Status.FAILED and "carries no org.opencontainers.image.version label" in step.detail
-        assert by_name(report)["launch"].status == Status.SKIPPED
+        step = by_name(report)["preflight"]
+        assert step.status == Status.FAILED and ("running: backend's image carries no "
+                                                 "org.opencontainers.image.version label") in step.detail
+        assert "smartrelease adopt --env-file" in step.detail
+        assert by_name(report)["build-pin"].status == Status.SKIPPED
         assert {s: c[1] for s, c in sandbox.containers().items() if s in bare} == {
             s: client.images.get(ref).id for s, ref in bare.items()}  # nothing relaunched
     finally:

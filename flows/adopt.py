@@ -1,0 +1,57 @@
+"""`smartrelease adopt`: take over an environment released by hand with the runbook
+(README, "Adoption"):
+
+lock -> adopt
+
+Its running images are pushed as they are to the registry (`adopted-<version>`, the
+version the app reports) and the history records them as `adopted`: preflight then
+lets a release through, and a rollback can go back to them. Nothing runs or stops.
+"""
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+import smartrelease
+from blocks import load_environment
+from blocks.envfile import Environment
+from flows.history import history_row, read_history
+from flows.journal import gap_of, publish_report
+from flows.lock import LOCK_STEP, flow_lock
+from flows.placement import check_placement
+from flows.steps import StepRunner, Stopped
+from flows.trigger import triggered_by
+from smartrelease.report import ReleaseFacts, Report, StepResult
+from tasks.adopt import STEP, adopt_task
+
+
+@flow(name="adopt", flow_run_name="adopt-{environment}")
+def adopt(environment: str, wait: bool = True):
+    """Take over `environment` as it runs now, released by hand. `wait`: when another
+    run is changing the environment, wait for it (else fail at once)."""
+    check_placement(environment)
+    env = load_environment(environment)
+    with flow_lock(environment, "adopt", wait) as lock_step:
+        return adopt_locked(env, lock_step)
+
+
+def adopt_locked(env: Environment, lock_step: StepResult):
+    """The adoption, recorded while it holds the lock: the next release sees it."""
+    steps = StepRunner((LOCK_STEP, STEP))
+    steps.add(lock_step)
+    adoption = None
+    try:
+        adoption = steps.run(STEP, adopt_task, env, read_history(env.name))
+    except Stopped:
+        pass
+    images = adoption.images if adoption else {}
+    facts = ReleaseFacts(version=adoption.version if adoption else None,
+                         digests=dict(ref.split("@", 1) for ref in images.values()),
+                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    report = Report(flow="adopt", environment=env.name, results=steps.results(), facts=facts)
+    report = publish_report(report, f"adopt-{env.name}", f"Adoption of {env.name}",
+                            history_row(report, images, flow_run.name or "", flow_run.id or ""))
+    if report.ok:
+        return Completed(message=f"adopted {facts.version} (released by hand){gap_of(report)}", data=report)
+    return Failed(message="adopt failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
+                  data=report)

@@ -1,0 +1,169 @@
+"""Taking over an environment released by hand, on the shared sandbox under an
+environment name of its own (`e2e-adopt`: its own history, the same Compose project).
+
+The runbook's way: the checkout built on this host with a plain `docker build` (no OCI
+labels), never pushed, started with `docker compose up`. The tool refuses to release it
+before building anything, adopts it, releases over it, rolls back to it (automatically
+and by hand), releases again; then the same environment rebuilt from scratch (nothing
+running, an empty database, a history) takes a first release."""
+
+from datetime import datetime, timezone
+
+import docker
+import pytest
+from psycopg import sql
+
+from blocks import import_env_file
+from flows.adopt import adopt
+from flows.history import read_history
+from flows.release import release
+from flows.rollback import rollback
+from sandbox.app_changes import commit_version
+from smartrelease.report import Report, Status
+from tasks.build_pin import registry_for
+from tasks.images import build_image
+from tasks.launch import compose_up
+from tasks.postgres import connect
+from tasks.readiness import wait_ready
+from tests.conftest import SENTINELS, assert_no_secret, stored
+
+pytestmark = pytest.mark.e2e
+NAME = "e2e-adopt"
+HAND = "7.0.0"  # released by hand
+
+
+@pytest.fixture(scope="module")
+def sandbox(shared_sandbox):
+    import_env_file(shared_sandbox.settings.env_file, NAME)
+    try:
+        yield shared_sandbox
+    finally:
+        shared_sandbox.restore_last_good()  # the shared sandbox's own last release, for the next module
+
+
+def by_name(report: Report) -> dict:
+    return {r.name: r for r in report.results}
+
+
+def run(flow, **parameters) -> tuple[object, Report]:
+    """Run a flow; every run, passing or failing, is swept for the sentinel secrets."""
+    state = flow(return_state=True, **parameters)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, Report), report
+    texts = stored(state.state_details.flow_run_id)
+    assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
+                     f"of {flow.name} {parameters}")
+    return state, report
+
+
+def release_by_hand(sandbox, version: str) -> dict[str, str]:
+    """The runbook by hand: `docker build` of the checkout (no labels, no push), then
+    `docker compose up`; {role: the local tag it runs}."""
+    sha = commit_version(sandbox.app_dir, version)
+    env, client = sandbox.env(), docker.from_env()
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags = {role: f"{sandbox.settings.project}-by-hand/{role}:{version}" for role in ("backend", "frontend")}
+    build_image(client, sandbox.app_dir / env.target.backend_context, tags["backend"],
+                build_args={"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built})
+    build_image(client, sandbox.app_dir / env.target.frontend_context, tags["frontend"],
+                build_args={"APP_VERSION": version})
+    compose_up(env, tags)
+    wait_ready(env)
+    return tags
+
+
+def running_images(sandbox) -> dict[str, str]:
+    return {s: image for s, (_, image) in sandbox.containers().items() if s in ("backend", "frontend")}
+
+
+def registry_tag(sandbox, role: str, tag: str) -> str | None:
+    env = sandbox.env()
+    with registry_for(env) as registry:
+        return registry.digest(getattr(env.target, f"{role}_image"), tag)
+
+
+def release_as(sandbox, version: str, faults: list[str] | None = None) -> tuple[object, Report]:
+    """Commit `version` to the checkout and release it to NAME."""
+    commit_version(sandbox.app_dir, version, faults=faults)
+    return run(release, environment=NAME)
+
+
+def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_released_again(sandbox):
+    tags = release_by_hand(sandbox, HAND)
+    hand_images = running_images(sandbox)
+    client = docker.from_env()
+    assert hand_images == {role: client.images.get(tag).id for role, tag in tags.items()}
+
+    # Refused before anything is built or pushed, naming the way forward.
+    state, report = release_as(sandbox, "7.1.0")
+    assert state.is_failed()
+    steps = by_name(report)
+    assert steps["preflight"].status == Status.FAILED
+    assert "running: backend runs " + tags["backend"] in steps["preflight"].detail
+    assert f"Run `smartrelease adopt --env-file {sandbox.settings.env_file}` to take it over" in steps["preflight"].detail
+    assert steps["build-pin"].status == Status.SKIPPED
+    assert registry_tag(sandbox, "backend", "7.1.0") is None  # nothing built or pushed
+    assert running_images(sandbox) == hand_images
+
+    # Adopted: the running images pushed as they are, recorded in the history.
+    state, report = run(adopt, environment=NAME)
+    assert state.is_completed(), report.text()
+    assert f"{HAND} (released by hand) taken over: pushed as adopted-{HAND}" in by_name(report)["adopt"].detail
+    [_, row] = read_history(NAME)
+    assert row["result"] == "adopted" and row["version"] == HAND
+    for role in ("backend", "frontend"):
+        digest = registry_tag(sandbox, role, f"adopted-{HAND}")
+        assert row[role].endswith("@" + digest)
+        assert row[role] in client.images.get(hand_images[role]).attrs["RepoDigests"]  # the very image, not a rebuild
+    assert running_images(sandbox) == hand_images  # nothing relaunched
+    state, report = run(adopt, environment=NAME)  # twice: nothing more to take over
+    assert state.is_failed() and f"{HAND} runs by digest (adopted before): nothing to take over" in report.text()
+
+    # A release that fails verify rolls itself back to the hand-released version, verified.
+    state, report = release_as(sandbox, "7.2.0", faults=["report-sha " + "0" * 40])
+    assert state.is_failed()
+    steps = by_name(report)
+    assert steps["preflight"].status == Status.PASSED, steps["preflight"].detail
+    assert steps["rollback-plan"].detail.startswith(f"back to {HAND} by digest")
+    assert steps["verify"].status == Status.FAILED
+    assert steps["rollback: verify"].status == Status.PASSED, steps["rollback: verify"].detail
+    assert "adopted: built by hand without the OCI labels" in steps["rollback: verify"].detail
+    assert report.facts.previous_version == HAND
+    assert report.facts.rollback.recovered and report.facts.rollback.to_version == HAND
+    assert running_images(sandbox) == hand_images
+
+    # Released over it, rolled back to it, released again: every row kept.
+    state, report = release_as(sandbox, "7.3.0")
+    assert state.is_completed(), report.text()
+    assert report.facts.previous_version == HAND
+    state, report = run(rollback, environment=NAME)
+    assert state.is_completed(), report.text()
+    assert report.facts.version == HAND and running_images(sandbox) == hand_images
+    assert "adopted: built by hand" in by_name(report)["verify"].detail
+    state, report = run(release, environment=NAME)
+    assert state.is_completed(), report.text()
+    assert [(r["version"], r["result"]) for r in read_history(NAME)] == [
+        ("7.1.0", "failed at preflight"), (HAND, "adopted"), ("(none decided)", "failed at adopt"),
+        ("7.2.0", f"failed at verify; rolled back to {HAND}"), ("7.3.0", "released"), (HAND, "rolled back"),
+        ("7.3.0", "released")]
+
+
+def test_an_environment_rebuilt_from_scratch_takes_a_first_release_naming_its_last_one(sandbox):
+    """Its containers gone and its database empty (a new host, a disaster recovery),
+    but its history has rows: released as a first release, with a warning."""
+    assert read_history(NAME), "runs after the adoption test, on its history"
+    env, client = sandbox.env(), docker.from_env()
+    for service, (container, _) in sandbox.containers().items():
+        if service != "db":
+            client.containers.get(container).remove(force=True)
+    with connect(env, "test") as conn:
+        conn.execute(sql.SQL("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    state, report = release_as(sandbox, "7.4.0")
+    assert state.is_completed(), report.text()
+    steps = by_name(report)
+    assert steps["preflight"].status == Status.WARNING
+    assert ("running: nothing of the app runs in Compose project " f"{env.target.compose_project}, but the history's "
+            "last release is 7.3.0") in steps["preflight"].detail
+    assert list(steps).index("tls") == list(steps).index("wait-ready") + 1  # checked once something serves
+    assert "first release: nothing to go back to" in steps["rollback-plan"].detail
+    assert report.facts.rollback is None
