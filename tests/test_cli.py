@@ -25,8 +25,9 @@ def test_version_prints_the_version_file():
     assert out.stdout.strip() == f"smartrelease {open('VERSION').read().strip()}"
 
 
-def test_missing_env_file_is_exit_2_with_one_line(tmp_path):
-    out = smartrelease("preflight", "--env-file", str(tmp_path / ".env.absent"), "--json")
+@pytest.mark.parametrize("command", ["preflight", "adopt"])
+def test_missing_env_file_is_exit_2_with_one_line(tmp_path, command):
+    out = smartrelease(command, "--env-file", str(tmp_path / ".env.absent"), "--json")
     assert out.returncode == 2
     assert out.stdout == ""
     assert out.stderr.strip() == f"smartrelease: env file not found: {tmp_path / '.env.absent'}"
