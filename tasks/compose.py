@@ -12,7 +12,7 @@ the process environment win on a clash.
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smartrelease.process import Command
 
@@ -30,6 +30,10 @@ class ComposeProject:
                 *(("--env-file", self.env_file) if self.env_file else ()), *args)
         return Command(argv, timeout_s=timeout_s or self.timeout_s, env=self.environment(),
                        name=f"docker compose {args[0]}")
+
+    def with_variables(self, variables: Mapping[str, str]) -> "ComposeProject":
+        """This project, with `variables` set over its own."""
+        return replace(self, variables={**self.variables, **variables})
 
     def environment(self) -> dict[str, str]:
         """This process's environment (PATH, HOME, DOCKER_HOST...) without any stale

@@ -21,12 +21,10 @@ configuration. `--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
 """
 
-import json
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 
@@ -84,36 +82,6 @@ def leftovers(containers: dict[str, list[Container]], plan: list[ServiceCutover]
     planned = {p.service for p in plan}
     return [c.id for service, found in containers.items() if service not in planned
             for c in found if c.status != "running"]
-
-
-def scaling_problems(config: dict, services: list[str]) -> list[str]:
-    """What in the compose file (`config --format json`) keeps `services` from running
-    two containers at once, as the cutover does."""
-    problems = []
-    for name in services:
-        service = (config.get("services") or {}).get(name) or {}
-        if service.get("container_name"):
-            problems.append(f"{name} has container_name {service['container_name']!r}")
-        if published := [p.get("published") for p in service.get("ports") or [] if p.get("published")]:
-            problems.append(f"{name} publishes host port(s) {', '.join(map(str, published))}")
-    return problems
-
-
-def compose_problems(env: Environment) -> list[str]:
-    """scaling_problems of the environment's compose file, with one line of advice
-    (nothing when the file does not exist yet: the steps that use it say so)."""
-    t = env.target
-    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
-        return []
-    try:
-        config = json.loads(run(project_compose(env).config()).stdout)
-    except CommandFailed as exc:
-        return [f"the compose file cannot be read: {exc}"]
-    problems = scaling_problems(config, [t.backend_service, t.frontend_service])
-    if problems:
-        return [f"{t.compose_file}: {'; '.join(problems)}: a release runs two containers of a service at once "
-                "(the cutover): remove them and let the edge route by service name (README, \"Cutover\")"]
-    return []
 
 
 def failure(c: Container, first_restarts: int) -> str | None:

@@ -9,7 +9,7 @@ from blocks.envfile import Environment, app_keys
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import Finding
 from smartrelease.refs import check_version
-from tasks.cutover import compose_problems
+from tasks.compose_checks import compose_problems
 from tasks.http import ssl_context
 from tasks.postgres import parse_database_url
 from tasks.runbook_task import runbook_task

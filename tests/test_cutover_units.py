@@ -7,7 +7,8 @@ from blocks.envfile import parse_env_file
 from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
-from tasks.cutover import Container, compose_problems, failure, leftovers, plan_cutover, scaling_problems
+from tasks.compose_checks import compose_problems, scaling_problems
+from tasks.cutover import Container, failure, leftovers, plan_cutover
 from tasks.environment import check_environment
 
 OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
@@ -104,3 +105,59 @@ def test_an_engine_that_answers_at_once_was_not_away_and_one_that_never_does_is_
     assert engine_answers_within(1) == 0.0  # this machine's dockerd
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     assert engine_answers_within(0.6, poll_s=0.2) is None
+
+
+def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_could_not_control(write_env, tmp_path):
+    """The runbook's own shapes, read by the real `docker compose config`: a backend
+    built from source, a frontend on an image of its own, the guard and the metrics
+    credentials supplied by the file (a literal, an env_file), the host's migrations
+    mounted over the image's. Each is one named line, before anything changes."""
+    (tmp_path / ".env.prod").write_text("METRICS_BASIC_AUTH_PASS=from-the-teams-own-file\n")
+    compose = tmp_path / "docker-compose.prod.yml"
+    compose.write_text(
+        "services:\n"
+        "  backend:\n"
+        "    build: .\n"
+        "    env_file: [.env.prod]\n"
+        "    environment:\n"
+        "      ALLOW_PROD_MIGRATIONS: 'true'\n"
+        "      METRICS_BASIC_AUTH_USER: ${METRICS_BASIC_AUTH_USER}\n"
+        "    volumes: ['./database:/usr/src/app/database']\n"
+        "  frontend:\n"
+        "    image: nginx:1.25\n")
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
+                                   RELEASE_MIGRATIONS_DIR="/usr/src/app/database/migrations"))
+    problems = [p.removeprefix(f"{compose}: ") for p in compose_problems(env)]
+    assert problems == [
+        "backend is built from source (build: without image: BACKEND_IMAGE): a release could not pin what it runs; "
+        "set `image: ${BACKEND_IMAGE}` on it",
+        "frontend runs the image 'nginx:1.25', not ${FRONTEND_IMAGE}: a release could not pin what it runs; set "
+        "`image: ${FRONTEND_IMAGE}` on it",
+        "backend gets ALLOW_PROD_MIGRATIONS from the compose file itself (a literal or an env_file), not from this "
+        "tool, so `smartrelease guard` and the release's settings cannot change it: pass it as "
+        "`ALLOW_PROD_MIGRATIONS: ${ALLOW_PROD_MIGRATIONS}` in its environment",
+        "backend gets METRICS_BASIC_AUTH_PASS from the compose file itself (a literal or an env_file), not from this "
+        "tool, so `smartrelease guard` and the release's settings cannot change it: pass it as "
+        "`METRICS_BASIC_AUTH_PASS: ${METRICS_BASIC_AUTH_PASS}` in its environment",
+        f"backend mounts {tmp_path / 'database'} over /usr/src/app/database, where its image holds the migrations "
+        "(RELEASE_MIGRATIONS_DIR /usr/src/app/database/migrations): the migrations that run would be the host's, "
+        "not the image's the guard, the plan and the undo read; remove the mount"]
+    with pytest.raises(StepFailed) as refused:
+        check_environment(env)
+    assert "from-the-teams-own-file" not in str(refused.value)  # named, never shown
+    assert all(p in str(refused.value) for p in problems)
+
+    # The same file with the variables passed through and no mount: nothing to refuse.
+    compose.write_text(
+        "services:\n"
+        "  backend:\n"
+        "    image: ${BACKEND_IMAGE}\n"
+        "    build: .\n"
+        "    env_file: [.env.prod]\n"
+        "    environment:\n"
+        "      ALLOW_PROD_MIGRATIONS: ${ALLOW_PROD_MIGRATIONS}\n"
+        "      METRICS_BASIC_AUTH_PASS: ${METRICS_BASIC_AUTH_PASS}\n"
+        "    volumes: ['./uploads:/usr/src/app/uploads']\n"
+        "  frontend:\n"
+        "    image: ${FRONTEND_IMAGE}\n")
+    assert compose_problems(env) == []

@@ -1,0 +1,102 @@
+"""What the environment's compose file must be for a release to do what it says,
+read from Compose itself (`docker compose config --format json`, every file, env_file
+and interpolation resolved) and refused in preflight's `environment` check, before
+anything changes. One line per problem: the service, the cause, the fix.
+
+Compose is asked once, with probe values for the variables this tool passes (the
+pinned images, the migration guard, the metrics credentials): a service that does not
+end up with exactly the probe value gets it from somewhere else (a literal, an
+`env_file:`, `build:` without `image:`), out of this tool's reach.
+"""
+
+import json
+import posixpath
+from pathlib import Path
+
+from blocks.app_contract import ROLES
+from blocks.envfile import Environment
+from smartrelease.errors import CommandFailed
+from smartrelease.process import run
+from tasks.launch import project_compose
+
+PROBE = "smartrelease-probe"
+# Passed by this tool to the backend (README, "The app's variables"): `smartrelease
+# guard` and the metrics step rely on the container getting these values.
+REACHED = ("ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
+
+
+def probe_image(role: str) -> str:
+    return f"{PROBE}/{role}:0"
+
+
+def scaling_problems(config: dict, services: list[str]) -> list[str]:
+    """What in the compose file keeps `services` from running two containers at once,
+    as the cutover does."""
+    problems = []
+    for name in services:
+        service = (config.get("services") or {}).get(name) or {}
+        if service.get("container_name"):
+            problems.append(f"{name} has container_name {service['container_name']!r}")
+        if published := [p.get("published") for p in service.get("ports") or [] if p.get("published")]:
+            problems.append(f"{name} publishes host port(s) {', '.join(map(str, published))}")
+    return problems
+
+
+def image_problems(config: dict, env: Environment) -> list[str]:
+    """Each app service must run the image this tool pins (${BACKEND_IMAGE}...): one that
+    names its own image, or builds from source, would run something unpinned."""
+    problems = []
+    for role in ROLES:
+        name, variable = env.target.service(role), env.target.image_variable(role)
+        service = (config.get("services") or {}).get(name)
+        if service is None:
+            problems.append(f"{name} is not a service of the compose file (RELEASE_{role.upper()}_SERVICE)")
+        elif service.get("image") != probe_image(role):
+            how = (f"is built from source (build: without image: {variable})" if not service.get("image")
+                   else f"runs the image {service['image']!r}, not ${{{variable}}}")
+            problems.append(f"{name} {how}: a release could not pin what it runs; set `image: ${{{variable}}}` on it")
+    return problems
+
+
+def reach_problems(config: dict, service_name: str) -> list[str]:
+    """Variables this tool passes that the service gets from somewhere else."""
+    environment = ((config.get("services") or {}).get(service_name) or {}).get("environment") or {}
+    return [f"{service_name} gets {key} from the compose file itself (a literal or an env_file), not from this tool, "
+            f"so `smartrelease guard` and the release's settings cannot change it: pass it as "
+            f"`{key}: ${{{key}}}` in its environment"
+            for key in REACHED if key in environment and environment[key] != PROBE]
+
+
+def mount_problems(config: dict, service_name: str, migrations_dir: str) -> list[str]:
+    """A bind mount over the image's migrations: the migrations that run would be the
+    host's files, not the image's, which the guard, the plan and the undo read."""
+    problems = []
+    for volume in ((config.get("services") or {}).get(service_name) or {}).get("volumes") or []:
+        target = posixpath.normpath(volume.get("target") or "")
+        inside = posixpath.normpath(migrations_dir)
+        if volume.get("type") == "bind" and (inside == target or inside.startswith(target.rstrip("/") + "/")
+                                             or target.startswith(inside + "/")):
+            problems.append(f"{service_name} mounts {volume.get('source')} over {target}, where its image holds the "
+                            f"migrations (RELEASE_MIGRATIONS_DIR {migrations_dir}): the migrations that run would be "
+                            "the host's, not the image's the guard, the plan and the undo read; remove the mount")
+    return problems
+
+
+def compose_problems(env: Environment) -> list[str]:
+    """Every problem of the environment's compose file, one line each (nothing when the
+    file does not exist yet: the steps that use it say so)."""
+    t = env.target
+    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
+        return []
+    project = project_compose(env, {role: probe_image(role) for role in ROLES})
+    try:
+        config = json.loads(run(project.with_variables({k: PROBE for k in REACHED}).config()).stdout)
+    except CommandFailed as exc:
+        return [f"the compose file cannot be read: {exc}"]
+    problems = []
+    if scaling := scaling_problems(config, [t.backend_service, t.frontend_service]):
+        problems.append(f"{t.compose_file}: {'; '.join(scaling)}: a release runs two containers of a service at once "
+                        "(the cutover): remove them and let the edge route by service name (README, \"Cutover\")")
+    problems += [f"{t.compose_file}: {p}" for p in (image_problems(config, env) + reach_problems(config, t.backend_service)
+                                                     + mount_problems(config, t.backend_service, t.migrations_dir))]
+    return problems
