@@ -48,12 +48,19 @@ class RollbackInputs(Finding):
 
 def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str], new_backend: str,
                          strategy: str) -> RollbackInputs:
-    """The release's own migrations, from "SequelizeMeta" now against before launch."""
+    """The release's own migrations, from "SequelizeMeta" now against before launch.
+    Where the plan found no exact undo (database "restore"), an undo of migrations that
+    did run becomes a restore of the backup the release took before launch."""
     applied = applied_migrations(env, STEP)
     to_undo = sorted((m for m in applied if m not in plan.applied_before), reverse=True)
     without_down = [m.name for m in plan.migrations if m.has_down is False and m.name in to_undo]
     backup = plan.backup if plan.backup and plan.backup.taken_now else None
+    planned_restore = strategy == "undo" and plan.database == "restore" and bool(to_undo) and backup is not None
+    if planned_restore:
+        strategy = "restore"
     detail = f"back to {plan.previous.version}; database: {strategy}"
+    if planned_restore:
+        detail += f", as the rollback plan decided ({plan.database_why})"
     detail += f", undo {', '.join(to_undo)}" if strategy == "undo" and to_undo else ""
     return RollbackInputs(detail=detail, environment=env.name, from_version=plan.version, target=plan.previous,
                           strategy=strategy, to_undo=to_undo, undo_image=new_backend, without_down=without_down,

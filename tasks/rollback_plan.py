@@ -58,6 +58,9 @@ class RollbackPlan(Finding):
     migrations: list[MigrationUndo]
     applied_before: list[str]  # the migrations table before launch: what an undo returns to
     schema_before: list[str] = []  # the schema before launch (tasks/schema.py): what a rollback must give back
+    # How a rollback gives the database back, decided before launch (database_decision).
+    database: str = "nothing"  # nothing (no migration), undo (exact, newest first), restore (the backup)
+    database_why: str = ""
 
     def markdown(self, now: float | None = None) -> str:
         prev = self.previous
@@ -78,6 +81,10 @@ class RollbackPlan(Finding):
         says = {True: "yes", False: "**NO**: cannot be undone, restore the backup instead",
                 None: "unknown (the image could not say): the undo is verified as it runs"}
         lines += [f"| {m.name} | {says[m.has_down]} |" for m in self.migrations] or ["| none | |"]
+        if self.database != "nothing":
+            how = ("exact undo, newest first" if self.database == "undo" else
+                   "**restore** of the backup taken before launch: every write between it and the rollback is lost")
+            lines += ["", f"Database on rollback: {how} ({self.database_why})."]
         if self.migrations and prev:
             lines += ["", tolerate(prev.version, [m.name for m in self.migrations])]
         return "\n".join(lines) + "\n"
@@ -114,6 +121,26 @@ def running_deployment(env: Environment, running: dict[str, RunningService] | No
     return Deployment(version=version, images=images, adopted=version is not None)
 
 
+def database_decision(pending: list[str], applied: list[str], without_down: list[str]) -> tuple[str, str]:
+    """How a rollback of `pending` gives the database back: ("nothing", why) when
+    nothing migrates, ("undo", why) when an exact undo can be had, else ("restore", why).
+    The undo command (`sequelize-cli db:migrate:undo`) reverts the highest-named applied
+    migration, one per run: a pending one named before one already applied (added out
+    of order) cannot be reverted without reverting that one too."""
+    if not pending:
+        return "nothing", "no migration runs"
+    reasons = []
+    newest = max(applied, default=None)
+    if newest and (early := sorted(m for m in pending if m < newest)):
+        reasons.append(f"{', '.join(early)} sorts before {newest}, already applied: the undo command reverts the "
+                       "highest-named migration first")
+    if no_down := [m for m in pending if m in without_down]:
+        reasons.append(f"no down step: {', '.join(no_down)}")
+    if reasons:
+        return "restore", "; ".join(reasons)
+    return "undo", f"{', '.join(sorted(pending, reverse=True))}, newest first"
+
+
 def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, first_release: bool,
                   history: list[dict] = ()) -> RollbackPlan:
     """Written before anything changes. The backup it names is the fresh one found in
@@ -142,12 +169,13 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
         detail += f"; backup {backup.name}, {backup.age_s() / 60:.1f} min old"
     elif migrations.pending:
         detail += "; backup to be taken before launch"
-    if no_down := [m.name for m in steps if m.has_down is False]:
-        detail += f"; no down step: {', '.join(no_down)} (a rollback would leave the schema and need a human)"
-    return RollbackPlan(detail=detail, warning=bool(no_down) or (first_release and bool(missing)),
+    database, why = database_decision(migrations.pending, migrations.applied, migrations.without_down)
+    if database == "restore":
+        detail += f"; a rollback would restore the backup, not undo ({why})"
+    return RollbackPlan(detail=detail, warning=database == "restore" or (first_release and bool(missing)),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
                         backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
-                        schema_before=schema_lines(env, STEP))
+                        schema_before=schema_lines(env, STEP), database=database, database_why=why)
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

@@ -222,33 +222,35 @@ def test_restore_strategy_makes_the_database_equal_the_backup(sandbox):
     assert_back_on(sandbox, BASE)
 
 
-def test_a_migration_without_a_down_step_leaves_the_database_alone_and_says_what_to_do(sandbox):
-    name = "20261113000000-add-account-tag.js"
+@pytest.mark.parametrize("version, name, down, why", [
+    ("2.6.0", "20261113000000-add-account-tag.js", False, "no down step: 20261113000000-add-account-tag.js"),
+    # Added out of order: named before the base's own migration, already applied.
+    ("2.6.1", "20251231000000-add-account-tag.js", True,
+     "20251231000000-add-account-tag.js sorts before 20260101000000-create-accounts.js, already applied"),
+], ids=["no-down-step", "out-of-order"])
+def test_a_release_with_no_exact_undo_is_restored_from_its_backup_as_its_plan_said(sandbox, version, name, down, why):
+    """The rollback plan decides before launch that no exact undo can be had, says so,
+    and the automatic rollback restores the backup the release took instead of undoing."""
     before_rows, before = accounts(sandbox), sandbox.fingerprint()
-    # Its comment mentions down(): what the image's Node.js says counts, not the text.
-    state, report, _ = sandbox.release("2.6.0", faults=["health-fails"], files={
-        f"migrations/{name}": migration("ALTER TABLE accounts ADD COLUMN tag TEXT")})
+    up = "ALTER TABLE accounts ADD COLUMN tag TEXT"
+    # Without a down step, its comment still mentions down(): what the image's Node.js says counts, not the text.
+    state, report, _ = sandbox.release(version, faults=["report-sha " + "0" * 40], files={
+        f"migrations/{name}": migration(up, "ALTER TABLE accounts DROP COLUMN tag" if down else None)})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps, rb = by_name(report), report.facts.rollback
-    assert "no down step: " + name in steps["migration-guard"].detail
-    assert steps["rollback: undo-migrations"].status == Status.FAILED
-    assert "has no down step; the database was not touched" in steps["rollback: undo-migrations"].detail
-    assert "rollback: stop-backend" not in steps and "rollback: safety-backup" not in steps
-    # Untouched by the rollback: the release's column and record are still there, rows unchanged.
-    columns, meta = sandbox.schema()
-    assert ("accounts", "tag", "text") in columns and (name,) in meta and accounts(sandbox) == before_rows
-    # The base version runs on the new schema (wait-ready and verify passed), so the code stays rolled back.
-    assert rb.recovered and steps["rollback: verify"].status == Status.PASSED
-    [advice] = rb.instructions
-    assert name in advice and "--db-strategy restore" in advice and report.facts.backup in advice
-    assert "runs on it" in advice and f"--to {BASE}" in advice
-
-    # Following the advice puts the database back as it was before 2.6.0.
-    state = rollback(environment=ENV, to_version=BASE, db_strategy="restore", return_state=True)
-    restored = state.result(raise_on_failure=False)
-    assert state.is_completed(), restored.text()
-    assert sandbox.fingerprint() == before
+    if not down:
+        assert "no down step: " + name in steps["migration-guard"].detail
+    plan = steps["rollback-plan"]
+    assert plan.status == Status.WARNING and f"a rollback would restore the backup, not undo ({why}" in plan.detail
+    assert f"database: restore, as the rollback plan decided ({why}" in steps["rollback: rollback-target"].detail
+    assert steps["verify"].status == Status.FAILED
+    assert steps["rollback: restore-database"].status == Status.PASSED
+    assert "rollback: undo-migrations" not in steps and "rollback: safety-backup" not in steps
+    assert rb.recovered and rb.db_strategy == "restore" and rb.migrations_left == [] and not rb.instructions
+    assert rb.backup == report.facts.backup and any("every write since then is lost" in w for w in rb.warnings)
+    # The database is exactly as it was before the release: its column and record gone, every row kept.
+    assert sandbox.fingerprint() == before and accounts(sandbox) == before_rows
     assert_back_on(sandbox, BASE)
 
 

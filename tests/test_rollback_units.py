@@ -16,7 +16,7 @@ from tasks.migrations import MigrationPlan
 from tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
-from tasks.rollback_plan import Deployment, rollback_plan
+from tasks.rollback_plan import Deployment, database_decision, rollback_plan
 
 B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"
 
@@ -127,3 +127,19 @@ def test_a_rollback_plan_without_a_pinned_previous_version_refuses_unless_first_
     first = rollback_plan(database, "1.0.0", plan, first_release=True)
     assert first.previous is None and first.warning and "first release" in first.detail
     assert "first release: nothing to go back to" in first.markdown()
+
+
+def test_the_plan_decides_an_exact_undo_only_when_the_undo_command_can_revert_exactly_the_releases_migrations():
+    applied = ["20260101-create-accounts.js", "20260301-add-vat.js"]
+    assert database_decision([], applied, []) == ("nothing", "no migration runs")
+    assert database_decision(["20260401-b.js", "20260402-c.js"], applied, []) == (
+        "undo", "20260402-c.js, 20260401-b.js, newest first")
+    assert database_decision(["20260401-b.js"], [], []) == ("undo", "20260401-b.js, newest first")
+    # `db:migrate:undo` reverts the highest-named applied migration: one added out of
+    # order would take 20260301-add-vat.js with it.
+    assert database_decision(["20260201-early.js", "20260401-b.js"], applied, []) == (
+        "restore", "20260201-early.js sorts before 20260301-add-vat.js, already applied: the undo command reverts "
+                   "the highest-named migration first")
+    assert database_decision(["20260401-b.js"], applied, ["20260401-b.js"]) == (
+        "restore", "no down step: 20260401-b.js")
+
