@@ -20,6 +20,8 @@ from tasks.images import engine_answers_within
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
+from tasks.images import ensure_local
+from tasks.rollback_plan import running_deployment
 from tests.conftest import SHARED_ENV, free_port, stored
 
 pytestmark = pytest.mark.e2e
@@ -91,10 +93,15 @@ def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_n
     shared = sandbox.env().target.registry
     host, port = shared.rsplit(":", 1)
     registry = Forwarder(free_port(), (host, int(port))).start()
+    running = running_deployment(sandbox.env())
     sandbox.set_env("RELEASE_REGISTRY", registry.addr)
+    client = docker.from_env()
+    # What runs is in that registry too (the same one): pulled by digest at its new
+    # address, Docker knows it there, as preflight's `running` check asks.
+    for ref in running.images.values():
+        ensure_local(client, registry.addr + ref.removeprefix(shared), sandbox.env().registry_credentials)
     before = Unchanged(sandbox)
     repository = f"{sandbox.env().target.registry}/{sandbox.env().target.backend_image}"
-    client = docker.from_env()
     try:
         # The registry goes away the moment the new backend image exists: its push is next.
         state, report, stopped = release_with_fault(sandbox, "8.3.0", lambda: client.images.get(f"{repository}:8.3.0"),
