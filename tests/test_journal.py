@@ -119,6 +119,7 @@ print(json.dumps({"gap": gap, "kept": [str(p) for p in journal.kept("journal-eph
 """
 
 
+@pytest.mark.e2e  # a whole Prefect server starts on a new SQLite database: 20 s, so not in `make test-fast`
 def test_a_run_on_prefects_ephemeral_server_publishes_at_once(tmp_path):
     """With no PREFECT_API_URL, Prefect runs a server of its own for the process (its
     "ephemeral" mode, as `python benchmarks/cutover.py` does): a run publishes to it,
