@@ -134,8 +134,9 @@ class Registry:
         if media_type in _SINGLE_IMAGE:
             return digest, manifest
         if media_type not in _INDEX:
+            shown = repr(media_type) if media_type else "no media type"  # any JSON value the registry sent
             raise RegistryError(f"registry {self.registry}: {repository}@{digest} is neither an image manifest nor "
-                                f"an index ({media_type or 'no media type'})")
+                                f"an index ({shown if len(shown) <= 80 else shown[:79] + '…'})")
         entries = manifest.get("manifests") if isinstance(manifest.get("manifests"), list) else []
         for entry in (e for e in entries if isinstance(e, dict)):
             platform = entry.get("platform") or {}
