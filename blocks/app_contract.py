@@ -141,24 +141,24 @@ class AppContract(BaseModel):
         return value
 
 
-def json_value(body: dict, key: str):
-    """`body[a][b]` for key `a.b`; None where the path does not lead."""
+def _lookup(body: dict, key: str) -> tuple[bool, object]:
+    """(whether the path `a.b` leads somewhere in `body`, the value there)."""
     value = body
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
-            return None
+            return False, None
         value = value[part]
-    return value
+    return True, value
+
+
+def json_value(body: dict, key: str):
+    """`body[a][b]` for key `a.b`; None where the path does not lead."""
+    return _lookup(body, key)[1]
 
 
 def has_key(body: dict, key: str) -> bool:
     """Whether the path `a.b` leads somewhere in `body` (its value may be null)."""
-    value = body
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    return True
+    return _lookup(body, key)[0]
 
 
 def key_paths(body: dict, limit: int = 20) -> list[str]:

@@ -25,8 +25,19 @@ from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
 from tasks.running import running_services
-from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, free_port, few_sandboxes_coming_up,
-                            unique)
+from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, assert_no_secret,
+                            free_port, few_sandboxes_coming_up, stored, unique)
+
+
+def run_swept(flow, **parameters) -> tuple[object, Report]:
+    """Run a flow; every run, passing or failing, is swept for the sentinel secrets."""
+    state = flow(return_state=True, **parameters)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, Report), report
+    texts = stored(state.state_details.flow_run_id)
+    assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
+                     f"of {flow.name} {parameters}")
+    return state, report
 
 
 class Sandbox:

@@ -25,7 +25,7 @@ from tasks.images import build_image
 from tasks.launch import compose_up
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
-from tests.conftest import SENTINELS, assert_no_secret, stored
+from tests.release_sandbox import run_swept
 
 pytestmark = pytest.mark.e2e
 NAME = "e2e-adopt"
@@ -43,17 +43,6 @@ def sandbox(shared_sandbox):
 
 def by_name(report: Report) -> dict:
     return {r.name: r for r in report.results}
-
-
-def run(flow, **parameters) -> tuple[object, Report]:
-    """Run a flow; every run, passing or failing, is swept for the sentinel secrets."""
-    state = flow(return_state=True, **parameters)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, Report), report
-    texts = stored(state.state_details.flow_run_id)
-    assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
-                     f"of {flow.name} {parameters}")
-    return state, report
 
 
 def release_by_hand(sandbox, version: str) -> dict[str, str]:
@@ -85,7 +74,7 @@ def registry_tag(sandbox, role: str, tag: str) -> str | None:
 def release_as(sandbox, version: str, faults: list[str] | None = None) -> tuple[object, Report]:
     """Commit `version` to the checkout and release it to NAME."""
     commit_version(sandbox.app_dir, version, faults=faults)
-    return run(release, environment=NAME)
+    return run_swept(release, environment=NAME)
 
 
 def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_released_again(sandbox):
@@ -106,7 +95,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     assert running_images(sandbox) == hand_images
 
     # Adopted: the running images pushed as they are, recorded in the history.
-    state, report = run(adopt, environment=NAME)
+    state, report = run_swept(adopt, environment=NAME)
     assert state.is_completed(), report.text()
     assert f"{HAND} (released by hand) taken over: pushed as adopted-{HAND}" in by_name(report)["adopt"].detail
     [_, row] = read_history(NAME)
@@ -116,7 +105,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
         assert row[role].endswith("@" + digest)
         assert row[role] in client.images.get(hand_images[role]).attrs["RepoDigests"]  # the very image, not a rebuild
     assert running_images(sandbox) == hand_images  # nothing relaunched
-    state, report = run(adopt, environment=NAME)  # twice: nothing more to take over
+    state, report = run_swept(adopt, environment=NAME)  # twice: nothing more to take over
     assert state.is_failed() and f"{HAND} runs by digest (adopted before): nothing to take over" in report.text()
 
     # A release that fails verify rolls itself back to the hand-released version, verified.
@@ -136,11 +125,11 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     state, report = release_as(sandbox, "7.3.0")
     assert state.is_completed(), report.text()
     assert report.facts.previous_version == HAND
-    state, report = run(rollback, environment=NAME)
+    state, report = run_swept(rollback, environment=NAME)
     assert state.is_completed(), report.text()
     assert report.facts.version == HAND and running_images(sandbox) == hand_images
     assert "adopted: built by hand" in by_name(report)["verify"].detail
-    state, report = run(release, environment=NAME)
+    state, report = run_swept(release, environment=NAME)
     assert state.is_completed(), report.text()
     assert [(r["version"], r["result"]) for r in read_history(NAME)] == [
         ("7.1.0", "failed at preflight"), (HAND, "adopted"), ("(none decided)", "failed at adopt"),

@@ -15,11 +15,11 @@ from flows.promote import promote
 from flows.release import release
 from sandbox.app_changes import commit_version
 from smartrelease.local_postgres import SHARED_STATE
-from smartrelease.report import Report, Status
+from smartrelease.report import Status
 from tasks.build_pin import registry_for
 from tasks.rollback_plan import running_deployment
-from tests.conftest import SENTINELS, assert_no_secret, stored
-from tests.release_sandbox import module_sandbox
+from tests.conftest import stored
+from tests.release_sandbox import module_sandbox, run_swept
 
 pytestmark = pytest.mark.e2e
 PROD, DEV = "promo", "promo-dev"
@@ -32,21 +32,10 @@ def sandbox(shared_registry):
         yield sb
 
 
-def run(flow, **parameters) -> tuple[object, Report]:
-    """Run a flow; every run, passing or failing, is swept for the sentinel secrets."""
-    state = flow(return_state=True, **parameters)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, Report), report
-    texts = stored(state.state_details.flow_run_id)
-    assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
-                     f"of {flow.name} {parameters}")
-    return state, report
-
-
 def dev_build(sandbox, version: str) -> tuple[str, dict[str, str]]:
     """Commit `version` to the checkout and build it for dev: (dev tag, {service: digest})."""
     sha = commit_version(sandbox.app_dir, version, {"client/promoted.txt": f"{version}\n"})
-    state, report = run(build, environment=DEV)
+    state, report = run_swept(build, environment=DEV)
     assert state.is_completed(), report.text()
     digests = {repo.rsplit("/", 1)[1]: digest for repo, digest in report.facts.digests.items()}
     assert report.facts.git_sha == sha and set(digests) == set(SERVICES)
@@ -76,11 +65,11 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
     tag, digests = dev_build(sandbox, "1.0.0")
     assert tags(sandbox, tag) == digests  # hop 1: the dev tag in the registry
 
-    state, dev = run(release, environment=DEV, digests=digests)
+    state, dev = run_swept(release, environment=DEV, digests=digests)
     assert state.is_completed(), dev.text()
     assert running_digests(sandbox, DEV) == digests  # hop 2: what dev runs
 
-    state, ticket = run(promote, environment=PROD, from_tag=tag)
+    state, ticket = run_swept(promote, environment=PROD, from_tag=tag)
     assert state.is_completed(), ticket.text()
     assert tags(sandbox, "1.0.0") == digests  # hop 3: the SemVer names the same digests
     dev_run = read_history(DEV)[-1]
@@ -98,7 +87,7 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
     assert {s: row[s].split("@")[1] for s in SERVICES} == digests
     assert "promotion-promo" in stored(state.state_details.flow_run_id)["artifact_keys"]
 
-    state, prod = run(release, environment=PROD)
+    state, prod = run_swept(release, environment=PROD)
     assert state.is_completed(), prod.text()
     steps = {r.name: r for r in prod.results}
     assert "deployed as pushed" in steps["build-pin"].detail and "built" not in steps["build-pin"].detail.replace("deployed as pushed", "")
@@ -118,12 +107,12 @@ def test_one_digest_from_the_dev_build_to_production(sandbox):
 
 def test_a_digest_with_no_passing_dev_run_needs_force_and_a_reason(sandbox):
     tag, digests = dev_build(sandbox, "1.1.0")  # built, never released to dev
-    state, refused = run(promote, environment=PROD, from_tag=tag)
+    state, refused = run_swept(promote, environment=PROD, from_tag=tag)
     assert state.is_failed() and [r.name for r in refused.failures()] == ["evidence"]
     assert "no Completed release of promo-dev ran these digests" in refused.failures()[0].detail
     assert tags(sandbox, "1.1.0") == {s: None for s in SERVICES}  # nothing tagged
 
-    state, forced = run(promote, environment=PROD, from_tag=tag, force_reason="hotfix approved in CHANGE-42")
+    state, forced = run_swept(promote, environment=PROD, from_tag=tag, force_reason="hotfix approved in CHANGE-42")
     assert state.is_completed(), forced.text()
     assert {r.name: r.status for r in forced.results}["evidence"] == Status.WARNING
     assert forced.facts.promotion.forced_reason == "hotfix approved in CHANGE-42"
@@ -135,14 +124,14 @@ def test_a_semver_tag_is_never_moved_to_another_digest(sandbox):
     before = tags(sandbox, "1.0.0")
     tag, digests = dev_build(sandbox, "1.2.0")
     assert digests != before
-    state, refused = run(promote, environment=PROD, from_tag=tag, version="1.0.0", force_reason="testing the refusal")
+    state, refused = run_swept(promote, environment=PROD, from_tag=tag, version="1.0.0", force_reason="testing the refusal")
     assert state.is_failed() and [r.name for r in refused.failures()] == ["tag"]
     assert f"1.0.0 already points to {before['backend']}" in refused.failures()[0].detail
     assert tags(sandbox, "1.0.0") == before  # the registry is unchanged
 
 
 def test_a_dev_tag_that_does_not_exist_is_named(sandbox):
-    state, refused = run(promote, environment=PROD, from_tag="dev-0000000")
+    state, refused = run_swept(promote, environment=PROD, from_tag="dev-0000000")
     assert state.is_failed() and [r.name for r in refused.failures()] == ["resolve"]
     detail = refused.failures()[0].detail
     assert detail.startswith(f"{sandbox.env().target.backend_image}:dev-0000000 does not exist in 127.0.0.1:")
