@@ -15,6 +15,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import load_environment
+from blocks.envfile import Environment
 from flows.history import read_history
 from flows.placement import check_placement
 from flows.steps import gather
@@ -30,13 +31,12 @@ from tasks.wal_archive import wal_archive_task
 CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archive", "running")
 
 
-@flow(name="preflight", flow_run_name="preflight-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
-def preflight(environment: str, version: str | None = None, first_release: bool = False):
-    """Check an environment is ready for a release. `environment` names its blocks.
-    `first_release`: nothing of the app runs yet, so nothing may serve the public URL
-    (tls then checks what it can and leaves the rest to after launch)."""
-    check_placement(environment)
-    env = load_environment(environment)
+def run_checks(env: Environment, version: str | None, first_release: bool,
+               history: list[dict] | None = None) -> Report:
+    """Every check at once, as tasks of the current flow run, and the report published
+    as `preflight-<env>`. A release runs them so, inside its own run (a subflow cost
+    more than the checks). `history`: the release history when the caller has read
+    it, else it is read here while the other checks run."""
     started = time.monotonic()
     futures = {
         "environment": environment_task.submit(env, version),
@@ -46,11 +46,21 @@ def preflight(environment: str, version: str | None = None, first_release: bool 
         "backups": backups_task.submit(env),
         "wal-archive": wal_archive_task.submit(env),
     }
-    futures["running"] = running_task.submit(env, read_history(environment))  # the history read while the rest run
-    report = Report(flow="preflight", environment=environment, results=gather(futures, started))
+    futures["running"] = running_task.submit(env, read_history(env.name) if history is None else history)
+    report = Report(flow="preflight", environment=env.name, results=gather(futures, started, label="preflight"))
     create_markdown_artifact(
-        key=f"preflight-{environment}", markdown=report.markdown(), description=f"Preflight report for {environment}"
+        key=f"preflight-{env.name}", markdown=report.markdown(), description=f"Preflight report for {env.name}"
     )
+    return report
+
+
+@flow(name="preflight", flow_run_name="preflight-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
+def preflight(environment: str, version: str | None = None, first_release: bool = False):
+    """Check an environment is ready for a release. `environment` names its blocks.
+    `first_release`: nothing of the app runs yet, so nothing may serve the public URL
+    (tls then checks what it can and leaves the rest to after launch)."""
+    check_placement(environment)
+    report = run_checks(load_environment(environment), version, first_release)
     if report.ok:
         return Completed(message="all checks passed", data=report)
     return Failed(message="failed: " + ", ".join(r.name for r in report.failures()), data=report)

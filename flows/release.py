@@ -32,7 +32,7 @@ from flows import approval
 from flows.approval import STEP as APPROVAL_STEP
 from flows.lock import LOCK_STEP, flow_lock
 from flows.notify import notify_report
-from flows.preflight import preflight
+from flows.preflight import CHECKS, run_checks
 from flows.rollback import roll_back, rollback_command
 from flows.steps import StepRunner, Stopped
 from flows.trigger import triggered_by
@@ -121,13 +121,11 @@ def previous_version(env: Environment, services: dict, history: list[dict]) -> s
     return backend.labels.get(LABEL_VERSION) or (deployment.version if deployment else None)
 
 
-def preflight_result(environment: str, version: str, first_release: bool) -> StepResult:
+def preflight_result(env: Environment, version: str, first_release: bool, history: list[dict]) -> StepResult:
+    """Preflight's checks, run in this flow run, as one step of the release."""
     started = time.monotonic()
-    state = preflight(environment=environment, version=version, first_release=first_release, return_state=True)
-    report = state.result(raise_on_failure=False)
+    report = run_checks(env, version, first_release, history)
     ms = round((time.monotonic() - started) * 1000, 1)
-    if not isinstance(report, Report):
-        return StepResult(name="preflight", status=Status.FAILED, detail=f"preflight could not run: {report}", duration_ms=ms)
     if report.ok:
         warnings = [r for r in report.results if r.status == Status.WARNING]
         detail = f"{len(report.results)} checks passed" + "".join(f"; {r.name}: {r.detail}" for r in warnings)
@@ -178,7 +176,8 @@ def publish(report: Report, images: dict[str, str]) -> Report:
                           history_row(report, images, flow_run.name or "", flow_run.id or ""))
 
 
-@flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=4))
+# As many threads as preflight's checks, which run at once (the smoke steps: four).
+@flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
             db_strategy: Strategy = "undo", wait: bool = True, stop_first: bool = False):
     """Release `version` (default: the app checkout's VERSION) to `environment`.
@@ -211,7 +210,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     launched, detected_at = False, 0.0
     try:
         steps.add(lock_step)
-        steps.add(preflight_result(environment, version, first_release))
+        steps.add(preflight_result(env, version, first_release, history))
         pinned = steps.run("build-pin", build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}

@@ -19,11 +19,13 @@ from smartrelease.report import Finding, Status, StepResult
 observers: list[Callable[[str, StepResult], None]] = []
 
 
-def finished(result: StepResult) -> None:
+def finished(result: StepResult, label: str | None = None) -> None:
+    """Tell the observers of a finished step; `label` names the part of the run it
+    belongs to (`preflight` inside a release), else the flow's name."""
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
-    flow_name = ctx.flow.name if ctx and ctx.flow else ""
+    flow_name = label or (ctx.flow.name if ctx and ctx.flow else "")
     for observer in list(observers):
         observer(flow_name, result)
     # A deployment's run (on a worker, far away) publishes its progress; a CLI run has
@@ -72,9 +74,10 @@ def failure_reason(exc: BaseException | None) -> str:
     return mask(f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def gather(futures: Mapping[str, PrefectFuture], started: float) -> list[StepResult]:
+def gather(futures: Mapping[str, PrefectFuture], started: float, label: str | None = None) -> list[StepResult]:
     """Wait for every future (none is abandoned when another fails) and return one
-    result per step, in the order given. `started` is when they were submitted."""
+    result per step, in the order given. `started` is when they were submitted;
+    `label` as in finished()."""
     logger = get_run_logger()
     names = {f.task_run_id: name for name, f in futures.items()}
     done: dict[str, StepResult] = {}
@@ -91,7 +94,7 @@ def gather(futures: Mapping[str, PrefectFuture], started: float) -> list[StepRes
         done[name] = StepResult(name=name, status=status, detail=mask(detail), duration_ms=round(elapsed_ms, 1))
         level = {Status.PASSED: logger.info, Status.WARNING: logger.warning, Status.FAILED: logger.error}[status]
         level("%s %s: %s", name, status.value, done[name].detail)
-        finished(done[name])
+        finished(done[name], label)
     return [done[name] for name in futures]
 
 

@@ -172,7 +172,7 @@ async def _stored(flow_run_id):
     await APILogHandler.aflush()  # logs are shipped in the background: send them now
     async with get_client() as client:
         texts = await _run_texts(client, flow_run_id)
-        # Subflows (the release's preflight) keep their own logs, artifacts and task runs.
+        # A subflow would keep its own logs, artifacts and task runs: swept too, so none escapes.
         children = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
         for child in children:

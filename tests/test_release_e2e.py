@@ -36,7 +36,7 @@ def by_name(report: Report) -> dict:
 def assert_no_secrets(state, report: Report) -> None:
     texts = stored(state.state_details.flow_run_id)
     texts["report"] = report.model_dump_json() + report.markdown() + report.text()
-    # The logs and events really are stored (the preflight subflow's too), so the sweep means something.
+    # The logs and events really are stored (preflight's checks' too), so the sweep means something.
     assert "preflight" in texts["logs"] and "environment passed" in texts["logs"]
     assert any(e.startswith("prefect.flow-run.") for e in texts["event_names"])
     assert_no_secret(texts, SENTINELS)
