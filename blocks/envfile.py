@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv.parser import parse_stream
-from prefect_docker.credentials import DockerRegistryCredentials
 from pydantic import SecretStr, ValidationError
 
 from blocks.app_environment import AppEnvironment
+from blocks.registry_credentials import OLD_SLUG, RegistryCredentials
 from blocks.release_target import ReleaseTarget
 from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
@@ -23,7 +23,7 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LEADING_KEY = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)")
 # Keys set by the tool itself, not read from the file.
 _INTERNAL_TARGET_FIELDS = {"env_file"}
-# Registry login, saved as prefect-docker's DockerRegistryCredentials block.
+# Registry login, saved as a RegistryCredentials block.
 REGISTRY_USERNAME, REGISTRY_PASSWORD = "RELEASE_REGISTRY_USERNAME", "RELEASE_REGISTRY_PASSWORD"
 
 
@@ -34,7 +34,7 @@ class Environment:
     name: str
     app: AppEnvironment
     target: ReleaseTarget
-    registry_credentials: DockerRegistryCredentials | None = None
+    registry_credentials: RegistryCredentials | None = None
 
     def named_secrets(self) -> dict[str, str]:
         """Each secret by what it is called: the app's, and the registry password."""
@@ -148,13 +148,13 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
     return env
 
 
-def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> DockerRegistryCredentials | None:
+def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> RegistryCredentials | None:
     username, password = values.get(REGISTRY_USERNAME), values.get(REGISTRY_PASSWORD)
     if not username and not password:
         return None
     if not (username and password and target.registry):
         raise ConfigError(f"{path}: {REGISTRY_USERNAME} and {REGISTRY_PASSWORD} go together, with RELEASE_REGISTRY")
-    return DockerRegistryCredentials(username=username, password=password, registry_url=target.registry)
+    return RegistryCredentials(username=username, password=password, registry_url=target.registry)
 
 
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
@@ -166,7 +166,8 @@ def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environ
         if block is not None:
             _save_if_changed(block, name)
     if env.registry_credentials is None:  # credentials removed from the file: forget the old ones too
-        _delete_block(DockerRegistryCredentials, name)
+        _delete_block(RegistryCredentials, name)
+    _old_credentials_saved(name, forget=True)
     from flows.lock import ensure_lock  # the environment's lock is made with its blocks
 
     ensure_lock(name)
@@ -194,6 +195,21 @@ def _delete_block(block_type: type, name: str) -> None:
         pass
 
 
+def _old_credentials_saved(name: str, forget: bool = False) -> bool:
+    """Whether an earlier version's registry login is saved as `name`; `forget`
+    deletes it (an import has just saved the file's login, or its lack of one)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            old = client.read_block_document_by_name(name, block_type_slug=OLD_SLUG, include_secrets=False)
+        except ObjectNotFound:
+            return False
+        if forget:
+            client.delete_block_document(old.id)
+    return True
+
+
 def _invalid(exc: ValidationError) -> str:
     """`KEY: rule` of the first invalid value; never the value, which may be a secret."""
     first = exc.errors()[0]
@@ -217,9 +233,13 @@ def load_environment(name: str) -> Environment:
             f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`"
         ) from None
     try:
-        credentials = DockerRegistryCredentials.load(name)
+        credentials = RegistryCredentials.load(name)
     except ValueError:
         credentials = None  # an unauthenticated registry
+        if _old_credentials_saved(name):  # else it would push without the login
+            raise ConfigError(f"blocks {name!r}: the registry login was saved by an earlier version of this tool "
+                              f"(a {OLD_SLUG} block): run `smartrelease blocks import --env-file FILE --name "
+                              f"{name}` to save it again") from None
     env = Environment(name=name, app=app, target=target, registry_credentials=credentials)
     remember(env.secret_values())
     return env

@@ -52,11 +52,10 @@ def ensure_pool(environment: str) -> None:
 
 def register_block_types() -> None:
     """`prefect block register` of the blocks an environment is saved as."""
-    from prefect_docker.credentials import DockerRegistryCredentials
-
     from blocks import AppEnvironment, ReleaseTarget
+    from blocks.registry_credentials import RegistryCredentials
 
-    for block in (AppEnvironment, ReleaseTarget, DockerRegistryCredentials):
+    for block in (AppEnvironment, ReleaseTarget, RegistryCredentials):
         block.register_type_and_schema()
 
 

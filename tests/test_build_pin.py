@@ -9,9 +9,13 @@ from pathlib import Path
 import bcrypt
 import docker
 import pytest
-from prefect_docker.credentials import DockerRegistryCredentials
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from pydantic import SecretStr
 
 from blocks import import_env_file, load_environment, parse_env_file
+from blocks.registry_credentials import OLD_SLUG, RegistryCredentials
 from sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
 from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
@@ -123,12 +127,12 @@ def test_a_named_digest_must_exist_and_agree_with_the_existing_tag(tmp_path, aut
     assert failed.value.reason == f"pin-named/backend@{stranger} is not in the registry"
 
 
-def test_registry_login_is_saved_as_a_docker_registry_credentials_block(tmp_path):
+def test_registry_login_is_saved_as_a_registry_credentials_block(tmp_path):
     path = tmp_path / ".env.withlogin"
     path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n"
                     f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}\n")
     import_env_file(path)
-    stored = DockerRegistryCredentials.load("withlogin")
+    stored = RegistryCredentials.load("withlogin")
     assert stored.username == REGISTRY_USER and stored.password.get_secret_value() == REGISTRY_PASS
     assert stored.registry_url == "registry.example.test"
     assert REGISTRY_PASS in load_environment("withlogin").secret_values()  # so every report redacts it
@@ -136,6 +140,37 @@ def test_registry_login_is_saved_as_a_docker_registry_credentials_block(tmp_path
     path.write_text("RELEASE_REGISTRY=registry.example.test\n")  # login removed from the file: forgotten
     import_env_file(path)
     assert load_environment("withlogin").registry_credentials is None
+
+
+class EarlierCredentials(Block):
+    """What earlier versions of this tool saved the login as: prefect-docker's block."""
+
+    _block_type_slug = OLD_SLUG
+    username: str
+    password: SecretStr
+    registry_url: str
+
+
+def test_a_login_saved_by_an_earlier_version_is_named_then_saved_again_and_forgotten(tmp_path):
+    path = tmp_path / ".env.oldlogin"
+    path.write_text("RELEASE_REGISTRY=registry.example.test\n")
+    import_env_file(path)
+    EarlierCredentials(username=REGISTRY_USER, password=REGISTRY_PASS,
+                       registry_url="registry.example.test").save("oldlogin", overwrite=True)
+    # Loaded without it, the release would push with no login: refused, naming the way on.
+    with pytest.raises(ConfigError) as refused:
+        load_environment("oldlogin")
+    assert str(refused.value) == (
+        f"blocks 'oldlogin': the registry login was saved by an earlier version of this tool (a {OLD_SLUG} block): "
+        "run `smartrelease blocks import --env-file FILE --name oldlogin` to save it again")
+    assert REGISTRY_PASS not in str(refused.value)
+
+    path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n"
+                    f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}\n")
+    import_env_file(path)
+    assert load_environment("oldlogin").registry_credentials.username == REGISTRY_USER
+    with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):  # the old copy of the secret is gone
+        client.read_block_document_by_name("oldlogin", block_type_slug=OLD_SLUG)
 
 
 def test_a_username_without_a_password_is_refused(tmp_path):
