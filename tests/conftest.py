@@ -54,6 +54,25 @@ hypothesis.settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 
+# `make test` hands whole modules to its workers in collection order (tests/suite.py
+# passes --no-loadscope-reorder): the fast modules with the most tests first, one per
+# worker, while the first sandboxes come up one at a time; then the rest longest first,
+# an e2e test counted as E2E_WEIGHT fast ones, so the short modules fill the end.
+# xdist gives each worker its next module before the current one ends: a long module
+# last waited behind another and ran alone for two minutes (adopt_e2e, behind faults_e2e).
+E2E_WEIGHT, FAST_FIRST = 100, 3
+
+
+def pytest_collection_modifyitems(config, items):
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    weight = {m: sum(E2E_WEIGHT if i.get_closest_marker("e2e") else 1 for i in its) for m, its in modules.items()}
+    fast = sorted((m for m in modules if weight[m] == len(modules[m])), key=lambda m: -len(modules[m]))[:FAST_FIRST]
+    rest = sorted((m for m in modules if m not in fast), key=lambda m: -weight[m])
+    items[:] = [item for m in fast + rest for item in modules[m]]
+
+
 DB_USER, DB_NAME = "smartaccounting", "smartaccounting"
 # Sentinel secrets: the secret-leak test searches every log, artifact and report for them.
 DB_PASSWORD = "db-pass-SENTINEL-7f3a9c"

@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry.start()
         env = {**os.environ, REGISTRY_VARIABLE: registry.addr}
-        # xdist hands out modules with the most tests first (its --loadscope-reorder): the
-        # fast ones run while the first sandboxes come up, one at a time. The long e2e
-        # modules first was measured slower (30% done after 17 min, against about 95%), and
-        # two tests failed under that load.
-        phases = [[*pytest, "-n", str(args.workers), "--dist", "loadfile", "-m", "not exclusive"],
+        # Modules go out in the order tests/conftest.py collects them (a few fast ones,
+        # then the longest first), not xdist's own (the most tests first), which left a
+        # long module with few tests to run alone at the end.
+        phases = [[*pytest, "-n", str(args.workers), "--dist", "loadfile", "--no-loadscope-reorder",
+                   "-m", "not exclusive"],
                   [*pytest, "-m", "exclusive"]]
         codes = [subprocess.run(argv, env=env).returncode for argv in phases]
     finally:
