@@ -341,14 +341,27 @@ def test_rollback_refuses_a_target_whose_images_are_gone(sandbox):
     target = last_release(ENV)  # the base version, running: `--to` it re-deploys it, if its images still exist
     repository, digest = target["backend"].split("@")
     registry, path = repository.split("/", 1)
-    deleted = httpx.delete(f"http://{registry}/v2/{path}/manifests/{digest}")  # delete is enabled in the sandbox
+    url = f"http://{registry}/v2/{path}/manifests/{digest}"
+    # Its exact bytes, put back afterwards: the sandbox is shared with the next module,
+    # which must find what runs in the registry (a module after this one once did not).
+    kept = httpx.get(url, headers={"Accept": MANIFEST_TYPES})
+    assert kept.status_code == 200, kept.text
+    deleted = httpx.delete(url)  # delete is enabled in the sandbox
     assert deleted.status_code == 202, deleted.text
+    try:
+        before = sandbox.containers(), sandbox.fingerprint()
+        state = rollback(environment=ENV, to_version=target["version"], return_state=True)
+        refused = state.result(raise_on_failure=False)
+        assert state.is_failed() and [r.name for r in refused.results] == ["lock", "rollback-target"]
+        assert_no_secret({**stored(state.state_details.flow_run_id), "report": refused.model_dump_json()}, SENTINELS,
+                         "of a refused rollback")
+        assert "no longer in the registry" in refused.results[1].detail and digest in refused.results[1].detail
+        assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
+    finally:
+        put = httpx.put(url, content=kept.content, headers={"Content-Type": kept.headers["content-type"]})
+        assert put.status_code == 201 and put.headers["docker-content-digest"] == digest, put.text
 
-    before = sandbox.containers(), sandbox.fingerprint()
-    state = rollback(environment=ENV, to_version=target["version"], return_state=True)
-    refused = state.result(raise_on_failure=False)
-    assert state.is_failed() and [r.name for r in refused.results] == ["lock", "rollback-target"]
-    assert_no_secret({**stored(state.state_details.flow_run_id), "report": refused.model_dump_json()}, SENTINELS,
-                     "of a refused rollback")
-    assert "no longer in the registry" in refused.results[1].detail and digest in refused.results[1].detail
-    assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
+
+MANIFEST_TYPES = ", ".join(("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+                            "application/vnd.docker.distribution.manifest.v2+json",
+                            "application/vnd.docker.distribution.manifest.list.v2+json"))
