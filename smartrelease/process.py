@@ -12,8 +12,10 @@ import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from smartrelease.errors import CommandFailed
+from smartrelease.files import write_private
 
 # Lines that name a cause, in the words PostgreSQL, Docker, Compose, git and
 # mmdebstrap use; the first few are kept. Without any, the last lines are.
@@ -42,6 +44,8 @@ class Command:
     env: Mapping[str, str] | None = field(default=None, repr=False)  # None: this process's environment
     name: str = ""  # how errors call it; default: the program's name (and a subcommand for docker)
     cwd: str | None = None  # None: this process's working directory
+    # Files the program reads, (path, text): written before it runs (smartrelease/files.py).
+    files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.name:
@@ -50,8 +54,14 @@ class Command:
             object.__setattr__(self, "name", " ".join([program, *sub[:1]]) if program in ("docker", "git") else program)
 
 
+def _write_files(command: Command) -> None:
+    for path, text in command.files:
+        write_private(Path(path), text)
+
+
 def run(command: Command, *, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run `command` to its end within its time limit; output is captured as text."""
+    _write_files(command)
     try:
         proc = subprocess.run(command.argv, env=None if command.env is None else dict(command.env), input=input,
                               capture_output=True, timeout=command.timeout_s, cwd=command.cwd)
@@ -73,6 +83,7 @@ def run(command: Command, *, input: bytes | None = None, check: bool = True) -> 
 def start(command: Command, **popen) -> subprocess.Popen:
     """Start `command` for a pipeline run by hand (its streams as `popen` says); the
     caller bounds it with a Deadline and turns its exit status into `failure`."""
+    _write_files(command)
     try:
         return subprocess.Popen(command.argv, env=None if command.env is None else dict(command.env), cwd=command.cwd,
                                 **popen)

@@ -22,6 +22,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.process import Command, run
 from smartrelease.report import Finding
+from tasks.build_recipe import BuildRecipe, recipes
 from tasks.images import build_image, engine, ensure_local, push_image, repo_digests
 from tasks.registry import Registry, RegistryError
 from tasks.runbook_task import runbook_task
@@ -152,18 +153,17 @@ def push_immutable(client: docker.DockerClient, registry: Registry, repository: 
     return remote
 
 
-def _build(client: docker.DockerClient, env: Environment, service: str, repository: str, version: str, sha: str,
+def _build(client: docker.DockerClient, recipe: BuildRecipe, service: str, repository: str, version: str, sha: str,
            tag: str) -> dict[str, str]:
-    app_dir = Path(env.target.app_dir or "")
-    context = app_dir / (env.target.backend_context if service == "backend" else env.target.frontend_context)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     labels = {LABEL_VERSION: version, LABEL_REVISION: sha, LABEL_CREATED: created}
-    try:
-        build_image(client, context, f"{repository}:{tag}",
-                    build_args={"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": created}, labels=labels)
+    try:  # this tool's labels and version arguments win over the compose file's
+        build_image(client, Path(recipe.context), f"{repository}:{tag}", dockerfile=recipe.dockerfile,
+                    target=recipe.target, labels={**recipe.labels, **labels},
+                    build_args={**recipe.args, "APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": created})
     except docker.errors.BuildError as exc:
         tail = " / ".join(str(line.get("stream") or line.get("error") or "").strip() for line in list(exc.build_log)[-5:])
-        raise StepFailed(STEP, f"building {service} from {context} failed: {exc.msg}; last lines: {tail}") from None
+        raise StepFailed(STEP, f"building {service} from {recipe.describe()} failed: {exc.msg}; last lines: {tail}") from None
     return labels
 
 
@@ -198,9 +198,10 @@ def build_pin(env: Environment, version: str, digests: dict[str, str] | None = N
             client = engine()
             if to_build:
                 sha = checkout_revision(Path(env.target.app_dir or "."), version)
+                how = recipes(env)  # the compose file's build: sections
                 login(client, env)
                 for service, path, repository in to_build:
-                    labels = _build(client, env, service, repository, version, sha, tag)
+                    labels = _build(client, how[service], service, repository, version, sha, tag)
                     digest = push_immutable(client, registry, repository, path, tag)
                     images[service] = PinnedImage(service=service, repository=repository, tag=tag, digest=digest,
                                                   built=True, labels=labels)

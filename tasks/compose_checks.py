@@ -3,10 +3,12 @@ read from Compose itself (`docker compose config --format json`, every file, env
 and interpolation resolved) and refused in preflight's `environment` check, before
 anything changes. One line per problem: the service, the cause, the fix.
 
-Compose is asked once, with probe values for the variables this tool passes (the
-pinned images, the migration guard, the metrics credentials): a service that does not
-end up with exactly the probe value gets it from somewhere else (a literal, an
-`env_file:`, `build:` without `image:`), out of this tool's reach.
+What the tool's override file (tasks/compose.py) mends is not a problem: `build:`
+without `image:`, an image of the file's own, `container_name`. The team's file is
+read as it is, once, with probe values for the variables this tool passes (the
+migration guard, the metrics credentials): a service that does not end up with
+exactly the probe value gets it from somewhere else (a literal, an `env_file:`), out
+of this tool's reach.
 """
 
 import json
@@ -17,6 +19,8 @@ from blocks.app_contract import ROLES
 from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed
 from smartrelease.process import run
+from tasks.build_recipe import recipe_problems
+from tasks.compose import MIN_COMPOSE
 from tasks.launch import project_compose
 
 PROBE = "smartrelease-probe"
@@ -25,37 +29,33 @@ PROBE = "smartrelease-probe"
 REACHED = ("ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
 
 
-def probe_image(role: str) -> str:
-    return f"{PROBE}/{role}:0"
-
-
 def scaling_problems(config: dict, services: list[str]) -> list[str]:
     """What in the compose file keeps `services` from running two containers at once,
-    as the cutover does."""
+    as the cutover does (a `container_name` the override takes away)."""
     problems = []
     for name in services:
         service = (config.get("services") or {}).get(name) or {}
-        if service.get("container_name"):
-            problems.append(f"{name} has container_name {service['container_name']!r}")
         if published := [p.get("published") for p in service.get("ports") or [] if p.get("published")]:
             problems.append(f"{name} publishes host port(s) {', '.join(map(str, published))}")
     return problems
 
 
-def image_problems(config: dict, env: Environment) -> list[str]:
-    """Each app service must run the image this tool pins (${BACKEND_IMAGE}...): one that
-    names its own image, or builds from source, would run something unpinned."""
-    problems = []
-    for role in ROLES:
-        name, variable = env.target.service(role), env.target.image_variable(role)
-        service = (config.get("services") or {}).get(name)
-        if service is None:
-            problems.append(f"{name} is not a service of the compose file (RELEASE_{role.upper()}_SERVICE)")
-        elif service.get("image") != probe_image(role):
-            how = (f"is built from source (build: without image: {variable})" if not service.get("image")
-                   else f"runs the image {service['image']!r}, not ${{{variable}}}")
-            problems.append(f"{name} {how}: a release could not pin what it runs; set `image: ${{{variable}}}` on it")
-    return problems
+def missing_services(config: dict, env: Environment) -> list[str]:
+    services = config.get("services") or {}
+    return [f"{env.target.service(role)} is not a service of the compose file (RELEASE_{role.upper()}_SERVICE)"
+            for role in ROLES if env.target.service(role) not in services]
+
+
+def compose_version_problems(version: str) -> list[str]:
+    """The override file needs Compose's `!reset` tag."""
+    try:
+        found = tuple(int(part) for part in version.strip().lstrip("v").split("-")[0].split(".")[:2])
+    except ValueError:
+        return [f"Docker Compose answered its version as {version.strip()[:40]!r}, not a version number"]
+    if found < MIN_COMPOSE:
+        return [f"Docker Compose {version.strip()} is too old: this tool's override file needs "
+                f"{'.'.join(map(str, MIN_COMPOSE))} or later (its `!reset` tag); upgrade docker-compose-plugin"]
+    return []
 
 
 def reach_problems(config: dict, service_name: str) -> list[str]:
@@ -88,15 +88,17 @@ def compose_problems(env: Environment) -> list[str]:
     t = env.target
     if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
         return []
-    project = project_compose(env, {role: probe_image(role) for role in ROLES})
+    project = project_compose(env)
     try:
-        config = json.loads(run(project.with_variables({k: PROBE for k in REACHED}).config()).stdout)
+        if old := compose_version_problems(run(project.version()).stdout):
+            return old
+        config = json.loads(run(project.without_override().with_variables({k: PROBE for k in REACHED}).config()).stdout)
     except CommandFailed as exc:
         return [f"the compose file cannot be read: {exc}"]
     problems = []
     if scaling := scaling_problems(config, [t.backend_service, t.frontend_service]):
         problems.append(f"{t.compose_file}: {'; '.join(scaling)}: a release runs two containers of a service at once "
-                        "(the cutover): remove them and let the edge route by service name (README, \"Cutover\")")
-    problems += [f"{t.compose_file}: {p}" for p in (image_problems(config, env) + reach_problems(config, t.backend_service)
+                        "(the cutover): publish ports from the edge only, which routes by service name (README, \"Cutover\")")
+    problems += [f"{t.compose_file}: {p}" for p in (missing_services(config, env) + recipe_problems(config, env) + reach_problems(config, t.backend_service)
                                                      + mount_problems(config, t.backend_service, t.migrations_dir))]
     return problems

@@ -33,10 +33,12 @@ def engine_answers_within(timeout_s: float, poll_s: float = 0.5) -> float | None
 
 
 def build_image(client: docker.DockerClient, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
-                build_args: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> str:
-    """Build `context` as `tag`; returns the image id."""
+                target: str | None = None, build_args: dict[str, str] | None = None,
+                labels: dict[str, str] | None = None) -> str:
+    """Build `context` as `tag` (up to the stage `target`); returns the image id."""
     image, _logs = client.images.build(
-        path=str(context), dockerfile=dockerfile, tag=tag, buildargs=build_args or {}, labels=labels or {}, rm=True, pull=False
+        path=str(context), dockerfile=dockerfile, tag=tag, target=target, buildargs=build_args or {},
+        labels=labels or {}, rm=True, pull=False
     )
     return image.id
 

@@ -13,7 +13,7 @@ from blocks.app_contract import ROLES
 from blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
-from tasks.compose import ComposeProject
+from tasks.compose import ComposeProject, pin_override
 from tasks.postgres import parse_database_url
 
 STEP = "launch"
@@ -49,7 +49,8 @@ def project_compose(env: Environment, images: dict[str, str] | None = None) -> C
     if not (t.compose_file and t.compose_project):
         raise StepFailed(STEP, "RELEASE_COMPOSE_FILE and RELEASE_COMPOSE_PROJECT must be set")
     return ComposeProject(t.compose_file, t.compose_project, compose_variables(env, images or {}), t.compose_env_file,
-                          timeout_s=t.compose_timeout_s)
+                          timeout_s=t.compose_timeout_s,
+                          override=pin_override({t.service(role): t.image_variable(role) for role in ROLES}))
 
 
 def start_database(env: Environment) -> None:

@@ -14,10 +14,13 @@ import tempfile
 import atexit
 import shutil
 
-# Each test process and every process it starts keep their runs' journal in a
-# directory of their own, removed at exit: the host's journal is not the tests'.
+# Each test process and every process it starts keep their runs' journal and their
+# state (Compose override files) in directories of their own, removed at exit: the
+# host's are not the tests'.
 os.environ["SMARTRELEASE_JOURNAL"] = tempfile.mkdtemp(prefix="smartrelease-journal-")
-atexit.register(shutil.rmtree, os.environ["SMARTRELEASE_JOURNAL"], ignore_errors=True)
+os.environ["SMARTRELEASE_STATE"] = tempfile.mkdtemp(prefix="smartrelease-state-")
+for _made in ("SMARTRELEASE_JOURNAL", "SMARTRELEASE_STATE"):
+    atexit.register(shutil.rmtree, os.environ[_made], ignore_errors=True)
 import secrets
 import ssl
 import threading

@@ -18,6 +18,7 @@ from blocks import import_env_file, load_environment, parse_env_file
 from blocks.registry_credentials import OLD_SLUG, RegistryCredentials
 from sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
+from tasks.build_recipe import recipe, recipe_problems
 from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
 from tasks.dev_build import dev_build
 from tasks.promote_tag import resolve_tag, tag_digest
@@ -60,10 +61,10 @@ def checkout(tmp_path) -> Path:
 
 
 def env_for(tmp_path, registry: str, app: Path, credentials: bool = True, name: str = "pin",
-            password: str = REGISTRY_PASS):
+            password: str = REGISTRY_PASS, extra: tuple[str, ...] = ()):
     path = tmp_path / f".env.{name}"
     lines = [f"RELEASE_REGISTRY={registry}", f"RELEASE_APP_DIR={app}",
-             f"RELEASE_BACKEND_IMAGE=pin-{name}/backend", f"RELEASE_FRONTEND_IMAGE=pin-{name}/frontend"]
+             f"RELEASE_BACKEND_IMAGE=pin-{name}/backend", f"RELEASE_FRONTEND_IMAGE=pin-{name}/frontend", *extra]
     if credentials:
         lines += [f"RELEASE_REGISTRY_USERNAME={REGISTRY_USER}", f"RELEASE_REGISTRY_PASSWORD={password}"]
     path.write_text("\n".join(lines) + "\n")
@@ -234,3 +235,52 @@ def test_an_image_pushed_without_the_oci_labels_is_refused_up_front(tmp_path, au
     assert "lacks the OCI label(s) org.opencontainers.image.version, org.opencontainers.image.revision, " \
            "org.opencontainers.image.created" in refused.value.reason
     assert "--label org.opencontainers.image.version=$(cat VERSION)" in refused.value.reason
+
+
+STAGED = ("FROM scratch AS base\nCOPY VERSION /app-version\n"
+          "FROM base AS prod\nARG APP_VERSION=0.0.0\nARG NODE_MAJOR=0\nLABEL stage=prod node.major=$NODE_MAJOR\n"
+          "FROM base AS debug\nLABEL stage=debug\n")
+
+
+@pytest.mark.e2e
+def test_the_build_recipe_is_the_compose_files_own_dockerfile_target_args_and_labels(tmp_path, auth_registry, checkout):
+    """The runbook's compose file builds the backend from `Dockerfile.backend`, stage
+    `prod`, with an argument and a label of its own: build-pin builds exactly that (the
+    last stage of a default `Dockerfile` would have been built before)."""
+    (checkout / "Dockerfile.backend").write_text(STAGED)
+    compose = checkout / "docker-compose.prod.yml"
+    compose.write_text("services:\n  backend:\n    build:\n      context: .\n      dockerfile: Dockerfile.backend\n"
+                       "      target: prod\n      args: {NODE_MAJOR: '20'}\n      labels: {team: books}\n"
+                       "    container_name: books-api\n  frontend:\n    build: ./client\n")
+    subprocess.run(["git", "-C", str(checkout), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@localhost",
+                    "commit", "-qm", "compose"], check=True)
+    env = env_for(tmp_path, auth_registry, checkout, name="recipe",
+                  extra=(f"RELEASE_COMPOSE_FILE={compose}", "RELEASE_COMPOSE_PROJECT=books"))
+    pinned = build_pin(env, "2.0.0")
+    with RegistryApi(auth_registry, username=REGISTRY_USER, password=REGISTRY_PASS) as api:
+        labels = api.labels("pin-recipe/backend", pinned.images["backend"].digest)
+        assert (labels["stage"], labels["node.major"], labels["team"]) == ("prod", "20", "books")
+        assert labels[LABEL_VERSION] == "2.0.0"  # the tool's own labels kept
+        assert api.labels("pin-recipe/frontend", pinned.images["frontend"].digest)["app.version"] == "2.0.0"
+
+
+def test_a_build_section_this_tool_cannot_pass_is_refused_naming_the_key_and_one_outside_the_checkout_too(tmp_path):
+    env = parse_env_file(_write(tmp_path / ".env.recipes", f"RELEASE_APP_DIR={tmp_path / 'app'}\n"))
+    secret = {"services": {"backend": {"build": {"context": str(tmp_path / "app"), "secrets": [{"source": "npmrc"}],
+                                                 "ssh": ["default"]}}}}
+    assert recipe_problems(secret, env) == [
+        "backend's build: uses secrets, ssh, which this tool's build cannot pass (it takes context, dockerfile, "
+        "target, args, labels): build and push the image yourself and release it with --digests"]
+    outside = {"services": {"backend": {"build": {"context": "/srv/elsewhere"}}, "frontend": {}}}
+    assert recipe_problems(outside, env) == [
+        f"backend's build context /srv/elsewhere is outside RELEASE_APP_DIR {tmp_path / 'app'}, whose checkout of "
+        "the version is what a release builds and labels"]
+    fallback = recipe(outside, env, "frontend")
+    assert fallback.context == str(tmp_path / "app" / "client") and fallback.dockerfile == "Dockerfile"
+    assert fallback.origin == "RELEASE_FRONTEND_CONTEXT, no build: in the compose file"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

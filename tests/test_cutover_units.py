@@ -1,15 +1,20 @@
 """The cutover's decisions and commands as plain values, the load generator's
 arithmetic, and the compose constraints read by the real `docker compose config`."""
 
+import json
+import stat
+
 import pytest
 
 from blocks.envfile import parse_env_file
 from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
-from tasks.compose_checks import compose_problems, scaling_problems
+from smartrelease.process import run
+from tasks.compose_checks import compose_problems, compose_version_problems, scaling_problems
 from tasks.cutover import Container, failure, leftovers, plan_cutover
 from tasks.environment import check_environment
+from tasks.launch import project_compose
 
 OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
 WEB = "reg/frontend@sha256:" + "c" * 64
@@ -79,24 +84,64 @@ def test_load_goes_only_to_this_machine_within_bounds():
         Load("https://127.0.0.1:1/", rate=10, nice=-40)
 
 
-def test_a_service_with_a_fixed_name_or_a_host_port_cannot_be_cut_over_and_says_why():
+def test_a_service_with_a_host_port_cannot_be_cut_over_and_says_why():
     config = {"services": {"backend": {"container_name": "api", "ports": [{"target": 8080, "published": "8080"}]},
                            "frontend": {"ports": [{"target": 8081}]}, "edge": {"ports": [{"published": "443"}]}}}
-    assert scaling_problems(config, ["backend", "frontend"]) == [
-        "backend has container_name 'api'", "backend publishes host port(s) 8080"]
+    # (A container_name is the override's to take away, not a problem.)
+    assert scaling_problems(config, ["backend", "frontend"]) == ["backend publishes host port(s) 8080"]
 
 
-def test_preflight_refuses_a_compose_file_that_pins_a_container_name_before_anything_is_changed(write_env, tmp_path):
+def resolved(env) -> dict:
+    """The compose file as every compose command of a release reads it: the team's,
+    then the tool's override (the real `docker compose config`)."""
+    return json.loads(run(project_compose(env, {"backend": "registry.test/b@sha256:" + "b" * 64,
+                                                "frontend": "registry.test/f@sha256:" + "f" * 64}).config()).stdout)
+
+
+def test_a_compose_file_that_builds_from_source_with_fixed_names_runs_the_pinned_images_side_by_side(write_env, tmp_path):
+    """The runbook's `docker compose up --build` file: `build:` without `image:`, a
+    `container_name`, `pull_policy: build`. The override, never the file, makes each
+    app service run the pinned image with no name of its own; the file is unchanged."""
     compose = tmp_path / "compose.yml"
-    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n    container_name: smartaccounting-api\n"
-                       "  frontend:\n    image: ${FRONTEND_IMAGE}\n")
-    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books"))
-    [problem] = compose_problems(env)  # `docker compose config`, the real one
-    assert problem.startswith(f"{compose}: backend has container_name 'smartaccounting-api': a release runs two")
-    with pytest.raises(StepFailed, match="container_name 'smartaccounting-api'"):
-        check_environment(env)
-    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n  frontend:\n    image: ${FRONTEND_IMAGE}\n")
+    text = ("services:\n  backend:\n    build: {context: ., dockerfile: Dockerfile.backend}\n"
+            "    container_name: smartaccounting-api\n    pull_policy: build\n"
+            "  frontend:\n    image: smartaccounting/frontend:latest\n    build: ./client\n"
+            "    container_name: smartaccounting-web\n  db:\n    image: postgres:17\n    container_name: pg\n")
+    compose.write_text(text)
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
+                                   RELEASE_APP_DIR=str(tmp_path)))
     assert compose_problems(env) == []
+    services = resolved(env)["services"]
+    assert services["backend"] == {**services["backend"], "image": "registry.test/b@sha256:" + "b" * 64}
+    assert services["frontend"]["image"] == "registry.test/f@sha256:" + "f" * 64
+    for name in ("backend", "frontend"):
+        assert not {"build", "container_name", "pull_policy"} & set(services[name]), services[name]
+    assert services["db"]["container_name"] == "pg"  # not an app service: left as the team wrote it
+    assert compose.read_text() == text
+
+
+def test_the_override_is_a_private_file_written_whole_and_never_through_a_planted_link(write_env, tmp_path):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  backend:\n    build: .\n  frontend:\n    build: ./client\n")
+    project = project_compose(parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose),
+                                                       RELEASE_COMPOSE_PROJECT="books")))
+    path = project.override_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    path.unlink(missing_ok=True)
+    path.symlink_to(victim)  # planted where the override goes
+    run(project.config())
+    assert victim.read_text() == "keep me\n"
+    assert not path.is_symlink() and path.read_text() == project.override
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_compose_older_than_the_override_needs_is_named_with_the_way_on():
+    assert compose_version_problems("2.26.1-4\n") == [] and compose_version_problems("v2.24.0") == []
+    assert compose_version_problems("2.20.2") == [
+        "Docker Compose 2.20.2 is too old: this tool's override file needs 2.24 or later (its `!reset` tag); "
+        "upgrade docker-compose-plugin"]
 
 
 def test_an_engine_that_answers_at_once_was_not_away_and_one_that_never_does_is_named_after_the_wait(monkeypatch):
@@ -108,10 +153,11 @@ def test_an_engine_that_answers_at_once_was_not_away_and_one_that_never_does_is_
 
 
 def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_could_not_control(write_env, tmp_path):
-    """The runbook's own shapes, read by the real `docker compose config`: a backend
-    built from source, a frontend on an image of its own, the guard and the metrics
-    credentials supplied by the file (a literal, an env_file), the host's migrations
-    mounted over the image's. Each is one named line, before anything changes."""
+    """The runbook's own shapes, read by the real `docker compose config`: the guard
+    and the metrics credentials supplied by the file (a literal, an env_file), the
+    host's migrations mounted over the image's. Each is one named line, before
+    anything changes. (A backend built from source and a frontend on an image of its
+    own are the override's to pin, not problems.)"""
     (tmp_path / ".env.prod").write_text("METRICS_BASIC_AUTH_PASS=from-the-teams-own-file\n")
     compose = tmp_path / "docker-compose.prod.yml"
     compose.write_text(
@@ -126,13 +172,10 @@ def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_co
         "  frontend:\n"
         "    image: nginx:1.25\n")
     env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
-                                   RELEASE_MIGRATIONS_DIR="/usr/src/app/database/migrations"))
+                                   RELEASE_MIGRATIONS_DIR="/usr/src/app/database/migrations",
+                                   RELEASE_APP_DIR=str(tmp_path)))
     problems = [p.removeprefix(f"{compose}: ") for p in compose_problems(env)]
     assert problems == [
-        "backend is built from source (build: without image: BACKEND_IMAGE): a release could not pin what it runs; "
-        "set `image: ${BACKEND_IMAGE}` on it",
-        "frontend runs the image 'nginx:1.25', not ${FRONTEND_IMAGE}: a release could not pin what it runs; set "
-        "`image: ${FRONTEND_IMAGE}` on it",
         "backend gets ALLOW_PROD_MIGRATIONS from the compose file itself (a literal or an env_file), not from this "
         "tool, so `smartrelease guard` and the release's settings cannot change it: pass it as "
         "`ALLOW_PROD_MIGRATIONS: ${ALLOW_PROD_MIGRATIONS}` in its environment",
@@ -151,7 +194,6 @@ def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_co
     compose.write_text(
         "services:\n"
         "  backend:\n"
-        "    image: ${BACKEND_IMAGE}\n"
         "    build: .\n"
         "    env_file: [.env.prod]\n"
         "    environment:\n"
@@ -159,5 +201,6 @@ def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_co
         "      METRICS_BASIC_AUTH_PASS: ${METRICS_BASIC_AUTH_PASS}\n"
         "    volumes: ['./uploads:/usr/src/app/uploads']\n"
         "  frontend:\n"
-        "    image: ${FRONTEND_IMAGE}\n")
+        "    image: nginx:1.25\n")
     assert compose_problems(env) == []
+    assert resolved(env)["services"]["frontend"]["image"] == "registry.test/f@sha256:" + "f" * 64
