@@ -1,19 +1,22 @@
 """Taking over an environment released by hand, on the shared sandbox under an
 environment name of its own (`e2e-adopt`: its own history, the same Compose project).
 
-The runbook's way: the checkout built on this host with a plain `docker build` (no OCI
-labels), never pushed, started with `docker compose up`. The tool refuses to release it
+The runbook's way: a compose file of the runbook's shape (`build:` without `image:`,
+a `container_name` on each app service), started with `docker compose up -d --build`
+on this host (no OCI labels, nothing pushed). The tool refuses to release it
 before building anything, adopts it, releases over it, rolls back to it (automatically
 and by hand), releases again; then the same environment rebuilt from scratch (nothing
 running, an empty database, a history) takes a first release."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import docker
 import pytest
 from psycopg import sql
 
-from blocks import import_env_file
+from blocks import import_env_file, load_environment
 from flows.adopt import adopt
 from flows.history import read_history
 from flows.release import release
@@ -21,8 +24,8 @@ from flows.rollback import rollback
 from sandbox.app_changes import commit_version
 from smartrelease.report import Report, Status
 from tasks.build_pin import registry_for
-from tasks.images import build_image
-from tasks.launch import compose_up
+from smartrelease.process import run
+from tasks.launch import project_compose
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tests.release_sandbox import run_swept
@@ -32,9 +35,35 @@ NAME = "e2e-adopt"
 HAND = "7.0.0"  # released by hand
 
 
+def runbook_compose(sandbox, directory: Path) -> Path:
+    """The sandbox's compose file as the runbook's team writes it: the app's services
+    built from the checkout, each with a fixed container name, no image variable."""
+    env = sandbox.env()
+    text = Path(env.target.compose_file).read_text()
+    for role, context in (("backend", env.target.backend_context), ("frontend", env.target.frontend_context)):
+        variable = env.target.image_variable(role)
+        line = f"    image: ${{{variable}:?{variable} is required}}\n"
+        assert line in text, "the sandbox's compose file changed shape: update this test"
+        text = text.replace(line, f"    build:\n      context: {sandbox.app_dir / context}\n"
+                                  "      args: [APP_VERSION, GIT_SHA, BUILD_TIME]\n"
+                                  f"    container_name: {sandbox.settings.project}-{role}-by-hand\n")
+    path = directory / "docker-compose.prod.yml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
-def sandbox(shared_sandbox):
-    import_env_file(shared_sandbox.settings.env_file, NAME)
+def sandbox(shared_sandbox, tmp_path_factory):
+    """The shared sandbox, its env file copied for NAME with the runbook's compose file."""
+    directory = tmp_path_factory.mktemp("runbook")
+    env_file = directory / f".env.{NAME}"
+    compose = runbook_compose(shared_sandbox, directory)
+    lines = [line for line in shared_sandbox.settings.env_file.read_text().splitlines()
+             if not line.startswith("RELEASE_COMPOSE_FILE=")]
+    env_file.write_text("\n".join([*lines, f"RELEASE_COMPOSE_FILE={compose}"]) + "\n")
+    env_file.chmod(0o600)  # it holds secrets, as preflight asks
+    import_env_file(env_file, NAME)
+    shared_sandbox.adopt_env_file = env_file
     try:
         yield shared_sandbox
     finally:
@@ -46,19 +75,18 @@ def by_name(report: Report) -> dict:
 
 
 def release_by_hand(sandbox, version: str) -> dict[str, str]:
-    """The runbook by hand: `docker build` of the checkout (no labels, no push), then
-    `docker compose up`; {role: the local tag it runs}."""
+    """The runbook by hand: `docker compose up -d --build` of the checkout with the
+    team's compose file (Compose builds the images: no labels, no push); {role: the
+    image Compose built}."""
     sha = commit_version(sandbox.app_dir, version)
-    env, client = sandbox.env(), docker.from_env()
+    env = load_environment(NAME)
     built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    tags = {role: f"{sandbox.settings.project}-by-hand/{role}:{version}" for role in ("backend", "frontend")}
-    build_image(client, sandbox.app_dir / env.target.backend_context, tags["backend"],
-                build_args={"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built})
-    build_image(client, sandbox.app_dir / env.target.frontend_context, tags["frontend"],
-                build_args={"APP_VERSION": version})
-    compose_up(env, tags)
+    project = project_compose(env).without_override().with_variables(
+        {"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built})
+    up = project.up()
+    run(replace(up, argv=(*up.argv, "--build")))
     wait_ready(env)
-    return tags
+    return {role: f"{env.target.compose_project}-{env.target.service(role)}" for role in ("backend", "frontend")}
 
 
 def running_images(sandbox) -> dict[str, str]:
@@ -82,6 +110,9 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     hand_images = running_images(sandbox)
     client = docker.from_env()
     assert hand_images == {role: client.images.get(tag).id for role, tag in tags.items()}
+    names = {s.labels["com.docker.compose.service"]: s.name
+             for s in client.containers.list(filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})}
+    assert names["backend"] == f"{sandbox.settings.project}-backend-by-hand"  # the team's container_name
 
     # Refused before anything is built or pushed, naming the way forward.
     state, report = release_as(sandbox, "7.1.0")
@@ -89,7 +120,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     steps = by_name(report)
     assert steps["preflight"].status == Status.FAILED
     assert "running: backend runs " + tags["backend"] in steps["preflight"].detail
-    assert f"Run `smartrelease adopt --env-file {sandbox.settings.env_file}` to take it over" in steps["preflight"].detail
+    assert f"Run `smartrelease adopt --env-file {sandbox.adopt_env_file}` to take it over" in steps["preflight"].detail
     assert steps["build-pin"].status == Status.SKIPPED
     assert registry_tag(sandbox, "backend", "7.1.0") is None  # nothing built or pushed
     assert running_images(sandbox) == hand_images
@@ -131,6 +162,10 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     assert "adopted: built by hand" in by_name(report)["verify"].detail
     state, report = run_swept(release, environment=NAME)
     assert state.is_completed(), report.text()
+    assert Path(load_environment(NAME).target.compose_file).read_text() == runbook_compose(
+        sandbox, Path(load_environment(NAME).target.compose_file).parent).read_text()  # never edited
+    assert "-by-hand" not in " ".join(c.name for c in client.containers.list(
+        filters={"label": f"com.docker.compose.project={sandbox.settings.project}"}))  # two ran side by side
     assert [(r["version"], r["result"]) for r in read_history(NAME)] == [
         ("7.1.0", "failed at preflight"), (HAND, "adopted"), ("(none decided)", "failed at adopt"),
         ("7.2.0", f"failed at verify; rolled back to {HAND}"), ("7.3.0", "released"), (HAND, "rolled back"),
