@@ -29,15 +29,30 @@ PROBE = "smartrelease-probe"
 REACHED = ("ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
 
 
-def scaling_problems(config: dict, services: list[str]) -> list[str]:
-    """What in the compose file keeps `services` from running two containers at once,
-    as the cutover does (a `container_name` the override takes away)."""
-    problems = []
+def cannot_run_twice(config: dict, services: list[str]) -> dict[str, str]:
+    """The services of `services` that two containers cannot run at once, as the
+    cutover does, and why (a `container_name` is the override's to take away)."""
+    found = {}
     for name in services:
         service = (config.get("services") or {}).get(name) or {}
         if published := [p.get("published") for p in service.get("ports") or [] if p.get("published")]:
-            problems.append(f"{name} publishes host port(s) {', '.join(map(str, published))}")
-    return problems
+            found[name] = f"publishes host port(s) {', '.join(map(str, published))}"
+        elif service.get("network_mode") == "host":
+            found[name] = "uses network_mode: host"
+    return found
+
+
+def stop_first_services(env: Environment) -> dict[str, str]:
+    """The app services a release stops before starting their new container, and why
+    (nothing when the compose file cannot be read: preflight names that)."""
+    t = env.target
+    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
+        return {}
+    try:
+        config = json.loads(run(project_compose(env).config()).stdout)
+    except CommandFailed:
+        return {}
+    return cannot_run_twice(config, [t.backend_service, t.frontend_service])
 
 
 def missing_services(config: dict, env: Environment) -> list[str]:
@@ -96,9 +111,11 @@ def compose_problems(env: Environment) -> list[str]:
     except CommandFailed as exc:
         return [f"the compose file cannot be read: {exc}"]
     problems = []
-    if scaling := scaling_problems(config, [t.backend_service, t.frontend_service]):
-        problems.append(f"{t.compose_file}: {'; '.join(scaling)}: a release runs two containers of a service at once "
-                        "(the cutover): publish ports from the edge only, which routes by service name (README, \"Cutover\")")
+    if t.zero_downtime == "required" and (twice := cannot_run_twice(config, [t.backend_service, t.frontend_service])):
+        problems.append(f"{t.compose_file}: " + "; ".join(f"{name} {why}" for name, why in twice.items())
+                        + ": it cannot run twice at once, so a release would stop it first and users would get errors "
+                        "(RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which routes by service "
+                        "name (README, \"Cutover\")")
     problems += [f"{t.compose_file}: {p}" for p in (missing_services(config, env) + recipe_problems(config, env) + reach_problems(config, t.backend_service)
                                                      + mount_problems(config, t.backend_service, t.migrations_dir))]
     return problems

@@ -33,6 +33,7 @@ from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
 from tasks.images import engine
+from tasks.compose_checks import stop_first_services
 from tasks.launch import STEP, compose_up, project_compose, start_database
 from tasks.running import Container, logs_tail, service_containers
 from tasks.runbook_task import runbook_task
@@ -51,16 +52,22 @@ class ServiceCutover:
     old: tuple[str, ...]  # running containers: they serve until the new ones do
     stale: tuple[str, ...]  # stopped ones: serve nothing, removed first (`up` would start them again)
     wanted: int = 1  # containers the service should run after: as many as ran of one version
+    # Why two containers of it cannot run at once (a host port): the old ones are stopped
+    # before the new ones start, and users get errors on it meanwhile. None: a cutover.
+    stop_first: str | None = None
 
     @property
     def scale(self) -> int:
-        """The count `compose up --scale` is given: the old ones and the new ones beside them."""
-        return len(self.old) + self.wanted if self.old else 1
+        """The count `compose up --scale` is given: the old ones and the new ones beside
+        them (only the new ones for a service stopped first)."""
+        return len(self.old) + self.wanted if self.old and not self.stop_first else self.wanted if self.old else 1
 
 
-def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str]) -> list[ServiceCutover]:
+def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str],
+                 stop_first: dict[str, str] | None = None) -> list[ServiceCutover]:
     """`containers`: each app service's containers now; `images`: service -> the
-    reference to run. A service already running only `images`' reference is left out."""
+    reference to run; `stop_first`: service -> why it cannot run twice. A service
+    already running only `images`' reference is left out."""
     plan = []
     for service, image in images.items():
         found = containers.get(service, [])
@@ -72,7 +79,8 @@ def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str])
         per_image = Counter(c.reference for c in running)
         plan.append(ServiceCutover(service, image, tuple(c.id for c in running),
                                    tuple(c.id for c in found if c.status != "running"),
-                                   wanted=max(per_image.values(), default=1)))
+                                   wanted=max(per_image.values(), default=1),
+                                   stop_first=(stop_first or {}).get(service)))
     return plan
 
 
@@ -191,7 +199,8 @@ def other_services(env: Environment, app: list[str]) -> list[str]:
 def start_beside(client: docker.DockerClient, env: Environment, images: dict[str, str],
                  plan: list[ServiceCutover]) -> dict[str, list[str]]:
     """Step 1: the new containers of each planned service, beside the old ones
-    (service -> their ids). On failure none is left behind."""
+    (service -> their ids); a service stopped first has its old ones stopped (SIGTERM,
+    RELEASE_DRAIN_S) and removed before. On failure no new one is left behind."""
     project, name = project_compose(env, images), env.target.compose_project
 
     def new_ones() -> dict[str, list[str]]:
@@ -202,12 +211,29 @@ def start_beside(client: docker.DockerClient, env: Environment, images: dict[str
         if env.target.database_service:
             start_database(env)
         remove(client, [cid for p in plan for cid in p.stale])
+        remove(client, [cid for p in plan if p.stop_first for cid in p.old], grace_s=env.target.drain_s)
         run(project.up([p.service for p in plan], no_deps=True, no_recreate=True,
                        scale={p.service: p.scale for p in plan}))
     except CommandFailed as exc:
         remove(client, [cid for ids in new_ones().values() for cid in ids])
-        raise StepFailed(STEP, f"{exc}; {KEPT_SERVING}") from None
+        raise StepFailed(STEP, f"{exc}; {kept_serving(plan)}") from None
     return new_ones()
+
+
+def kept_serving(plan: list[ServiceCutover]) -> str:
+    """What serves after a cutover that failed before the old containers were drained."""
+    stopped = [p.service for p in plan if p.stop_first and p.old]
+    if not stopped:
+        return KEPT_SERVING
+    return (f"{', '.join(stopped)} had been stopped first (it cannot run twice): down until the previous version is "
+            "launched again")
+
+
+def stopped_first_note(plan: list[ServiceCutover], stopped_at: float, healthy_at: float) -> str:
+    """For the report: the services stopped first, why, and for how long users got errors."""
+    stopped = [p for p in plan if p.stop_first and p.old]
+    return "".join(f"; {p.service} stopped first ({p.stop_first}): down {healthy_at - stopped_at:.1f} s, users got "
+                   "errors on it meanwhile" for p in stopped)
 
 
 def cutover(env: Environment, images: dict[str, str]) -> Finding:
@@ -216,7 +242,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     t = env.target
     by_service = {t.service(role): ref for role, ref in images.items()}
     found = {s: service_containers(client, t.compose_project, s) for s in by_service}
-    plan = plan_cutover(found, by_service)
+    plan = plan_cutover(found, by_service, stop_first_services(env))
     left = leftovers(found, plan)
     remove(client, left)
     tidied = f"; removed {len(left)} stopped container(s) an interrupted run left" if left else ""
@@ -227,6 +253,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         compose_up(env, images)
         return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan))
 
+    stopped_at = time.monotonic()
     new = start_beside(client, env, images, plan)
     was_unhealthy: set[str] = set()
     try:
@@ -234,11 +261,12 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     except StepFailed as exc:
         remove(client, [cid for ids in new.values() for cid in ids])
         head, _, logs = exc.reason.partition("\n")
-        raise StepFailed(STEP, f"{head}; removed the new containers: {KEPT_SERVING}"
+        raise StepFailed(STEP, f"{head}; removed the new containers: {kept_serving(plan)}"
                                + (f"; last log lines:\n{logs}" if logs else "")) from None
+    stopped_first = stopped_first_note(plan, stopped_at, time.monotonic())
 
     time.sleep(t.edge_settle_s)  # the edge finds the new ones
-    old = [cid for p in plan for cid in p.old]
+    old = [cid for p in plan if not p.stop_first for cid in p.old]
     drained = drain(client, old, t.drain_file)
     time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
     stop_started = time.monotonic()
@@ -250,8 +278,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
                                                   for p in plan)
                           + f": new healthy after {healthy_s:.1f} s"
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
-                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{tidied}",
-                   warning=drained.startswith("not"))
+                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{stopped_first}{tidied}",
+                   warning=drained.startswith("not") or bool(stopped_first))
 
 
 def launch(env: Environment, images: dict[str, str], stop_first: bool = False) -> Finding:

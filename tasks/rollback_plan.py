@@ -17,6 +17,7 @@ from tasks.images import engine
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
+from tasks.compose_checks import stop_first_services
 from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
 
@@ -61,6 +62,16 @@ class RollbackPlan(Finding):
     # How a rollback gives the database back, decided before launch (database_decision).
     database: str = "nothing"  # nothing (no migration), undo (exact, newest first), restore (the backup)
     database_why: str = ""
+    # App services the launch (and a rollback's relaunch) stops before starting the new
+    # container, and why: they cannot run twice (a host port), so users get errors on them.
+    stop_first: dict[str, str] = {}
+
+    def stop_first_line(self) -> str | None:
+        if not self.stop_first:
+            return None
+        return ("stop-first: users get errors on " + "; ".join(f"{s} ({why})" for s, why in self.stop_first.items())
+                + " from its stop until its new container is healthy (the report gives the time); everything else "
+                "is cut over with no request dropped")
 
     def markdown(self, now: float | None = None) -> str:
         prev = self.previous
@@ -87,6 +98,8 @@ class RollbackPlan(Finding):
             lines += ["", f"Database on rollback: {how} ({self.database_why})."]
         if self.migrations and prev:
             lines += ["", tolerate(prev.version, [m.name for m in self.migrations])]
+        if line := self.stop_first_line():
+            lines += ["", f"Launch: **{line}**."]
         return "\n".join(lines) + "\n"
 
 
@@ -172,10 +185,14 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     database, why = database_decision(migrations.pending, migrations.applied, migrations.without_down)
     if database == "restore":
         detail += f"; a rollback would restore the backup, not undo ({why})"
-    return RollbackPlan(detail=detail, warning=database == "restore" or (first_release and bool(missing)),
+    stop_first = stop_first_services(env)
+    if stop_first:
+        detail += "; " + ", ".join(stop_first) + " stopped first: users get errors on it during the launch"
+    return RollbackPlan(detail=detail, warning=database == "restore" or (first_release and bool(missing)) or bool(stop_first),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
                         backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
-                        schema_before=schema_lines(env, STEP), database=database, database_why=why)
+                        schema_before=schema_lines(env, STEP), database=database, database_why=why,
+                        stop_first=stop_first)
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

@@ -41,6 +41,16 @@ def test_the_form_of_a_release_without_migrations_names_the_backup_it_relies_on(
     assert "| requested by | not known |" in text and "| rollback plan | rollback-plan-prod |" in text
 
 
+def test_the_plan_and_the_form_say_which_service_is_stopped_first_and_why():
+    stopping = plan(stop_first={"frontend": "publishes host port(s) 8080"})
+    said = ("stop-first: users get errors on frontend (publishes host port(s) 8080) from its stop until its new "
+            "container is healthy (the report gives the time); everything else is cut over with no request dropped")
+    assert f"| **downtime** | {said} |" in description(stopping, NEW, None, None, None, 0)
+    assert f"Launch: **{said}**." in stopping.markdown()
+    assert "| **downtime** |" not in description(plan(), NEW, None, None, None, 0)
+    assert "Launch: **stop-first" not in plan().markdown()
+
+
 def test_a_plan_is_stale_when_what_runs_or_the_migrations_table_changed():
     assert differences(plan(), Deployment(version="1.4.0", images=OLD), ["20261101-init.js"]) == []
     moved = {**OLD, "backend": NEW["backend"]}

@@ -11,8 +11,8 @@ from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
 from smartrelease.process import run
-from tasks.compose_checks import compose_problems, compose_version_problems, scaling_problems
-from tasks.cutover import Container, failure, leftovers, plan_cutover
+from tasks.compose_checks import cannot_run_twice, compose_problems, compose_version_problems, stop_first_services
+from tasks.cutover import Container, failure, kept_serving, leftovers, plan_cutover, stopped_first_note
 from tasks.environment import check_environment
 from tasks.launch import project_compose
 
@@ -84,11 +84,42 @@ def test_load_goes_only_to_this_machine_within_bounds():
         Load("https://127.0.0.1:1/", rate=10, nice=-40)
 
 
-def test_a_service_with_a_host_port_cannot_be_cut_over_and_says_why():
+def test_a_service_with_a_host_port_or_the_hosts_network_cannot_run_twice_and_says_why():
     config = {"services": {"backend": {"container_name": "api", "ports": [{"target": 8080, "published": "8080"}]},
-                           "frontend": {"ports": [{"target": 8081}]}, "edge": {"ports": [{"published": "443"}]}}}
-    # (A container_name is the override's to take away, not a problem.)
-    assert scaling_problems(config, ["backend", "frontend"]) == ["backend publishes host port(s) 8080"]
+                           "frontend": {"ports": [{"target": 8081}]}, "edge": {"ports": [{"published": "443"}]},
+                           "worker": {"network_mode": "host"}}}
+    # (A container_name is the override's to take away; an unpublished port is no host's.)
+    assert cannot_run_twice(config, ["backend", "frontend", "worker"]) == {
+        "backend": "publishes host port(s) 8080", "worker": "uses network_mode: host"}
+
+
+def test_a_service_that_cannot_run_twice_is_stopped_first_and_only_its_new_containers_are_counted():
+    found = {"backend": [container("b1")], "frontend": [container("f1", WEB), container("f2", WEB)]}
+    plan = plan_cutover(found, {"backend": NEW, "frontend": WEB.replace("c", "d")},
+                        {"frontend": "publishes host port(s) 8080"})
+    assert [(p.service, p.old, p.scale, p.stop_first) for p in plan] == [
+        ("backend", ("b1",), 2, None), ("frontend", ("f1", "f2"), 2, "publishes host port(s) 8080")]
+    assert stopped_first_note(plan, 10.0, 13.25) == (
+        "; frontend stopped first (publishes host port(s) 8080): down 3.2 s, users got errors on it meanwhile")
+    assert kept_serving(plan).startswith("frontend had been stopped first (it cannot run twice): down until")
+    assert kept_serving(plan[:1]) == "the old version kept serving; nothing to roll back for code"
+
+
+@pytest.mark.parametrize("setting", ["preferred", "required"])
+def test_zero_downtime_required_refuses_a_host_port_and_preferred_plans_it_stop_first(write_env, tmp_path, setting):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n"
+                       "  frontend:\n    image: ${FRONTEND_IMAGE}\n    ports: ['127.0.0.1:18080:8081']\n")
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
+                                   RELEASE_ZERO_DOWNTIME=setting))
+    assert stop_first_services(env) == {"frontend": "publishes host port(s) 18080"}
+    if setting == "preferred":
+        assert compose_problems(env) == []
+        return
+    assert compose_problems(env) == [
+        f"{compose}: frontend publishes host port(s) 18080: it cannot run twice at once, so a release would stop it "
+        "first and users would get errors (RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which "
+        "routes by service name (README, \"Cutover\")"]
 
 
 def resolved(env) -> dict:
