@@ -126,9 +126,12 @@ def test_a_run_on_prefects_ephemeral_server_publishes_at_once(tmp_path):
     and is not kept as if a server were away (it waited 30 s, then kept every entry)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), SMARTRELEASE_JOURNAL=str(tmp_path / "journal"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="ERROR")
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="ERROR",
+               # A bound, not a wait: Prefect's 20 s ran out on a loaded machine (a whole
+               # server starting on a new database) and failed the run.
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     done = subprocess.run([sys.executable, "-c", EPHEMERAL_PUBLISH], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     published = json.loads(done.stdout.strip().splitlines()[-1])
     assert published == {"gap": None, "kept": [], "rows": ["2.7.0"], "artifact": "# 2.7.0"}, published
