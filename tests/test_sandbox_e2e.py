@@ -51,16 +51,18 @@ def sandbox_env(shared_registry):
         return subprocess.run([sys.executable, "-m", "smartrelease.cli", *args], capture_output=True, text=True,
                               env=env, cwd=root, timeout=timeout)
 
-    with few_sandboxes_coming_up():
-        up = cli("sandbox", "up")
-    assert up.returncode == 0, up.stderr
-    # No SANDBOX_PROJECT: the project is the sandbox's own, named after its id.
-    ident = json.loads((root / ".sandbox" / "sandbox.json").read_text())
-    env["project"] = f"smartaccounting-sandbox-{ident['id']}"
-    yield cli, root, env
-    cli("sandbox", "destroy")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(pg_state, ignore_errors=True)
+    try:
+        with few_sandboxes_coming_up():
+            up = cli("sandbox", "up")
+        assert up.returncode == 0, up.stderr
+        # No SANDBOX_PROJECT: the project is the sandbox's own, named after its id.
+        ident = json.loads((root / ".sandbox" / "sandbox.json").read_text())
+        env["project"] = f"smartaccounting-sandbox-{ident['id']}"
+        yield cli, root, env
+    finally:  # an `up` that failed half-way too: its containers kept running the whole run
+        cli("sandbox", "destroy")
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(pg_state, ignore_errors=True)
 
 
 def test_sandbox_up_gives_a_passing_preflight(sandbox_env):
