@@ -9,15 +9,13 @@ The build goes through Docker Engine's API (docker-py), which takes those five; 
 naming the key, before anything is built.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from blocks.app_contract import ROLES, Role
 from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
-from smartrelease.process import run
-from tasks.launch import project_compose
+from tasks.launch import team_config
 
 # The `build:` keys Docker Engine's build API takes as this tool passes them.
 SUPPORTED = ("context", "dockerfile", "target", "args", "labels")
@@ -73,13 +71,10 @@ def recipe(config: dict, env: Environment, role: Role, *, building: bool = True)
 
 
 def build_config(env: Environment) -> dict:
-    """The team's compose file as Compose resolves it, without this tool's override
-    (which takes `build:` away); nothing without one (a build for another host)."""
-    t = env.target
-    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
-        return {}
+    """The team's compose file without this tool's override (which takes `build:`
+    away); nothing without one (a build for another host)."""
     try:
-        return json.loads(run(project_compose(env).without_override().config()).stdout)
+        return team_config(env)
     except CommandFailed as exc:
         raise StepFailed("build-pin", f"the compose file cannot be read: {exc}") from None
 

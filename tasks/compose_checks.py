@@ -11,7 +11,6 @@ exactly the probe value gets it from somewhere else (a literal, an `env_file:`),
 of this tool's reach.
 """
 
-import json
 import posixpath
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from smartrelease.errors import CommandFailed
 from smartrelease.process import run
 from tasks.build_recipe import recipe_problems
 from tasks.compose import MIN_COMPOSE
-from tasks.launch import project_compose
+from tasks.launch import project_compose, team_config
 
 PROBE = "smartrelease-probe"
 # Passed by this tool to the backend (README, "The app's variables"): `smartrelease
@@ -45,14 +44,11 @@ def cannot_run_twice(config: dict, services: list[str]) -> dict[str, str]:
 def stop_first_services(env: Environment) -> dict[str, str]:
     """The app services a release stops before starting their new container, and why
     (nothing when the compose file cannot be read: preflight names that)."""
-    t = env.target
-    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
-        return {}
     try:
-        config = json.loads(run(project_compose(env).config()).stdout)
+        config = team_config(env)
     except CommandFailed:
         return {}
-    return cannot_run_twice(config, [t.backend_service, t.frontend_service])
+    return cannot_run_twice(config, [env.target.backend_service, env.target.frontend_service])
 
 
 def missing_services(config: dict, env: Environment) -> list[str]:
@@ -103,11 +99,10 @@ def compose_problems(env: Environment) -> list[str]:
     t = env.target
     if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
         return []
-    project = project_compose(env)
     try:
-        if old := compose_version_problems(run(project.version()).stdout):
+        if old := compose_version_problems(run(project_compose(env).version()).stdout):
             return old
-        config = json.loads(run(project.without_override().with_variables({k: PROBE for k in REACHED}).config()).stdout)
+        config = team_config(env, {k: PROBE for k in REACHED})
     except CommandFailed as exc:
         return [f"the compose file cannot be read: {exc}"]
     problems = []

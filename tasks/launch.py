@@ -9,6 +9,9 @@ service of the project (RELEASE_DATABASE_SERVICE) is started if it is not runnin
 and never recreated: the app's services are brought up without their dependencies.
 """
 
+import json
+from pathlib import Path
+
 from blocks.app_contract import ROLES
 from blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
@@ -51,6 +54,16 @@ def project_compose(env: Environment, images: dict[str, str] | None = None) -> C
     return ComposeProject(t.compose_file, t.compose_project, compose_variables(env, images or {}), t.compose_env_file,
                           timeout_s=t.compose_timeout_s,
                           override=pin_override({t.service(role): t.image_variable(role) for role in ROLES}))
+
+
+def team_config(env: Environment, variables: dict[str, str] | None = None) -> dict:
+    """The team's compose file as Compose resolves it (`config --format json`), without
+    this tool's override, `variables` set over the usual ones; {} when the environment
+    names none that exists. Raises CommandFailed when Compose cannot read it."""
+    t = env.target
+    if not (t.compose_file and t.compose_project and Path(t.compose_file).is_file()):
+        return {}
+    return json.loads(run(project_compose(env).without_override().with_variables(variables or {}).config()).stdout)
 
 
 def start_database(env: Environment) -> None:
