@@ -57,6 +57,17 @@ class Sandbox:
         path.write_text("\n".join(lines + ([f"{key}={value}"] if value is not None else [])) + "\n")
         import_env_file(path, self.name)
 
+    def env_file_for(self, name: str, directory: Path, **changes: str) -> Path:
+        """This sandbox's env file copied for environment `name` with `changes` over its
+        keys, private (0600, as preflight asks), and imported as blocks `name`."""
+        lines = [line for line in self.settings.env_file.read_text().splitlines()
+                 if line.partition("=")[0] not in changes]
+        path = directory / f".env.{name}"
+        path.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in changes.items())]) + "\n")
+        path.chmod(0o600)
+        import_env_file(path, name)
+        return path
+
     def release(self, version: str, files=None, faults=None, **parameters) -> tuple[object, Report, str]:
         """Commit `version` to the checkout and release it; (state, report, git SHA)."""
         sha = commit_version(self.app_dir, version, files, faults)

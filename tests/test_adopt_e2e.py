@@ -16,7 +16,7 @@ import docker
 import pytest
 from psycopg import sql
 
-from blocks import import_env_file, load_environment
+from blocks import load_environment
 from flows.adopt import adopt
 from flows.history import read_history
 from flows.release import release
@@ -56,14 +56,8 @@ def runbook_compose(sandbox, directory: Path) -> Path:
 def sandbox(shared_sandbox, tmp_path_factory):
     """The shared sandbox, its env file copied for NAME with the runbook's compose file."""
     directory = tmp_path_factory.mktemp("runbook")
-    env_file = directory / f".env.{NAME}"
     compose = runbook_compose(shared_sandbox, directory)
-    lines = [line for line in shared_sandbox.settings.env_file.read_text().splitlines()
-             if not line.startswith("RELEASE_COMPOSE_FILE=")]
-    env_file.write_text("\n".join([*lines, f"RELEASE_COMPOSE_FILE={compose}"]) + "\n")
-    env_file.chmod(0o600)  # it holds secrets, as preflight asks
-    import_env_file(env_file, NAME)
-    shared_sandbox.adopt_env_file = env_file
+    shared_sandbox.adopt_env_file = shared_sandbox.env_file_for(NAME, directory, RELEASE_COMPOSE_FILE=str(compose))
     try:
         yield shared_sandbox
     finally:

@@ -4,6 +4,8 @@ edge in front of it has it. A release stops it first and says so in its plan and
 report, with the time users got errors on it, while the backend is cut over; with
 RELEASE_ZERO_DOWNTIME=required the release is refused before anything changes."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -28,19 +30,13 @@ def sandbox(shared_sandbox, tmp_path_factory, port):
     """The shared sandbox, its env file copied for NAME with a compose file whose
     frontend publishes a host port."""
     directory = tmp_path_factory.mktemp("stopfirst")
-    text = load_environment(shared_sandbox.name).target.compose_file
     compose = directory / "docker-compose.prod.yml"
-    original = open(text).read()
+    original = Path(load_environment(shared_sandbox.name).target.compose_file).read_text()
     anchor = "  frontend:\n"
     assert anchor in original, "the sandbox's compose file changed shape: update this test"
     compose.write_text(original.replace(anchor, f"{anchor}    ports: ['127.0.0.1:{port}:8081']\n", 1))
-    env_file = directory / f".env.{NAME}"
-    lines = [line for line in shared_sandbox.settings.env_file.read_text().splitlines()
-             if not line.startswith("RELEASE_COMPOSE_FILE=")]
-    env_file.write_text("\n".join([*lines, f"RELEASE_COMPOSE_FILE={compose}"]) + "\n")
-    env_file.chmod(0o600)
-    import_env_file(env_file, NAME)
-    shared_sandbox.stop_first_env_file = env_file
+    shared_sandbox.stop_first_env_file = shared_sandbox.env_file_for(NAME, directory,
+                                                                     RELEASE_COMPOSE_FILE=str(compose))
     try:
         yield shared_sandbox
     finally:
