@@ -58,15 +58,19 @@ if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 
 # `make test` hands whole modules to its workers in collection order (tests/suite.py
-# passes --no-loadscope-reorder): the fast modules with the most tests first, one per
+# passes --dist loadfile --no-loadscope-reorder, and sets MODULE_ORDER_VARIABLE:
+# xdist's workers, which collect, see none of those options): the fast modules with the most tests first, one per
 # worker, while the first sandboxes come up one at a time; then the rest longest first,
 # an e2e test counted as E2E_WEIGHT fast ones, so the short modules fill the end.
 # xdist gives each worker its next module before the current one ends: a long module
 # last waited behind another and ran alone for two minutes (adopt_e2e, behind faults_e2e).
 E2E_WEIGHT, FAST_FIRST = 100, 3
+MODULE_ORDER_VARIABLE = "SMARTRELEASE_TEST_MODULE_ORDER"
 
 
 def pytest_collection_modifyitems(config, items):
+    if not os.environ.get(MODULE_ORDER_VARIABLE):  # `make test-fast` hands out tests, not modules
+        return
     modules: dict[str, list] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)

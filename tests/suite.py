@@ -22,6 +22,7 @@ from sandbox.identity import any_free_port
 from sandbox.manager import Registry
 
 REGISTRY_VARIABLE = "SMARTRELEASE_TEST_REGISTRY"  # read by tests/conftest.py's shared_registry
+MODULE_ORDER_VARIABLE = "SMARTRELEASE_TEST_MODULE_ORDER"  # read by tests/conftest.py's collection hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = Registry(root / "registry", f"127.0.0.1:{any_free_port()}")
     try:
         registry.start()
-        env = {**os.environ, REGISTRY_VARIABLE: registry.addr}
+        env = {**os.environ, REGISTRY_VARIABLE: registry.addr, MODULE_ORDER_VARIABLE: "1"}
         # Modules go out in the order tests/conftest.py collects them (a few fast ones,
         # then the longest first), not xdist's own (the most tests first), which left a
         # long module with few tests to run alone at the end.
