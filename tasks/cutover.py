@@ -60,7 +60,9 @@ class ServiceCutover:
     def scale(self) -> int:
         """The count `compose up --scale` is given: the old ones and the new ones beside
         them (only the new ones for a service stopped first)."""
-        return len(self.old) + self.wanted if self.old and not self.stop_first else self.wanted if self.old else 1
+        if not self.old:
+            return 1
+        return self.wanted if self.stop_first else len(self.old) + self.wanted
 
 
 def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str],
