@@ -267,14 +267,27 @@ def shared_registry():
 
 
 @pytest.fixture(scope="session")
-def shared_sandbox(shared_registry):
-    """One sandbox in the runbook's topology (db service on PostgreSQL 17, bridge
-    network, the Node.js/Sequelize stand-in) for the end-to-end modules; each leaves
-    it running its last release, verified. Started by the first test that asks."""
+def _shared_sandbox_up(shared_registry):
     from tests.release_sandbox import module_sandbox
 
     with module_sandbox("smartrelease-shared-e2e", SHARED_ENV, registry=shared_registry) as sb:
-        yield sb
+        try:
+            yield sb
+        finally:
+            sb.resume()  # for `destroy`, which stops each container in turn
+
+
+@pytest.fixture(scope="module")
+def shared_sandbox(_shared_sandbox_up):
+    """One sandbox in the runbook's topology (db service on PostgreSQL 17, bridge
+    network, the Node.js/Sequelize stand-in) for the end-to-end modules; each leaves
+    it running its last release, verified. Started by the first test that asks, up
+    for the worker's whole session, and paused between the modules that use it: a
+    worker runs other modules meanwhile (its fast ones last), and an idle sandbox's
+    health checks cost CPU the other workers wait for."""
+    _shared_sandbox_up.resume()
+    yield _shared_sandbox_up
+    _shared_sandbox_up.pause()
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,24 @@ class Sandbox:
             f"com.docker.compose.project={self.settings.project}", "com.docker.compose.service=db"]})
         return found[0].id if found else None
 
+    def _own_containers(self, status: str) -> list:
+        """Containers of this sandbox's Compose projects (its own, its dev one, those of
+        the environments a module adds beside it: all named after its project)."""
+        client = docker.from_env()
+        return [c for c in client.containers.list(filters={"label": "com.docker.compose.project", "status": status})
+                if c.labels["com.docker.compose.project"].startswith(self.settings.project)]
+
+    def pause(self) -> None:
+        """Freeze every container between the modules that use this sandbox. Docker runs
+        no health check on a paused container (nor counts the one in flight), and the
+        checks every 2 s were most of an idle sandbox's CPU (6.4 s a minute)."""
+        for c in self._own_containers("running"):
+            c.pause()
+
+    def resume(self) -> None:
+        for c in self._own_containers("paused"):
+            c.unpause()
+
     def restore_last_good(self) -> None:
         """Put the last released version back, or what `sandbox up` deployed before any
         release (rollback proper is the rollback flow's job)."""
