@@ -12,6 +12,7 @@ of this tool's reach.
 """
 
 import posixpath
+import re
 from pathlib import Path
 
 from blocks.app_contract import ROLES
@@ -44,11 +45,42 @@ def cannot_run_twice(config: dict, services: list[str]) -> dict[str, str]:
 def stop_first_services(env: Environment) -> dict[str, str]:
     """The app services a release stops before starting their new container, and why
     (nothing when the compose file cannot be read: preflight names that)."""
+    return stop_first_with_downtime(env)[0]
+
+
+def stop_first_with_downtime(env: Environment) -> tuple[dict[str, str], dict[str, float]]:
+    """`stop_first_services`, and for each the seconds users get errors, about (`downtime_s`)."""
     try:
         config = team_config(env)
     except CommandFailed:
-        return {}
-    return cannot_run_twice(config, [env.target.backend_service, env.target.frontend_service])
+        return {}, {}
+    found = cannot_run_twice(config, [env.target.backend_service, env.target.frontend_service])
+    return found, {name: downtime_s(config["services"][name]) for name in found}
+
+
+# Go's duration text, as `docker compose config` writes a health check's interval: 1m30s, 2s, 500ms.
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_UNIT_S = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+DOCKER_DEFAULT_INTERVAL_S = 30.0
+STOP_S = 1.0  # an app that ends on SIGTERM; a slow one takes up to RELEASE_DRAIN_S
+
+
+def duration_s(text: str) -> float | None:
+    parts = _DURATION.findall(text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def downtime_s(service: dict) -> float:
+    """How long a service stopped first gives errors, about: its stop, then its new
+    container's first health check, which Docker runs one interval after the start (the
+    cutover waits for it). With no health check in the compose file, the stop alone (an
+    image's own HEALTHCHECK is not in it: Docker's default interval then applies)."""
+    check = service.get("healthcheck") or {}
+    if not check or check.get("disable") or check.get("test") in (["NONE"], "NONE"):
+        return STOP_S
+    return STOP_S + (duration_s(check.get("interval") or "") or DOCKER_DEFAULT_INTERVAL_S)
 
 
 def missing_services(config: dict, env: Environment) -> list[str]:

@@ -17,7 +17,7 @@ from tasks.images import engine
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
-from tasks.compose_checks import stop_first_services
+from tasks.compose_checks import stop_first_with_downtime
 from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
 
@@ -65,13 +65,16 @@ class RollbackPlan(Finding):
     # App services the launch (and a rollback's relaunch) stops before starting the new
     # container, and why: they cannot run twice (a host port), so users get errors on them.
     stop_first: dict[str, str] = {}
+    stop_first_s: dict[str, float] = {}  # about how long, each (tasks/compose_checks.downtime_s)
 
     def stop_first_line(self) -> str | None:
         if not self.stop_first:
             return None
-        return ("stop-first: users get errors on " + "; ".join(f"{s} ({why})" for s, why in self.stop_first.items())
-                + " from its stop until its new container is healthy (the report gives the time); everything else "
-                "is cut over with no request dropped")
+        about = {s: f" for about {self.stop_first_s[s]:.0f} s" if s in self.stop_first_s else "" for s in self.stop_first}
+        return ("stop-first: users get errors on " + "; ".join(f"{s} ({why}){about[s]}" for s, why in self.stop_first.items())
+                + ", from its stop until its new container is healthy (Docker's first health check comes one interval "
+                "after the start; longer for an app slow to stop or to start: the report gives the time); "
+                "everything else is cut over with no request dropped")
 
     def markdown(self, now: float | None = None) -> str:
         prev = self.previous
@@ -185,14 +188,15 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     database, why = database_decision(migrations.pending, migrations.applied, migrations.without_down)
     if database == "restore":
         detail += f"; a rollback would restore the backup, not undo ({why})"
-    stop_first = stop_first_services(env)
+    stop_first, stop_first_s = stop_first_with_downtime(env)
     if stop_first:
-        detail += "; " + ", ".join(stop_first) + " stopped first: users get errors on it during the launch"
+        detail += "; " + ", ".join(f"{name} stopped first: users get errors on it for about {stop_first_s[name]:.0f} s"
+                                   for name in stop_first) + " during the launch"
     return RollbackPlan(detail=detail, warning=database == "restore" or (first_release and bool(missing)) or bool(stop_first),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
                         backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
                         schema_before=schema_lines(env, STEP), database=database, database_why=why,
-                        stop_first=stop_first)
+                        stop_first=stop_first, stop_first_s=stop_first_s)
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

@@ -11,7 +11,8 @@ from sandbox.load import Load, Sample, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
 from smartrelease.process import run
-from tasks.compose_checks import cannot_run_twice, compose_problems, compose_version_problems, stop_first_services
+from tasks.compose_checks import (cannot_run_twice, compose_problems, compose_version_problems, downtime_s, duration_s,
+                                  stop_first_services, stop_first_with_downtime)
 from tasks.cutover import Container, failure, kept_serving, leftovers, plan_cutover, stopped_first_note
 from tasks.environment import check_environment
 from tasks.launch import project_compose
@@ -105,6 +106,15 @@ def test_a_service_that_cannot_run_twice_is_stopped_first_and_only_its_new_conta
     assert kept_serving(plan[:1]) == "the old version kept serving; nothing to roll back for code"
 
 
+def test_a_service_stopped_first_is_down_about_its_stop_and_one_health_check_interval():
+    # as `docker compose config --format json` writes them (Go's durations)
+    assert [duration_s(t) for t in ("2s", "1m30s", "1.5s", "500ms", "1h", "", "2 s", "fast")] == [
+        2, 90, 1.5, 0.5, 3600, None, None, None]
+    assert downtime_s({"healthcheck": {"test": ["CMD", "true"], "interval": "2s"}}) == 3.0
+    assert downtime_s({"healthcheck": {"test": ["CMD", "true"]}}) == 31.0  # Docker's default interval, 30 s
+    assert downtime_s({"healthcheck": {"disable": True}}) == downtime_s({}) == 1.0
+
+
 @pytest.mark.parametrize("setting", ["preferred", "required"])
 def test_zero_downtime_required_refuses_a_host_port_and_preferred_plans_it_stop_first(write_env, tmp_path, setting):
     compose = tmp_path / "compose.yml"
@@ -113,6 +123,8 @@ def test_zero_downtime_required_refuses_a_host_port_and_preferred_plans_it_stop_
     env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
                                    RELEASE_ZERO_DOWNTIME=setting))
     assert stop_first_services(env) == {"frontend": "publishes host port(s) 18080"}
+    # no health check in the file: its stop alone
+    assert stop_first_with_downtime(env) == ({"frontend": "publishes host port(s) 18080"}, {"frontend": 1.0})
     if setting == "preferred":
         assert compose_problems(env) == []
         return
