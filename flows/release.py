@@ -214,7 +214,8 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
         pinned = steps.run("build-pin", build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
-        plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"])
+        plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"],
+                         running["backend"].image_id if "backend" in running else None)
         rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, first_release, history)
         plan_url = publish_plan(rollback_plan)
         if gate:  # the lock stays held: nothing else changes the environment under the plan

@@ -43,6 +43,7 @@ class MigrationPlan(Finding):
     unknown: list[str]  # recorded in the database but absent from the image (a downgrade)
     without_down: list[str] = []  # pending migrations that export no `down`: cannot be undone
     down_unknown: list[str] = []  # pending migrations the image could not say about
+    edited: list[str] = []  # applied, and their file differs from the running version's: the edit never runs
 
 
 # Run by the image's `node -e` with the directory and the file names as arguments;
@@ -145,7 +146,15 @@ def migrations_in(conn: psycopg.Connection, table: str) -> list[str] | None:
     return [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(ident))]
 
 
-def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
+def edited_since(running: dict[str, bytes], new: dict[str, bytes], applied: list[str]) -> list[str]:
+    """Applied migrations whose file the new image changes: Sequelize runs a migration
+    once, by name, so the change never reaches the database (and its `down` may no
+    longer undo what its `up` did)."""
+    return [m for m in applied if m in running and m in new and running[m] != new[m]]
+
+
+def plan_migrations(env: Environment, backend_ref: str, running_ref: str | None = None) -> MigrationPlan:
+    """`running_ref`: the image the backend runs now (None on a first release)."""
     client = engine()
     try:
         files = migration_files(client, backend_ref, env.target.migrations_dir)
@@ -153,6 +162,12 @@ def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
         raise StepFailed(GUARD_STEP, f"cannot read migrations from {backend_ref}: {exc}") from None
     in_image = sorted(files)
     applied = applied_migrations(env, GUARD_STEP)
+    edited = []
+    if running_ref:
+        try:
+            edited = edited_since(migration_files(client, running_ref, env.target.migrations_dir), files, applied)
+        except (docker.errors.DockerException, StepFailed):
+            pass  # the running image is gone or has no such directory: nothing to compare with
     pending = [m for m in in_image if m not in applied]
     unknown = [m for m in applied if m not in in_image]
     allow = env.app.allow_prod_migrations == "true"
@@ -171,11 +186,13 @@ def plan_migrations(env: Environment, backend_ref: str) -> MigrationPlan:
         detail += (f"; down step unknown for {', '.join(downs.unknown())} ({downs.unknown_why}): an undo of it "
                    "would be verified as it runs")
     facts = dict(in_image=in_image, applied=applied, pending=pending, unknown=unknown, without_down=downs.without(),
-                 down_unknown=downs.unknown())
+                 down_unknown=downs.unknown(), edited=edited)
+    if edited:
+        detail += (f"; {', '.join(edited)} already applied and changed since the running version: Sequelize does not "
+                   "run an applied migration again, so the change never reaches the database; put it in a new migration")
     if unknown:
-        return MigrationPlan(detail=f"{detail}; the database has migrations this image does not know: {', '.join(unknown)}",
-                             warning=True, **facts)
-    return MigrationPlan(detail=detail, **facts)
+        detail += f"; the database has migrations this image does not know: {', '.join(unknown)}"
+    return MigrationPlan(detail=detail, warning=bool(edited or unknown), **facts)
 
 
 def confirm_migrations(env: Environment, plan: MigrationPlan) -> Finding:

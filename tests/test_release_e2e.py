@@ -60,10 +60,18 @@ def test_a_release_passes_and_a_second_one_upgrades_with_a_migration(sandbox):
     assert_no_secrets(state, first)
 
     name = "20261101000000-add-account-currency.js"
+    # ... and, as happens, an applied migration edited after the fact (a comment here)
+    applied = "migrations/20260101000000-create-accounts.js"
+    edited = (sandbox.app_dir / applied).read_text() + "// reformatted\n"
     state, second, _ = sandbox.release("1.1.0", files={f"migrations/{name}": migration(
         "ALTER TABLE accounts ADD COLUMN currency CHAR(3) NOT NULL DEFAULT 'EUR'",
-        "ALTER TABLE accounts DROP COLUMN currency")})
+        "ALTER TABLE accounts DROP COLUMN currency"), applied: edited})
     assert state.is_completed(), second.text()
+    guard = by_name(second)["migration-guard"]
+    assert guard.status == Status.WARNING and guard.detail == (
+        f"1 pending: {name}; 20260101000000-create-accounts.js already applied and changed since the running version: "
+        "Sequelize does not run an applied migration again, so the change never reaches the database; put it in a new "
+        "migration"), guard.detail
     assert second.facts.previous_version == "1.0.0"
     assert second.facts.migrations_applied == [name]
     columns, meta = sandbox.schema()

@@ -12,7 +12,7 @@ from flows.rollback import advice, sequence
 from smartrelease import cli
 from smartrelease.errors import StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from tasks.migrations import MigrationPlan
+from tasks.migrations import MigrationPlan, edited_since
 from tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
@@ -143,3 +143,11 @@ def test_the_plan_decides_an_exact_undo_only_when_the_undo_command_can_revert_ex
     assert database_decision(["20260401-b.js"], applied, ["20260401-b.js"]) == (
         "restore", "no down step: 20260401-b.js")
 
+
+
+def test_an_applied_migration_whose_file_changed_is_named_and_a_new_or_unapplied_one_is_not():
+    running = {"01-init.js": b"up1", "02-add.js": b"up2", "03-later.js": b"up3"}
+    new = {"01-init.js": b"up1", "02-add.js": b"up2 // edited", "03-later.js": b"up3 changed", "04-new.js": b"up4"}
+    # 03 changed too but was never applied: its new text is what will run
+    assert edited_since(running, new, ["01-init.js", "02-add.js"]) == ["02-add.js"]
+    assert edited_since({}, new, ["01-init.js", "02-add.js"]) == []  # nothing to compare with
