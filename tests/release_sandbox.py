@@ -99,21 +99,29 @@ class Sandbox:
 
     def _own_containers(self, status: str) -> list:
         """Containers of this sandbox's Compose projects (its own, its dev one, those of
-        the environments a module adds beside it: all named after its project)."""
+        the environments a module adds beside it: all named after its project), the
+        edge last."""
         client = docker.from_env()
-        return [c for c in client.containers.list(filters={"label": "com.docker.compose.project", "status": status})
-                if c.labels["com.docker.compose.project"].startswith(self.settings.project)]
+        found = [c for c in client.containers.list(filters={"label": "com.docker.compose.project", "status": status})
+                 if c.labels["com.docker.compose.project"].startswith(self.settings.project)]
+        return sorted(found, key=lambda c: c.labels.get("com.docker.compose.service") == "edge")
 
     def pause(self) -> None:
         """Freeze every container between the modules that use this sandbox. Docker runs
         no health check on a paused container (nor counts the one in flight), and the
         checks every 2 s were most of an idle sandbox's CPU (6.4 s a minute)."""
-        for c in self._own_containers("running"):
+        for c in reversed(self._own_containers("running")):  # the edge first: it sees no backend frozen
             c.pause()
 
     def resume(self) -> None:
-        for c in self._own_containers("paused"):
+        """Thaw it, the edge last, and wait until it serves again: the edge's own checks
+        of the backends time out at once on thawing (its clock jumped), and a release's
+        preflight then met a 503 (the exclusive phase at f5e1cbf)."""
+        paused = self._own_containers("paused")
+        for c in paused:
             c.unpause()
+        if paused:
+            wait_ready(self.env())
 
     def restore_last_good(self) -> None:
         """Put the last released version back, or what `sandbox up` deployed before any
