@@ -42,10 +42,10 @@ demo: setup
 	$(WITH_DOCKER) env PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
 
 # In parallel: each pytest-xdist worker runs whole modules, on a Prefect server and
-# sandboxes of its own. The tests marked `exclusive` run alone afterwards: one
-# restarts Docker Engine (which stops every container on the machine), the cutover
-# module counts requests dropped under load. One registry serves the whole run
-# (tests/suite.py).
+# sandboxes of its own. The module marked `exclusive` (the cutover's) comes last and
+# runs once the other workers have ended: it counts requests dropped under load, and
+# restarts Docker Engine (which stops every container on the machine). One registry
+# serves the whole run (tests/suite.py).
 WORKERS ?= 3
 test: setup
 	$(WITH_DOCKER) $(VENV)/bin/python -m tests.suite --workers $(WORKERS)

@@ -64,8 +64,12 @@ if os.environ.get("CI"):
 # an e2e test counted as E2E_WEIGHT fast ones, so the short modules fill the end.
 # xdist gives each worker its next module before the current one ends: a long module
 # last waited behind another and ran alone for two minutes (adopt_e2e, behind faults_e2e).
+# The module marked `exclusive` goes last: its worker waits until every other worker
+# has ended (ALONE_VARIABLE), then runs it with the machine to itself.
 E2E_WEIGHT, FAST_FIRST = 100, 3
 MODULE_ORDER_VARIABLE = "SMARTRELEASE_TEST_MODULE_ORDER"
+ALONE_VARIABLE = "SMARTRELEASE_TEST_ALONE"  # a directory where each worker says it has ended
+ALONE_WAIT_S = 3600  # the other workers' last modules; a worker that crashed never says so
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,9 +79,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
     weight = {m: sum(E2E_WEIGHT if i.get_closest_marker("e2e") else 1 for i in its) for m, its in modules.items()}
+    alone = [m for m in modules if any(i.get_closest_marker("exclusive") for i in modules[m])]
     fast = sorted((m for m in modules if weight[m] == len(modules[m])), key=lambda m: -len(modules[m]))[:FAST_FIRST]
-    rest = sorted((m for m in modules if m not in fast), key=lambda m: -weight[m])
-    items[:] = [item for m in fast + rest for item in modules[m]]
+    rest = sorted((m for m in modules if m not in fast and m not in alone), key=lambda m: -weight[m])
+    items[:] = [item for m in fast + rest + alone for item in modules[m]]
+
+
+def pytest_sessionfinish(session):
+    """A worker of `make test` says it has ended: its sandboxes and server are gone."""
+    if (directory := os.environ.get(ALONE_VARIABLE)) and hasattr(session.config, "workerinput"):
+        (Path(directory) / f"{session.config.workerinput['workerid']}.ended").touch()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _alone(request):
+    """A module marked `exclusive` starts once every other worker of `make test` has
+    ended (tests/suite.py); it then has the machine, and its worker's shared sandbox,
+    to itself. Outside `make test` (a module run by hand), it starts at once."""
+    directory, worker = os.environ.get(ALONE_VARIABLE), getattr(request.config, "workerinput", None)
+    if not (request.node.get_closest_marker("exclusive") and directory and worker):
+        yield
+        return
+    others = {f"gw{i}.ended" for i in range(worker["workercount"])} - {f"{worker['workerid']}.ended"}
+    deadline = time.monotonic() + ALONE_WAIT_S
+    while not others <= {p.name for p in Path(directory).iterdir()}:  # bounded: the others' last modules
+        if time.monotonic() > deadline:
+            pytest.fail(f"the other workers did not end within {ALONE_WAIT_S} s: "
+                        f"{sorted(others - {p.name for p in Path(directory).iterdir()})} still running")
+        time.sleep(1)
+    yield
 
 
 DB_USER, DB_NAME = "smartaccounting", "smartaccounting"

@@ -4,7 +4,8 @@ endpoint that reads the database, for the whole run. The cutover must drop none;
 the old stop-then-start path must drop some, or this test could not tell them apart.
 
 Nothing here rests on the stand-in's internals: the broken version crashes on start
-(any app can), and the drain goes through the compose file's health check."""
+(any app can), and the drain goes through the compose file's health check. Last, Docker
+Engine restarts during a cutover (tests/faults.py causes it)."""
 
 import time
 
@@ -19,10 +20,14 @@ from tasks.cutover import KEPT_SERVING
 from smartrelease.process import run
 from tasks.launch import project_compose
 from tasks.running import Container, service_containers
+from flows.history import last_release
+from flows.verify import verify
 from tests.conftest import SHARED_ENV
+from tests.faults import Unchanged, release_with_fault, restart_docker_engine
 
 # exclusive: it counts the requests dropped under load, and the other workers' load
-# made the machine drop them (p50 31 s at a load average of 15), not the cutover.
+# made the machine drop them (p50 31 s at a load average of 15), not the cutover; and
+# its last test restarts Docker Engine, which stops every container on the machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]
 ENV = SHARED_ENV
 RATE = 50  # requests/s: bounded, and enough to land in every gap of a stop-then-start
@@ -172,3 +177,44 @@ def test_a_rollback_that_undoes_a_migration_cuts_the_code_over_first_and_drops_n
         assert sandbox.schema() == before  # the column and its SequelizeMeta row are gone
     finally:
         commit_version(sandbox.app_dir, "0.0.0", {f"migrations/{name}": None})
+
+
+# Last in this module: it stops every container on the machine.
+def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_version(shared_sandbox):
+    """dockerd is restarted the moment the new backend container exists, while the
+    release waits for it to be healthy. The release must end (Failed, recovered, or
+    released), never hang; when it could not recover, `rollback` does. After that one
+    version runs, verified, with the database as it was and one container per service."""
+    from flows.rollback import rollback
+
+    sandbox = shared_sandbox
+    if last_release(ENV) is None:  # this module first on a new sandbox: a release for a rollback to go back to
+        state, first, _ = sandbox.release("8.0.0")
+        assert state.is_completed(), first.text()
+    before = Unchanged(sandbox)
+
+    def new_container_started() -> bool:
+        return bool(docker.from_env().containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.6.0"]}))
+
+    state, report, away = release_with_fault(sandbox, "8.6.0", new_container_started, restart_docker_engine)
+    assert away is not None, "the new container never started: the fault was not caused"
+    assert state.is_final()
+    recovered = report.ok or (report.facts.rollback is not None and report.facts.rollback.recovered)
+    followed = None
+    print(report.text())
+    if not recovered:
+        followed = rollback(environment=ENV, return_state=True)
+        assert followed.is_completed(), followed.result(raise_on_failure=False).text()
+    running = sandbox.env_running_version()
+    assert running == ("8.6.0" if report.ok else before.version), report.text()
+    assert verify(environment=ENV, expect_version=running, return_state=True).is_completed()
+    assert sandbox.fingerprint() == before.database
+    containers = docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})
+    services = [c.labels.get("com.docker.compose.service") for c in containers]
+    assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
+        [(c.name, c.status) for c in containers]
+    print(f"Docker Engine away {away:.1f} s during the cutover: "
+          + ("released" if report.ok else "recovered by the release" if recovered else "recovered by rollback") + "; "
+          + "; ".join(f"{r.name} {r.status.value}: {r.detail[:100]}" for r in report.results if r.status.value != "skipped"))

@@ -1,13 +1,14 @@
 """Faults a release engineer fears, caused for real on the shared sandbox: the
 registry going away as build-pin pushes, BACKUP_DIR filling up during the
-pre-migration backup, PostgreSQL restarting during the new version's migration. Each test asserts the report's reason, that what runs is
+pre-migration backup, PostgreSQL restarting during the new version's migration, the
+Prefect server going away during the launch (Docker Engine restarting during the
+cutover is in the cutover module, which runs alone). Each test asserts the report's reason, that what runs is
 what ran before (same containers, verified), that the database is unchanged (schema
 and row checksums), and that nothing is left behind (no container, no partial file)."""
 
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,71 +17,16 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.history import last_release
-from tasks.images import engine_answers_within
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
 from tasks.images import ensure_local
 from tasks.rollback_plan import running_deployment
 from tests.conftest import SHARED_ENV, free_port, stored
+from tests.faults import Unchanged, by_name, release_with_fault
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
-
-
-def project_containers(sandbox) -> set[str]:
-    return {c.id for c in docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})}
-
-
-class Unchanged:
-    """What must hold after a fault the release stopped at: the same containers, the
-    same database, and the environment still verifies."""
-
-    def __init__(self, sandbox):
-        self.sandbox = sandbox
-        self.containers, self.all = sandbox.containers(), project_containers(sandbox)
-        self.database = sandbox.fingerprint()
-        self.version = sandbox.env_running_version()
-
-    def check(self) -> None:
-        assert self.sandbox.containers() == self.containers
-        assert project_containers(self.sandbox) == self.all  # no orphan, none gone
-        assert self.sandbox.fingerprint() == self.database
-        verified = verify(environment=ENV, expect_version=self.version, return_state=True)
-        assert verified.is_completed(), verified.result(raise_on_failure=False).text()
-
-
-def release_with_fault(sandbox, version: str, when, fault, files=None, join_s: float = 180):
-    """Release `version` while a thread polls `when()` every 50 ms (errors count as
-    not yet) and, the first time it is true, causes `fault()`. Returns (state,
-    report, what `fault()` returned, or None when it was never caused)."""
-    done, caused = threading.Event(), []
-
-    def watch() -> None:
-        deadline = time.monotonic() + 300
-        while not done.is_set() and time.monotonic() < deadline:
-            try:
-                ready = when()
-            except Exception:
-                ready = False
-            if ready:
-                caused.append(fault())
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        state, report, _ = sandbox.release(version, files=files)
-    finally:
-        done.set()
-        watcher.join(timeout=join_s)
-    return state, report, caused[0] if caused else None
 
 
 def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_nothing_launches(
@@ -234,67 +180,6 @@ def sandbox_commit_without(sandbox, rel: str) -> None:
     from sandbox.app_changes import commit_version
 
     commit_version(sandbox.app_dir, "8.5.1", files={rel: None})
-
-
-def restart_docker_engine(timeout_s: float = 120) -> float:
-    """Stop dockerd (SIGTERM: it stops the containers, as a host's `systemctl restart
-    docker` does without live-restore) and start it again; seconds it was away."""
-    import signal
-
-    started = time.monotonic()
-    pids = [int(p) for p in subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()]
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    for pid in pids:
-        while time.monotonic() - started < timeout_s and Path(f"/proc/{pid}").exists():
-            time.sleep(0.1)
-    with open("/var/log/dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-    if engine_answers_within(timeout_s) is not None:
-        return time.monotonic() - started
-    raise AssertionError("dockerd did not come back")
-
-
-@pytest.mark.exclusive
-def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_version(shared_sandbox):
-    """dockerd is restarted the moment the new backend container exists, while the
-    release waits for it to be healthy. The release must end (Failed, recovered, or
-    released), never hang; when it could not recover, `rollback` does. After that one
-    version runs, verified, with the database as it was and one container per service."""
-    from flows.rollback import rollback
-
-    sandbox = shared_sandbox
-    if last_release(ENV) is None:  # this module first on a new sandbox: a release for a rollback to go back to
-        state, first, _ = sandbox.release("8.0.0")
-        assert state.is_completed(), first.text()
-    before = Unchanged(sandbox)
-
-    def new_container_started() -> bool:
-        return bool(docker.from_env().containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={sandbox.settings.project}", "org.opencontainers.image.version=8.6.0"]}))
-
-    state, report, away = release_with_fault(sandbox, "8.6.0", new_container_started, restart_docker_engine)
-    assert away is not None, "the new container never started: the fault was not caused"
-    assert state.is_final()
-    recovered = report.ok or (report.facts.rollback is not None and report.facts.rollback.recovered)
-    followed = None
-    print(report.text())
-    if not recovered:
-        followed = rollback(environment=ENV, return_state=True)
-        assert followed.is_completed(), followed.result(raise_on_failure=False).text()
-    running = sandbox.env_running_version()
-    assert running == ("8.6.0" if report.ok else before.version), report.text()
-    assert verify(environment=ENV, expect_version=running, return_state=True).is_completed()
-    assert sandbox.fingerprint() == before.database
-    containers = docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={sandbox.settings.project}"})
-    services = [c.labels.get("com.docker.compose.service") for c in containers]
-    assert sorted(services) == sorted(set(services)) and all(c.status == "running" for c in containers), \
-        [(c.name, c.status) for c in containers]
-    print(f"Docker Engine away {away:.1f} s during the cutover: "
-          + ("released" if report.ok else "recovered by the release" if recovered else "recovered by rollback") + "; "
-          + "; ".join(f"{r.name} {r.status.value}: {r.detail[:100]}" for r in report.results if r.status.value != "skipped"))
-
 
 
 def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names_the_gap(
