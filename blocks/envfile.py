@@ -16,7 +16,7 @@ from blocks.release_target import ReleaseTarget
 from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
 from smartrelease.redact import remember
-from smartrelease.refs import check_environment
+from smartrelease.refs import check_env_file, check_environment
 
 RELEASE_PREFIX = "RELEASE_"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -116,11 +116,7 @@ def read_values(path: Path) -> dict[str, str | None]:
 
 def parse_env_file(path: str | os.PathLike) -> Environment:
     """Parse an env file into the two blocks without saving anything."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"env file not found: {path}")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"env file not readable: {path}")
+    path = check_env_file(path)
     values = read_values(path)
 
     known_app, known_release = set(app_keys()), release_keys()

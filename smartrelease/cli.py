@@ -483,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_exit_notices()
     try:
         args = _parser().parse_args(argv)
+        if getattr(args, "env_file", None) is not None:  # refused before seconds of importing Prefect
+            from smartrelease.refs import check_env_file
+
+            check_env_file(args.env_file)
         return HANDLERS[args.command](args)
     except ConfigError as exc:
         print(f"smartrelease: {_one_line(str(exc))}", file=sys.stderr)

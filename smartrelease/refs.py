@@ -6,8 +6,10 @@ registry address. Registry URLs are built from checked parts only.
 The `check_*` functions return the value or raise ConfigError naming what is wrong.
 """
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from smartrelease.errors import ConfigError
 
@@ -81,6 +83,16 @@ def check_digest(value: str, what: str = "digest") -> str:
 
 def check_registry(value: str, what: str = "RELEASE_REGISTRY") -> str:
     return _check(REGISTRY, value, what + " {v} is not host[:port]")
+
+
+def check_env_file(path: str | os.PathLike) -> Path:
+    """An env file that exists and can be read (checked before anything imports Prefect)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"env file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"env file not readable: {path}")
+    return path
 
 
 def check_environment(value: str) -> str:
