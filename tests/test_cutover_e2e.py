@@ -36,8 +36,14 @@ PATH = "/api/accounts"  # reads the database
 
 @pytest.fixture(scope="module")
 def sandbox(shared_sandbox):
-    state, report, _ = shared_sandbox.release("6.0.0")
-    assert state.is_completed(), report.text()
+    """The shared sandbox on a release a rollback can go back to (`sandbox.base`): the
+    one it runs, which every module leaves verified, or 6.0.0 on a new sandbox. (This
+    module runs alone at the end of `make test`: a release here is the run's own time.)"""
+    if last_release(ENV) is None:
+        state, report, _ = shared_sandbox.release("6.0.0")
+        assert state.is_completed(), report.text()
+    shared_sandbox.base = last_release(ENV)["version"]
+    assert shared_sandbox.env_running_version() == shared_sandbox.base
     yield shared_sandbox
 
 
@@ -100,7 +106,7 @@ def rollback_under_load(sandbox, to_version: str) -> Report:
 
 
 def test_a_rollback_under_load_drops_no_request(sandbox):
-    rollback_under_load(sandbox, "6.0.0")
+    rollback_under_load(sandbox, sandbox.base)
 
 
 def test_the_old_stop_then_start_path_drops_requests_and_the_report_says_so(sandbox):
