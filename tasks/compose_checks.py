@@ -75,8 +75,8 @@ def duration_s(text: str) -> float | None:
 def downtime_s(service: dict) -> float:
     """How long a service stopped first gives errors, about: its stop, then its new
     container's first health check, which Docker runs one interval after the start (the
-    cutover waits for it). With no health check in the compose file, the stop alone (an
-    image's own HEALTHCHECK is not in it: Docker's default interval then applies)."""
+    cutover waits for it). With no health check in the compose file, the stop alone: an
+    image's own HEALTHCHECK is not in the file, so it is not counted."""
     check = service.get("healthcheck") or {}
     if not check or check.get("disable") or check.get("test") in (["NONE"], "NONE"):
         return STOP_S

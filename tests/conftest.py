@@ -248,6 +248,11 @@ def stored(flow_run_id):
     return anyio.run(_stored, flow_run_id)
 
 
+def by_name(report) -> dict:
+    """A report's steps by name."""
+    return {r.name: r for r in report.results}
+
+
 def assert_no_secret(texts: dict, secrets: list[str], what: str = "") -> None:
     """No secret in any text: stored ones (stored()), stdout, stderr, reports."""
     for where, text in texts.items():

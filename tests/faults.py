@@ -11,15 +11,10 @@ from pathlib import Path
 import docker
 
 from flows.verify import verify
-from smartrelease.report import Report
 from tasks.images import engine_answers_within
 from tests.conftest import SHARED_ENV
 
 ENV = SHARED_ENV
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def project_containers(sandbox) -> set[str]:

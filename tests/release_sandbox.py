@@ -68,6 +68,15 @@ class Sandbox:
         import_env_file(path, name)
         return path
 
+    @contextmanager
+    def beside(self, name: str, directory: Path, **changes: str):
+        """Environment `name` on this sandbox (`env_file_for`), its env file's path; on
+        leaving, this sandbox's own last release is put back, for the next module."""
+        try:
+            yield self.env_file_for(name, directory, **changes)
+        finally:
+            self.restore_last_good()
+
     def release(self, version: str, files=None, faults=None, **parameters) -> tuple[object, Report, str]:
         """Commit `version` to the checkout and release it; (state, report, git SHA)."""
         sha = commit_version(self.app_dir, version, files, faults)

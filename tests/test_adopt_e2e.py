@@ -28,6 +28,7 @@ from smartrelease.process import run
 from tasks.launch import project_compose
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
+from tests.conftest import by_name
 from tests.release_sandbox import run_swept
 
 pytestmark = pytest.mark.e2e
@@ -57,15 +58,9 @@ def sandbox(shared_sandbox, tmp_path_factory):
     """The shared sandbox, its env file copied for NAME with the runbook's compose file."""
     directory = tmp_path_factory.mktemp("runbook")
     compose = runbook_compose(shared_sandbox, directory)
-    shared_sandbox.adopt_env_file = shared_sandbox.env_file_for(NAME, directory, RELEASE_COMPOSE_FILE=str(compose))
-    try:
+    with shared_sandbox.beside(NAME, directory, RELEASE_COMPOSE_FILE=str(compose)) as env_file:
+        shared_sandbox.adopt_env_file = env_file
         yield shared_sandbox
-    finally:
-        shared_sandbox.restore_last_good()  # the shared sandbox's own last release, for the next module
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def release_by_hand(sandbox, version: str) -> dict[str, str]:

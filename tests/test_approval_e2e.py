@@ -27,7 +27,7 @@ from smartrelease import cli
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report, Status
 from tasks.postgres import connect
-from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, free_port, stored
+from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, free_port, stored
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
@@ -125,10 +125,6 @@ def untouched(sandbox) -> tuple:
 def finished(future) -> tuple[object, Report]:
     state, report, _ = future.result(timeout=300)
     return state, report
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def test_a_rejected_release_changes_nothing_and_a_self_approval_is_refused(sandbox, listener):

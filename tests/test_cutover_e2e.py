@@ -22,7 +22,7 @@ from tasks.launch import project_compose
 from tasks.running import Container, service_containers
 from flows.history import last_release
 from flows.verify import verify
-from tests.conftest import SHARED_ENV
+from tests.conftest import SHARED_ENV, by_name
 from tests.faults import Unchanged, release_with_fault, restart_docker_engine
 
 # exclusive: it counts the requests dropped under load, and the other workers' load
@@ -59,9 +59,6 @@ def app_containers(sandbox) -> dict[str, list[tuple[str, str]]]:
             for s in (env.target.backend_service, env.target.frontend_service)}
 
 
-def steps(report: Report) -> dict:
-    return {r.name: r for r in report.results}
-
 
 def test_a_good_release_under_load_drops_no_request_and_leaves_only_the_new_containers(sandbox):
     before = app_containers(sandbox)
@@ -70,7 +67,7 @@ def test_a_good_release_under_load_drops_no_request_and_leaves_only_the_new_cont
     assert state.is_completed(), report.text()
     stats = traffic.stats()
     assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
-    launch = steps(report)["launch"]
+    launch = by_name(report)["launch"]
     assert launch.status == Status.PASSED and launch.detail.startswith("cut over backend (1 old -> 1 new)"), launch.detail
     assert "old drained in" in launch.detail, launch.detail  # taken out of the edge by its health check first
     after = app_containers(sandbox)
@@ -86,7 +83,7 @@ def test_a_broken_release_under_load_drops_no_request_and_leaves_exactly_the_old
     assert state.is_failed()
     stats = traffic.stats()
     assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
-    launch = steps(report)["launch"]
+    launch = by_name(report)["launch"]
     assert launch.status == Status.FAILED and KEPT_SERVING in launch.detail, launch.detail
     assert "crash-on-start" in launch.detail  # the new container's own last words
     assert report.facts.rollback.recovered, report.text()
@@ -101,7 +98,7 @@ def rollback_under_load(sandbox, to_version: str) -> Report:
     assert state.is_completed(), report.text()
     stats = traffic.stats()
     assert stats.requests > 3 * RATE and stats.failed == 0, stats.line()
-    assert steps(report)["relaunch"].detail.startswith("cut over backend (1 old -> 1 new)")
+    assert by_name(report)["relaunch"].detail.startswith("cut over backend (1 old -> 1 new)")
     return report
 
 
@@ -115,7 +112,7 @@ def test_the_old_stop_then_start_path_drops_requests_and_the_report_says_so(sand
     assert state.is_completed(), report.text()
     stats = traffic.stats()
     assert stats.failed > 0, stats.line()  # what the cutover is for: this path is visible to users
-    launch = steps(report)["launch"]
+    launch = by_name(report)["launch"]
     assert launch.status == Status.WARNING and "users get errors until wait-ready passes" in launch.detail
     assert all(len(c) == 1 for c in app_containers(sandbox).values())
 

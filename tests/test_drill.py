@@ -13,13 +13,13 @@ import pytest
 from blocks import import_env_file
 from flows.drill import STEPS, drill
 from flows.history import read_history
-from smartrelease.report import Report, Status
+from smartrelease.report import Status
 from tasks.backup_crypto import sha256_file
 from tasks.backup_files import dump_database, dump_database_encrypted
 from tasks.drill import released_at
 from tasks.schema import fingerprint, schema_of
 from tasks.scratch_database import PREFIX, leftovers
-from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, SENTINELS, assert_no_secret, host_tools, stored
+from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, SENTINELS, assert_no_secret, by_name, host_tools, stored
 
 
 def seed(cluster) -> None:
@@ -57,10 +57,6 @@ def drilled(own_pg, write_env, tmp_path):
 def run_drill(name: str = "drill"):
     state = drill(environment=name, return_state=True)
     return state, state.result(raise_on_failure=False)
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def test_the_cli_drill_restores_the_newest_backup_into_a_scratch_database_and_reports_it(drilled):

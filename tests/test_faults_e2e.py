@@ -22,8 +22,8 @@ from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
 from tasks.images import ensure_local
 from tasks.rollback_plan import running_deployment
-from tests.conftest import SHARED_ENV, free_port, stored
-from tests.faults import Unchanged, by_name, release_with_fault
+from tests.conftest import SHARED_ENV, by_name, free_port, stored
+from tests.faults import Unchanged, release_with_fault
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV

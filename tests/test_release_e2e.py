@@ -18,7 +18,7 @@ from tasks.build_pin import push_immutable, registry_for
 from tasks.images import build_image
 from tasks.running import running_services
 from sandbox.base_image import DEFAULT_BASE_IMAGE
-from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
+from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
@@ -27,10 +27,6 @@ ENV = SHARED_ENV
 @pytest.fixture(scope="module")
 def sandbox(shared_sandbox):
     yield shared_sandbox
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def assert_no_secrets(state, report: Report) -> None:

@@ -23,11 +23,11 @@ from flows.lock import holder
 from flows.rollback import rollback
 from flows.verify import verify
 from sandbox.app_changes import STYLES, commit_version, migration
-from smartrelease.report import Report, Status
+from smartrelease.report import Status
 from tasks.backup_crypto import verify_checksum
 from tasks.postgres import connect
 from tasks.rollback_plan import running_deployment
-from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
+from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
@@ -40,10 +40,6 @@ def sandbox(shared_sandbox):
     state, report, _ = shared_sandbox.release(BASE)
     assert state.is_completed(), report.text()
     yield shared_sandbox
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def accounts(sandbox) -> list[tuple]:

@@ -12,8 +12,8 @@ import pytest
 from blocks import import_env_file, load_environment
 from flows.release import release
 from sandbox.app_changes import commit_version
-from smartrelease.report import Report, Status
-from tests.conftest import free_port
+from smartrelease.report import Status
+from tests.conftest import by_name, free_port
 from tests.release_sandbox import run_swept
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +35,9 @@ def sandbox(shared_sandbox, tmp_path_factory, port):
     anchor = "  frontend:\n"
     assert anchor in original, "the sandbox's compose file changed shape: update this test"
     compose.write_text(original.replace(anchor, f"{anchor}    ports: ['127.0.0.1:{port}:8081']\n", 1))
-    shared_sandbox.stop_first_env_file = shared_sandbox.env_file_for(NAME, directory,
-                                                                     RELEASE_COMPOSE_FILE=str(compose))
-    try:
+    with shared_sandbox.beside(NAME, directory, RELEASE_COMPOSE_FILE=str(compose)) as env_file:
+        shared_sandbox.stop_first_env_file = env_file
         yield shared_sandbox
-    finally:
-        shared_sandbox.restore_last_good()  # the shared sandbox's own last release, for the next module
-
-
-def by_name(report: Report) -> dict:
-    return {r.name: r for r in report.results}
 
 
 def test_zero_downtime_required_refuses_the_host_port_before_anything_changes(sandbox, port):
