@@ -3,8 +3,10 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
 
+from blocks.schema_cache import CachedSchema
 
-class AppEnvironment(Block):
+
+class AppEnvironment(CachedSchema, Block):
     """SmartAccounting's runtime environment (the runbook's variable set).
 
     Every field mirrors an env key of the same name in upper case. Fields are

@@ -1,8 +1,10 @@
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
 
+from blocks.schema_cache import CachedSchema
 
-class RegistryCredentials(Block):
+
+class RegistryCredentials(CachedSchema, Block):
     """The login to the release registry: the env file's RELEASE_REGISTRY_USERNAME and
     RELEASE_REGISTRY_PASSWORD, saved under the environment's name.
 

@@ -5,13 +5,14 @@ from pydantic import Field, field_validator
 from prefect.blocks.core import Block
 
 from blocks.app_contract import AppContract
+from blocks.schema_cache import CachedSchema
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_registry, check_repository
 
 DAY_S = 86400
 
 
-class ReleaseTarget(Block, AppContract):
+class ReleaseTarget(CachedSchema, Block, AppContract):
     """Where and how a release goes: the env file's RELEASE_ keys, the app's contract
     (blocks/app_contract.py) among them.
 
