@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from pydantic import SecretStr
 
 from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 from smartrelease.redact import mask, remember
+from tasks.http import answers, http_client
 
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 SLOT_WAIT_S = 2
@@ -115,10 +115,7 @@ def server_argv(s: ServerSettings) -> list[str]:
 
 
 def answering(s: ServerSettings, timeout_s: float = 2) -> bool:
-    try:
-        return httpx.get(f"{s.api_url}/health", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return answers(f"{s.api_url}/health", timeout_s=timeout_s)
 
 
 def _process(s: ServerSettings) -> Background:
@@ -191,7 +188,8 @@ def status(s: ServerSettings | None = None) -> tuple[bool, str]:
     s = s or ServerSettings()
     if not answering(s):
         return False, f"Prefect server down (expected at {s.api_url})"
-    version = httpx.get(f"{s.api_url}/admin/version", timeout=5).json()
+    with http_client(s.api_url, timeout_s=5) as client:
+        version = client.get("/admin/version").json()
     pid = _process(s).pid()
     return True, (f"Prefect server {version} up at {s.ui_url}" + (f", pid {pid}" if pid else ", not started by us")
                   + f"; clients use PREFECT_API_URL={s.api_url}")

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report, Status, StepResult
+from tasks.http import answers
 
 PUBLISH_STEP = "publish"
 
@@ -112,10 +113,7 @@ def _answers() -> bool:
     if not api_url():  # Prefect's ephemeral mode: a server of this process's own, started by its client
         with get_client(sync_client=True) as client:
             return client.api_healthcheck() is None
-    try:
-        return httpx.get(f"{api_url()}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return answers(f"{api_url()}/health")
 
 
 def server_answers_within(timeout_s: float) -> bool:

@@ -36,7 +36,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import docker
-import httpx
 import trustme
 from cryptography import x509
 from dotenv import dotenv_values
@@ -51,6 +50,7 @@ from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from tasks.build_pin import build_pin
+from tasks.http import answers
 from tasks.images import build_image
 from tasks.launch import compose_up, project_compose, start_database
 from tasks.postgres import connect
@@ -265,10 +265,7 @@ class Registry:
         return self.process.pid()
 
     def answering(self) -> bool:
-        try:
-            return httpx.get(f"http://{self.addr}/v2/", timeout=2).status_code in (200, 401)
-        except httpx.HTTPError:
-            return False
+        return answers(f"http://{self.addr}/v2/", ok=(200, 401))
 
     def start(self) -> None:
         """Start it, unless a registry already answers at `addr` (this one, or one

@@ -3,13 +3,18 @@ TLS verified against the system trust store or a private CA, bounded timeouts,
 redirects followed only where asked (a registry sends blobs to storage), and plain
 HTTP only to this machine."""
 
+import functools
 import ipaddress
+import os
 import ssl
+from typing import TYPE_CHECKING
 
 import httpx
 
-from blocks.release_target import ReleaseTarget
 from smartrelease.errors import ConfigError
+
+if TYPE_CHECKING:  # (the server's and the journal's health checks use this module without Prefect's blocks)
+    from blocks.release_target import ReleaseTarget
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -17,16 +22,28 @@ DEFAULT_TIMEOUT_S = 10.0
 def ssl_context(ca_bundle: str | None, setting: str = "RELEASE_CA_BUNDLE") -> ssl.SSLContext:
     """The system store (and SSL_CERT_FILE), or the private CA in `ca_bundle`; httpx's
     own default would use certifi's bundle instead, which is not what the runbook checks.
-    A CA file that is missing or holds no PEM certificate is a ConfigError naming `setting`."""
+    A CA file that is missing or holds no PEM certificate is a ConfigError naming `setting`.
+
+    One context per trust store and process: loading a store costs about 20 ms of CPU,
+    and a run makes hundreds of clients. A file changed in place is loaded again."""
     if not ca_bundle:
-        return ssl.create_default_context()
+        return _context(None, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     try:
-        return ssl.create_default_context(cafile=ca_bundle)
+        found = os.stat(ca_bundle)
+        return _context(ca_bundle, found.st_ino, found.st_mtime_ns, found.st_size)
     except FileNotFoundError:
         raise ConfigError(f"{setting} {ca_bundle} does not exist") from None
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise ConfigError(f"{setting} {ca_bundle} is not a PEM certificate file "
                           f"({getattr(exc, 'reason', None) or type(exc).__name__})") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _context(cafile: str | None, *identity) -> ssl.SSLContext:
+    """`identity`: what tells this store from another at the same path (the default
+    store's variables, a file's inode, time and size). httpx never changes a context
+    it is given, so clients share it."""
+    return ssl.create_default_context(cafile=cafile)
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +70,16 @@ def http_client(base_url: str, *, ca_bundle: str | None = None, ca_setting: str 
     )
 
 
-def client(target: ReleaseTarget, *, timeout_s: float = DEFAULT_TIMEOUT_S, auth: httpx.Auth | None = None) -> httpx.Client:
+def answers(url: str, ok: tuple[int, ...] = (200,), timeout_s: float = 2.0) -> bool:
+    """Whether a GET of `url` answers one of the `ok` statuses within `timeout_s`
+    (a health check: a server this tool started, a registry)."""
+    try:
+        with http_client("", timeout_s=timeout_s) as c:
+            return c.get(url).status_code in ok
+    except httpx.HTTPError:
+        return False
+
+
+def client(target: "ReleaseTarget", *, timeout_s: float = DEFAULT_TIMEOUT_S, auth: httpx.Auth | None = None) -> httpx.Client:
     """A client of the app's public URL."""
     return http_client(target.public_url or "", ca_bundle=target.ca_bundle, timeout_s=timeout_s, auth=auth)
