@@ -7,6 +7,7 @@ Beside each file, `<name>.sha256` in `sha256sum` format: a tampered or damaged
 file is refused by its checksum before anything reads it.
 """
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -26,8 +27,12 @@ class BackupIntegrityError(Exception):
     """Wrong passphrase, tampered or truncated file, or checksum mismatch."""
 
 
+@functools.lru_cache(maxsize=16)
 def _key(passphrase: str, salt: bytes) -> bytes:
-    # scrypt's cost (n=2**15) makes guessing a passphrase from a stolen backup slow.
+    # scrypt's cost (n=2**15, about 100 ms of CPU) makes guessing a passphrase from a
+    # stolen backup slow. A process that writes a backup reads it back and may restore
+    # it: the key of one (passphrase, salt) is derived once. (The process holds the
+    # passphrase already; a salt is new for every file.)
     return Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode())
 
 

@@ -151,3 +151,24 @@ def test_restore_makes_the_database_equal_the_backup_in_one_transaction(own_pg, 
     (tmp_path / (path.name + ".sha256")).write_text(f"{sha256_file(path)}  {path.name}\n")
     assert "one transaction" in restore_database(_app_env(own_pg), str(path)).detail
     assert _database(own_pg) == at_backup  # the later table, column and row are gone
+
+
+def test_a_backup_read_back_derives_its_key_once_and_a_wrong_passphrase_still_fails(tmp_path, monkeypatch):
+    """scrypt costs about 100 ms of CPU by design (a stolen backup's passphrase is slow
+    to guess); a release writes a backup, reads it back whole and may restore it, in
+    one process: the key of a (passphrase, salt) is derived once."""
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from tasks.backup_crypto import BackupIntegrityError, encrypt_stream
+
+    derived = []
+    original = Scrypt.derive
+    monkeypatch.setattr(Scrypt, "derive", lambda self, data: derived.append(1) or original(self, data))
+    path = tmp_path / "b.dump.enc"
+    encrypt_stream([b"row 1\n", b"row 2\n"], path, BACKUP_PASSPHRASE)
+    for _ in range(2):
+        assert b"".join(decrypt_stream(path, BACKUP_PASSPHRASE)) == b"row 1\nrow 2\n"
+    assert len(derived) == 1
+    with pytest.raises(BackupIntegrityError):
+        b"".join(decrypt_stream(path, BACKUP_PASSPHRASE + "x"))
+    assert len(derived) == 2  # another passphrase: its own key, which fails
