@@ -124,39 +124,60 @@ def claim_port(name: str, client: docker.DockerClient | None) -> tuple[int, str 
 
 @dataclass(frozen=True)
 class Leftover:
-    """Containers and volumes of a Compose project no running sandbox here owns."""
+    """Containers, networks and volumes of a Compose project no running sandbox here owns."""
 
     project: str
     containers: tuple[str, ...]
     volumes: tuple[str, ...]
     why: str
+    networks: tuple[str, ...] = ()
 
     def removal(self) -> str:
+        """Containers first: a network or volume in use cannot be removed."""
         parts = []
         if self.containers:
             parts.append("docker rm -f " + " ".join(self.containers))
+        if self.networks:
+            parts.append("docker network rm " + " ".join(self.networks))
         if self.volumes:
             parts.append("docker volume rm " + " ".join(self.volumes))
         return " && ".join(parts)
 
     def line(self) -> str:
         what = ", ".join(filter(None, [f"containers {', '.join(self.containers)}" if self.containers else "",
+                                       f"networks {', '.join(self.networks)}" if self.networks else "",
                                        f"volumes {', '.join(self.volumes)}" if self.volumes else ""]))
         return (f"left behind by another sandbox ({self.why}), not reused: Compose project {self.project} ({what}); "
                 f"`{self.removal()}` removes it")
 
 
-def project_resources(client: docker.DockerClient, project: str) -> tuple[list, list]:
-    label = f"{PROJECT_LABEL}={project}"
-    return (client.containers.list(all=True, filters={"label": label}),
-            client.volumes.list(filters={"label": label}))
+@dataclass(frozen=True)
+class ProjectResources:
+    """What Docker holds under one Compose project's label, in the order to remove it."""
+
+    containers: list
+    networks: list
+    volumes: list
+
+    def remove(self, volumes: bool = True) -> None:
+        for container in self.containers:
+            container.remove(force=True)
+        for thing in (*self.networks, *(self.volumes if volumes else ())):
+            thing.remove()
+
+
+def project_resources(client: docker.DockerClient, project: str) -> ProjectResources:
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    return ProjectResources(client.containers.list(all=True, filters=label), client.networks.list(filters=label),
+                            client.volumes.list(filters=label))
 
 
 def leftover_of(client: docker.DockerClient, project: str, why: str) -> Leftover | None:
-    containers, volumes = project_resources(client, project)
-    if not containers and not volumes:
+    found = project_resources(client, project)
+    if not (found.containers or found.volumes or found.networks):
         return None
-    return Leftover(project, tuple(sorted(c.name for c in containers)), tuple(sorted(v.name for v in volumes)), why)
+    return Leftover(project, tuple(sorted(c.name for c in found.containers)),
+                    tuple(sorted(v.name for v in found.volumes)), why, tuple(sorted(n.name for n in found.networks)))
 
 
 def orphaned_projects(client: docker.DockerClient, exclude: set[str]) -> list[str]:

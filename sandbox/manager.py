@@ -56,7 +56,7 @@ from tasks.launch import compose_up, project_compose, start_database
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.release_backup import take_backup
-from tasks.running import app_services, project_containers, running_services
+from tasks.running import app_services, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
@@ -539,7 +539,7 @@ def claim(s: Settings, client: docker.DockerClient, stages: tuple[Stage, ...], k
                     ident.leftovers.append(project)
     if kind == BUNDLED:
         for stage in stages:
-            volumes = identity.project_resources(client, stage.project)[1]
+            volumes = identity.project_resources(client, stage.project).volumes
             if volumes and stage.project not in ident.databases:
                 names = " ".join(v.name for v in volumes)
                 raise SandboxError(f"volume {names} holds a database this sandbox did not create (Compose project "
@@ -613,8 +613,8 @@ def down(s: Settings | None = None, *, keeping_state: bool = True) -> int:
         if not (env.target.compose_env_file and Path(env.target.compose_env_file).is_file()):
             # Its state directory was deleted: Compose cannot read the project's
             # variables any more, so remove its containers by the project label.
-            for c in project_containers(docker.from_env(), env.target.compose_project or stage.project):
-                c.remove(force=True)
+            identity.project_resources(docker.from_env(), env.target.compose_project or stage.project).remove(
+                volumes=not keeping_state)
             log_stage(stage, "containers removed (its compose env file was gone)")
             continue
         if env.target.compose_file and Path(env.target.compose_file).is_file():
@@ -636,9 +636,7 @@ def destroy(s: Settings | None = None) -> int:
     plane.destroy(s.plane())
     client = docker.from_env()
     for project in s.ident.leftovers if s.ident else ():  # an earlier sandbox's here, named by `up`
-        containers, volumes = identity.project_resources(client, project)
-        for thing in (*containers, *volumes):
-            thing.remove(force=True)
+        identity.project_resources(client, project).remove()
         log(f"removed what the earlier sandbox here left behind (Compose project {project})")
     cluster.destroy()
     for path in (s.root, cluster.root, s.cluster_wal_dir):

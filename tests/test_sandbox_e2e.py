@@ -111,7 +111,8 @@ def test_up_after_the_state_was_deleted_starts_a_sandbox_of_its_own_and_names_th
     old = env["project"]
     old_containers = {c.name for c in project_containers(client, old)}
     old_volumes = {v.name for v in client.volumes.list(filters={"label": f"com.docker.compose.project={old}"})}
-    assert len(old_containers) == 4 and len(old_volumes) == 1
+    old_networks = {n.name for n in client.networks.list(filters={"label": f"com.docker.compose.project={old}"})}
+    assert len(old_containers) == 4 and len(old_volumes) == 1 and old_networks == {f"{old}_default"}
     shutil.rmtree(root / ".sandbox")
     again_env = {k: v for k, v in env.items() if k not in ("SANDBOX_EDGE_PORT", "project")}
     # A checkout made anew has a new git SHA: its 0.9.0 goes to repositories of its own.
@@ -122,7 +123,8 @@ def test_up_after_the_state_was_deleted_starts_a_sandbox_of_its_own_and_names_th
     named = [line for line in again.stderr.splitlines() if old in line]
     assert len(named) == 1, again.stderr
     assert "left behind by another sandbox" in named[0] and "not reused" in named[0]
-    assert f"docker rm -f {' '.join(sorted(old_containers))} && docker volume rm {' '.join(old_volumes)}" in named[0]
+    assert (f"docker rm -f {' '.join(sorted(old_containers))} && docker network rm {old}_default && "
+            f"docker volume rm {' '.join(old_volumes)}") in named[0]
     new = json.loads((root / ".sandbox" / "sandbox.json").read_text())
     assert f"smartaccounting-sandbox-{new['id']}" != old
     assert {c.name for c in project_containers(client, old)} == old_containers  # left alone by up
@@ -135,6 +137,7 @@ def test_up_after_the_state_was_deleted_starts_a_sandbox_of_its_own_and_names_th
     assert out.returncode == 0, out.stderr
     assert project_containers(client, old) == [] and project_containers(client, env["project"]) == []
     assert client.volumes.list(filters={"label": f"com.docker.compose.project={old}"}) == []
+    assert client.networks.list(filters={"label": f"com.docker.compose.project={old}"}) == []  # none left to use up Docker's address pools
     up = cli("sandbox", "up")  # the module's later tests want one up
     assert up.returncode == 0, up.stderr
     env["project"] = "smartaccounting-sandbox-" + json.loads((root / ".sandbox" / "sandbox.json").read_text())["id"]
@@ -188,16 +191,20 @@ def test_down_removes_the_containers_of_an_environment_whose_state_was_deleted(t
                          pg_port=free_port(), registry_port=free_port())
     client = docker.from_env()
     ensure_base_image(client, lambda _: None)
-    orphan = client.containers.run(DEFAULT_BASE_IMAGE, ["sleep", "300"], detach=True,
-                                   labels={"com.docker.compose.project": s.dev.project})
+    label = {"com.docker.compose.project": s.dev.project}
+    network = client.networks.create(f"{s.dev.project}_default", labels=label)
+    orphan = client.containers.run(DEFAULT_BASE_IMAGE, ["sleep", "300"], detach=True, labels=label,
+                                   network=network.name)
     s.dev.env_file.write_text(f"RELEASE_COMPOSE_FILE={tmp_path}/gone/docker-compose.prod.yml\n"
                               f"RELEASE_COMPOSE_ENV_FILE={tmp_path}/gone/compose-dev.env\n"
                               f"RELEASE_COMPOSE_PROJECT={s.dev.project}\n")
     try:
         assert manager.down(s) == 0
         assert project_containers(client, s.dev.project) == []
+        assert client.networks.list(filters={"label": f"com.docker.compose.project={s.dev.project}"}) == []
     finally:
         try:
             orphan.remove(force=True)
+            network.remove()
         except docker.errors.NotFound:
             pass

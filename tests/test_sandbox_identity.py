@@ -66,10 +66,11 @@ def test_an_unreadable_record_is_one_line_with_the_way_out(tmp_path):
 
 def test_a_leftover_is_named_in_one_line_with_the_command_that_removes_it():
     left = identity.Leftover("smartaccounting-sandbox-0a0b0c", ("p-backend-1", "p-db-1"), ("p_db-data",),
-                             "its state directory is gone")
+                             "its state directory is gone", ("p_default",))
     assert left.line() == ("left behind by another sandbox (its state directory is gone), not reused: Compose project "
-                           "smartaccounting-sandbox-0a0b0c (containers p-backend-1, p-db-1, volumes p_db-data); "
-                           "`docker rm -f p-backend-1 p-db-1 && docker volume rm p_db-data` removes it")
+                           "smartaccounting-sandbox-0a0b0c (containers p-backend-1, p-db-1, networks p_default, volumes "
+                           "p_db-data); `docker rm -f p-backend-1 p-db-1 && docker network rm p_default && docker volume "
+                           "rm p_db-data` removes it")
     assert identity.Leftover("p", (), ("v",), "x").removal() == "docker volume rm v"
 
 
