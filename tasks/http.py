@@ -4,6 +4,7 @@ redirects followed only where asked (a registry sends blobs to storage), and pla
 HTTP only to this machine."""
 
 import functools
+import hashlib
 import ipaddress
 import os
 import ssl
@@ -29,8 +30,9 @@ def ssl_context(ca_bundle: str | None, setting: str = "RELEASE_CA_BUNDLE") -> ss
     if not ca_bundle:
         return _context(None, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     try:
-        found = os.stat(ca_bundle)
-        return _context(ca_bundle, found.st_ino, found.st_mtime_ns, found.st_size)
+        with open(ca_bundle, "rb") as f:  # (a renewed CA can have the old one's inode, time to the tick and size)
+            content = hashlib.sha256(f.read()).hexdigest()
+        return _context(ca_bundle, content)
     except FileNotFoundError:
         raise ConfigError(f"{setting} {ca_bundle} does not exist") from None
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -41,8 +43,8 @@ def ssl_context(ca_bundle: str | None, setting: str = "RELEASE_CA_BUNDLE") -> ss
 @functools.lru_cache(maxsize=16)
 def _context(cafile: str | None, *identity) -> ssl.SSLContext:
     """`identity`: what tells this store from another at the same path (the default
-    store's variables, a file's inode, time and size). httpx never changes a context
-    it is given, so clients share it."""
+    store's variables, a file's SHA-256). httpx never changes a context it is given,
+    so clients share it."""
     return ssl.create_default_context(cafile=cafile)
 
 
