@@ -110,9 +110,11 @@ class Pool:
 
 def main() -> None:
     size = int(os.environ.get("EDGE_MAX_CONTAINERS", "8"))
-    pools = {os.environ.get("BACKEND_HOST", "backend"): Pool("backend", "app", size, os.environ.get("BACKEND_PORT", "8080")),
-             os.environ.get("FRONTEND_HOST", "frontend"): Pool("frontend", "web", size,
-                                                              os.environ.get("FRONTEND_PORT", "8081"))}
+    # (service, its pool): both pools may route to one service, a frontend whose own
+    # server proxies /api to the backend.
+    pools = [(os.environ.get("BACKEND_HOST", "backend"), Pool("backend", "app", size, os.environ.get("BACKEND_PORT", "8080"))),
+             (os.environ.get("FRONTEND_HOST", "frontend"), Pool("frontend", "web", size,
+                                                               os.environ.get("FRONTEND_PORT", "8081")))]
     me = docker(f"/containers/{socket.gethostname()}/json")
     project = me["Config"]["Labels"]["com.docker.compose.project"]
     networks = set(me["NetworkSettings"]["Networks"])
@@ -120,13 +122,13 @@ def main() -> None:
     while True:
         try:
             containers = docker(f"/containers/json?all=1&filters={query}")
-            for service, pool in pools.items():
+            for service, pool in pools:
                 for command in pool.commands(addresses(containers, service, networks)):
                     answer = haproxy(command)
                     print(f"edge: {service}: {command}" + (f" ({answer})" if answer else ""), flush=True)
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             print(f"edge: discovery: {exc}", file=sys.stderr, flush=True)
-            for pool in pools.values():
+            for _, pool in pools:
                 pool.forget()
         time.sleep(POLL_S)
 
