@@ -23,7 +23,8 @@ from tasks.migrations import applied_migrations, down_steps, migration_files
 from tasks.pg_client import pg_tools
 from tasks.registry import RegistryError
 from tasks.release_backup import BackupRecord
-from tasks.rollback_plan import ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment
+from tasks.rollback_plan import (ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment,
+                                  undo_out_of_order)
 from tasks.runbook_task import runbook_task
 from tasks.running import RunningService, app_services, project_containers, running_services, service_containers
 
@@ -152,6 +153,9 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     to_undo = sorted((m for m in applied if m not in target_files), reverse=True)
 
     undo_image, without_down = None, []
+    if strategy == "undo" and (why := undo_out_of_order(to_undo, applied)):
+        raise StepFailed(STEP, f"{why}; nothing was changed. Run the rollback with --db-strategy restore: it restores "
+                               "the backup taken before they were applied (every write since then is lost)")
     if to_undo and strategy == "undo":
         undo_image = _undo_image(client, env, to_undo) or _backend_ref(env, services)
         files = migration_files(client, undo_image, env.target.migrations_dir) if undo_image else {}

@@ -157,6 +157,17 @@ def database_decision(pending: list[str], applied: list[str], without_down: list
     return "undo", f"{', '.join(sorted(pending, reverse=True))}, newest first"
 
 
+def undo_out_of_order(to_undo: list[str], applied: list[str]) -> str | None:
+    """Why the undo command cannot revert exactly `to_undo` (None when it can): it
+    reverts the highest-named applied migration first, and one of `to_undo` sorts
+    before a migration that stays applied."""
+    staying = max((m for m in applied if m not in to_undo), default=None)
+    if staying and (early := sorted(m for m in to_undo if m < staying)):
+        return (f"{', '.join(early)} sorts before {staying}, which stays applied: the undo command reverts the "
+                f"highest-named migration first, so it would undo {staying} instead")
+    return None
+
+
 def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, first_release: bool,
                   history: list[dict] = ()) -> RollbackPlan:
     """Written before anything changes. The backup it names is the fresh one found in

@@ -16,7 +16,7 @@ from tasks.migrations import MigrationPlan, edited_since
 from tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
-from tasks.rollback_plan import Deployment, database_decision, rollback_plan
+from tasks.rollback_plan import Deployment, database_decision, rollback_plan, undo_out_of_order
 
 B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"
 
@@ -151,3 +151,15 @@ def test_an_applied_migration_whose_file_changed_is_named_and_a_new_or_unapplied
     # 03 changed too but was never applied: its new text is what will run
     assert edited_since(running, new, ["01-init.js", "02-add.js"]) == ["02-add.js"]
     assert edited_since({}, new, ["01-init.js", "02-add.js"]) == []  # nothing to compare with
+
+
+def test_an_undo_is_refused_when_the_undo_command_would_revert_another_migration_first():
+    """`sequelize-cli db:migrate:undo` reverts the highest-named applied migration: a
+    migration to undo named before one that stays is not the one it would revert."""
+    applied = ["20240105-customers.js", "20240210-email.js", "20240320-invoices.js"]
+    assert undo_out_of_order(["20240210-email.js"], applied) == (
+        "20240210-email.js sorts before 20240320-invoices.js, which stays applied: the undo command reverts the "
+        "highest-named migration first, so it would undo 20240320-invoices.js instead")
+    assert undo_out_of_order(["20240320-invoices.js", "20240210-email.js"], applied) is None  # newest first: exact
+    assert undo_out_of_order([], applied) is None
+    assert undo_out_of_order(["20240105-customers.js"], ["20240105-customers.js"]) is None
