@@ -9,6 +9,8 @@ Compose)."""
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -19,8 +21,9 @@ from flows.history import last_release
 from flows.release import release
 from sandbox import manager
 from sandbox.app_changes import commit_version
+from smartrelease.process import run
 from smartrelease.report import Report
-from tasks.launch import compose_up
+from tasks.launch import compose_up, project_compose
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
@@ -38,6 +41,20 @@ def run_swept(flow, **parameters) -> tuple[object, Report]:
     assert_no_secret({**texts, "report": report.model_dump_json() + report.markdown() + report.text()}, SENTINELS,
                      f"of {flow.name} {parameters}")
     return state, report
+
+
+def release_by_hand(environment: str, app_dir: Path, version: str) -> dict[str, str]:
+    """The runbook by hand: commit `version` to the checkout, then `docker compose up -d
+    --build` with the environment's compose file as it is (Compose builds the images:
+    no OCI labels, nothing pushed); {role: the image Compose built}."""
+    sha = commit_version(app_dir, version)
+    env = load_environment(environment)
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    up = project_compose(env).without_override().with_variables(
+        {"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built}).up()
+    run(replace(up, argv=(*up.argv, "--build")))
+    wait_ready(env)
+    return {role: f"{env.target.compose_project}-{env.target.service(role)}" for role in ("backend", "frontend")}
 
 
 class Sandbox:

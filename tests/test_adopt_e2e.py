@@ -8,8 +8,6 @@ before building anything, adopts it, releases over it, rolls back to it (automat
 and by hand), releases again; then the same environment rebuilt from scratch (nothing
 running, an empty database, a history) takes a first release."""
 
-from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -24,12 +22,9 @@ from flows.rollback import rollback
 from sandbox.app_changes import commit_version
 from smartrelease.report import Report, Status
 from tasks.build_pin import registry_for
-from smartrelease.process import run
-from tasks.launch import project_compose
 from tasks.postgres import connect
-from tasks.readiness import wait_ready
 from tests.conftest import by_name
-from tests.release_sandbox import run_swept
+from tests.release_sandbox import release_by_hand, run_swept
 
 pytestmark = pytest.mark.e2e
 NAME = "e2e-adopt"
@@ -63,21 +58,6 @@ def sandbox(shared_sandbox, tmp_path_factory):
         yield shared_sandbox
 
 
-def release_by_hand(sandbox, version: str) -> dict[str, str]:
-    """The runbook by hand: `docker compose up -d --build` of the checkout with the
-    team's compose file (Compose builds the images: no labels, no push); {role: the
-    image Compose built}."""
-    sha = commit_version(sandbox.app_dir, version)
-    env = load_environment(NAME)
-    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    project = project_compose(env).without_override().with_variables(
-        {"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built})
-    up = project.up()
-    run(replace(up, argv=(*up.argv, "--build")))
-    wait_ready(env)
-    return {role: f"{env.target.compose_project}-{env.target.service(role)}" for role in ("backend", "frontend")}
-
-
 def running_images(sandbox) -> dict[str, str]:
     return {s: image for s, (_, image) in sandbox.containers().items() if s in ("backend", "frontend")}
 
@@ -95,7 +75,7 @@ def release_as(sandbox, version: str, faults: list[str] | None = None) -> tuple[
 
 
 def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_released_again(sandbox):
-    tags = release_by_hand(sandbox, HAND)
+    tags = release_by_hand(NAME, sandbox.app_dir, HAND)
     hand_images = running_images(sandbox)
     client = docker.from_env()
     assert hand_images == {role: client.images.get(tag).id for role, tag in tags.items()}
