@@ -18,11 +18,11 @@ from pathlib import Path
 import docker
 
 from smartrelease.errors import ConfigError
+from tasks.running import PROJECT_LABEL, containers
 
 FILE = "sandbox.json"
 PROJECT_PREFIX = "smartaccounting-sandbox"
 COMPOSE_ENV_LABEL = "com.docker.compose.project.environment_file"
-PROJECT_LABEL = "com.docker.compose.project"
 
 # Each port a sandbox may publish: its default, the variable that sets it, and what
 # uses it (for the line saying it moved).
@@ -106,7 +106,7 @@ def holder(client: docker.DockerClient | None, port: int) -> str:
     if client is None:
         return ""
     try:
-        found = client.containers.list(filters={"publish": str(port)})
+        found = containers(client, running_only=True, publish=str(port))
     except docker.errors.DockerException:
         return ""
     return f" (by container {found[0].name})" if found else ""
@@ -168,7 +168,7 @@ class ProjectResources:
 
 def project_resources(client: docker.DockerClient, project: str) -> ProjectResources:
     label = {"label": f"{PROJECT_LABEL}={project}"}
-    return ProjectResources(client.containers.list(all=True, filters=label), client.networks.list(filters=label),
+    return ProjectResources(containers(client, label["label"]), client.networks.list(filters=label),
                             client.volumes.list(filters=label))
 
 
@@ -184,7 +184,7 @@ def orphaned_projects(client: docker.DockerClient, exclude: set[str]) -> list[st
     """Sandbox projects on this machine whose state directory is gone: their
     containers name a compose env file that no longer exists."""
     found = set()
-    for c in client.containers.list(all=True, filters={"label": COMPOSE_ENV_LABEL}):
+    for c in containers(client, COMPOSE_ENV_LABEL):
         project, env_file = c.labels.get(PROJECT_LABEL, ""), c.labels.get(COMPOSE_ENV_LABEL, "")
         if project.startswith(PROJECT_PREFIX) and project not in exclude and env_file and not Path(env_file).exists():
             found.add(project)

@@ -56,7 +56,7 @@ from tasks.launch import compose_up, project_compose, start_database
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.release_backup import take_backup
-from tasks.running import app_services, running_services
+from tasks.running import app_services, project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"
@@ -653,7 +653,7 @@ def status(s: Settings | None = None) -> int:
     try:
         client = docker.from_env()
         running = {c.labels.get("com.docker.compose.service"): c.status
-                   for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={s.project}"})}
+                   for c in project_containers(client, s.project)}
     except docker.errors.DockerException:
         running = {}
     contract = parse_env_file(s.env_file).target if s.env_file.is_file() else AppContract()

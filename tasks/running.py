@@ -52,10 +52,25 @@ class Container:
                    restarts=c.attrs.get("RestartCount", 0))
 
 
+PROJECT_LABEL, SERVICE_LABEL = "com.docker.compose.project", "com.docker.compose.service"
+
+
+def containers(client: docker.DockerClient, *labels: str, running_only: bool = False, **filters: str) -> list:
+    """Docker's containers carrying every label (`key=value`, or `key` for any value).
+    A container removed between Docker's list and its inspect (another run, or the
+    engine, tidying up) is left out: docker-py raises NotFound for it by default, and a
+    sandbox coming up beside another one's `down` failed so."""
+    wanted = {"label": list(labels), **filters} | ({"status": "running"} if running_only else {})
+    return client.containers.list(all=not running_only, filters=wanted, ignore_removed=True)
+
+
+def compose_labels(project: str, service: str | None = None) -> list[str]:
+    """The labels Compose gives the containers of `project` (and of its `service`)."""
+    return [f"{PROJECT_LABEL}={project}"] + ([f"{SERVICE_LABEL}={service}"] if service else [])
+
+
 def service_containers(client: docker.DockerClient, project: str, service: str) -> list[Container]:
-    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
-                                                                f"com.docker.compose.service={service}"]})
-    return [Container.of(c) for c in found]
+    return [Container.of(c) for c in containers(client, *compose_labels(project, service))]
 
 
 def app_services(env: Environment, services: dict[str, RunningService]) -> dict[str, RunningService]:
@@ -65,16 +80,14 @@ def app_services(env: Environment, services: dict[str, RunningService]) -> dict[
 
 
 def project_containers(client: docker.DockerClient, project: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    return containers(client, *compose_labels(project))
 
 
 def service_address(client: docker.DockerClient, project: str, service: str) -> str | None:
     """The address at which this host reaches the running container of `service`: its
     IP on the project's network (on Linux the host routes to its bridge networks), or
     127.0.0.1 for a container on the host's network. None when it is not running."""
-    found = client.containers.list(filters={"label": [f"com.docker.compose.project={project}",
-                                                      f"com.docker.compose.service={service}"],
-                                            "status": "running"})
+    found = containers(client, *compose_labels(project, service), running_only=True)
     if not found:
         return None
     settings = found[0].attrs.get("NetworkSettings") or {}
@@ -97,7 +110,7 @@ def running_services(client: docker.DockerClient, env: Environment) -> dict[str,
             digests, labels = image.attrs.get("RepoDigests") or [], image.labels or {}
         except docker.errors.ImageNotFound:
             digests, labels = [], {}
-        name = c.labels.get("com.docker.compose.service", c.name)
+        name = c.labels.get(SERVICE_LABEL, c.name)
         services[name] = RunningService(
             service=name, container_id=c.id, status=state["Status"], health=(state.get("Health") or {}).get("Status"),
             restart_count=c.attrs.get("RestartCount", 0), image_id=c.attrs["Image"], digests=digests, labels=labels,
@@ -113,8 +126,7 @@ def service_url(client: docker.DockerClient, project: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         return url
-    labels = [f"com.docker.compose.project={project}", f"com.docker.compose.service={parts.hostname}"]
-    if not client.containers.list(all=True, filters={"label": labels}):
+    if not containers(client, *compose_labels(project, parts.hostname)):
         return url  # not a service of the project: a name DNS knows
     address = service_address(client, project, parts.hostname)
     if address is None:

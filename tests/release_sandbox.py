@@ -27,7 +27,7 @@ from tasks.launch import compose_up, project_compose
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
-from tasks.running import running_services
+from tasks.running import PROJECT_LABEL, compose_labels, containers, running_services
 from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, assert_no_secret,
                             free_port, few_sandboxes_coming_up, stored, unique)
 
@@ -119,8 +119,7 @@ class Sandbox:
 
     def db_container(self) -> str | None:
         """The id of the db service's container (None with a database outside Compose)."""
-        found = docker.from_env().containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={self.settings.project}", "com.docker.compose.service=db"]})
+        found = containers(docker.from_env(), *compose_labels(self.settings.project, "db"))
         return found[0].id if found else None
 
     def _own_containers(self, status: str) -> list:
@@ -128,7 +127,8 @@ class Sandbox:
         the environments a module adds beside it: all named after its project), the
         edge last."""
         client = docker.from_env()
-        found = [c for c in client.containers.list(filters={"label": "com.docker.compose.project", "status": status})
+        # Every run's on this machine, some being removed meanwhile: containers() skips those.
+        found = [c for c in containers(client, PROJECT_LABEL, status=status)
                  if c.labels["com.docker.compose.project"].startswith(self.settings.project)]
         return sorted(found, key=lambda c: c.labels.get("com.docker.compose.service") == "edge")
 

@@ -2,13 +2,17 @@
 directory, a default port that is taken moving to a free one (real sockets), and
 the one line naming another sandbox's leftovers."""
 
+import io
 import json
 import socket
+import tarfile
 
+import docker
 import pytest
 
 from sandbox import identity, manager
-from tests.conftest import free_port
+from tasks.running import compose_labels, containers
+from tests.conftest import free_port, unique
 
 
 def test_a_default_port_that_is_taken_moves_to_a_free_one_and_says_so(monkeypatch):
@@ -83,3 +87,49 @@ def test_the_cli_names_a_bad_port_setting_in_one_line_and_touches_nothing(monkey
         assert main(["sandbox", action]) == 2
         assert capsys.readouterr().err == "smartrelease: SANDBOX_EDGE_PORT must be a port number, not 'abc'\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def labelled_containers():
+    """Two created (never started) containers of a Compose project named after this
+    test, from an empty image imported here: no registry, no base image needed."""
+    client = docker.from_env()
+    image = f"smartrelease-empty:{unique('t')}"
+    client.api.import_image_from_data(io.BytesIO(_empty_tar()), repository=image.split(":")[0], tag=image.split(":")[1])
+    project = f"{identity.PROJECT_PREFIX}-{unique('race')}"
+    made = [client.containers.create(image, command=["none"], name=f"{project}-{n}", labels={
+        identity.PROJECT_LABEL: project, identity.COMPOSE_ENV_LABEL: f"/nonexistent/{project}/.env"}) for n in (1, 2)]
+    yield client, project, made
+    for c in made:
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    client.images.remove(image, force=True)
+
+
+def _empty_tar() -> bytes:
+    buffer = io.BytesIO()
+    tarfile.open(fileobj=buffer, mode="w").close()
+    return buffer.getvalue()
+
+
+@pytest.mark.e2e
+def test_a_container_removed_between_dockers_list_and_its_inspect_is_left_out_not_an_error(labelled_containers,
+                                                                                              monkeypatch):
+    """`sandbox up` beside another sandbox's `down` failed with docker-py's NotFound:
+    a container in Docker's list was gone when docker-py inspected it. Here the
+    container is removed (for real) at that very moment."""
+    client, project, (gone, kept) = labelled_containers
+    inspect = client.api.inspect_container
+
+    def removed_first(container_id):
+        if container_id == gone.id:
+            client.api.remove_container(container_id, force=True)
+        return inspect(container_id)
+
+    monkeypatch.setattr(client.api, "inspect_container", removed_first)
+    assert [c.id for c in containers(client, *compose_labels(project))] == [kept.id]
+    assert project in identity.orphaned_projects(client, exclude=set())  # the one left still names it
+    with pytest.raises(docker.errors.NotFound):  # what docker-py does by default, and the sandbox did
+        gone.reload()
