@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
+from dotenv import dotenv_values
 from psycopg import sql
 
 from blocks import import_env_file, load_environment
@@ -73,6 +74,16 @@ class Sandbox:
         lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
         path.write_text("\n".join(lines + ([f"{key}={value}"] if value is not None else [])) + "\n")
         import_env_file(path, self.name)
+
+    @contextmanager
+    def setting(self, key: str, value: str):
+        """One key of the env file changed (and imported) for the `with` block only."""
+        before = dotenv_values(self.settings.env_file).get(key)
+        self.set_env(key, value)
+        try:
+            yield
+        finally:
+            self.set_env(key, before)
 
     def env_file_for(self, name: str, directory: Path, **changes: str) -> Path:
         """This sandbox's env file copied for environment `name` with `changes` over its
@@ -175,6 +186,10 @@ class Sandbox:
 # cores) and its release was rolled back. The grace is the setting for a slow
 # machine; the slow-start and broken-backend tests hold as they are under it.
 UNHEALTHY_GRACE_S = 30
+# A release broken on purpose (its health check always fails) is only detected once
+# its grace runs out; the test waits it out for nothing. The product's default, 10 s:
+# the old containers serve throughout, so no good container is held to it.
+BROKEN_ON_PURPOSE_GRACE_S = "10"
 
 
 @contextmanager
