@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.preflight import CHECKS
 from sandbox import manager
 from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
-from tasks.running import project_containers
+from tasks.running import SERVICE_LABEL, compose_labels, containers, project_containers
 from tests.conftest import free_port, few_sandboxes_coming_up, unique
 
 pytestmark = pytest.mark.e2e
@@ -163,6 +163,18 @@ def test_a_database_volume_this_sandbox_did_not_create_is_refused_before_anythin
                         f"is not the one in .env.sandbox: remove it with `docker volume rm {project}_db-data` if it is a "
                         "leftover, or set another SANDBOX_PROJECT")
     assert not (tmp_path / ".sandbox").exists() and not (tmp_path / ".env.sandbox").exists()  # nothing written
+
+
+def test_every_container_of_the_sandbox_ends_on_its_stop_signal(sandbox_env):
+    """None is killed once Docker's stop timeout runs out (exit code 137): the edge's
+    HAProxy ignored SIGTERM, and every `down` waited 10 s for it."""
+    _, _, env = sandbox_env
+    found = containers(docker.from_env(), *compose_labels(env["project"]), running_only=True)
+    assert {c.labels[SERVICE_LABEL] for c in found} >= {"edge", "backend", "frontend", "db"}
+    for c in found:
+        c.stop(timeout=60)
+        c.reload()
+        assert c.attrs["State"]["ExitCode"] != 137, f"{c.name} ignored {c.attrs['Config'].get('StopSignal') or 'SIGTERM'}"
 
 
 def test_sandbox_down_removes_what_up_started(sandbox_env):
