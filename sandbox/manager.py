@@ -51,7 +51,7 @@ from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from tasks.build_pin import build_pin
 from tasks.http import answers
-from tasks.images import build_image
+from tasks.images import build_image, remove_images
 from tasks.launch import compose_up, project_compose, start_database
 from tasks.postgres import connect
 from tasks.readiness import wait_ready
@@ -638,12 +638,16 @@ def destroy(s: Settings | None = None) -> int:
     for project in s.ident.leftovers if s.ident else ():  # an earlier sandbox's here, named by `up`
         identity.project_resources(client, project).remove()
         log(f"removed what the earlier sandbox here left behind (Compose project {project})")
+    # The images it built and pushed (each release leaves two): runs of `make test`
+    # left thousands, and Docker Engine slows with them.
+    images = remove_images(client, f"{s.registry}/{s.image_prefix}/", f"{s.project}-")
     cluster.destroy()
     for path in (s.root, cluster.root, s.cluster_wal_dir):
         shutil.rmtree(path, ignore_errors=True)
     for path in (s.env_file, s.dev.env_file):
         path.unlink(missing_ok=True)
-    log(f"deleted {s.root} and the env files {s.env_file.name}, {s.dev.env_file.name}")
+    log(f"deleted {s.root}, the env files {s.env_file.name}, {s.dev.env_file.name} and {images} image tag(s) "
+        f"of {s.registry}/{s.image_prefix}/")
     return 0
 
 

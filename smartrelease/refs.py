@@ -117,6 +117,13 @@ def docker_name(repository: str) -> str:
     return repository
 
 
+def repository_of(reference: str) -> str:
+    """The repository of a reference Docker lists: `repo:tag` or `repo@digest` (a
+    registry's `host:port` stays: the tag is after the last colon)."""
+    repository, at, _ = reference.partition("@")
+    return repository if at else reference.rpartition(":")[0]
+
+
 def same_repository(a: str, b: str) -> bool:
     return docker_name(a) == docker_name(b)
 

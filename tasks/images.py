@@ -5,7 +5,7 @@ from pathlib import Path
 
 import docker
 
-from smartrelease.refs import same_repository
+from smartrelease.refs import repository_of, same_repository
 
 # Builds and pushes stream for minutes without a byte on quiet steps; docker-py's
 # default 60 s read timeout would cut them off.
@@ -30,6 +30,22 @@ def engine_answers_within(timeout_s: float, poll_s: float = 0.5) -> float | None
         if time.monotonic() - started >= timeout_s:
             return None
         time.sleep(poll_s)
+
+
+def remove_images(client: docker.DockerClient, *prefixes: str) -> int:
+    """Remove every tag and digest reference (an image pulled by digest has no tag)
+    whose repository starts with one of `prefixes`; an image left with neither is
+    deleted, one a container still uses is left. How many references went."""
+    removed = 0
+    for image in client.images.list():
+        for ref in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+            if repository_of(ref).startswith(prefixes):
+                try:
+                    client.images.remove(ref)
+                    removed += 1
+                except docker.errors.APIError:  # in use by a container (409), or gone meanwhile (404)
+                    pass
+    return removed
 
 
 def build_image(client: docker.DockerClient, context: Path, tag: str, *, dockerfile: str = "Dockerfile",

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
+import docker
 import hypothesis
 import prefect.context
 import pytest
@@ -48,6 +49,7 @@ from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
 from tasks.backup_files import dump_database
+from tasks.images import remove_images
 from tasks.pg_client import HostTools
 from tasks.postgres import DatabaseUrl
 
@@ -298,6 +300,7 @@ def shared_registry():
         registry.start()
         yield registry
         registry.stop()
+        remove_images(docker.from_env(), f"{registry.addr}/")
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -20,8 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import docker
+
 from sandbox.identity import any_free_port
 from sandbox.manager import Registry
+from tasks.images import remove_images
 
 REGISTRY_VARIABLE = "SMARTRELEASE_TEST_REGISTRY"  # read by tests/conftest.py's shared_registry
 MODULE_ORDER_VARIABLE = "SMARTRELEASE_TEST_MODULE_ORDER"  # read by tests/conftest.py's collection hook
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                               env=env).returncode
     finally:
         registry.stop()
+        remove_images(docker.from_env(), f"{registry.addr}/")  # what every sandbox of the run pushed
         shutil.rmtree(root, ignore_errors=True)
     if code:
         print(f"make test: failed (pytest exited {code})", file=sys.stderr)

@@ -21,6 +21,7 @@ from smartrelease.errors import ConfigError, StepFailed
 from tasks.build_recipe import recipe, recipe_problems
 from tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
 from tasks.dev_build import dev_build
+from tasks.images import remove_images
 from tasks.promote_tag import resolve_tag, tag_digest
 from tasks.registry import Registry as RegistryApi
 from tests.conftest import free_port
@@ -42,6 +43,7 @@ def auth_registry():
     registry.start()
     yield registry.addr
     registry.stop()
+    remove_images(docker.from_env(), f"{registry.addr}/")
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ from flows.history import last_release
 from flows.verify import verify
 from sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from tasks.images import ensure_local
+from tasks.images import ensure_local, remove_images
 from tasks.rollback_plan import running_deployment
 from tests.conftest import SHARED_ENV, by_name, free_port, stored
 from tests.faults import Unchanged, release_with_fault
@@ -55,6 +55,7 @@ def test_the_registry_going_away_as_build_pin_pushes_is_retried_then_named_and_n
     finally:
         registry.stop()
         sandbox.set_env("RELEASE_REGISTRY", shared)
+        remove_images(client, f"{registry.addr}/")
     assert stopped, "the image was never built: the fault was not caused"
     assert state.is_failed()
     pin = by_name(report)["build-pin"]

@@ -14,7 +14,7 @@ from sandbox.manager import Registry
 from smartrelease.refs import api_path, docker_name, same_repository
 from tasks.build_pin import LABEL_VERSION, build_pin, registry_for
 from tasks.http import is_loopback
-from tasks.images import repo_digests
+from tasks.images import remove_images, repo_digests
 from tasks.promote_tag import resolve_tag, tag_digest
 from tasks.registry import Registry as RegistryApi, RegistryError, registry_url
 from tasks.registry_auth import parse_challenge
@@ -60,6 +60,7 @@ def token_registry():
     yield registry.addr, tokens
     registry.stop()
     tokens.stop()
+    remove_images(docker.from_env(), f"{registry.addr}/")
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -189,8 +189,19 @@ def test_sandbox_down_removes_what_up_started(sandbox_env):
 
 def test_destroy_deletes_the_state_wherever_it_lives(sandbox_env):
     cli, root, env = sandbox_env
+    client, repositories = docker.from_env(), f"127.0.0.1:{env['SANDBOX_REGISTRY_PORT']}/{env['SANDBOX_IMAGE_PREFIX']}/"
+
+    def its_images() -> list[str]:
+        return [tag for image in client.images.list() for tag in image.tags if tag.startswith(repositories)]
+
+    # What a release leaves: a built and pushed image under the sandbox's repositories
+    # (the module's earlier `destroy`, of the sandbox that came up after its state was
+    # deleted, shared this prefix and took those of `up` that no container used).
+    client.images.get(DEFAULT_BASE_IMAGE).tag(f"{repositories}backend", "9.9.9")
+    assert its_images()
     out = cli("sandbox", "destroy")
     assert out.returncode == 0, out.stderr
+    assert its_images() == []  # a run of `make test` used to leave about 300 image tags behind
     assert not (root / ".sandbox").exists() and not (root / ".env.sandbox").exists()
     moved = Path(env["SMARTRELEASE_PG_STATE"])  # used as root only
     assert not moved.exists() or list(moved.iterdir()) == []

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from blocks.envfile import name_from_env_file, parse_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.redact import Masker
-from smartrelease.refs import is_semver
+from smartrelease.refs import is_semver, repository_of
 from tasks.wal_archive import waiting_segments
 
 SEG = 16 * 1024 * 1024
@@ -133,3 +133,12 @@ def test_a_trust_store_is_loaded_once_until_its_file_changes(tmp_path):
     bundle.unlink()
     with pytest.raises(ConfigError, match="does not exist"):
         ssl_context(str(bundle))
+
+
+@pytest.mark.parametrize("reference, repository", [
+    ("127.0.0.1:5001/smartaccounting/backend:1.2.0", "127.0.0.1:5001/smartaccounting/backend"),
+    ("127.0.0.1:5001/smartaccounting/backend@sha256:" + "a" * 64, "127.0.0.1:5001/smartaccounting/backend"),
+    ("smartrelease-sandbox/base:trixie", "smartrelease-sandbox/base"),
+])
+def test_the_repository_of_a_tag_or_a_digest_reference_keeps_the_registrys_port(reference, repository):
+    assert repository_of(reference) == repository
