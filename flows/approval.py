@@ -10,6 +10,7 @@ now and the migrations table, and a release whose plan went stale stops.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -110,8 +111,10 @@ class Cancelled(Exception):
     """The run was cancelled (from the UI or the API) while it waited."""
 
 
-def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s: float) -> ApprovalInput | None:
-    """Pause the run with `form` and wait up to `timeout_s` for an answer (None: none
+def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s: float,
+                    paused: Callable[[], None] = lambda: None) -> ApprovalInput | None:
+    """Pause the run with `form`, call `paused` once the server holds it paused, and
+    wait up to `timeout_s` for an answer (None: none
     came; Cancelled: the run was cancelled meanwhile). Prefect's `pause_flow_run`,
     with one change: the server's own pause deadline is later than ours
     (PAUSE_MARGIN_S), so the run ends in the state this flow chooses, with its
@@ -126,6 +129,7 @@ def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s:
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause for its approval (the server answered {state.type.value})")
         form.save(keyset)
+        paused()
         while True:
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_running():
@@ -175,9 +179,11 @@ def ask(env: Environment, plan: RollbackPlan, images: dict[str, str], git_sha: s
                                 f"`smartrelease approve {run.id} --reason TEXT` (or --reject)")
     finished(waiting)
     logger.info("%s", waiting.detail)
-    notify(env, Message(event="approval waiting", environment=env.name, version=plan.version,
-                        previous_version=previous_version, what=f"release waits for approval until "
-                        f"{utc(asked + timeout_s)}", url=url))
+
+    def announce() -> None:  # once paused: the link must open a page with its Resume button
+        notify(env, Message(event="approval waiting", environment=env.name, version=plan.version,
+                            previous_version=previous_version, what=f"release waits for approval until "
+                            f"{utc(asked + timeout_s)}", url=url))
     facts = ApprovalFacts(decision=TIMED_OUT, asked_at=utc(asked))
 
     def result(status: Status, detail: str) -> Answer:
@@ -187,7 +193,8 @@ def ask(env: Environment, plan: RollbackPlan, images: dict[str, str], git_sha: s
     while True:
         remaining = timeout_s - (time.monotonic() - started)
         try:
-            answer = wait_for_answer(run.id, form, f"{STEP}-{len(facts.refused)}", remaining)
+            answer = wait_for_answer(run.id, form, f"{STEP}-{len(facts.refused)}", remaining,
+                                     paused=announce if not facts.refused else lambda: None)
         except Cancelled as exc:
             facts.decision = CANCELLED
             return result(Status.FAILED, f"cancelled while waiting for approval ({exc}); nothing was changed")

@@ -4,6 +4,7 @@ release really pauses on the Prefect server, is answered over the resume endpoin
 HTTP request from Prefect's Custom Webhook block to a listener in this process."""
 
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,12 +12,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterName, FlowRunFilterState,
                                             FlowRunFilterStateType, LogFilter, LogFilterFlowRunId)
 from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL
 
 from deployments.approve import answer
 from flows.history import read_history
@@ -36,7 +39,8 @@ WEBHOOK_TOKEN = "SENTINEL-webhook-token-4f1c"  # the block's own secret: never i
 
 
 class Listener:
-    """A webhook receiver: keeps every JSON body posted to it."""
+    """A webhook receiver: keeps every JSON body posted to it and, for one linking a
+    flow run, that run's state at that moment (the sender waits for the answer)."""
 
     def __init__(self):
         self.received: list[dict] = []
@@ -44,8 +48,13 @@ class Listener:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append({"json": json.loads(body), "token": self.headers.get("X-Token")})
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                linked = re.search(r"/runs/flow-run/([0-9a-f-]{36})", json.dumps(body))
+                state = None
+                if linked:  # plain HTTP, bounded: the sending flow may run in this process
+                    run = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{linked.group(1)}", timeout=3)
+                    state = run.json()["state"]["type"]
+                received.append({"json": body, "token": self.headers.get("X-Token"), "run_state": state})
                 self.send_response(204)
                 self.end_headers()
 
@@ -58,6 +67,10 @@ class Listener:
 
     def events(self, event: str) -> list[dict]:
         return [m["json"] for m in self.received if f"] {event}" in m["json"]["subject"]]
+
+    def run_state_when(self, event: str) -> str | None:
+        """The linked run's state when the last `event` notification was sent."""
+        return [m["run_state"] for m in self.received if f"] {event}" in m["json"]["subject"]][-1]
 
     def wait_for(self, event: str, timeout_s: float = 20) -> dict:
         deadline = time.monotonic() + timeout_s
@@ -135,6 +148,9 @@ def test_a_rejected_release_changes_nothing_and_a_self_approval_is_refused(sandb
         waiting = listener.wait_for("approval waiting")
         assert waiting["subject"].startswith(f"[{ENV}] approval waiting: ") and "→ 3.0.0" in waiting["subject"]
         assert f"/runs/flow-run/{run.id}" in waiting["body"]
+        # Sent once the run is paused: the link opens its page with the Resume button
+        # (sent before, the UI showed a running release, and no button, for 30 s).
+        assert listener.run_state_when("approval waiting") == "PAUSED"
         # The form the UI shows: the plan, in the description saved with the pause.
         with get_client(sync_client=True) as client:
             description = json.loads(client.read_flow_run_input(
