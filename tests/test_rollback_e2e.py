@@ -28,7 +28,6 @@ from tasks.backup_crypto import verify_checksum
 from tasks.postgres import connect
 from tasks.rollback_plan import running_deployment
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
-from tests.release_sandbox import BROKEN_ON_PURPOSE_GRACE_S
 
 pytestmark = pytest.mark.e2e
 ENV = SHARED_ENV
@@ -93,7 +92,7 @@ def drop_from_checkout(sandbox, *names: str) -> None:
 def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     name = "20261110000000-add-account-vat-rate.js"
     before_rows, before_schema, db = accounts(sandbox), sandbox.schema(), sandbox.db_container()
-    with Writer(sandbox) as writer, sandbox.setting("RELEASE_UNHEALTHY_GRACE_S", BROKEN_ON_PURPOSE_GRACE_S):
+    with Writer(sandbox) as writer:
         state, report, _ = sandbox.release("2.1.0", faults=["health-fails"], files={f"migrations/{name}": migration(
             "ALTER TABLE accounts ADD COLUMN vat_rate NUMERIC NOT NULL DEFAULT 0.19",
             "ALTER TABLE accounts DROP COLUMN vat_rate")})
@@ -136,8 +135,7 @@ def test_every_down_step_style_is_recognised_and_undone_across_five_migrations(s
     files = {f"migrations/{n}": migration(f"CREATE TABLE t_{i} (id INT)", f"DROP TABLE t_{i}", style=style)
              for i, (n, style) in enumerate(zip(names, STYLES))}
     before = sandbox.fingerprint()
-    with sandbox.setting("RELEASE_UNHEALTHY_GRACE_S", BROKEN_ON_PURPOSE_GRACE_S):
-        state, report, _ = sandbox.release("2.2.0", faults=["health-fails"], files=files)
+    state, report, _ = sandbox.release("2.2.0", faults=["health-fails"], files=files)
     drop_from_checkout(sandbox, *names)
     assert state.is_failed()
     steps, rb = by_name(report), report.facts.rollback
@@ -204,11 +202,10 @@ def test_a_migration_failing_half_way_is_named_with_what_it_left_and_restore_tak
 def test_restore_strategy_makes_the_database_equal_the_backup(sandbox):
     name = "20261112000000-ledgers-and-code.js"
     before = sandbox.fingerprint()  # nothing writes between this and the release's backup
-    with sandbox.setting("RELEASE_UNHEALTHY_GRACE_S", BROKEN_ON_PURPOSE_GRACE_S):
-        state, report, _ = sandbox.release("2.5.0", faults=["health-fails"], db_strategy="restore",
-                                           files={f"migrations/{name}": migration(
-                                               ["CREATE TABLE ledgers (id SERIAL PRIMARY KEY)", "ALTER TABLE accounts ADD COLUMN code TEXT"],
-                                               ["DROP TABLE ledgers", "ALTER TABLE accounts DROP COLUMN code"])})
+    state, report, _ = sandbox.release("2.5.0", faults=["health-fails"], db_strategy="restore",
+                                       files={f"migrations/{name}": migration(
+                                           ["CREATE TABLE ledgers (id SERIAL PRIMARY KEY)", "ALTER TABLE accounts ADD COLUMN code TEXT"],
+                                           ["DROP TABLE ledgers", "ALTER TABLE accounts DROP COLUMN code"])})
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps, rb = by_name(report), report.facts.rollback
