@@ -102,11 +102,14 @@ class ComposeProject:
         return self._command("config", "--format", "json", timeout_s=60)
 
     def up(self, services: Sequence[str] = (), *, no_deps: bool = False, no_recreate: bool = False,
-           force_recreate: bool = False, wait: bool = False, scale: Mapping[str, int] | None = None) -> Command:
-        """`wait`: until the services run and pass their health checks. `scale`:
+           force_recreate: bool = False, wait: bool = False, build: bool = False,
+           scale: Mapping[str, int] | None = None) -> Command:
+        """`wait`: until the services run and pass their health checks. `build`: the
+        images built from the file's `build:` first (the runbook by hand). `scale`:
         service -> how many containers it runs (with `no_recreate`, the new ones are
         added beside the running ones, which keep their image)."""
-        flags = {"--no-deps": no_deps, "--no-recreate": no_recreate, "--force-recreate": force_recreate, "--wait": wait}
+        flags = {"--no-deps": no_deps, "--no-recreate": no_recreate, "--force-recreate": force_recreate, "--wait": wait,
+                 "--build": build}
         scaled = (a for service, n in (scale or {}).items() for a in ("--scale", f"{service}={n}"))
         return self._command("up", "--detach", "--quiet-pull", "--remove-orphans",
                              *(flag for flag, on in flags.items() if on), *scaled, *services)

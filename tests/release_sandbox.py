@@ -7,9 +7,10 @@ gives a module one of its own (the promotion's dev and prod, on a database outsi
 Compose)."""
 
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,9 +51,8 @@ def release_by_hand(environment: str, app_dir: Path, version: str) -> dict[str, 
     sha = commit_version(app_dir, version)
     env = load_environment(environment)
     built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    up = project_compose(env).without_override().with_variables(
-        {"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built}).up()
-    run(replace(up, argv=(*up.argv, "--build")))
+    run(project_compose(env).without_override().with_variables(
+        {"APP_VERSION": version, "GIT_SHA": sha, "BUILD_TIME": built}).up(build=True))
     wait_ready(env)
     return {role: f"{env.target.compose_project}-{env.target.service(role)}" for role in ("backend", "frontend")}
 
@@ -104,6 +104,10 @@ class Sandbox:
 
     def containers(self) -> dict[str, tuple[str, str]]:
         return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
+
+    def app_images(self) -> dict[str, str]:
+        """The image id each app service (backend, frontend) runs."""
+        return {service: image for service, (_, image) in self.containers().items() if service in ("backend", "frontend")}
 
     def schema(self) -> tuple:
         with connect(self.env(), "test") as conn:
@@ -177,6 +181,24 @@ class Sandbox:
 # release broken on purpose is waited out with it too: at 10 s, the rollback's own
 # relaunch of the good version was held to it and failed in CI (stop 40).
 UNHEALTHY_GRACE_S = 30
+
+
+@contextmanager
+def app_checkout(source: Path, name: str, adapt: Callable[[Path], None] = lambda app: None):
+    """A copy of the app at `source` (without node_modules) in a directory of its own,
+    committed as its team would have it (after `adapt` has edited the copy); removed
+    afterwards."""
+    checkout = Path(tempfile.mkdtemp(prefix=f"smartrelease-{name}-app-"))
+    app = checkout / name
+    try:
+        shutil.copytree(source, app, ignore=shutil.ignore_patterns("node_modules"))
+        adapt(app)
+        git = ["git", "-C", str(app), "-c", f"user.name={name}", "-c", f"user.email={name}@localhost"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", f"{name} 1.0.0"]):
+            subprocess.run([*git, *args], check=True, timeout=60)
+        yield app
+    finally:
+        shutil.rmtree(checkout, ignore_errors=True)
 
 
 @contextmanager

@@ -58,10 +58,6 @@ def sandbox(shared_sandbox, tmp_path_factory):
         yield shared_sandbox
 
 
-def running_images(sandbox) -> dict[str, str]:
-    return {s: image for s, (_, image) in sandbox.containers().items() if s in ("backend", "frontend")}
-
-
 def registry_tag(sandbox, role: str, tag: str) -> str | None:
     env = sandbox.env()
     with registry_for(env) as registry:
@@ -76,7 +72,7 @@ def release_as(sandbox, version: str, faults: list[str] | None = None) -> tuple[
 
 def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_released_again(sandbox):
     tags = release_by_hand(NAME, sandbox.app_dir, HAND)
-    hand_images = running_images(sandbox)
+    hand_images = sandbox.app_images()
     client = docker.from_env()
     assert hand_images == {role: client.images.get(tag).id for role, tag in tags.items()}
     names = {s.labels["com.docker.compose.service"]: s.name
@@ -92,7 +88,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     assert f"Run `smartrelease adopt --env-file {sandbox.adopt_env_file}` to take it over" in steps["preflight"].detail
     assert steps["build-pin"].status == Status.SKIPPED
     assert registry_tag(sandbox, "backend", "7.1.0") is None  # nothing built or pushed
-    assert running_images(sandbox) == hand_images
+    assert sandbox.app_images() == hand_images
 
     # Adopted: the running images pushed as they are, recorded in the history.
     state, report = run_swept(adopt, environment=NAME)
@@ -104,7 +100,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
         digest = registry_tag(sandbox, role, f"adopted-{HAND}")
         assert row[role].endswith("@" + digest)
         assert row[role] in client.images.get(hand_images[role]).attrs["RepoDigests"]  # the very image, not a rebuild
-    assert running_images(sandbox) == hand_images  # nothing relaunched
+    assert sandbox.app_images() == hand_images  # nothing relaunched
     state, report = run_swept(adopt, environment=NAME)  # twice: nothing more to take over
     assert state.is_failed() and f"{HAND} runs by digest (adopted before): nothing to take over" in report.text()
 
@@ -119,7 +115,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     assert "adopted: built by hand without the OCI labels" in steps["rollback: verify"].detail
     assert report.facts.previous_version == HAND
     assert report.facts.rollback.recovered and report.facts.rollback.to_version == HAND
-    assert running_images(sandbox) == hand_images
+    assert sandbox.app_images() == hand_images
 
     # Released over it, rolled back to it, released again: every row kept.
     state, report = release_as(sandbox, "7.3.0")
@@ -127,7 +123,7 @@ def test_a_hand_released_environment_is_adopted_released_rolled_back_to_and_rele
     assert report.facts.previous_version == HAND
     state, report = run_swept(rollback, environment=NAME)
     assert state.is_completed(), report.text()
-    assert report.facts.version == HAND and running_images(sandbox) == hand_images
+    assert report.facts.version == HAND and sandbox.app_images() == hand_images
     assert "adopted: built by hand" in by_name(report)["verify"].detail
     state, report = run_swept(release, environment=NAME)
     assert state.is_completed(), report.text()

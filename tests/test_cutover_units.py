@@ -66,6 +66,11 @@ def test_the_cutover_command_adds_containers_without_recreating_the_old_ones_or_
                                        "backend", "frontend")
 
 
+def test_the_runbook_by_hand_builds_then_starts_with_one_up():
+    argv = ComposeProject("/srv/compose.yml", "books", {}).up(build=True).argv
+    assert argv[argv.index("up"):] == ("up", "--detach", "--quiet-pull", "--remove-orphans", "--build")
+
+
 def test_load_stats_count_5xx_and_errors_as_failures_and_take_the_nearest_rank_percentile():
     samples = [Sample(i, 0.010, "200") for i in range(97)] + [Sample(97, 1.0, "503"), Sample(98, 0.5, "ConnectError"),
                                                               Sample(99, 0.02, "404")]

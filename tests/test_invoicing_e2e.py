@@ -12,9 +12,6 @@ to. Both releases add a migration named before one already applied (out of order
 the undo command would revert the wrong one, so the rollback plan restores the
 backup, and the database ends as it was."""
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import docker
@@ -29,7 +26,7 @@ from sandbox.app_changes import commit_version
 from smartrelease.report import Status
 from tasks.postgres import connect
 from tests.conftest import RUN_ID, by_name
-from tests.release_sandbox import module_sandbox, release_by_hand, run_swept
+from tests.release_sandbox import app_checkout, module_sandbox, release_by_hand, run_swept
 
 pytestmark = pytest.mark.e2e
 APP = Path(__file__).parent / "apps" / "invoicing"
@@ -55,23 +52,13 @@ def invoicing(shared_registry):
     """The app's checkout (a copy, committed as its team would have it; its fixed
     container names made this run's own, as two runs may share the machine) and a
     sandbox brought up around it with `--app`."""
-    checkout = Path(tempfile.mkdtemp(prefix="smartrelease-invoicing-app-"))
-    app = checkout / "invoicing"
-    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("node_modules"))
-    compose = app / "docker-compose.prod.yml"
-    compose.write_text(compose.read_text().replace("container_name: invoicing-", f"container_name: invoicing-{RUN_ID}-"))
-    git = ["git", "-C", str(app), "-c", "user.name=invoicing", "-c", "user.email=invoicing@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "invoicing 1.0.0"]):
-        subprocess.run([*git, *args], check=True, timeout=60)
-    try:
-        with module_sandbox("smartrelease-invoicing-e2e", ENV, registry=shared_registry, app=app) as sb:
-            yield sb
-    finally:
-        shutil.rmtree(checkout, ignore_errors=True)
+    def own_container_names(app: Path) -> None:
+        compose = app / "docker-compose.prod.yml"
+        compose.write_text(compose.read_text().replace("container_name: invoicing-", f"container_name: invoicing-{RUN_ID}-"))
 
-
-def images(sb) -> dict[str, str]:
-    return {service: image for service, (_, image) in sb.containers().items() if service in ("backend", "frontend")}
+    with app_checkout(APP, "invoicing", own_container_names) as app, \
+            module_sandbox("smartrelease-invoicing-e2e", ENV, registry=shared_registry, app=app) as sb:
+        yield sb
 
 
 def ship(sb, version: str, broken: bool = False):
@@ -94,7 +81,7 @@ def test_a_broken_release_through_the_sandbox_is_restored_from_its_backup_as_its
     with connect(sb.env(), "test") as conn:
         conn.execute("INSERT INTO customers (name) VALUES ('Acme Ltd')")
         conn.execute("INSERT INTO invoices (customer_id, total_cents) SELECT id, 125000 FROM customers")
-    before, before_images = sb.fingerprint(), images(sb)
+    before, before_images = sb.fingerprint(), sb.app_images()
     assert [m for (m,) in sb.schema()[1]] == ["20240105090000-create-customers.js", APPLIED_LAST]
 
     state, report = ship(sb, "1.1.0", broken=True)
@@ -108,7 +95,7 @@ def test_a_broken_release_through_the_sandbox_is_restored_from_its_backup_as_its
     assert "rollback: undo-migrations" not in steps
     assert rb.recovered and rb.db_strategy == "restore"
     assert sb.fingerprint() == before  # no email column, its migration unrecorded, every row kept
-    assert images(sb) == before_images
+    assert sb.app_images() == before_images
     names = {c.name for c in docker.from_env().containers.list(
         filters={"label": f"com.docker.compose.project={sb.settings.project}"})}
     assert not any(n.startswith(f"invoicing-{RUN_ID}-") for n in names)  # the override took the fixed names away
@@ -121,7 +108,7 @@ def test_deployed_by_hand_then_adopted_released_and_rolled_back_to(invoicing):
         if service in ("backend", "frontend"):
             client.containers.get(container).remove(force=True)
     built = release_by_hand(ENV, sb.app_dir, "1.0.1")  # the runbook: docker compose up -d --build
-    hand = images(sb)
+    hand = sb.app_images()
     assert hand == {role: client.images.get(tag).id for role, tag in built.items()}
     assert client.containers.get(f"invoicing-{RUN_ID}-backend").image.id == hand["backend"]  # its fixed name
 
@@ -152,7 +139,7 @@ def test_deployed_by_hand_then_adopted_released_and_rolled_back_to(invoicing):
     state, report = run_swept(rollback, environment=ENV, db_strategy="restore")
     assert state.is_completed(), report.text()
     steps = by_name(report)
-    assert report.facts.version == "1.0.1" and images(sb) == hand
+    assert report.facts.version == "1.0.1" and sb.app_images() == hand
     assert "adopted: built by hand" in steps["verify"].detail
     assert sb.fingerprint() == before  # restored: the out-of-order migration could not be undone exactly
     assert [(r["version"], r["result"]) for r in read_history(ENV)][-4:] == [

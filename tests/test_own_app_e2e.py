@@ -4,9 +4,6 @@ nested version keys, migrations table and undo command, all set in its
 smartrelease.env. Releases and rollbacks go through the same flows as for the
 stand-in; nothing here knows the ledger's names but its contract file."""
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
 from tasks.postgres import connect
 from tests.conftest import SENTINELS, assert_no_secret, stored
-from tests.release_sandbox import module_sandbox
+from tests.release_sandbox import app_checkout, module_sandbox
 
 pytestmark = pytest.mark.e2e
 LEDGER = Path(__file__).parent / "apps" / "ledger"
@@ -29,17 +26,9 @@ ENV = "ledger"
 def ledger(shared_registry):
     """The ledger's checkout (a copy, committed as its developers would have it) and a
     sandbox brought up around it with `--app`."""
-    checkout = Path(tempfile.mkdtemp(prefix="smartrelease-ledger-app-"))
-    app = checkout / "ledger"
-    shutil.copytree(LEDGER, app, ignore=shutil.ignore_patterns("node_modules"))
-    git = ["git", "-C", str(app), "-c", "user.name=ledger", "-c", "user.email=ledger@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "ledger 1.0.0"]):
-        subprocess.run([*git, *args], check=True, timeout=60)
-    try:
-        with module_sandbox("smartrelease-ledger-e2e", ENV, registry=shared_registry, app=app) as sb:
-            yield sb.settings, app
-    finally:
-        shutil.rmtree(checkout, ignore_errors=True)
+    with app_checkout(LEDGER, "ledger") as app, \
+            module_sandbox("smartrelease-ledger-e2e", ENV, registry=shared_registry, app=app) as sb:
+        yield sb.settings, app
 
 
 def logged_migrations() -> list[str]:
