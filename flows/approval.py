@@ -112,10 +112,10 @@ class Cancelled(Exception):
 
 
 def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s: float,
-                    paused: Callable[[], None] = lambda: None) -> ApprovalInput | None:
-    """Pause the run with `form`, call `paused` once the server holds it paused, and
-    wait up to `timeout_s` for an answer (None: none
-    came; Cancelled: the run was cancelled meanwhile). Prefect's `pause_flow_run`,
+                    paused: Callable[[], None] | None = None) -> ApprovalInput | None:
+    """Pause the run with `form`, call `paused` (if given) once the server holds it
+    paused, and wait up to `timeout_s` for an answer (None: none came; Cancelled: the
+    run was cancelled meanwhile). Prefect's `pause_flow_run`,
     with one change: the server's own pause deadline is later than ours
     (PAUSE_MARGIN_S), so the run ends in the state this flow chooses, with its
     report; at its deadline the server would fail the run itself, with a message of
@@ -129,7 +129,8 @@ def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s:
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause for its approval (the server answered {state.type.value})")
         form.save(keyset)
-        paused()
+        if paused:
+            paused()
         while True:
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_running():
@@ -194,7 +195,7 @@ def ask(env: Environment, plan: RollbackPlan, images: dict[str, str], git_sha: s
         remaining = timeout_s - (time.monotonic() - started)
         try:
             answer = wait_for_answer(run.id, form, f"{STEP}-{len(facts.refused)}", remaining,
-                                     paused=announce if not facts.refused else lambda: None)
+                                     paused=None if facts.refused else announce)
         except Cancelled as exc:
             facts.decision = CANCELLED
             return result(Status.FAILED, f"cancelled while waiting for approval ({exc}); nothing was changed")

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 
 from smartrelease.errors import ConfigError
-from tasks.running import PROJECT_LABEL, containers
+from tasks.running import PROJECT_LABEL, compose_labels, containers
 
 FILE = "sandbox.json"
 PROJECT_PREFIX = "smartaccounting-sandbox"
@@ -167,9 +167,9 @@ class ProjectResources:
 
 
 def project_resources(client: docker.DockerClient, project: str) -> ProjectResources:
-    label = {"label": f"{PROJECT_LABEL}={project}"}
-    return ProjectResources(containers(client, label["label"]), client.networks.list(filters=label),
-                            client.volumes.list(filters=label))
+    labels = compose_labels(project)
+    return ProjectResources(containers(client, *labels), client.networks.list(filters={"label": labels}),
+                            client.volumes.list(filters={"label": labels}))
 
 
 def leftover_of(client: docker.DockerClient, project: str, why: str) -> Leftover | None:
