@@ -54,6 +54,9 @@ class AppContract(BaseModel):
     database_address: str | None = Field(None, description="host:port at which this host reaches the database, when it differs from DATABASE_URL's (the app's view, e.g. db:5432 on the project's network). Default: DATABASE_URL's host and port; with database_service, that service's container address on the project's network.")
     backend_image_variable: VariableName = Field("BACKEND_IMAGE", description="The compose file's variable for the backend image reference.")
     frontend_image_variable: VariableName = Field("FRONTEND_IMAGE", description="The compose file's variable for the frontend image reference.")
+    backend_port: int | None = Field(None, ge=1, le=65535, description="The port the backend's containers listen on, where a release with RELEASE_EDGE=dns probes each new one on its own address (RELEASE_READY_PATH). Default: the one TCP port its image exposes (EXPOSE).")
+    frontend_port: int | None = Field(None, ge=1, le=65535, description="The port the frontend's containers listen on, where a release with RELEASE_EDGE=dns probes each new one on its own address (RELEASE_FRONTEND_READY_PATH). Default: the one TCP port its image exposes (EXPOSE).")
+    frontend_ready_path: UrlPath = Field("/", description="What a release with RELEASE_EDGE=dns asks of each new frontend container on its own address: 200 when it serves.")
     health_path: UrlPath = Field("/health", description="Liveness endpoint, smoke-tested.")
     ready_path: UrlPath = Field("/ready", description="Readiness endpoint (the database reachable): wait-ready polls it, smoke-tested.")
     api_health_path: UrlPath = Field("/api/health", description="The endpoint preflight's tls check calls through the public URL.")
@@ -75,6 +78,13 @@ class AppContract(BaseModel):
 
     def role_of(self, service: str) -> Role | None:
         return next((r for r in ROLES if self.service(r) == service), None)
+
+    def port(self, role: Role) -> int | None:
+        return self.backend_port if role == "backend" else self.frontend_port
+
+    def ready_path_of(self, role: Role) -> str:
+        """What a new container of `role` answers 200 on, on its own address, once it serves."""
+        return self.ready_path if role == "backend" else self.frontend_ready_path
 
     def image_variable(self, role: Role) -> str:
         return self.backend_image_variable if role == "backend" else self.frontend_image_variable

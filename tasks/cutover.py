@@ -15,9 +15,13 @@ to users, as Kamal and `docker rollout` do it:
    them to stop (SIGTERM): in-flight requests have RELEASE_DRAIN_S to finish before
    Docker kills them; then they are removed.
 
-The edge must find a service's containers itself and route only to healthy ones
-(Traefik's Docker provider, or the sandbox's HAProxy): nothing here rewrites its
-configuration. `--stop-first` is the old way, `compose up` recreating the
+That is for an edge that finds a service's containers itself and routes only to
+healthy ones (RELEASE_EDGE=discovery: Traefik's Docker provider, the sandbox's
+HAProxy). Nothing here rewrites its configuration. An edge that resolves the
+service's name instead (RELEASE_EDGE=dns: Traefik's file provider, nginx) reads no
+health status: step 2 probes each new container's ready path on its own address
+(Probe), so a 30 s health-check interval costs nothing, and step 3 is the SIGTERM
+alone, with no drain file and no settle time (docs/zero-downtime.md). `--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
 """
 
@@ -27,11 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker
+import httpx
 
 from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
+from tasks.http import http_client
 from tasks.images import engine
 from tasks.compose_checks import stop_first_services
 from tasks.launch import STEP, compose_up, project_compose, start_database
@@ -40,6 +46,7 @@ from tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
 DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy
+PROBE_TIMEOUT_S = 1.0  # a new container's own ready path: it answers at once, or is not serving yet
 KEPT_SERVING = "the old version kept serving; nothing to roll back for code"
 
 
@@ -101,15 +108,54 @@ def failure(c: Container, first_restarts: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Probe:
+    """How the cutover asks a new container whether it serves (RELEASE_EDGE=dns): GET
+    `path` on its own address and `port`; 200 is yes. Docker's health status can lag
+    by a whole check interval (30 s is common), and a DNS edge does not read it."""
+
+    port: int
+    path: str
+
+    def url(self, address: str) -> str:
+        return f"http://{f'[{address}]' if ':' in address else address}:{self.port}{self.path}"
+
+
+def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
+    """The probe of a new container of `service` exposing `exposed`; StepFailed naming
+    the setting when its port is neither set nor the one its image exposes."""
+    t = env.target
+    role = t.role_of(service)
+    port = (t.port(role) if role else None) or (exposed[0] if len(exposed) == 1 else None)
+    if port is None:
+        setting = f"RELEASE_{role.upper()}_PORT" if role else "the service's port"
+        raise StepFailed(STEP, f"{service}: with RELEASE_EDGE=dns each new container is probed on its own address, "
+                               f"and its port is unknown (its image exposes {', '.join(map(str, exposed)) or 'none'}): "
+                               f"set {setting}")
+    return Probe(port, t.ready_path_of(role) if role else "/")
+
+
+def serves(probe: Probe, address: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        with http_client("", timeout_s=PROBE_TIMEOUT_S) as web:
+            return web.get(probe.url(address)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, list[str]],
-                 was_unhealthy: set[str]) -> float:
-    """Until every new container is healthy (running, without a health check);
-    raises StepFailed naming the first that fails. Returns the seconds it took;
+                 was_unhealthy: set[str], *, probed: bool = False) -> float:
+    """Until every new container is healthy (running, without a health check), or with
+    `probed` (RELEASE_EDGE=dns) answers its probe (Probe) on its own address; raises
+    StepFailed naming the first that fails. Returns the seconds it took;
     `was_unhealthy` gets the services seen unhealthy on the way (within the grace)."""
     started = time.monotonic()
     deadline = started + env.target.ready_timeout_s
     first: dict[str, int] = {}
     unhealthy_since: dict[str, float] = {}
+    serving: set[str] = set()
     while True:
         waiting = []
         for service, ids in new.items():
@@ -131,7 +177,13 @@ def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, l
                     raise StepFailed(STEP, f"{service} container {why} (a new one)\n{logs_tail(client, cid)}")
                 if c.health == "unhealthy":
                     was_unhealthy.add(service)
-                if c.status != "running" or c.health in ("starting", "unhealthy"):
+                if probed:
+                    probe = probe_of(env, service, c.exposed)
+                    if cid not in serving and c.status == "running" and serves(probe, c.address):
+                        serving.add(cid)
+                    if cid not in serving:
+                        waiting.append(f"{service} {c.status}, GET :{probe.port}{probe.path} not 200 yet")
+                elif c.status != "running" or c.health in ("starting", "unhealthy"):
                     waiting.append(f"{service} {c.health or c.status}")
         if not waiting:
             return time.monotonic() - started
@@ -258,8 +310,9 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     stopped_at = time.monotonic()
     new = start_beside(client, env, images, plan)
     was_unhealthy: set[str] = set()
+    dns = t.edge == "dns"
     try:
-        healthy_s = wait_healthy(client, env, new, was_unhealthy)
+        healthy_s = wait_healthy(client, env, new, was_unhealthy, probed=dns)
     except StepFailed as exc:
         remove(client, [cid for ids in new.values() for cid in ids])
         head, _, logs = exc.reason.partition("\n")
@@ -267,10 +320,16 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
                                + (f"; last log lines:\n{logs}" if logs else "")) from None
     stopped_first = stopped_first_note(plan, stopped_at, time.monotonic())
 
-    time.sleep(t.edge_settle_s)  # the edge finds the new ones
     old = [cid for p in plan if not p.stop_first for cid in p.old]
-    drained = drain(client, old, t.drain_file)
-    time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
+    if dns:
+        # The edge resolves the name: the new ones are in its answers since they
+        # started; an old one told to stop refuses new connections at once and leaves
+        # the answers when it exits (docs/zero-downtime.md). No health check to wait for.
+        drained = "told to stop (SIGTERM)"
+    else:
+        time.sleep(t.edge_settle_s)  # the edge finds the new ones
+        drained = drain(client, old, t.drain_file)
+        time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
     stop_started = time.monotonic()
     remove(client, old, grace_s=t.drain_s)
     stopped_s = time.monotonic() - stop_started
@@ -278,7 +337,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         run(project_compose(env, images).up(others, no_deps=True, no_recreate=True))
     return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"
                                                   for p in plan)
-                          + f": new healthy after {healthy_s:.1f} s"
+                          + (f": new serving after {healthy_s:.1f} s (each answered its ready path on its own address)"
+                             if dns else f": new healthy after {healthy_s:.1f} s")
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
                           + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{stopped_first}{tidied}",
                    warning=drained.startswith("not") or bool(stopped_first))

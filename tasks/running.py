@@ -43,13 +43,33 @@ class Container:
     status: str  # created, running, restarting, exited, ...
     health: str | None  # starting, healthy, unhealthy; None without a health check
     restarts: int
+    address: str | None = None  # where this host reaches it (address_of), None when not running
+    exposed: tuple[int, ...] = ()  # the TCP ports its image or service exposes
 
     @classmethod
     def of(cls, c) -> "Container":
-        state = c.attrs["State"]
-        return cls(id=c.id, name=c.name, reference=(c.attrs.get("Config") or {}).get("Image") or "",
+        state, config = c.attrs["State"], c.attrs.get("Config") or {}
+        return cls(id=c.id, name=c.name, reference=config.get("Image") or "",
                    status=state["Status"], health=(state.get("Health") or {}).get("Status"),
-                   restarts=c.attrs.get("RestartCount", 0))
+                   restarts=c.attrs.get("RestartCount", 0), address=address_of(c.attrs),
+                   exposed=tuple(sorted(int(p.split("/")[0]) for p in config.get("ExposedPorts") or {}
+                                        if p.endswith("/tcp"))))
+
+
+def address_of(attrs: dict) -> str | None:
+    """The address at which this host reaches a running container: its IP on its
+    Compose project's default network (on Linux the host routes to its bridge
+    networks), else on any other it is attached to, or 127.0.0.1 on the host's network."""
+    if (attrs.get("State") or {}).get("Status") != "running":
+        return None
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    if "host" in networks:
+        return "127.0.0.1"
+    project = ((attrs.get("Config") or {}).get("Labels") or {}).get(PROJECT_LABEL)
+    for name in sorted(networks, key=lambda n: (n != f"{project}_default", n)):
+        if address := networks[name].get("IPAddress"):
+            return address
+    return None
 
 
 PROJECT_LABEL, SERVICE_LABEL = "com.docker.compose.project", "com.docker.compose.service"
@@ -88,17 +108,7 @@ def service_address(client: docker.DockerClient, project: str, service: str) -> 
     IP on the project's network (on Linux the host routes to its bridge networks), or
     127.0.0.1 for a container on the host's network. None when it is not running."""
     found = containers(client, *compose_labels(project, service), running_only=True)
-    if not found:
-        return None
-    settings = found[0].attrs.get("NetworkSettings") or {}
-    networks = settings.get("Networks") or {}
-    if "host" in networks:
-        return "127.0.0.1"
-    # The project's default network first, then any other it is attached to.
-    for name in sorted(networks, key=lambda n: (n != f"{project}_default", n)):
-        if address := networks[name].get("IPAddress"):
-            return address
-    return None
+    return address_of(found[0].attrs) if found else None
 
 
 def running_services(client: docker.DockerClient, env: Environment) -> dict[str, RunningService]:

@@ -13,7 +13,8 @@ from smartrelease.errors import StepFailed
 from smartrelease.process import run
 from tasks.compose_checks import (cannot_run_twice, compose_problems, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
-from tasks.cutover import Container, failure, kept_serving, leftovers, plan_cutover, stopped_first_note
+from tasks.cutover import Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stopped_first_note
+from tasks.running import address_of
 from tasks.environment import check_environment
 from tasks.launch import project_compose
 
@@ -64,6 +65,42 @@ def test_the_cutover_command_adds_containers_without_recreating_the_old_ones_or_
     assert argv[argv.index("up"):] == ("up", "--detach", "--quiet-pull", "--remove-orphans", "--no-deps",
                                        "--no-recreate", "--scale", "backend=2", "--scale", "frontend=2",
                                        "backend", "frontend")
+
+
+def inspected(status="running", networks=None, project="books", exposed=("5000/tcp",)) -> dict:
+    """The parts of `docker inspect` a Container is read from."""
+    return {"State": {"Status": status}, "RestartCount": 0,
+            "Config": {"Image": NEW, "Labels": {"com.docker.compose.project": project},
+                       "ExposedPorts": {p: {} for p in exposed}},
+            "NetworkSettings": {"Networks": networks if networks is not None else {
+                "aaa_other": {"IPAddress": "172.30.0.9"}, "books_default": {"IPAddress": "172.20.0.5"}}}}
+
+
+def test_a_container_is_reached_on_its_projects_default_network_and_only_while_it_runs():
+    assert address_of(inspected()) == "172.20.0.5"  # the project's network, though another sorts first
+    assert address_of(inspected(networks={"aaa_other": {"IPAddress": "172.30.0.9"}})) == "172.30.0.9"
+    assert address_of(inspected(networks={"host": {"IPAddress": ""}})) == "127.0.0.1"
+    assert address_of(inspected(status="exited")) is None
+    assert address_of(inspected(networks={"books_default": {"IPAddress": ""}})) is None
+
+
+def test_a_dns_edge_probes_a_new_container_on_its_port_as_set_or_as_its_image_exposes_it(write_env):
+    class Found:  # what docker-py gives Container.of
+        id = name = "n1"
+        attrs = inspected(exposed=("5000/tcp", "9229/udp"))
+
+    c = Container.of(Found)
+    assert (c.address, c.exposed) == ("172.20.0.5", (5000,))
+    env = parse_env_file(write_env(RELEASE_EDGE="dns", RELEASE_FRONTEND_READY_PATH="/index.html"))
+    assert probe_of(env, "backend", c.exposed) == Probe(5000, "/ready")
+    assert probe_of(env, "frontend", (80,)).url("172.20.0.6") == "http://172.20.0.6:80/index.html"
+    assert Probe(8080, "/ready").url("fd00::5") == "http://[fd00::5]:8080/ready"
+    with pytest.raises(StepFailed) as raised:
+        probe_of(env, "backend", (5000, 9229))
+    assert raised.value.reason == ("backend: with RELEASE_EDGE=dns each new container is probed on its own address, "
+                                   "and its port is unknown (its image exposes 5000, 9229): set RELEASE_BACKEND_PORT")
+    env = parse_env_file(write_env(RELEASE_EDGE="dns", RELEASE_BACKEND_PORT="5000"))
+    assert probe_of(env, "backend", (5000, 9229)) == Probe(5000, "/ready")
 
 
 def test_the_runbook_by_hand_builds_then_starts_with_one_up():

@@ -16,9 +16,18 @@
 #   once (observe layer4): a crash is out of rotation before Docker notices.
 # - Retries: a request whose connection is refused or closed unanswered is sent
 #   again to another container.
+#
+# EDGE_MODE=dns stands in for Traefik's file provider instead (`http://backend:5000`):
+# no Docker socket, no health check of its own; the service names are resolved
+# through Docker's DNS (every second) and requests go to every address they give,
+# over kept-alive connections. EDGE_RETRY=none sends each request once (an edge with
+# no retry of any kind); EDGE_RETRY=go (the default) has Go's HTTP client's two
+# safety nets, which Traefik keeps: a refused connection is tried on another address,
+# and a request a reused connection closed unanswered is sent again.
 # Expects the certificate and key at /tls/edge.pem and /tls/edge.key.
 set -e
-[ -S /var/run/docker.sock ] || { echo "edge: mount /var/run/docker.sock read-only: the edge finds the app's containers through it" >&2; exit 1; }
+mode=${EDGE_MODE:-discovery}
+[ "$mode" = dns ] || [ -S /var/run/docker.sock ] || { echo "edge: mount /var/run/docker.sock read-only: the edge finds the app's containers through it" >&2; exit 1; }
 cat /tls/edge.pem /tls/edge.key > /tmp/edge.pem
 acls=""
 for route in ${BACKEND_ROUTES:-/api/ /health /ready}; do
@@ -29,6 +38,52 @@ for route in ${BACKEND_ROUTES:-/api/ /health /ready}; do
 " ;;
   esac
 done
+if [ "$mode" = dns ]; then
+  case "${EDGE_RETRY:-go}" in
+    go) retry="  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response"
+        replay="  http-request disable-l7-retry if !METH_GET
+" ;;
+    none) retry="  retries 0" replay="" ;;
+    *) echo "edge: EDGE_RETRY must be go or none" >&2; exit 1 ;;
+  esac
+  cat > /tmp/haproxy.cfg <<CONF
+global
+  log stdout format raw daemon notice
+  maxconn 4096
+resolvers docker
+  nameserver dns 127.0.0.11:53
+  accepted_payload_size 8192
+  timeout resolve 1s
+  timeout retry 1s
+  hold valid 1s
+  hold other 1s
+  hold refused 1s
+  hold nx 1s
+  hold timeout 1s
+  hold obsolete 0s
+defaults
+  mode http
+  log global
+  option dontlognull
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+$retry
+frontend https
+  bind :${EDGE_LISTEN:-8443} ssl crt /tmp/edge.pem
+$acls$replay  http-request return status 404 if { path /metrics }
+  use_backend backend if to_backend
+  default_backend frontend
+backend backend
+  server-template app 1-${EDGE_MAX_CONTAINERS:-8} ${BACKEND_HOST:-backend}:${BACKEND_PORT:-8080} resolvers docker init-addr none resolve-prefer ipv4
+backend frontend
+  server-template web 1-${EDGE_MAX_CONTAINERS:-8} ${FRONTEND_HOST:-frontend}:${FRONTEND_PORT:-8081} resolvers docker init-addr none resolve-prefer ipv4
+CONF
+  exec haproxy -db -f /tmp/haproxy.cfg
+fi
 cat > /tmp/haproxy.cfg <<CONF
 global
   log stdout format raw daemon notice

@@ -1,0 +1,108 @@
+"""A release behind an edge that resolves the service names through Docker's DNS
+(RELEASE_EDGE=dns), with the health checks teams really have.
+
+The sandbox's edge in EDGE_MODE=dns stands in for Traefik's file provider
+(`http://backend:5000`): it reads no health status and has no Docker socket; it
+resolves the names every second and reuses kept-alive connections, with Go's two
+safety nets (a refused connection tried on another address, a GET a reused
+connection closed unanswered sent again). The backend's health check is a plain
+`curl -f …/health` at a 5 min interval, with no drain hook; the frontend has none.
+Nothing here waits for Docker's health status: the first check of a new container
+comes 5 min after it starts.
+"""
+
+import docker
+import pytest
+import yaml
+
+from flows.history import last_release
+from sandbox.load import Load
+from smartrelease.process import run
+from smartrelease.report import Status
+from tasks.launch import project_compose
+from tasks.readiness import wait_ready
+from tasks.rollback_plan import running_deployment
+from tasks.running import service_containers
+from tests.conftest import by_name
+from tests.release_sandbox import module_sandbox
+
+pytestmark = pytest.mark.e2e
+ENV = "dnsedge"
+RATE = 40  # requests/s: bounded (this module runs beside the others), and every second of a gap is seen
+PATH = "/api/accounts"  # reads the database
+PLAIN_CHECK = {"test": ["CMD-SHELL", "curl -fsS http://127.0.0.1:8080/health"], "interval": "5m", "timeout": "5s",
+               "retries": 3}
+
+
+def teams_stack(compose: dict) -> dict:
+    """The sandbox's compose file as a team without the drain hook has it: the edge
+    resolving names, a plain health check on the backend, none on the frontend."""
+    services = compose["services"]
+    services["backend"]["healthcheck"] = PLAIN_CHECK
+    services["frontend"]["healthcheck"] = {"disable": True}
+    edge = services["edge"]
+    edge["environment"] = {"EDGE_MODE": "dns", "EDGE_RETRY": "go"}
+    edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
+    return compose
+
+
+@pytest.fixture(scope="module")
+def sandbox(shared_registry):
+    with module_sandbox("smartrelease-dns-edge-e2e", ENV, registry=shared_registry) as sb:
+        env = sb.env()
+        compose = sb.app_dir / "docker-compose.prod.yml"
+        compose.write_text(yaml.safe_dump(teams_stack(yaml.safe_load(compose.read_text())), sort_keys=False))
+        for key, value in {"RELEASE_EDGE": "dns", "RELEASE_BACKEND_PORT": "8080", "RELEASE_FRONTEND_PORT": "8081"}.items():
+            sb.set_env(key, value)
+        # The running version recreated on that file, as the team runs it.
+        images = running_deployment(env).images
+        run(project_compose(env, images).up(["backend", "frontend", "edge"], no_deps=True, force_recreate=True))
+        wait_ready(sb.env())
+        yield sb
+
+
+def load(sandbox) -> Load:
+    env = sandbox.env()
+    return Load(env.target.public_url + PATH, rate=RATE, ca=env.target.ca_bundle, max_s=300)
+
+
+def app_containers(sandbox) -> dict[str, list[str]]:
+    env, client = sandbox.env(), docker.from_env()
+    return {s: sorted(c.id for c in service_containers(client, env.target.compose_project, s))
+            for s in ("backend", "frontend")}
+
+
+def test_a_release_that_starts_slowly_is_served_as_soon_as_it_answers_and_drops_no_request(sandbox):
+    """Its backend listens 3 s after it starts: Docker's DNS gives its address at once,
+    and the edge's connections to it are refused until then (tried on the old one)."""
+    before = app_containers(sandbox)
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.1.0", faults=["slow-start 3"])
+    assert state.is_completed(), report.text()
+    stats = traffic.stats()
+    assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
+    launch = by_name(report)["launch"]
+    assert launch.status == Status.PASSED and "each answered its ready path on its own address" in launch.detail, \
+        launch.detail
+    assert "told to stop (SIGTERM)" in launch.detail and "drain" not in launch.detail, launch.detail
+    # Not held to Docker's health status: the new backend's first check is minutes away.
+    client = docker.from_env()
+    [new_backend] = service_containers(client, sandbox.env().target.compose_project, "backend")
+    assert new_backend.health == "starting", new_backend
+    after = app_containers(sandbox)
+    assert all(not set(after[s]) & set(before[s]) and len(after[s]) == 1 for s in after), (before, after)
+
+
+def test_a_release_that_crashes_on_start_leaves_exactly_the_old_containers_serving(sandbox):
+    before = app_containers(sandbox)
+    version = last_release(ENV)["version"]
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.2.0", faults=["crash-on-start"])
+    assert state.is_failed()
+    stats = traffic.stats()
+    assert stats.requests > 2 * RATE and stats.failed == 0, stats.line()
+    launch = by_name(report)["launch"]
+    assert launch.status == Status.FAILED and "(a new one)" in launch.detail, launch.detail
+    assert "the old version kept serving" in launch.detail, launch.detail
+    assert app_containers(sandbox) == before
+    assert last_release(ENV)["version"] == version
