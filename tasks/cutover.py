@@ -48,6 +48,13 @@ POLL_S = 0.25
 DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy
 PROBE_TIMEOUT_S = 1.0  # a new container's own ready path: it answers at once, or is not serving yet
 KEPT_SERVING = "the old version kept serving; nothing to roll back for code"
+# What the tool knows is what it did; what users saw depends on the edge, so the
+# report says what an undrained stop does behind an edge of RELEASE_EDGE=discovery's kind.
+UNDRAINED = ("Those stopped without leaving the edge's rotation first: an edge that routes by "
+             "Docker's health status sent them requests until they stopped (and sent the new ones requests from "
+             "their start, listening or not), and those failed unless it retried them elsewhere. Give the service "
+             "a health check that honours RELEASE_DRAIN_FILE, or, if the edge resolves the service's name instead, "
+             "set RELEASE_EDGE=dns")
 
 
 @dataclass(frozen=True)
@@ -212,8 +219,8 @@ def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
     """Fail the health check of each old container (its health check must honour
     `drain_file`) and wait until Docker reports them unhealthy; what happened, for the
     report. One without a health check, or whose check ignores the file, is stopped
-    undrained, and users may see errors: its new containers counted as ready once
-    running, perhaps before they listen."""
+    undrained: its new containers counted as ready once running, perhaps before they
+    listen, and the edge saw neither change coming."""
     started, undrained = time.monotonic(), []
     waiting = []
     for cid in ids:
@@ -239,9 +246,7 @@ def drain(client: docker.DockerClient, ids, drain_file: str) -> str:
                 waiting.remove(cid)
     undrained += [f"{cid[:12]}'s health check ignored {drain_file} for {DRAIN_WAIT_S} s" for cid in waiting]
     took = time.monotonic() - started
-    return (f"drained in {took:.1f} s" if not undrained
-            else f"not all drained ({'; '.join(undrained)}): stopped as they were; users may have seen errors "
-                 "(give the service a health check that honours the drain file)")
+    return f"drained in {took:.1f} s" if not undrained else f"not all drained ({'; '.join(undrained)})"
 
 
 def other_services(env: Environment, app: list[str]) -> list[str]:
@@ -340,7 +345,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
                           + (f": new serving after {healthy_s:.1f} s (each answered its ready path on its own address)"
                              if dns else f": new healthy after {healthy_s:.1f} s")
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
-                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{stopped_first}{tidied}",
+                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{stopped_first}{tidied}"
+                          + (f". {UNDRAINED}" if drained.startswith("not") else ""),
                    warning=drained.startswith("not") or bool(stopped_first))
 
 
