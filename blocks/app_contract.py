@@ -82,6 +82,11 @@ class AppContract(BaseModel):
     def port(self, role: Role) -> int | None:
         return self.backend_port if role == "backend" else self.frontend_port
 
+    def listen_port(self, role: Role, exposed: tuple[int, ...]) -> int | None:
+        """The port a container of `role` listens on: the setting, else the one TCP port
+        its image exposes (`exposed`); None when neither tells."""
+        return self.port(role) or (exposed[0] if len(exposed) == 1 else None)
+
     def ready_path_of(self, role: Role) -> str:
         """What a new container of `role` answers 200 on, on its own address, once it serves."""
         return self.ready_path if role == "backend" else self.frontend_ready_path

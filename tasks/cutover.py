@@ -133,7 +133,7 @@ def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
     the setting when its port is neither set nor the one its image exposes."""
     t = env.target
     role = t.role_of(service)
-    port = (t.port(role) if role else None) or (exposed[0] if len(exposed) == 1 else None)
+    port = t.listen_port(role, exposed) if role else (exposed[0] if len(exposed) == 1 else None)
     if port is None:
         setting = f"RELEASE_{role.upper()}_PORT" if role else "the service's port"
         raise StepFailed(STEP, f"{service}: with RELEASE_EDGE=dns each new container is probed on its own address, "

@@ -5,10 +5,12 @@ The sandbox's edge in EDGE_MODE=dns stands in for Traefik's file provider
 (`http://backend:5000`): it reads no health status and has no Docker socket; it
 resolves the names every second and reuses kept-alive connections, with Go's two
 safety nets (a refused connection tried on another address, a GET a reused
-connection closed unanswered sent again). The backend's health check is a plain
-`curl -f …/health` at a 5 min interval, with no drain hook; the frontend has none.
-Nothing here waits for Docker's health status: the first check of a new container
-comes 5 min after it starts.
+connection closed unanswered sent again). It routes only /api to the backend, as
+the runbook's Traefik does: /health and /ready on the public URL reach the
+frontend, a single-page app that answers any path with its page. The backend's
+health check is a plain `curl -f …/health` at a 5 min interval, with no drain hook;
+the frontend has none. Nothing here waits for Docker's health status: the first
+check of a new container comes 5 min after it starts.
 """
 
 import docker
@@ -41,7 +43,7 @@ def teams_stack(compose: dict) -> dict:
     services["backend"]["healthcheck"] = PLAIN_CHECK
     services["frontend"]["healthcheck"] = {"disable": True}
     edge = services["edge"]
-    edge["environment"] = {"EDGE_MODE": "dns", "EDGE_RETRY": "go"}
+    edge["environment"] = {"EDGE_MODE": "dns", "EDGE_RETRY": "go", "BACKEND_ROUTES": "/api/"}
     edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
     return compose
 
@@ -85,6 +87,11 @@ def test_a_release_that_starts_slowly_is_served_as_soon_as_it_answers_and_drops_
     assert launch.status == Status.PASSED and "each answered its ready path on its own address" in launch.detail, \
         launch.detail
     assert "told to stop (SIGTERM)" in launch.detail and "drain" not in launch.detail, launch.detail
+    # /health and /ready reach the frontend's page through the public URL: asked of the backend itself.
+    steps = by_name(report)
+    for step in ("wait-ready", "smoke /health", "smoke /ready"):
+        assert "on the backend's own address (1 container(s), port 8080)" in steps[step].detail, steps[step].detail
+    assert steps["smoke /api/auth/health"].detail.endswith("through the public URL"), steps["smoke /api/auth/health"].detail
     # Not held to Docker's health status: the new backend's first check is minutes away.
     client = docker.from_env()
     [new_backend] = service_containers(client, sandbox.env().target.compose_project, "backend")
@@ -106,3 +113,18 @@ def test_a_release_that_crashes_on_start_leaves_exactly_the_old_containers_servi
     assert "the old version kept serving" in launch.detail, launch.detail
     assert app_containers(sandbox) == before
     assert last_release(ENV)["version"] == version
+
+
+def test_a_broken_health_endpoint_behind_the_page_is_caught_on_the_backends_own_address(sandbox):
+    """The public URL answers /health with the frontend's page (200) whatever the
+    backend says: the smoke check asks the backend itself, and fails on its 500."""
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.3.0", faults=["health-fails"])
+    assert state.is_failed()
+    smoke = by_name(report)["smoke /health"]
+    assert smoke.status == Status.FAILED, smoke
+    assert "/health answered HTTP 500, on the backend's own address" in smoke.detail, smoke.detail
+    rb = report.facts.rollback
+    assert rb.recovered, report.text()
+    stats = traffic.stats()
+    assert stats.failed == 0, stats.line()

@@ -2,6 +2,7 @@
 
 import uuid
 
+import httpx
 import pytest
 from hypothesis import given, strategies as st
 
@@ -9,6 +10,7 @@ from blocks.envfile import name_from_env_file, parse_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.redact import Masker
 from smartrelease.refs import is_semver, repository_of
+from tasks.routes import is_page
 from tasks.wal_archive import waiting_segments
 
 SEG = 16 * 1024 * 1024
@@ -142,3 +144,10 @@ def test_a_trust_store_is_loaded_once_until_its_file_changes(tmp_path):
 ])
 def test_the_repository_of_a_tag_or_a_digest_reference_keeps_the_registrys_port(reference, repository):
     assert repository_of(reference) == repository
+
+
+@pytest.mark.parametrize("content_type, page", [("text/html; charset=utf-8", True), ("TEXT/HTML", True),
+                                                ("application/json", False), ("text/plain", False), (None, False)])
+def test_a_single_page_apps_answer_is_told_from_the_backends_by_its_content_type(content_type, page):
+    headers = {"content-type": content_type} if content_type else {}
+    assert is_page(httpx.Response(200, headers=headers)) is page

@@ -12,6 +12,9 @@ http {
   server {
     listen ${PORT};
     root /srv;
+    # A single-page app's: any path it does not have gets the page (200), as the
+    # runbook's client does; /health on the public URL then answers with it.
+    location / { try_files \$uri /index.html; }
   }
 }
 CONF
