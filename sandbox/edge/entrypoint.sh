@@ -38,6 +38,7 @@ for route in ${BACKEND_ROUTES:-/api/ /health /ready}; do
 " ;;
   esac
 done
+max=${EDGE_MAX_CONTAINERS:-8}
 if [ "$mode" = dns ]; then
   case "${EDGE_RETRY:-go}" in
     go) retry="  retries 3
@@ -48,11 +49,8 @@ if [ "$mode" = dns ]; then
     none) retry="  retries 0" replay="" ;;
     *) echo "edge: EDGE_RETRY must be go or none" >&2; exit 1 ;;
   esac
-  cat > /tmp/haproxy.cfg <<CONF
-global
-  log stdout format raw daemon notice
-  maxconn 4096
-resolvers docker
+  admin=""
+  resolvers="resolvers docker
   nameserver dns 127.0.0.11:53
   accepted_payload_size 8192
   timeout resolve 1s
@@ -62,7 +60,35 @@ resolvers docker
   hold refused 1s
   hold nx 1s
   hold timeout 1s
-  hold obsolete 0s
+  hold obsolete 0s"
+  servers="  http-reuse always
+$retry"
+  to="resolvers docker init-addr none resolve-prefer ipv4"
+  backend_servers="  server-template app 1-$max ${BACKEND_HOST:-backend}:${BACKEND_PORT:-8080} $to"
+  frontend_servers="  server-template web 1-$max ${FRONTEND_HOST:-frontend}:${FRONTEND_PORT:-8081} $to"
+else
+  replay=""
+  admin="  stats socket /tmp/haproxy.sock mode 600 level admin"
+  resolvers=""
+  servers="  timeout check 1s
+  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response
+  default-server check inter 500ms fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down disabled"
+  # Slots that discovery (edge-discover.py) fills through the runtime API.
+  backend_servers="  option httpchk
+  http-check send meth GET uri ${BACKEND_CHECK:-/ready}
+  server-template app 1-$max 127.0.0.1:${BACKEND_PORT:-8080}"
+  frontend_servers="  option httpchk
+  http-check send meth GET uri ${FRONTEND_CHECK:-/}
+  server-template web 1-$max 127.0.0.1:${FRONTEND_PORT:-8081}"
+fi
+cat > /tmp/haproxy.cfg <<CONF
+global
+  log stdout format raw daemon notice
+$admin
+  maxconn 4096
+$resolvers
 defaults
   mode http
   log global
@@ -70,51 +96,19 @@ defaults
   timeout connect 1s
   timeout client 60s
   timeout server 60s
-  http-reuse always
-$retry
+$servers
 frontend https
   bind :${EDGE_LISTEN:-8443} ssl crt /tmp/edge.pem
 $acls$replay  http-request return status 404 if { path /metrics }
   use_backend backend if to_backend
   default_backend frontend
 backend backend
-  server-template app 1-${EDGE_MAX_CONTAINERS:-8} ${BACKEND_HOST:-backend}:${BACKEND_PORT:-8080} resolvers docker init-addr none resolve-prefer ipv4
+$backend_servers
 backend frontend
-  server-template web 1-${EDGE_MAX_CONTAINERS:-8} ${FRONTEND_HOST:-frontend}:${FRONTEND_PORT:-8081} resolvers docker init-addr none resolve-prefer ipv4
+$frontend_servers
 CONF
-  exec haproxy -db -f /tmp/haproxy.cfg
+if [ "$mode" != dns ]; then
+  # Discovery runs beside HAProxy for the container's life, restarted if it ever ends.
+  (while :; do python3 /usr/local/bin/edge-discover.py || true; sleep 1; done) &
 fi
-cat > /tmp/haproxy.cfg <<CONF
-global
-  log stdout format raw daemon notice
-  stats socket /tmp/haproxy.sock mode 600 level admin
-  maxconn 4096
-defaults
-  mode http
-  log global
-  option dontlognull
-  timeout connect 1s
-  timeout client 60s
-  timeout server 60s
-  timeout check 1s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response
-  default-server check inter 500ms fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down disabled
-frontend https
-  bind :${EDGE_LISTEN:-8443} ssl crt /tmp/edge.pem
-$acls  http-request return status 404 if { path /metrics }
-  use_backend backend if to_backend
-  default_backend frontend
-backend backend
-  option httpchk
-  http-check send meth GET uri ${BACKEND_CHECK:-/ready}
-  server-template app 1-${EDGE_MAX_CONTAINERS:-8} 127.0.0.1:${BACKEND_PORT:-8080}
-backend frontend
-  option httpchk
-  http-check send meth GET uri ${FRONTEND_CHECK:-/}
-  server-template web 1-${EDGE_MAX_CONTAINERS:-8} 127.0.0.1:${FRONTEND_PORT:-8081}
-CONF
-# Discovery runs beside HAProxy for the container's life, restarted if it ever ends.
-(while :; do python3 /usr/local/bin/edge-discover.py || true; sleep 1; done) &
 exec haproxy -db -f /tmp/haproxy.cfg
