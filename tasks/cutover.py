@@ -40,7 +40,7 @@ from smartrelease.report import Finding
 from tasks.http import http_client
 from tasks.images import engine
 from tasks.compose_checks import stop_first_services
-from tasks.launch import STEP, compose_up, project_compose, start_database
+from tasks.launch import STEP, compose_up, project_compose, start_database, team_config
 from tasks.running import Container, logs_tail, service_containers
 from tasks.runbook_task import runbook_task
 
@@ -140,6 +140,29 @@ def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
                                f"and its port is unknown (its image exposes {', '.join(map(str, exposed)) or 'none'}): "
                                f"set {setting}")
     return Probe(port, t.ready_path_of(role) if role else "/")
+
+
+def planned_ports(client: docker.DockerClient, image: str, compose_service: dict) -> tuple[int, ...] | None:
+    """The TCP ports a new container from `image` will expose: the image's own
+    (EXPOSE) and the compose service's `expose:`; None while the image is not on this
+    machine (`compose up` pulls it: its ports are read once the container runs)."""
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return None
+    return tcp_ports((found.attrs.get("Config") or {}).get("ExposedPorts") or {}, compose_service.get("expose") or [])
+
+
+def tcp_ports(image_exposed, expose) -> tuple[int, ...]:
+    """The TCP ports of an image's ExposedPorts ({"8080/tcp": {}}) and a compose
+    service's `expose:` ("5000", "9000-9001", "53/udp")."""
+    ports = {int(p.split("/")[0]) for p in image_exposed if p.endswith("/tcp")}
+    for entry in expose:
+        text = str(entry)
+        if not text.endswith("/udp"):
+            first, _, last = text.removesuffix("/tcp").partition("-")
+            ports.update(range(int(first), int(last or first) + 1))
+    return tuple(sorted(ports))
 
 
 def serves(probe: Probe, address: str | None) -> bool:
@@ -302,6 +325,11 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     by_service = {t.service(role): ref for role, ref in images.items()}
     found = {s: service_containers(client, t.compose_project, s) for s in by_service}
     plan = plan_cutover(found, by_service, stop_first_services(env))
+    if t.edge == "dns":  # a probe whose port cannot be known fails here, before anything is started
+        services = team_config(env).get("services") or {}
+        for p in plan:
+            if p.old and (ports := planned_ports(client, p.image, services.get(p.service) or {})) is not None:
+                probe_of(env, p.service, ports)
     left = leftovers(found, plan)
     remove(client, left)
     tidied = f"; removed {len(left)} stopped container(s) an interrupted run left" if left else ""

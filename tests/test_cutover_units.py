@@ -13,7 +13,8 @@ from smartrelease.errors import StepFailed
 from smartrelease.process import run
 from tasks.compose_checks import (cannot_run_twice, compose_problems, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
-from tasks.cutover import Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stopped_first_note
+from tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stopped_first_note,
+                           tcp_ports)
 from tasks.running import address_of
 from tasks.environment import check_environment
 from tasks.launch import project_compose
@@ -101,6 +102,12 @@ def test_a_dns_edge_probes_a_new_container_on_its_port_as_set_or_as_its_image_ex
                                    "and its port is unknown (its image exposes 5000, 9229): set RELEASE_BACKEND_PORT")
     env = parse_env_file(write_env(RELEASE_EDGE="dns", RELEASE_BACKEND_PORT="5000"))
     assert probe_of(env, "backend", (5000, 9229)) == Probe(5000, "/ready")
+
+
+def test_the_ports_a_new_container_will_expose_are_its_images_and_its_services_expose_tcp_ones():
+    assert tcp_ports({"8080/tcp": {}, "53/udp": {}}, []) == (8080,)
+    assert tcp_ports({}, ["5000", "9000-9002/tcp", "53/udp", 8080]) == (5000, 8080, 9000, 9001, 9002)
+    assert tcp_ports({}, []) == ()
 
 
 def test_the_runbook_by_hand_builds_then_starts_with_one_up():

@@ -13,6 +13,8 @@ the frontend has none. Nothing here waits for Docker's health status: the first
 check of a new container comes 5 min after it starts.
 """
 
+import time
+
 import docker
 import pytest
 import yaml
@@ -128,3 +130,26 @@ def test_a_broken_health_endpoint_behind_the_page_is_caught_on_the_backends_own_
     assert rb.recovered, report.text()
     stats = traffic.stats()
     assert stats.failed == 0, stats.line()
+
+
+def test_a_backend_port_that_cannot_be_known_fails_the_launch_before_any_container_is_created(sandbox):
+    """The stand-in's image exposes no port: without RELEASE_BACKEND_PORT nothing tells
+    where to probe a new backend, which is found before `compose up`."""
+    client = docker.from_env()
+    before = app_containers(sandbox)
+    since = int(time.time()) - 1  # (this machine's clock is Docker Engine's)
+    sandbox.set_env("RELEASE_BACKEND_PORT", None)
+    try:
+        state, report, _ = sandbox.release("6.4.0")
+    finally:
+        sandbox.set_env("RELEASE_BACKEND_PORT", "8080")
+    assert state.is_failed()
+    launch = by_name(report)["launch"]
+    assert launch.status == Status.FAILED and launch.detail == (
+        "backend: with RELEASE_EDGE=dns each new container is probed on its own address, and its port is unknown "
+        "(its image exposes none): set RELEASE_BACKEND_PORT"), launch.detail
+    assert app_containers(sandbox) == before
+    created = list(client.events(since=since, until=int(time.time()) + 1, decode=True, filters={
+        "type": "container", "event": "create",
+        "label": f"com.docker.compose.project={sandbox.env().target.compose_project}"}))
+    assert created == [], created
