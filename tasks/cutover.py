@@ -21,7 +21,9 @@ HAProxy). Nothing here rewrites its configuration. An edge that resolves the
 service's name instead (RELEASE_EDGE=dns: Traefik's file provider, nginx) reads no
 health status: step 2 probes each new container's ready path on its own address
 (Probe), so a 30 s health-check interval costs nothing, and step 3 is the SIGTERM
-alone, with no drain file and no settle time (docs/zero-downtime.md). `--stop-first` is the old way, `compose up` recreating the
+alone, with no drain file and no settle time (docs/zero-downtime.md).
+
+`--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
 """
 
@@ -41,7 +43,7 @@ from tasks.http import http_client
 from tasks.images import engine
 from tasks.compose_checks import stop_first_services
 from tasks.launch import STEP, compose_up, project_compose, start_database, team_config
-from tasks.running import Container, logs_tail, service_containers
+from tasks.running import Container, http_url, logs_tail, service_containers
 from tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
@@ -125,21 +127,21 @@ class Probe:
     path: str
 
     def url(self, address: str) -> str:
-        return f"http://{f'[{address}]' if ':' in address else address}:{self.port}{self.path}"
+        return http_url(address, self.port, self.path)
 
 
 def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
-    """The probe of a new container of `service` exposing `exposed`; StepFailed naming
-    the setting when its port is neither set nor the one its image exposes."""
+    """The probe of a new container of `service` (the backend's or the frontend's: the
+    cutover ships those two) exposing `exposed`; StepFailed naming the setting when its
+    port is neither set nor the one its image exposes."""
     t = env.target
     role = t.role_of(service)
-    port = t.listen_port(role, exposed) if role else (exposed[0] if len(exposed) == 1 else None)
+    port = t.listen_port(role, exposed)
     if port is None:
-        setting = f"RELEASE_{role.upper()}_PORT" if role else "the service's port"
         raise StepFailed(STEP, f"{service}: with RELEASE_EDGE=dns each new container is probed on its own address, "
                                f"and its port is unknown (its image exposes {', '.join(map(str, exposed)) or 'none'}): "
-                               f"set {setting}")
-    return Probe(port, t.ready_path_of(role) if role else "/")
+                               f"set RELEASE_{role.upper()}_PORT")
+    return Probe(port, t.ready_path_of(role))
 
 
 def planned_ports(client: docker.DockerClient, image: str, compose_service: dict) -> tuple[int, ...] | None:

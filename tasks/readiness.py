@@ -1,6 +1,7 @@
 """wait-ready: every container of the project running (and healthy, where it has a
 health check, unless RELEASE_EDGE=dns: there not unhealthy) and `/ready` answering
-200 through the public URL.
+200 through the public URL, or where the edge answers it with a page, on each backend
+container's own address (tasks/routes.py).
 
 Polls fast at first and backs off to POLL_CAP_S, so readiness is seen within about
 a quarter of a second of becoming true. A container that exits or restarts fails

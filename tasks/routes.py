@@ -13,7 +13,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from tasks.http import client, http_client
 from tasks.images import engine
-from tasks.running import service_containers
+from tasks.running import http_url, service_containers
 
 PUBLIC = "through the public URL"
 
@@ -61,8 +61,7 @@ def _from_the_containers(env: Environment, path: str, step: str, timeout_s: floa
                                    "RELEASE_BACKEND_PORT")
         try:
             with http_client("", timeout_s=timeout_s) as web:
-                host = f"[{c.address}]" if ":" in c.address else c.address
-                answers.append(web.get(f"http://{host}:{port}{path}"))
+                answers.append(web.get(http_url(c.address, port, path)))
         except httpx.HTTPError as exc:
             raise StepFailed(step, f"{why}; {c.name} on its own address: {type(exc).__name__}: {exc}",
                              transient=True) from None

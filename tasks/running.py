@@ -56,6 +56,11 @@ class Container:
                                         if p.endswith("/tcp"))))
 
 
+def http_url(address: str, port: int, path: str) -> str:
+    """A container's own endpoint: `path` on `address` (IPv6 in brackets) and `port`."""
+    return f"http://{f'[{address}]' if ':' in address else address}:{port}{path}"
+
+
 def address_of(attrs: dict) -> str | None:
     """The address at which this host reaches a running container: its IP on its
     Compose project's default network (on Linux the host routes to its bridge
