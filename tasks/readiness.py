@@ -18,6 +18,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks import routes
+from tasks.http import client
 from tasks.images import engine
 from tasks.running import logs_tail, running_services
 from tasks.runbook_task import runbook_task
@@ -53,38 +54,39 @@ def wait_ready(env: Environment) -> Finding:
     # Behind a DNS edge (RELEASE_EDGE=dns), Docker's health status routes nothing and
     # its first check may be a whole interval away: /ready is the proof.
     waits_for = ("unhealthy",) if env.target.edge == "dns" else ("starting", "unhealthy")
-    while True:
-        services = running_services(docker, env)
-        if not services:
-            raise StepFailed(STEP, f"no containers in compose project {env.target.compose_project}")
-        for s in services.values():
-            restarts.setdefault(s.container_id, s.restart_count)
-        was_unhealthy.update(s.service for s in services.values() if s.health == "unhealthy")
-        if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s):
-            name, why = broken
-            logs = logs_tail(docker, services[name].container_id)
-            raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")
-        starting = [s.service for s in services.values() if s.status != "running" or s.health in waits_for]
-        if starting:
-            waiting_for = "containers: " + ", ".join(f"{n} {services[n].health or services[n].status}" for n in starting)
-        else:
-            try:  # through the public URL, or where the edge routes it elsewhere, on the backend's own address
-                answer = routes.get(env, env.target.ready_path, STEP, timeout_s=2)
-            except StepFailed as exc:
-                if not exc.transient:
-                    raise
-                waiting_for = exc.reason
+    with client(env.target, timeout_s=2) as web:  # one connection for every poll, not a TLS handshake each
+        while True:
+            services = running_services(docker, env)
+            if not services:
+                raise StepFailed(STEP, f"no containers in compose project {env.target.compose_project}")
+            for s in services.values():
+                restarts.setdefault(s.container_id, s.restart_count)
+            was_unhealthy.update(s.service for s in services.values() if s.health == "unhealthy")
+            if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s):
+                name, why = broken
+                logs = logs_tail(docker, services[name].container_id)
+                raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")
+            starting = [s.service for s in services.values() if s.status != "running" or s.health in waits_for]
+            if starting:
+                waiting_for = "containers: " + ", ".join(f"{n} {services[n].health or services[n].status}" for n in starting)
             else:
-                if answer.response.status_code == 200:
-                    took = time.monotonic() - started
-                    recovered = f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else ""
-                    return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, "
-                                          f"{env.target.ready_path} 200 {answer.route}{recovered}")
-                waiting_for = f"{env.target.ready_path} answered {answer.response.status_code} {answer.route}"
-        if time.monotonic() + delay > deadline:
-            raise StepFailed(STEP, f"not ready after {env.target.ready_timeout_s:.0f} s: waiting for {waiting_for}")
-        time.sleep(delay)
-        delay = min(delay * 2, POLL_CAP_S)
+                try:  # through the public URL, or where the edge routes it elsewhere, on the backend's own address
+                    answer = routes.get(env, env.target.ready_path, STEP, timeout_s=2, web=web)
+                except StepFailed as exc:
+                    if not exc.transient:
+                        raise
+                    waiting_for = exc.reason
+                else:
+                    if answer.response.status_code == 200:
+                        took = time.monotonic() - started
+                        recovered = f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else ""
+                        return Finding(detail=f"ready after {took:.2f} s: {len(services)} containers running, "
+                                              f"{env.target.ready_path} 200 {answer.route}{recovered}")
+                    waiting_for = f"{env.target.ready_path} answered {answer.response.status_code} {answer.route}"
+            if time.monotonic() + delay > deadline:
+                raise StepFailed(STEP, f"not ready after {env.target.ready_timeout_s:.0f} s: waiting for {waiting_for}")
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_CAP_S)
 
 
 wait_ready_task = runbook_task(STEP, timeout_s=1800)(wait_ready)

@@ -29,14 +29,18 @@ def is_page(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/html"
 
 
-def get(env: Environment, path: str, step: str, timeout_s: float = 5) -> Answer:
-    """GET `path` of the backend: through the public URL, or, where the edge answers it
+def get(env: Environment, path: str, step: str, timeout_s: float = 5, web: httpx.Client | None = None) -> Answer:
+    """GET `path` of the backend: through the public URL (`web`, a client of it kept
+    open by a caller that polls, else one of its own), or, where the edge answers it
     with a page, from every running backend container on its own address (the first
     answer that is not 200 is the one returned). Connection errors raise StepFailed
     (transient)."""
     try:
-        with client(env.target, timeout_s=timeout_s) as web:
+        if web is not None:
             public = web.get(path)
+        else:
+            with client(env.target, timeout_s=timeout_s) as own:
+                public = own.get(path)
     except httpx.HTTPError as exc:
         raise StepFailed(step, f"{path}: {type(exc).__name__}: {exc}", transient=True) from None
     if not (public.status_code == 200 and is_page(public)):
