@@ -23,6 +23,13 @@ health status: step 2 probes each new container's ready path on its own address
 (Probe), so a 30 s health-check interval costs nothing, and step 3 is the SIGTERM
 alone, with no drain file and no settle time (docs/zero-downtime.md).
 
+A frontend that resolves the backend's name once, at its start
+(RELEASE_FRONTEND_PINS_BACKEND: nginx's `proxy_pass http://backend:5000;`) keeps the
+old backend's addresses: its new containers start once the new backend serves (they
+resolve old and new), the old frontend stops before the old backend, and once the
+old backend is gone the frontend is cut over again, to containers that resolve only
+the new backend.
+
 `--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
 """
@@ -82,15 +89,16 @@ class ServiceCutover:
 
 
 def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str],
-                 stop_first: dict[str, str] | None = None) -> list[ServiceCutover]:
+                 stop_first: dict[str, str] | None = None, *, renew: frozenset[str] = frozenset()) -> list[ServiceCutover]:
     """`containers`: each app service's containers now; `images`: service -> the
     reference to run; `stop_first`: service -> why it cannot run twice. A service
-    already running only `images`' reference is left out."""
+    already running only `images`' reference is left out, unless it is in `renew`
+    (its containers are replaced by new ones of the same image)."""
     plan = []
     for service, image in images.items():
         found = containers.get(service, [])
         running = [c for c in found if c.status == "running"]
-        if running and all(c.reference == image for c in running):
+        if running and all(c.reference == image for c in running) and service not in renew:
             continue
         # A cutover interrupted (by a Docker Engine restart, say) leaves two versions
         # running: as many new ones as ran of one version, not of both.
@@ -300,7 +308,7 @@ def start_beside(client: docker.DockerClient, env: Environment, images: dict[str
                        scale={p.service: p.scale for p in plan}))
     except CommandFailed as exc:
         remove(client, [cid for ids in new_ones().values() for cid in ids])
-        raise StepFailed(STEP, f"{exc}; {kept_serving(plan)}") from None
+        raise StepFailed(STEP, str(exc)) from None
     return new_ones()
 
 
@@ -320,6 +328,26 @@ def stopped_first_note(plan: list[ServiceCutover], stopped_at: float, healthy_at
                    "errors on it meanwhile" for p in stopped)
 
 
+def waves(plan: list[ServiceCutover], backend_first: str | None) -> list[list[ServiceCutover]]:
+    """The order in which the new containers start: all at once, or, for a frontend
+    that resolves the backend once at its start, `backend_first` (the backend's
+    service) alone first: a new frontend must find the new backend among the
+    addresses it resolves."""
+    first = [p for p in plan if p.service == backend_first]
+    if not first or len(first) == len(plan):
+        return [plan]
+    return [first, [p for p in plan if p.service != backend_first]]
+
+
+def stop_order(plan: list[ServiceCutover], frontend: str) -> list[list[str]]:
+    """The old containers to stop, in order: the frontend's before the rest, so that
+    no old frontend outlives a backend it sends requests to."""
+    old = [p for p in plan if not p.stop_first and p.old]
+    groups = [[cid for p in old if p.service == frontend for cid in p.old],
+              [cid for p in old if p.service != frontend for cid in p.old]]
+    return [g for g in groups if g]
+
+
 def cutover(env: Environment, images: dict[str, str]) -> Finding:
     """`images`: role -> reference. See the module's docstring."""
     client = engine(timeout_s=env.target.drain_s + 60)
@@ -327,6 +355,12 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     by_service = {t.service(role): ref for role, ref in images.items()}
     found = {s: service_containers(client, t.compose_project, s) for s in by_service}
     plan = plan_cutover(found, by_service, stop_first_services(env))
+    # A frontend that resolved the backend's name once holds the old backend's
+    # addresses: it is replaced with the backend, and again once the old one is gone.
+    pinned = (t.frontend_pins_backend and t.frontend_service in by_service
+              and any(p.service == t.backend_service and p.old for p in plan))
+    if pinned:
+        plan = plan_cutover(found, by_service, stop_first_services(env), renew=frozenset({t.frontend_service}))
     if t.edge == "dns":  # a probe whose port cannot be known fails here, before anything is started
         services = team_config(env).get("services") or {}
         for p in plan:
@@ -342,12 +376,41 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         compose_up(env, images)
         return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan))
 
-    stopped_at = time.monotonic()
-    new = start_beside(client, env, images, plan)
-    was_unhealthy: set[str] = set()
-    dns = t.edge == "dns"
+    done = cut(client, env, images, plan, backend_first=t.backend_service if pinned else None, tidied=tidied)
+    if not pinned:
+        return done
+    frontend = t.frontend_service
+    again = plan_cutover({frontend: service_containers(client, t.compose_project, frontend)},
+                         {frontend: by_service[frontend]}, stop_first_services(env), renew=frozenset({frontend}))
     try:
-        healthy_s = wait_healthy(client, env, new, was_unhealthy, probed=dns)
+        renewed = cut(client, env, images, again, backend_first=None)
+    except StepFailed as exc:
+        # The new version serves: the frontend left holds the old backend's address
+        # beside the new one's, and waits out a connection to it before trying the other.
+        return Finding(warning=True, detail=f"{done.detail}; then {frontend} could not be replaced again, so it "
+                                            f"still holds the old backend's address (RELEASE_FRONTEND_PINS_BACKEND): "
+                                            f"{exc.reason.partition(chr(10))[0]}; release again to replace it")
+    return Finding(warning=done.warning or renewed.warning,
+                   detail=f"{done.detail}; then {frontend} replaced again, to resolve only the new backend "
+                          f"(RELEASE_FRONTEND_PINS_BACKEND): {renewed.detail.removeprefix('cut over ')}")
+
+
+def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], plan: list[ServiceCutover],
+        *, backend_first: str | None, tidied: str = "") -> Finding:
+    """Steps 1 to 3 of the module's docstring for `plan`, whose services all have old
+    containers serving; StepFailed, with every new container removed, when a new
+    one fails. `tidied`: what was done before, for the report."""
+    t = env.target
+    dns = t.edge == "dns"
+    stopped_at = time.monotonic()
+    new: dict[str, list[str]] = {}
+    was_unhealthy: set[str] = set()
+    healthy_s = 0.0
+    try:
+        for wave in waves(plan, backend_first):
+            started = start_beside(client, env, images, wave)
+            new |= started
+            healthy_s += wait_healthy(client, env, started, was_unhealthy, probed=dns)
     except StepFailed as exc:
         remove(client, [cid for ids in new.values() for cid in ids])
         head, _, logs = exc.reason.partition("\n")
@@ -355,7 +418,8 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
                                + (f"; last log lines:\n{logs}" if logs else "")) from None
     stopped_first = stopped_first_note(plan, stopped_at, time.monotonic())
 
-    old = [cid for p in plan if not p.stop_first for cid in p.old]
+    order = stop_order(plan, t.frontend_service)
+    old = [cid for group in order for cid in group]
     if dns:
         # The edge resolves the name: the new ones are in its answers since they
         # started; an old one told to stop refuses new connections at once and leaves
@@ -366,8 +430,10 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         drained = drain(client, old, t.drain_file)
         time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
     stop_started = time.monotonic()
-    remove(client, old, grace_s=t.drain_s)
+    for group in order:
+        remove(client, group, grace_s=t.drain_s)
     stopped_s = time.monotonic() - stop_started
+    by_service = {t.service(role): ref for role, ref in images.items()}
     if others := other_services(env, list(by_service)):  # the edge, started if it is not running; never recreated
         run(project_compose(env, images).up(others, no_deps=True, no_recreate=True))
     return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"

@@ -13,8 +13,8 @@ from smartrelease.errors import StepFailed
 from smartrelease.process import run
 from tasks.compose_checks import (cannot_run_twice, compose_problems, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
-from tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stopped_first_note,
-                           tcp_ports)
+from tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stop_order,
+                           stopped_first_note, tcp_ports, waves)
 from tasks.running import address_of
 from tasks.environment import check_environment
 from tasks.launch import project_compose
@@ -43,6 +43,22 @@ def test_a_service_already_running_the_wanted_image_is_left_alone_and_one_not_ru
     assert plan[0].old == ("b1", "b2") and plan[0].wanted == 1 and plan[0].scale == 3
     twice = plan_cutover({"backend": [container("b1", OLD), container("b2", OLD), container("b3", NEW)]}, {"backend": NEW})
     assert twice[0].wanted == 2 and twice[0].scale == 5
+
+
+def test_a_frontend_that_pins_the_backend_starts_after_it_and_stops_before_it():
+    """RELEASE_FRONTEND_PINS_BACKEND: the frontend on its unchanged image is renewed
+    all the same, its new containers start once the new backend's serve, and its old
+    ones stop before the old backend's."""
+    found = {"backend": [container("b1")], "frontend": [container("f1", WEB)]}
+    assert [p.service for p in plan_cutover(found, {"backend": NEW, "frontend": WEB})] == ["backend"]
+    plan = plan_cutover(found, {"backend": NEW, "frontend": WEB}, renew=frozenset({"frontend"}))
+    assert [(p.service, p.image, p.old, p.scale) for p in plan] == [("backend", NEW, ("b1",), 2),
+                                                                    ("frontend", WEB, ("f1",), 2)]
+    assert [[p.service for p in wave] for wave in waves(plan, "backend")] == [["backend"], ["frontend"]]
+    assert [[p.service for p in wave] for wave in waves(plan, None)] == [["backend", "frontend"]]
+    assert [[p.service for p in wave] for wave in waves(plan[1:], "backend")] == [["frontend"]]
+    assert stop_order(plan, "frontend") == [["f1"], ["b1"]]
+    assert stop_order(plan[:1], "frontend") == [["b1"]]
 
 
 def test_stopped_containers_of_a_service_already_on_its_image_are_leftovers_to_remove():

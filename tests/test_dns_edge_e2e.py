@@ -153,3 +153,37 @@ def test_a_backend_port_that_cannot_be_known_fails_the_launch_before_any_contain
         "type": "container", "event": "create",
         "label": f"com.docker.compose.project={sandbox.env().target.compose_project}"}))
     assert created == [], created
+
+
+def test_a_frontend_that_resolves_the_backend_once_is_replaced_around_it_and_no_request_through_it_fails(sandbox):
+    """The frontend's nginx proxies /api to `backend:8080`, resolved once at its start
+    (no resolver), and the edge sends everything to the frontend, as the invoicing
+    team's stack does. An old frontend holds only the old backend's address, so it
+    must be gone before that backend is; a new one started beside the old backend
+    holds both, so it is replaced once more when the old backend is gone
+    (RELEASE_FRONTEND_PINS_BACKEND). Every request below passes through the frontend
+    to the backend and the database."""
+    env = sandbox.env()
+    path = sandbox.app_dir / "docker-compose.prod.yml"
+    compose = yaml.safe_load(path.read_text())
+    compose["services"]["frontend"].setdefault("environment", {})["API_UPSTREAM"] = "backend:8080"
+    compose["services"]["edge"]["environment"].update(BACKEND_HOST="frontend", BACKEND_PORT="8081")
+    path.write_text(yaml.safe_dump(compose, sort_keys=False))
+    sandbox.set_env("RELEASE_FRONTEND_PINS_BACKEND", "true")
+    run(project_compose(env, running_deployment(env).images).up(["frontend", "edge"], no_deps=True,
+                                                                 force_recreate=True))
+    wait_ready(sandbox.env())
+    before = app_containers(sandbox)
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.5.0")
+    assert state.is_completed(), report.text()
+    stats = traffic.stats()
+    assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
+    launch = by_name(report)["launch"]
+    assert "frontend replaced again, to resolve only the new backend" in launch.detail, launch.detail
+    after = app_containers(sandbox)
+    assert all(not set(after[s]) & set(before[s]) and len(after[s]) == 1 for s in after), (before, after)
+    client = docker.from_env()
+    [frontend] = after["frontend"]
+    code, conf = client.containers.get(frontend).exec_run(["cat", "/tmp/nginx.conf"])
+    assert code == 0 and b"proxy_pass http://backend:8080;" in conf and b"resolver" not in conf, conf
