@@ -82,7 +82,7 @@ class Load:
     compare with the caller's."""
 
     def __init__(self, url: str, *, rate: float, ca: str | None = None, max_s: float = 600, timeout_s: float = 10,
-                 nice: int = 0):
+                 nice: int = 0, post_as: str = ""):
         host = urlsplit(url).hostname
         if host not in LOCAL_HOSTS:
             raise ValueError(f"load is only sent to this machine (127.0.0.1 or localhost), not {host!r}")
@@ -90,7 +90,12 @@ class Load:
             raise ValueError("rate must be in (0, 1000] requests/s and max_s in (0, 3600] s")
         if not -20 <= nice <= 19:
             raise ValueError("nice must be in [-20, 19]")
+        if post_as and not post_as.isidentifier():
+            raise ValueError("post_as must be a word: it names the rows the requests create")
         self.url, self.rate, self.ca, self.max_s, self.timeout_s = url, rate, ca, max_s, timeout_s
+        # Requests that write: POST {"name": "<post_as>-<n>"}, each a row of its own,
+        # so the rows found after a run can be checked against the answers.
+        self.post_as = post_as
         # Below 0 (root only) the generator is scheduled before the machine's other
         # work: users' clients do not share the server's cores, so its latencies
         # should not include waiting for them.
@@ -101,7 +106,7 @@ class Load:
 
     def __enter__(self) -> "Load":
         argv = [sys.executable, "-m", "sandbox.load", self.url, str(self.rate), self.ca or "", str(self.max_s),
-                str(self.timeout_s)]
+                str(self.timeout_s), self.post_as]
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                          cwd=Path(__file__).resolve().parent.parent,
                                          preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
@@ -134,15 +139,17 @@ class Load:
 
 
 async def generate(url: str, rate: float, ca: str | None, max_s: float, timeout_s: float,
-                   stop: threading.Event) -> list[Sample]:
-    """Open loop: request n is sent at start + n/rate, until `stop` or max_s."""
+                   stop: threading.Event, post_as: str = "") -> list[Sample]:
+    """Open loop: request n is sent at start + n/rate, until `stop` or max_s; a GET,
+    or with `post_as` a POST of {"name": "<post_as>-<n>"}."""
     samples: list[Sample] = []
     verify = ssl.create_default_context(cafile=ca) if ca else True
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
 
-    async def one(client: httpx.AsyncClient, sent: float) -> None:
+    async def one(client: httpx.AsyncClient, sent: float, n: int) -> None:
         try:
-            outcome = str((await client.get(url)).status_code)
+            answer = await (client.post(url, json={"name": f"{post_as}-{n}"}) if post_as else client.get(url))
+            outcome = str(answer.status_code)
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
         samples.append(Sample(sent, time.monotonic() - sent, outcome))
@@ -156,7 +163,7 @@ async def generate(url: str, rate: float, ca: str | None, max_s: float, timeout_
                 break
             if (wait := due - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            task = asyncio.create_task(one(client, time.monotonic()))
+            task = asyncio.create_task(one(client, time.monotonic(), n))
             pending.add(task)
             task.add_done_callback(pending.discard)
             n += 1
@@ -168,9 +175,10 @@ async def generate(url: str, rate: float, ca: str | None, max_s: float, timeout_
 
 def main(argv: list[str]) -> None:
     url, rate, ca, max_s, timeout_s = argv[0], float(argv[1]), argv[2] or None, float(argv[3]), float(argv[4])
+    post_as = argv[5] if len(argv) > 5 else ""
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-    *samples, end = asyncio.run(generate(url, rate, ca, max_s, timeout_s, stop))
+    *samples, end = asyncio.run(generate(url, rate, ca, max_s, timeout_s, stop, post_as))
     sys.stdout.write("".join(f"{s.sent} {s.latency_s} {s.outcome}\n" for s in samples) + f"ended {end.sent}\n")
 
 

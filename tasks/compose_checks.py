@@ -21,6 +21,7 @@ from smartrelease.errors import CommandFailed
 from smartrelease.process import run
 from tasks.build_recipe import recipe_problems
 from tasks.compose import MIN_COMPOSE
+from tasks.edge_class import edge_of
 from tasks.launch import project_compose, team_config
 
 PROBE = "smartrelease-probe"
@@ -54,8 +55,13 @@ def stop_first_with_downtime(env: Environment) -> tuple[dict[str, str], dict[str
         config = team_config(env)
     except CommandFailed:
         return {}, {}
-    found = cannot_run_twice(config, [env.target.backend_service, env.target.frontend_service])
-    return found, {name: downtime_s(config["services"][name]) for name in found}
+    app = [env.target.backend_service, env.target.frontend_service]
+    found = cannot_run_twice(config, app)
+    if (edge := edge_of(env, config)).kind == "static":
+        for name in app:
+            found.setdefault(name, f"the edge resolved its address once, at its start ({edge.why}), and is restarted "
+                                   "after the new container starts")
+    return found, {name: downtime_s(config["services"][name]) for name in found if name in config.get("services", {})}
 
 
 # Go's duration text, as `docker compose config` writes a health check's interval: 1m30s, 2s, 500ms.

@@ -30,6 +30,10 @@ resolve old and new), the old frontend stops before the old backend, and once th
 old backend is gone the frontend is cut over again, to containers that resolve only
 the new backend.
 
+An edge that resolved the names once, at its start (RELEASE_EDGE=static), sees
+no new container: every service is stopped first and the edge restarted after
+(the plan names the downtime).
+
 `--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
 """
@@ -49,6 +53,7 @@ from smartrelease.report import Finding
 from tasks.http import http_client
 from tasks.images import engine
 from tasks.compose_checks import stop_first_services
+from tasks.edge_class import EdgeClass, edge_of
 from tasks.launch import STEP, compose_up, project_compose, start_database, team_config
 from tasks.running import Container, http_url, logs_tail, service_containers
 from tasks.runbook_task import runbook_task
@@ -312,6 +317,21 @@ def start_beside(client: docker.DockerClient, env: Environment, images: dict[str
     return new_ones()
 
 
+def restart_static_edge(env: Environment, images: dict[str, str], edge: EdgeClass, app: list[str]) -> str:
+    """An edge that resolved the app's names once (RELEASE_EDGE=static) restarted, to
+    resolve the new containers; what was done, for the report."""
+    if edge.kind != "static":
+        return ""
+    services = list(edge.services) or other_services(env, app)
+    started = time.monotonic()
+    try:
+        run(project_compose(env, images).restart(services, grace_s=int(env.target.drain_s)))
+    except CommandFailed as exc:
+        raise StepFailed(STEP, f"the edge ({', '.join(services)}) could not be restarted to find the new containers: "
+                               f"{exc}") from None
+    return f"; restarted the edge ({', '.join(services)}) in {time.monotonic() - started:.1f} s, as it resolves names once"
+
+
 def kept_serving(plan: list[ServiceCutover]) -> str:
     """What serves after a cutover that failed before the old containers were drained."""
     stopped = [p.service for p in plan if p.stop_first and p.old]
@@ -354,6 +374,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     t = env.target
     by_service = {t.service(role): ref for role, ref in images.items()}
     found = {s: service_containers(client, t.compose_project, s) for s in by_service}
+    edge = edge_of(env)
     plan = plan_cutover(found, by_service, stop_first_services(env))
     # A frontend that resolved the backend's name once holds the old backend's
     # addresses: it is replaced with the backend, and again once the old one is gone.
@@ -361,7 +382,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
               and any(p.service == t.backend_service and p.old for p in plan))
     if pinned:
         plan = plan_cutover(found, by_service, stop_first_services(env), renew=frozenset({t.frontend_service}))
-    if t.edge == "dns":  # a probe whose port cannot be known fails here, before anything is started
+    if edge.kind != "discovery":  # a probe whose port cannot be known fails here, before anything is started
         services = team_config(env).get("services") or {}
         for p in plan:
             if p.old and (ports := planned_ports(client, p.image, services.get(p.service) or {})) is not None:
@@ -374,16 +395,17 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     if not any(p.old for p in plan):  # nothing serves: start it all, as a first deploy does
         remove(client, [cid for p in plan for cid in p.stale])
         compose_up(env, images)
-        return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan))
+        restarted = restart_static_edge(env, images, edge, list(by_service))
+        return Finding(detail="nothing was serving: started " + ", ".join(p.service for p in plan) + restarted)
 
-    done = cut(client, env, images, plan, backend_first=t.backend_service if pinned else None, tidied=tidied)
+    done = cut(client, env, images, plan, edge, backend_first=t.backend_service if pinned else None, tidied=tidied)
     if not pinned:
         return done
     frontend = t.frontend_service
     again = plan_cutover({frontend: service_containers(client, t.compose_project, frontend)},
                          {frontend: by_service[frontend]}, stop_first_services(env), renew=frozenset({frontend}))
     try:
-        renewed = cut(client, env, images, again, backend_first=None)
+        renewed = cut(client, env, images, again, edge, backend_first=None)
     except StepFailed as exc:
         # The new version serves: the frontend left holds the old backend's address
         # beside the new one's, and waits out a connection to it before trying the other.
@@ -396,12 +418,12 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
 
 
 def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], plan: list[ServiceCutover],
-        *, backend_first: str | None, tidied: str = "") -> Finding:
+        edge: EdgeClass, *, backend_first: str | None, tidied: str = "") -> Finding:
     """Steps 1 to 3 of the module's docstring for `plan`, whose services all have old
     containers serving; StepFailed, with every new container removed, when a new
     one fails. `tidied`: what was done before, for the report."""
     t = env.target
-    dns = t.edge == "dns"
+    dns = edge.kind != "discovery"  # no health status read: each new container probed on its own address
     stopped_at = time.monotonic()
     new: dict[str, list[str]] = {}
     was_unhealthy: set[str] = set()
@@ -416,11 +438,11 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
         head, _, logs = exc.reason.partition("\n")
         raise StepFailed(STEP, f"{head}; removed the new containers: {kept_serving(plan)}"
                                + (f"; last log lines:\n{logs}" if logs else "")) from None
-    stopped_first = stopped_first_note(plan, stopped_at, time.monotonic())
+    healthy_at = time.monotonic()
 
     order = stop_order(plan, t.frontend_service)
     old = [cid for group in order for cid in group]
-    if dns:
+    if dns or not old:
         # The edge resolves the name: the new ones are in its answers since they
         # started; an old one told to stop refuses new connections at once and leaves
         # the answers when it exits (docs/zero-downtime.md). No health check to wait for.
@@ -434,6 +456,10 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
         remove(client, group, grace_s=t.drain_s)
     stopped_s = time.monotonic() - stop_started
     by_service = {t.service(role): ref for role, ref in images.items()}
+    restarted = restart_static_edge(env, images, edge, list(by_service))
+    # Users get errors on a service stopped first until its new container serves, and
+    # behind a static edge until the edge has been restarted.
+    stopped_first = stopped_first_note(plan, stopped_at, time.monotonic() if restarted else healthy_at)
     if others := other_services(env, list(by_service)):  # the edge, started if it is not running; never recreated
         run(project_compose(env, images).up(others, no_deps=True, no_recreate=True))
     return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"
@@ -441,7 +467,8 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
                           + (f": new serving after {healthy_s:.1f} s (each answered its ready path on its own address)"
                              if dns else f": new healthy after {healthy_s:.1f} s")
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
-                          + f"; old {drained}, stopped and removed in {stopped_s:.1f} s{stopped_first}{tidied}"
+                          + (f"; old {drained}, stopped and removed in {stopped_s:.1f} s" if old else "")
+                          + f"{stopped_first}{restarted}{tidied}"
                           + (f". {UNDRAINED}" if drained.startswith("not") else ""),
                    warning=drained.startswith("not") or bool(stopped_first))
 
@@ -453,6 +480,7 @@ def launch(env: Environment, images: dict[str, str], stop_first: bool = False) -
     if not stop_first:
         return cutover(env, images)
     compose_up(env, images)
+    restart_static_edge(env, images, edge_of(env), [env.target.service(role) for role in images])
     return Finding(warning=True, detail="stop-first: compose up stopped the old containers before starting "
                                         + ", ".join(f"{s} {ref.rsplit('@', 1)[-1][:19]}…" for s, ref in images.items())
                                         + ": users get errors until wait-ready passes")

@@ -18,6 +18,7 @@ from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from tasks import routes
+from tasks.edge_class import edge_of
 from tasks.http import client
 from tasks.images import engine
 from tasks.running import logs_tail, running_services
@@ -51,9 +52,10 @@ def wait_ready(env: Environment) -> Finding:
     restarts: dict[str, int] = {}
     unhealthy_since: dict[str, float] = {}
     was_unhealthy: set[str] = set()
-    # Behind a DNS edge (RELEASE_EDGE=dns), Docker's health status routes nothing and
-    # its first check may be a whole interval away: /ready is the proof.
-    waits_for = ("unhealthy",) if env.target.edge == "dns" else ("starting", "unhealthy")
+    # Behind an edge that does not read Docker's health status (RELEASE_EDGE=dns or
+    # static), it routes nothing and its first check may be a whole interval away:
+    # /ready is the proof.
+    waits_for = ("starting", "unhealthy") if edge_of(env).kind == "discovery" else ("unhealthy",)
     with client(env.target, timeout_s=2) as web:  # one connection for every poll, not a TLS handshake each
         while True:
             services = running_services(docker, env)

@@ -18,6 +18,7 @@ from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
 from tasks.compose_checks import stop_first_with_downtime
+from tasks.edge_class import EDGE_MEANS, edge_of
 from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
 
@@ -66,6 +67,7 @@ class RollbackPlan(Finding):
     # container, and why: they cannot run twice (a host port), so users get errors on them.
     stop_first: dict[str, str] = {}
     stop_first_s: dict[str, float] = {}  # about how long, each (tasks/compose_checks.downtime_s)
+    edge: str = ""  # the edge class the launch assumes, and why (tasks/edge_class.py)
 
     def stop_first_line(self) -> str | None:
         if not self.stop_first:
@@ -103,6 +105,8 @@ class RollbackPlan(Finding):
             lines += ["", tolerate(prev.version, [m.name for m in self.migrations])]
         if line := self.stop_first_line():
             lines += ["", f"Launch: **{line}**."]
+        if self.edge:
+            lines += ["", f"Cutover: {self.edge}; {EDGE_MEANS[self.edge.split()[1]]}."]
         return "\n".join(lines) + "\n"
 
 
@@ -200,6 +204,8 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     if database == "restore":
         detail += f"; a rollback would restore the backup, not undo ({why})"
     stop_first, stop_first_s = stop_first_with_downtime(env)
+    edge = edge_of(env)
+    detail += f"; {edge.line()}"
     if stop_first:
         detail += "; " + ", ".join(f"{name} stopped first: users get errors on it for about {stop_first_s[name]:.0f} s"
                                    for name in stop_first) + " during the launch"
@@ -207,7 +213,7 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
                         environment=env.name, version=version, first_release=first_release, previous=previous,
                         backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
                         schema_before=schema_lines(env, STEP), database=database, database_why=why,
-                        stop_first=stop_first, stop_first_s=stop_first_s)
+                        stop_first=stop_first, stop_first_s=stop_first_s, edge=edge.line())
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

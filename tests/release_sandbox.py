@@ -22,6 +22,7 @@ from flows.history import last_release
 from flows.release import release
 from sandbox import manager
 from sandbox.app_changes import commit_version
+from sandbox.stacks import set_keys
 from smartrelease.process import run
 from smartrelease.report import Report
 from tasks.launch import compose_up, project_compose
@@ -69,10 +70,8 @@ class Sandbox:
 
     def set_env(self, key: str, value: str | None) -> None:
         """Change one key of the env file (None removes it) and import it again."""
-        path = self.settings.env_file
-        lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
-        path.write_text("\n".join(lines + ([f"{key}={value}"] if value is not None else [])) + "\n")
-        import_env_file(path, self.name)
+        set_keys(self.settings.env_file, {key: value})
+        import_env_file(self.settings.env_file, self.name)
 
     def env_file_for(self, name: str, directory: Path, **changes: str) -> Path:
         """This sandbox's env file copied for environment `name` with `changes` over its

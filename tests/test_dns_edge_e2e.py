@@ -14,18 +14,16 @@ check of a new container comes 5 min after it starts.
 """
 
 import time
+from dataclasses import replace
 
 import docker
 import pytest
-import yaml
 
 from flows.history import last_release
 from sandbox.load import Load
-from smartrelease.process import run
+from sandbox.stacks import Stack, put
 from smartrelease.report import Status
-from tasks.launch import project_compose
-from tasks.readiness import wait_ready
-from tasks.rollback_plan import running_deployment
+from tasks.postgres import connect
 from tasks.running import service_containers
 from tests.conftest import by_name
 from tests.release_sandbox import module_sandbox
@@ -34,34 +32,16 @@ pytestmark = pytest.mark.e2e
 ENV = "dnsedge"
 RATE = 40  # requests/s: bounded (this module runs beside the others), and every second of a gap is seen
 PATH = "/api/accounts"  # reads the database
-PLAIN_CHECK = {"test": ["CMD-SHELL", "curl -fsS http://127.0.0.1:8080/health"], "interval": "5m", "timeout": "5s",
-               "retries": 3}
-
-
-def teams_stack(compose: dict) -> dict:
-    """The sandbox's compose file as a team without the drain hook has it: the edge
-    resolving names, a plain health check on the backend, none on the frontend."""
-    services = compose["services"]
-    services["backend"]["healthcheck"] = PLAIN_CHECK
-    services["frontend"]["healthcheck"] = {"disable": True}
-    edge = services["edge"]
-    edge["environment"] = {"EDGE_MODE": "dns", "EDGE_RETRY": "go", "BACKEND_ROUTES": "/api/"}
-    edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
-    return compose
+# Its first health check of a new backend comes 5 min after it starts: nothing waits for it.
+STACK = Stack(edge="dns", health="plain", interval="5m")
 
 
 @pytest.fixture(scope="module")
 def sandbox(shared_registry):
     with module_sandbox("smartrelease-dns-edge-e2e", ENV, registry=shared_registry) as sb:
-        env = sb.env()
         compose = sb.app_dir / "docker-compose.prod.yml"
-        compose.write_text(yaml.safe_dump(teams_stack(yaml.safe_load(compose.read_text())), sort_keys=False))
-        for key, value in {"RELEASE_EDGE": "dns", "RELEASE_BACKEND_PORT": "8080", "RELEASE_FRONTEND_PORT": "8081"}.items():
-            sb.set_env(key, value)
-        # The running version recreated on that file, as the team runs it.
-        images = running_deployment(env).images
-        run(project_compose(env, images).up(["backend", "frontend", "edge"], no_deps=True, force_recreate=True))
-        wait_ready(sb.env())
+        sb.original_compose = compose.read_text()
+        put(STACK, compose, sb.original_compose, sb.settings.env_file, ENV)
         yield sb
 
 
@@ -162,23 +142,25 @@ def test_a_frontend_that_resolves_the_backend_once_is_replaced_around_it_and_no_
     must be gone before that backend is; a new one started beside the old backend
     holds both, so it is replaced once more when the old backend is gone
     (RELEASE_FRONTEND_PINS_BACKEND). Every request below passes through the frontend
-    to the backend and the database."""
-    env = sandbox.env()
-    path = sandbox.app_dir / "docker-compose.prod.yml"
-    compose = yaml.safe_load(path.read_text())
-    compose["services"]["frontend"].setdefault("environment", {})["API_UPSTREAM"] = "backend:8080"
-    compose["services"]["edge"]["environment"].update(BACKEND_HOST="frontend", BACKEND_PORT="8081")
-    path.write_text(yaml.safe_dump(compose, sort_keys=False))
-    sandbox.set_env("RELEASE_FRONTEND_PINS_BACKEND", "true")
-    run(project_compose(env, running_deployment(env).images).up(["frontend", "edge"], no_deps=True,
-                                                                 force_recreate=True))
-    wait_ready(sandbox.env())
+    to the backend and the database; some write (a POST no edge may send twice)."""
+    put(replace(STACK, pinned=True), sandbox.app_dir / "docker-compose.prod.yml", sandbox.original_compose,
+        sandbox.settings.env_file, ENV)
     before = app_containers(sandbox)
-    with load(sandbox) as traffic:
+    env = sandbox.env()
+    tag = f"pinned{int(time.time())}"
+    with load(sandbox) as traffic, Load(env.target.public_url + PATH, rate=RATE / 4, ca=env.target.ca_bundle,
+                                        max_s=300, post_as=tag) as writes:
         state, report, _ = sandbox.release("6.5.0")
     assert state.is_completed(), report.text()
-    stats = traffic.stats()
+    stats, written = traffic.stats(), writes.stats()
     assert stats.requests > 5 * RATE and stats.failed == 0, stats.line()
+    assert written.failed == 0, written.line()
+    # Each POST answered 201 left exactly one row: none lost, none sent twice.
+    created = sum(s.outcome == "201" for s in writes.samples)
+    with connect(env, "test") as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT name) FROM accounts WHERE name LIKE %s",
+                            (f"{tag}-%",)).fetchone()
+    assert created == written.requests and rows == (created, created), (rows, written.line())
     launch = by_name(report)["launch"]
     assert "frontend replaced again, to resolve only the new backend" in launch.detail, launch.detail
     after = app_containers(sandbox)

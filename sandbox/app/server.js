@@ -97,13 +97,34 @@ async function answer(path, headers) {
   }
 }
 
+// POST /api/accounts {"name": ...} creates an account: a request that writes, which
+// no edge may send twice (the load generator checks each 201 left its row).
+async function create(req) {
+  let text = "";
+  for await (const chunk of req) text += chunk;
+  let name;
+  try {
+    name = JSON.parse(text).name;
+  } catch (e) {
+    return [400, { error: "a JSON body is expected" }];
+  }
+  if (typeof name !== "string" || !name) return [400, { error: "name is required" }];
+  try {
+    const { rows } = await pool.query("INSERT INTO accounts (name) VALUES ($1) RETURNING id", [name]);
+    return [201, { id: rows[0].id }];
+  } catch (e) {
+    return [503, { status: "database unavailable" }];
+  }
+}
+
 const server = http.createServer(async (req, res) => {
-  if (req.method !== "GET" && req.method !== "HEAD") {
+  const path = req.url.split("?", 1)[0];
+  const writes = req.method === "POST" && path === "/api/accounts";
+  if (req.method !== "GET" && req.method !== "HEAD" && !writes) {
     res.writeHead(405, { Allow: "GET, HEAD" }).end();
     return;
   }
-  const path = req.url.split("?", 1)[0];
-  const [status, body, extra] = await answer(path, req.headers);
+  const [status, body, extra] = writes ? await create(req) : await answer(path, req.headers);
   const text = typeof body === "string" ? body : JSON.stringify(body);
   res.writeHead(status, {
     "Content-Type": typeof body === "string" ? "text/plain" : "application/json",

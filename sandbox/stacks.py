@@ -1,0 +1,86 @@
+"""The stacks teams really run around the app, as changes to the sandbox's compose
+file and env file: which edge, which health checks, which frontend. The e2e tests
+and benchmarks/cutover.py put a sandbox on one the same way.
+
+- edge `discovery`: the sandbox's own (routes only to containers Docker reports
+  healthy, as Traefik's Docker provider); `dns`: it resolves the service names
+  through Docker's DNS every second, reuses kept-alive connections and has no
+  health check, with Go's two safety nets (Traefik's file provider); `dns-no-retry`:
+  the same, sending each request once.
+- health `drain`: the sandbox's checks, which fail once RELEASE_DRAIN_FILE exists;
+  `plain`: the backend's is `curl -f …/health` every `interval`, the frontend has
+  none; `none`: neither has one.
+- `pinned`: the frontend's nginx proxies /api to `backend:8080`, resolved once at
+  its start, and the edge sends every request to the frontend.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from blocks import import_env_file
+from smartrelease.process import run
+from tasks.launch import project_compose
+from tasks.readiness import wait_ready
+from tasks.rollback_plan import running_deployment
+
+EDGE_RETRY = {"dns": "go", "dns-no-retry": "none"}
+
+
+@dataclass(frozen=True)
+class Stack:
+    edge: Literal["discovery", "dns", "dns-no-retry"] = "discovery"
+    health: Literal["drain", "plain", "none"] = "drain"
+    interval: str = "30s"  # of the plain health check
+    pinned: bool = False
+
+    @property
+    def name(self) -> str:
+        health = f"plain {self.interval}" if self.health == "plain" else self.health
+        return f"{self.edge} edge, {health} health check" + (", frontend resolving the backend once" if self.pinned
+                                                              else "")
+
+    def compose(self, compose: dict) -> dict:
+        """The sandbox's compose file (as yaml.safe_load gives it) changed to this stack."""
+        services = compose["services"]
+        backend, frontend, edge = services["backend"], services["frontend"], services["edge"]
+        if self.health != "drain":
+            backend["healthcheck"] = ({"disable": True} if self.health == "none" else
+                                      {"test": ["CMD-SHELL", "curl -fsS http://127.0.0.1:8080/health"],
+                                       "interval": self.interval, "timeout": "5s", "retries": 3})
+            frontend["healthcheck"] = {"disable": True}
+        environment = edge.setdefault("environment", {})
+        if self.edge != "discovery":
+            environment.update(EDGE_MODE="dns", EDGE_RETRY=EDGE_RETRY[self.edge], BACKEND_ROUTES="/api/")
+            edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
+        if self.pinned:
+            frontend.setdefault("environment", {})["API_UPSTREAM"] = "backend:8080"
+            environment.update(BACKEND_HOST="frontend", BACKEND_PORT="8081")
+        return compose
+
+    def settings(self) -> dict[str, str | None]:
+        """The env file's keys for this stack (None: the key is removed)."""
+        dns = self.edge != "discovery"
+        return {"RELEASE_EDGE": "dns" if dns else None,
+                "RELEASE_BACKEND_PORT": "8080" if dns else None, "RELEASE_FRONTEND_PORT": "8081" if dns else None,
+                "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None}
+
+
+def set_keys(env_file: Path, changes: dict[str, str | None]) -> None:
+    """Change keys of an env file in place (None removes one)."""
+    lines = [line for line in env_file.read_text().splitlines() if line.partition("=")[0] not in changes]
+    env_file.write_text("\n".join(lines + [f"{k}={v}" for k, v in changes.items() if v is not None]) + "\n")
+
+
+def put(stack: Stack, compose_file: Path, original: str, env_file: Path, environment: str) -> None:
+    """Put the sandbox whose compose file is `compose_file` (`original`: its text as
+    the sandbox wrote it) on `stack`, and recreate its app and edge containers on the
+    running version, as the team would run them; returns once it is ready."""
+    compose_file.write_text(yaml.safe_dump(stack.compose(yaml.safe_load(original)), sort_keys=False))
+    set_keys(env_file, stack.settings())
+    env = import_env_file(env_file, environment)
+    run(project_compose(env, running_deployment(env).images).up(["backend", "frontend", "edge"], no_deps=True,
+                                                                 force_recreate=True))
+    wait_ready(env)
