@@ -10,6 +10,8 @@ and benchmarks/cutover.py put a sandbox on one the same way.
 - health `drain`: the sandbox's checks, which fail once RELEASE_DRAIN_FILE exists;
   `plain`: the backend's is `curl -f …/health` every `interval`, the frontend has
   none; `none`: neither has one.
+- edge `static`: HAProxy resolving the names once, at its start, from a config file
+  mounted from beside the compose file (as nginx without a resolver).
 - `pinned`: the frontend's nginx proxies /api to `backend:8080`, resolved once at
   its start, and the edge sends every request to the frontend.
 """
@@ -27,11 +29,31 @@ from tasks.readiness import wait_ready
 from tasks.rollback_plan import running_deployment
 
 EDGE_RETRY = {"dns": "go", "dns-no-retry": "none"}
+# HAProxy resolving each name once, at its start (libc, one address): an edge with
+# static addresses, as nginx's `proxy_pass http://backend:5000;` without a resolver.
+STATIC_CONFIG = """global
+  log stdout format raw daemon notice
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+frontend https
+  bind :8443 ssl crt /tmp/edge.pem
+  http-request return status 404 if { path /metrics }
+  use_backend api if { path_beg /api/ }
+  default_backend web
+backend api
+  server api backend:8080
+backend web
+  server web frontend:8081
+"""
+STATIC_FILE = "edge-static.cfg"
 
 
 @dataclass(frozen=True)
 class Stack:
-    edge: Literal["discovery", "dns", "dns-no-retry"] = "discovery"
+    edge: Literal["discovery", "dns", "dns-no-retry", "static"] = "discovery"
     health: Literal["drain", "plain", "none"] = "drain"
     interval: str = "30s"  # of the plain health check
     pinned: bool = False
@@ -52,7 +74,12 @@ class Stack:
                                        "interval": self.interval, "timeout": "5s", "retries": 3})
             frontend["healthcheck"] = {"disable": True}
         environment = edge.setdefault("environment", {})
-        if self.edge != "discovery":
+        if self.edge == "static":
+            edge["entrypoint"] = ["sh", "-c", "cat /tls/edge.pem /tls/edge.key > /tmp/edge.pem && "
+                                              "exec haproxy -db -f /etc/edge/haproxy.cfg"]
+            edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v] + [
+                f"./{STATIC_FILE}:/etc/edge/haproxy.cfg:ro"]
+        elif self.edge != "discovery":
             environment.update(EDGE_MODE="dns", EDGE_RETRY=EDGE_RETRY[self.edge], BACKEND_ROUTES="/api/")
             edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
         if self.pinned:
@@ -62,9 +89,11 @@ class Stack:
 
     def settings(self) -> dict[str, str | None]:
         """The env file's keys for this stack (None: the key is removed)."""
-        dns = self.edge != "discovery"
+        # A static edge is left for the release to find in the compose file.
+        dns = self.edge.startswith("dns")
+        probed = self.edge != "discovery"
         return {"RELEASE_EDGE": "dns" if dns else None,
-                "RELEASE_BACKEND_PORT": "8080" if dns else None, "RELEASE_FRONTEND_PORT": "8081" if dns else None,
+                "RELEASE_BACKEND_PORT": "8080" if probed else None, "RELEASE_FRONTEND_PORT": "8081" if probed else None,
                 "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None}
 
 
@@ -79,6 +108,8 @@ def put(stack: Stack, compose_file: Path, original: str, env_file: Path, environ
     the sandbox wrote it) on `stack`, and recreate its app and edge containers on the
     running version, as the team would run them; returns once it is ready."""
     compose_file.write_text(yaml.safe_dump(stack.compose(yaml.safe_load(original)), sort_keys=False))
+    if stack.edge == "static":
+        (compose_file.parent / STATIC_FILE).write_text(STATIC_CONFIG)
     set_keys(env_file, stack.settings())
     env = import_env_file(env_file, environment)
     run(project_compose(env, running_deployment(env).images).up(["backend", "frontend", "edge"], no_deps=True,

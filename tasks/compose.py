@@ -115,9 +115,9 @@ class ComposeProject:
                              *(flag for flag, on in flags.items() if on), *scaled, *services)
 
     def restart(self, services: Sequence[str], *, grace_s: int) -> Command:
-        """Stop and start the same containers: what resolved names at its start resolves
-        them again."""
-        return self._command("restart", "--timeout", str(grace_s), *services, timeout_s=grace_s + 60)
+        """Stop and start the same containers, not those they depend on: what resolved
+        names at its start resolves them again."""
+        return self._command("restart", "--no-deps", "--timeout", str(grace_s), *services, timeout_s=grace_s + 60)
 
     def stop(self, services: Sequence[str], *, grace_s: int) -> Command:
         # Compose gets the grace period plus time to spare for itself.

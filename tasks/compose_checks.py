@@ -57,11 +57,12 @@ def stop_first_with_downtime(env: Environment) -> tuple[dict[str, str], dict[str
         return {}, {}
     app = [env.target.backend_service, env.target.frontend_service]
     found = cannot_run_twice(config, app)
-    if (edge := edge_of(env, config)).kind == "static":
+    edge = edge_of(env, config)
+    if edge.kind == "static":
         for name in app:
-            found.setdefault(name, f"the edge resolved its address once, at its start ({edge.why}), and is restarted "
-                                   "after the new container starts")
-    return found, {name: downtime_s(config["services"][name]) for name in found if name in config.get("services", {})}
+            found.setdefault(name, "the edge resolved its address once, at its start: it is restarted after")
+    services = config.get("services") or {}
+    return found, {name: downtime_s(services[name], probed=edge.kind != "discovery") for name in found if name in services}
 
 
 # Go's duration text, as `docker compose config` writes a health check's interval: 1m30s, 2s, 500ms.
@@ -78,13 +79,15 @@ def duration_s(text: str) -> float | None:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
-def downtime_s(service: dict) -> float:
+def downtime_s(service: dict, probed: bool = False) -> float:
     """How long a service stopped first gives errors, about: its stop, then its new
     container's first health check, which Docker runs one interval after the start (the
-    cutover waits for it). With no health check in the compose file, the stop alone: an
-    image's own HEALTHCHECK is not in the file, so it is not counted."""
+    cutover waits for it). With no health check in the compose file, or when the
+    cutover probes each new container itself (`probed`: an edge that reads no health
+    status), the stop alone: an image's own HEALTHCHECK is not in the file, so it is
+    not counted."""
     check = service.get("healthcheck") or {}
-    if not check or check.get("disable") or check.get("test") in (["NONE"], "NONE"):
+    if probed or not check or check.get("disable") or check.get("test") in (["NONE"], "NONE"):
         return STOP_S
     return STOP_S + (duration_s(check.get("interval") or "") or DOCKER_DEFAULT_INTERVAL_S)
 
@@ -149,6 +152,11 @@ def compose_problems(env: Environment) -> list[str]:
                         + ": it cannot run twice at once, so a release would stop it first and users would get errors "
                         "(RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which routes by service "
                         "name (README, \"Cutover\")")
+    if t.zero_downtime == "required" and (edge := edge_of(env, config)).kind == "static":
+        problems.append(f"{edge.line()}: it resolved the app's addresses once, at its start, and sees no new "
+                        "container, so a release would stop the app first and users would get errors "
+                        "(RELEASE_ZERO_DOWNTIME=required): let the edge resolve the names as it goes (nginx: a "
+                        "`resolver` and the upstream in a variable) or find containers through Docker")
     problems += [f"{t.compose_file}: {p}" for p in (missing_services(config, env) + recipe_problems(config, env) + reach_problems(config, t.backend_service)
                                                      + mount_problems(config, t.backend_service, t.migrations_dir))]
     return problems

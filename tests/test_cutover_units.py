@@ -126,6 +126,11 @@ def test_the_ports_a_new_container_will_expose_are_its_images_and_its_services_e
     assert tcp_ports({}, []) == ()
 
 
+def test_a_static_edge_is_restarted_alone_not_the_services_it_depends_on():
+    argv = ComposeProject("/srv/compose.yml", "books", {}).restart(["edge"], grace_s=30).argv
+    assert argv[argv.index("restart"):] == ("restart", "--no-deps", "--timeout", "30", "edge")
+
+
 def test_the_runbook_by_hand_builds_then_starts_with_one_up():
     argv = ComposeProject("/srv/compose.yml", "books", {}).up(build=True).argv
     assert argv[argv.index("up"):] == ("up", "--detach", "--quiet-pull", "--remove-orphans", "--build")
@@ -178,6 +183,8 @@ def test_a_service_stopped_first_is_down_about_its_stop_and_one_health_check_int
     assert downtime_s({"healthcheck": {"test": ["CMD", "true"], "interval": "2s"}}) == 3.0
     assert downtime_s({"healthcheck": {"test": ["CMD", "true"]}}) == 31.0  # Docker's default interval, 30 s
     assert downtime_s({"healthcheck": {"disable": True}}) == downtime_s({}) == 1.0
+    # Behind an edge that reads no health status the cutover probes the container itself.
+    assert downtime_s({"healthcheck": {"test": ["CMD", "true"], "interval": "5m"}}, probed=True) == 1.0
 
 
 @pytest.mark.parametrize("setting", ["preferred", "required"])
@@ -197,6 +204,30 @@ def test_zero_downtime_required_refuses_a_host_port_and_preferred_plans_it_stop_
         f"{compose}: frontend publishes host port(s) 18080: it cannot run twice at once, so a release would stop it "
         "first and users would get errors (RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which "
         "routes by service name (README, \"Cutover\")"]
+
+
+@pytest.mark.parametrize("setting", ["preferred", "required"])
+def test_a_static_edge_in_the_compose_file_stops_the_app_first_or_is_refused(write_env, tmp_path, setting):
+    (tmp_path / "nginx.conf").write_text("events {}\nhttp { server { location / { proxy_pass http://frontend:80; } } }\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n"
+                       "    healthcheck: {test: [CMD, 'true'], interval: 30s}\n"
+                       "  frontend:\n    image: ${FRONTEND_IMAGE}\n"
+                       "  proxy:\n    image: nginx:1.27\n    ports: ['443:443']\n"
+                       "    volumes: ['./nginx.conf:/etc/nginx/nginx.conf:ro']\n")
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
+                                   RELEASE_ZERO_DOWNTIME=setting))
+    why = "the edge resolved its address once, at its start: it is restarted after"
+    # Each new container is probed on its own address: its 30 s health check is not waited for.
+    assert stop_first_with_downtime(env) == ({"backend": why, "frontend": why}, {"backend": 1.0, "frontend": 1.0})
+    problems = compose_problems(env)
+    if setting == "preferred":
+        assert problems == []
+        return
+    assert len(problems) == 1 and problems[0].startswith(
+        f"edge: static (detected: service proxy runs nginx:1.27; nginx's {tmp_path}/nginx.conf proxies without a "
+        "resolver (names resolved once, at start)): it resolved the app's addresses once"), problems
+    assert "(RELEASE_ZERO_DOWNTIME=required)" in problems[0]
 
 
 def resolved(env) -> dict:

@@ -169,3 +169,29 @@ def test_a_frontend_that_resolves_the_backend_once_is_replaced_around_it_and_no_
     [frontend] = after["frontend"]
     code, conf = client.containers.get(frontend).exec_run(["cat", "/tmp/nginx.conf"])
     assert code == 0 and b"proxy_pass http://backend:8080;" in conf and b"resolver" not in conf, conf
+
+
+def test_behind_a_static_edge_the_plan_names_the_downtime_and_the_edge_is_restarted_onto_the_new_version(sandbox):
+    """An edge that resolved the names once, at its start (HAProxy without resolvers,
+    its config file mounted from beside the compose file), never sees a new
+    container. The release reads that from the compose file (RELEASE_EDGE unset),
+    says in its plan that users will get errors, stops the app first and restarts
+    the edge; verify, through the edge, then finds the new version."""
+    put(replace(STACK, edge="static"), sandbox.app_dir / "docker-compose.prod.yml", sandbox.original_compose,
+        sandbox.settings.env_file, ENV)
+    with load(sandbox) as traffic:
+        state, report, _ = sandbox.release("6.6.0")
+    assert state.is_completed(), report.text()
+    steps = by_name(report)
+    plan = steps["rollback-plan"].detail
+    assert "edge: static (detected: service edge runs " in plan and "has servers and no resolvers" in plan, plan
+    assert "backend stopped first: users get errors on it for about 1 s" in plan, plan  # not its 5 min check
+    launch = steps["launch"]
+    assert launch.status == Status.WARNING, launch.detail
+    assert "backend stopped first (the edge resolved its address once, at its start: it is restarted after): down " \
+        in launch.detail, launch.detail
+    assert "users got errors on it meanwhile" in launch.detail and "restarted the edge (edge) in " in launch.detail, \
+        launch.detail
+    assert steps["verify"].status == Status.PASSED, steps["verify"].detail
+    # The downtime the plan named was real: it is not hidden by a retry.
+    assert traffic.stats().failed > 0, traffic.stats().line()
