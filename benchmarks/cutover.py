@@ -1,44 +1,85 @@
 """Benchmark: requests dropped while a release, a broken release (and its automatic
-rollback) and a standalone rollback run, for the cutover and for the old
-stop-then-start path (`--stop-first`), side by side in one run.
+rollback) and a standalone rollback run, across the edges and health checks teams
+really have (sandbox/stacks.py's MATRIX), with the old stop-then-start path
+(`--stop-first`) beside the first stack's cutover, in one run.
 
-A fixed rate of GET requests (open loop) goes through the sandbox's TLS edge to
-/api/accounts, which reads the database, for the whole of each run; steady state is
-the same load with nothing running. Each scenario ships a new version of the
-stand-in checkout (the broken one crashes on start).
+For the whole of each run, a fixed rate of requests (open loop) goes through the
+sandbox's TLS edge: 80 % GET /api/accounts (reads the database), 20 % POST
+/api/accounts (writes a row; no edge may send it twice: after each run, every write
+answered 201 must have left exactly one row). In the `dns-pinned` stack every request
+also passes through the frontend's nginx, which proxies /api to the backend. Steady
+state is the same load with nothing running, on each stack. Each scenario ships a
+new version of the stand-in checkout (the broken one crashes on start).
 
-usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/cutover.py [--env-file .env.sandbox] [--rate 100] [--runs 1] [--nice 0] [--out docs/benchmarks-cutover.md]
-Needs a sandbox up (`smartrelease sandbox up`) with RELEASE_APPROVAL=none.
+usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/cutover.py [--env-file .env.sandbox] [--rate 100] [--nice 0] [--stacks a,b] [--out docs/benchmarks-cutover.md]
+Needs a sandbox up (`smartrelease sandbox up`) with RELEASE_APPROVAL=none; puts it
+back on its own stack at the end.
 """
 
 import argparse
 import os
 import platform
-import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 
 from blocks import import_env_file
 from flows.rollback import rollback
 from flows.release import release
 from sandbox.app_changes import commit_version, migration
 from sandbox.load import Load, Stats
+from sandbox.stacks import MATRIX, Stack, put
 from tasks.build_pin import build_pin
+from tasks.postgres import connect
 
 PATH = "/api/accounts"
-STEADY_S = 15
+STEADY_S = 10
+WRITES = 0.2  # of the rate
 
 
-def under_load(traffic, action) -> tuple[Stats, object]:
-    """`traffic(max_s=...)`: the Load to run while `action` runs."""
-    with traffic(max_s=900) as load:
-        time.sleep(1)  # the load is flowing before anything changes
-        started = time.monotonic()
-        report = action()
-        ended = time.monotonic()
-        time.sleep(1)
-    return load.stats(started, ended), report
+@dataclass(frozen=True)
+class Window:
+    reads: Stats
+    writes: Stats
+    rows_ok: bool  # every write answered 201 left exactly one row
+    launch_s: float  # the launch step (relaunch, for a rollback)
+    flow_s: float  # the flow's whole run; for a broken release, its time to recover
+    outcome: str = ""
+    undone: list | None = None  # the migrations a rollback undid
+
+
+class Traffic:
+    """The reads and the writes, each a Load of its own."""
+
+    def __init__(self, env, rate: float, nice: int):
+        self.env, self.rate, self.nice, self.n = env, rate, nice, 0
+
+    def under(self, flow, expect_ok: bool | None = None, max_s: float = 900) -> Window:
+        """`flow()`: a flow run (with return_state) to measure, or None for steady state."""
+        self.n += 1
+        tag = f"bench{int(time.time())}n{self.n}"
+        url, ca = self.env.target.public_url + PATH, self.env.target.ca_bundle
+        with Load(url, rate=self.rate * (1 - WRITES), ca=ca, nice=self.nice, max_s=max_s) as reads, \
+                Load(url, rate=self.rate * WRITES, ca=ca, nice=self.nice, max_s=max_s, post_as=tag) as writes:
+            time.sleep(1)  # the load is flowing before anything changes
+            started = time.monotonic()
+            state = flow(return_state=True) if expect_ok is not None else time.sleep(STEADY_S)
+            report = state.result(raise_on_failure=False) if state else None
+            ended = time.monotonic()
+            time.sleep(1)
+        created = sum(s.outcome == "201" for s in writes.samples)
+        with connect(self.env, "benchmark") as conn:
+            rows = conn.execute("SELECT count(*), count(DISTINCT name) FROM accounts WHERE name LIKE %s",
+                                (f"{tag}-%",)).fetchone()
+        steps = {r.name: r for r in report.results} if report else {}
+        launch = steps.get("launch") or steps.get("relaunch") or steps.get("rollback: relaunch")
+        rb = report.facts.rollback if report else None
+        return Window(reads.stats(started, ended), writes.stats(started, ended), tuple(rows) == (created, created),
+                      launch.duration_ms / 1000 if launch else 0.0,
+                      rb.time_to_recover_s if rb and rb.time_to_recover_s else ended - started,
+                      outcome(report, expect_ok) if report else "", rb.migrations_undone if rb else None)
 
 
 def pushed(env, app_dir: str, version: str, files: dict | None = None, faults: list[str] | None = None) -> None:
@@ -48,119 +89,135 @@ def pushed(env, app_dir: str, version: str, files: dict | None = None, faults: l
     build_pin(env, version)
 
 
-def checked(state, expect_ok: bool):
-    report = state.result(raise_on_failure=False)
-    if report.ok != expect_ok or (not expect_ok and not report.facts.rollback.recovered):
-        raise SystemExit(f"unexpected outcome:\n{report.text()}")
-    return report
+def outcome(report, expect_ok: bool) -> str:
+    """What the flow did, in a word for the table; not what was expected is in bold."""
+    if report.ok:
+        said = "released" if report.facts.rollback is None else "ok"
+    else:
+        rb = report.facts.rollback
+        said = "rolled back" if rb and rb.recovered else f"failed: {', '.join(r.name for r in report.failures())}"
+    if report.ok == expect_ok and (report.ok or said == "rolled back"):
+        return said
+    first = report.failures()[0] if report.failures() else None
+    return f"**{said}**" + (f" ({first.name}: {first.detail.splitlines()[0][:160]})" if first else "")
 
 
-def scenarios(env, app_dir: str, traffic, stop_first: bool, tag: str) -> dict[str, Stats]:
+def scenarios(env, app_dir: str, traffic: Traffic, stop_first: bool, tag: str) -> dict[str, Window]:
     """(a base release, not measured) -> good release, adding a column (expand) ->
-    broken release (rolled back) -> rollback to the base, undoing the column."""
+    broken release (rolled back) -> rollback to the base, undoing the column. An
+    outcome not expected (a stack that drops the smoke checks' requests, say) is
+    recorded, not fatal; the rollback is measured only after a good release."""
     out = {}
     base, good, broken = f"{tag}.0", f"{tag}.1", f"{tag}.2"
+    column = "bench_memo_" + tag.replace(".", "_")  # its own: a run stopped halfway leaves its column behind
     memo = {f"migrations/{time.strftime('%Y%m%d%H%M%S')}-bench-memo.js": migration(
-        "ALTER TABLE accounts ADD COLUMN bench_memo TEXT", "ALTER TABLE accounts DROP COLUMN bench_memo")}
+        f"ALTER TABLE accounts ADD COLUMN {column} TEXT", f"ALTER TABLE accounts DROP COLUMN {column}")}
     pushed(env, app_dir, base)
-    checked(release(environment=env.name, return_state=True), True)
+    if not (first := release(environment=env.name, return_state=True).result(raise_on_failure=False)).ok:
+        raise SystemExit(f"the base release failed:\n{first.text()}")
     pushed(env, app_dir, good, memo)
-    out["good release"], _ = under_load(traffic, lambda: checked(
-        release(environment=env.name, stop_first=stop_first, return_state=True), True))
+    out["good release"] = traffic.under(partial(release, environment=env.name, stop_first=stop_first), True)
     pushed(env, app_dir, broken, faults=["crash-on-start"])
-    out["broken release, rolled back"], _ = under_load(traffic, lambda: checked(
-        release(environment=env.name, stop_first=stop_first, return_state=True), False))
+    out["broken release, rolled back"] = traffic.under(
+        partial(release, environment=env.name, stop_first=stop_first), False)
     commit_version(app_dir, good)  # the checkout back on a good version
-    out["rollback, undoing a migration"], report = under_load(traffic, lambda: checked(
-        rollback(environment=env.name, to_version=base, stop_first=stop_first, return_state=True), True))
-    if report.facts.rollback.migrations_undone != list(m.split("/")[1] for m in memo):
-        raise SystemExit(f"the rollback did not undo the memo migration:\n{report.text()}")
+    if out["good release"].outcome == "released":
+        out["rollback, undoing a migration"] = w = traffic.under(
+            partial(rollback, environment=env.name, to_version=base, stop_first=stop_first), True)
+        if w.outcome == "ok" and w.undone != [m.split("/")[1] for m in memo]:
+            raise SystemExit(f"the rollback did not undo the memo migration: {w.undone}")
     commit_version(app_dir, good, {name: None for name in memo})  # later versions do not ship it
     return out
 
 
-def cell(stats: list[Stats], what: str) -> str:
-    values = [getattr(s, what) for s in stats]
-    return f"{statistics.median(values):.0f}" + (f" (max {max(values):.0f})" if len(values) > 1 else "")
+def steady_state(traffic: Traffic) -> Window:
+    return traffic.under(None, max_s=STEADY_S + 30)
+
+
+def row(stack: str, path: str, scenario: str, w: Window, steady: Window) -> str:
+    ratio = w.reads.p99_ms / steady.reads.p99_ms if steady.reads.p99_ms else 0
+    return (f"| {stack} | {path} | {scenario} | {w.outcome} | {w.reads.requests} | **{w.reads.failed}** | {w.reads.p99_ms:.0f} | "
+            f"{ratio:.1f}x | {w.reads.max_ms:.0f} | {w.writes.requests} | **{w.writes.failed}** | "
+            f"{'yes' if w.rows_ok else '**NO**'} | {w.launch_s:.1f} | {w.flow_s:.1f} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env-file", default=".env.sandbox")
     ap.add_argument("--rate", type=float, default=100)
-    ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--out", default="docs/benchmarks-cutover.md")
+    ap.add_argument("--stacks", default=",".join(MATRIX), help=f"of {', '.join(MATRIX)}")
     ap.add_argument("--nice", type=int, default=0,
                     help="the load generator's priority; below 0 (root) it is not kept waiting by the flows, "
                          "Docker and the app on the same cores, as users' own machines would not be")
     args = ap.parse_args()
+    stacks = args.stacks.split(",")
+    if unknown := [s for s in stacks if s not in MATRIX]:
+        raise SystemExit(f"unknown stack(s) {', '.join(unknown)}: choose among {', '.join(MATRIX)}")
 
     env = import_env_file(args.env_file, "sandbox")
     if env.target.approval_required:
         raise SystemExit("set RELEASE_APPROVAL=none in the env file first: nobody is there to approve")
-    app_dir = env.target.app_dir
-    traffic = partial(Load, env.target.public_url + PATH, rate=args.rate, ca=env.target.ca_bundle, nice=args.nice)
-    with traffic(max_s=STEADY_S) as load:
-        time.sleep(STEADY_S)
-    steady = load.stats()
-    results: dict[tuple[str, str], list[Stats]] = {}
+    app_dir, compose_file = env.target.app_dir, Path(env.target.compose_file)
+    original, env_file = compose_file.read_text(), Path(args.env_file)
     series = int(time.time()) % 100000
-    for run in range(args.runs):
-        for path, stop_first in (("cutover", False), ("stop-first", True)):
-            tag = f"{30 + run}.{series}{int(stop_first)}"
-            for scenario, stats in scenarios(env, app_dir, traffic, stop_first, tag).items():
-                results.setdefault((scenario, path), []).append(stats)
-                print(f"{scenario:28} {path:10} {stats.line()}", flush=True)
+    rows, steadies = [], []
+    try:
+        for i, key in enumerate(stacks):
+            put(MATRIX[key], compose_file, original, env_file, env.name)
+            env = import_env_file(env_file, env.name)
+            traffic = Traffic(env, args.rate, args.nice)
+            steady = steady_state(traffic)
+            steadies.append(f"| {key} | {steady.reads.line()} | {steady.writes.failed} of {steady.writes.requests} |")
+            print(f"{key:16} steady      {steady.reads.line()}", flush=True)
+            for path, stop_first in (("cutover", False), ("stop-first", True))[:2 if i == 0 else 1]:
+                tag = f"{40 + i}.{series}{int(stop_first)}"
+                for scenario, w in scenarios(env, app_dir, traffic, stop_first, tag).items():
+                    rows.append(row(key, path, scenario, w, steady))
+                    print(f"{key:16} {path:11} {scenario:30} {w.outcome}; reads {w.reads.line()}; writes {w.writes.failed} failed "
+                          f"of {w.writes.requests}, rows {'ok' if w.rows_ok else 'NOT ok'}; launch {w.launch_s:.1f} s, "
+                          f"flow {w.flow_s:.1f} s", flush=True)
+    finally:
+        put(Stack(), compose_file, original, env_file, env.name)
 
-    rows = "\n".join(f"| {scenario} | {path} | {cell(stats, 'requests')} | **{cell(stats, 'failed')}** | "
-                     f"{cell(stats, 'p50_ms')} | {cell(stats, 'p99_ms')} | "
-                     f"{statistics.median(s.p99_ms for s in stats) / steady.p99_ms:.1f}x | {cell(stats, 'max_ms')} |"
-                     for (scenario, path), stats in results.items())
-    text = f"""# Benchmarks: requests dropped during a release
+    stack_lines = "\n".join(f"| `{key}` | {MATRIX[key].name} |" for key in stacks)
+    text = f"""# Benchmarks: requests dropped during a release, edge by edge
 
-Command: `python benchmarks/cutover.py --rate {args.rate:g} --runs {args.runs} --nice {args.nice}` on a
-sandbox (`smartrelease sandbox up`, `RELEASE_APPROVAL=none`). A fixed rate of
-{args.rate:g} GET requests/s (open loop: one every {1000 / args.rate:g} ms, answered or not)
-goes through the TLS edge to `{PATH}`, which reads the database, while each flow
-runs; a request fails when it gets no answer or a 5xx. Each version is built and
-pushed before its run (as a CI machine would), so the run deploys it as pushed. The same run measures the
-cutover (the default) and the old stop-then-start path (`--stop-first`): a good
-release, a broken release (its backend crashes on start) that rolls back
-automatically, and a rollback to the release before the good one, which
-undoes the good release's migration (it adds a column; the cutover puts the code
-back first and undoes it while the base version serves, stop-first stops the backend
-for the undo). Machine: {platform.machine()},
-{os.cpu_count()} cores, CPython {platform.python_version()}, measured
-{datetime.now(timezone.utc):%Y-%m-%d}. The load generator runs on the same 2-core
-machine as Docker, the flows and the Prefect server, at nice {args.nice}
+Command: `python benchmarks/cutover.py --rate {args.rate:g} --nice {args.nice} --stacks {args.stacks}` on a
+sandbox (`smartrelease sandbox up`, `RELEASE_APPROVAL=none`), which `sandbox/stacks.py`
+puts on each stack in turn (its compose file and env file changed, its containers
+recreated on the running version) and back on its own at the end.
+
+A fixed rate of {args.rate:g} requests/s (open loop, answered or not) goes through the
+TLS edge while each flow runs: {100 - WRITES * 100:.0f} % GET `{PATH}` (reads the database),
+{WRITES * 100:.0f} % POST `{PATH}` (writes a row, which no edge may send twice). A request
+fails when it gets no answer or a 5xx; "rows" says whether every write answered 201
+left exactly one row. In `dns-pinned` every request passes through the frontend's
+nginx, which proxies /api to the backend it resolved at its start. Each version is
+built and pushed before its run, as a CI machine would. Scenarios: a good release
+(it adds a column), a broken release (its backend crashes on start) that rolls back
+automatically, and a rollback to the release before the good one, which undoes its
+migration. `launch s` is the launch step (the rollback's relaunch); `flow s` the
+whole flow, and for the broken release its time to recover. Machine:
+{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, measured
+{datetime.now(timezone.utc):%Y-%m-%d}. The load generator runs on the same machine as
+Docker, the flows and the Prefect server, at nice {args.nice}
 ({"scheduled before them, as users' own machines would not wait for the server's cores" if args.nice < 0
   else "so its latencies include waiting for the machine's other work"}).
 
-Steady state (nothing running, {STEADY_S} s): {steady.line()}.
+| stack | what it is |
+|---|---|
+{stack_lines}
 
-| scenario | path | requests | failed | p50 ms | p99 ms | p99 / steady p99 | max ms |
-|---|---|---:|---:|---:|---:|---:|---:|
-{rows}
+Steady state ({STEADY_S} s, nothing running), per stack:
 
-The window of each row is the flow's whole run, from its start to its report; the
-goal for the cutover is no failed request and a p99 within 2x the steady state's.
-With the cutover, the old containers serve until the new ones are healthy and the
-edge has them; a broken new container is removed, and the requests it refused
-were sent again to an old one.
-With stop-first, `docker compose up -d` stops the backend and frontend (and the edge,
-which depends on them, is recreated), so requests fail with 503 (no server) or a
-refused connection until the new containers are up.
+| stack | reads | writes failed |
+|---|---|---|
+{chr(10).join(steadies)}
 
-Before 2026-12-02 the sandbox's edge found containers through Docker's DNS
-(HAProxy's `server-template`) and sent requests to a new backend as soon as DNS named
-it, before it listened: those waited out a 1 s connect timeout before the retry, and
-the cutover's p99 was 1005-1122 ms at 100 requests/s. The edge now routes only to
-containers Docker reports healthy (`sandbox/edge/discover.py`), as Traefik does.
-What remains above the steady p99 comes while the new Node.js containers start and
-migrate on the same two cores as the load generator: in one run with HAProxy's
-request log on, the edge timed p99 265 ms while the client, starved of CPU, saw
-3.2 s. At nice 0 (2026-12-02, 2 runs), the cutover's p99 was 265, 173 and 108 ms
-(5.9x, 3.8x and 2.4x a steady 45 ms), 0 failed.
+| stack | path | scenario | outcome | reads | failed | p99 ms | p99 / steady | max ms | writes | failed | rows | launch s | flow s |
+|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|
+{chr(10).join(rows)}
 """
     with open(args.out, "w") as f:
         f.write(text)

@@ -97,6 +97,19 @@ class Stack:
                 "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None}
 
 
+# The matrix benchmarks/cutover.py measures, by name.
+MATRIX = {
+    "discovery-drain": Stack(),
+    "discovery-plain": Stack(health="plain"),
+    "dns-plain": Stack(edge="dns", health="plain"),
+    "dns-plain-1s": Stack(edge="dns", health="plain", interval="1s"),
+    "dns-none": Stack(edge="dns", health="none"),
+    "dns-no-retry": Stack(edge="dns-no-retry", health="plain"),
+    "dns-pinned": Stack(edge="dns", health="plain", pinned=True),
+    "static": Stack(edge="static", health="plain"),
+}
+
+
 def set_keys(env_file: Path, changes: dict[str, str | None]) -> None:
     """Change keys of an env file in place (None removes one)."""
     lines = [line for line in env_file.read_text().splitlines() if line.partition("=")[0] not in changes]
