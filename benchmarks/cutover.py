@@ -29,7 +29,7 @@ from blocks import import_env_file
 from flows.rollback import rollback
 from flows.release import release
 from sandbox.app_changes import commit_version, migration
-from sandbox.load import Load, Stats
+from sandbox.load import Load, Stats, Writes, check_writes
 from sandbox.stacks import MATRIX, Stack, put
 from tasks.build_pin import build_pin
 from tasks.postgres import connect
@@ -43,7 +43,7 @@ WRITES = 0.2  # of the rate
 class Window:
     reads: Stats
     writes: Stats
-    rows_ok: bool  # every write answered 201 left exactly one row
+    rows: Writes  # what the rows show of the writes
     launch_s: float  # the launch step (relaunch, for a rollback)
     flow_s: float  # the flow's whole run; for a broken release, its time to recover
     outcome: str = ""
@@ -69,14 +69,12 @@ class Traffic:
             report = state.result(raise_on_failure=False) if state else None
             ended = time.monotonic()
             time.sleep(1)
-        created = sum(s.outcome == "201" for s in writes.samples)
         with connect(self.env, "benchmark") as conn:
-            rows = conn.execute("SELECT count(*), count(DISTINCT name) FROM accounts WHERE name LIKE %s",
-                                (f"{tag}-%",)).fetchone()
+            names = [r[0] for r in conn.execute("SELECT name FROM accounts WHERE name LIKE %s", (f"{tag}-%",))]
         steps = {r.name: r for r in report.results} if report else {}
         launch = steps.get("launch") or steps.get("relaunch") or steps.get("rollback: relaunch")
         rb = report.facts.rollback if report else None
-        return Window(reads.stats(started, ended), writes.stats(started, ended), tuple(rows) == (created, created),
+        return Window(reads.stats(started, ended), writes.stats(started, ended), check_writes(writes.samples, names),
                       launch.duration_ms / 1000 if launch else 0.0,
                       rb.time_to_recover_s if rb and rb.time_to_recover_s else ended - started,
                       outcome(report, expect_ok) if report else "", rb.migrations_undone if rb else None)
@@ -138,7 +136,7 @@ def row(stack: str, path: str, scenario: str, w: Window, steady: Window) -> str:
     ratio = w.reads.p99_ms / steady.reads.p99_ms if steady.reads.p99_ms else 0
     return (f"| {stack} | {path} | {scenario} | {w.outcome} | {w.reads.requests} | **{w.reads.failed}** | {w.reads.p99_ms:.0f} | "
             f"{ratio:.1f}x | {w.reads.max_ms:.0f} | {w.writes.requests} | **{w.writes.failed}** | "
-            f"{'yes' if w.rows_ok else '**NO**'} | {w.launch_s:.1f} | {w.flow_s:.1f} |")
+            f"{w.rows.lost} / {w.rows.doubled} / {w.rows.unanswered} | {w.launch_s:.1f} | {w.flow_s:.1f} |")
 
 
 def main() -> None:
@@ -175,7 +173,7 @@ def main() -> None:
                 for scenario, w in scenarios(env, app_dir, traffic, stop_first, tag).items():
                     rows.append(row(key, path, scenario, w, steady))
                     print(f"{key:16} {path:11} {scenario:30} {w.outcome}; reads {w.reads.line()}; writes {w.writes.failed} failed "
-                          f"of {w.writes.requests}, rows {'ok' if w.rows_ok else 'NOT ok'}; launch {w.launch_s:.1f} s, "
+                          f"of {w.writes.requests}, rows: {w.rows.line()}; launch {w.launch_s:.1f} s, "
                           f"flow {w.flow_s:.1f} s", flush=True)
     finally:
         put(Stack(), compose_file, original, env_file, env.name)
@@ -191,8 +189,9 @@ recreated on the running version) and back on its own at the end.
 A fixed rate of {args.rate:g} requests/s (open loop, answered or not) goes through the
 TLS edge while each flow runs: {100 - WRITES * 100:.0f} % GET `{PATH}` (reads the database),
 {WRITES * 100:.0f} % POST `{PATH}` (writes a row, which no edge may send twice). A request
-fails when it gets no answer or a 5xx; "rows" says whether every write answered 201
-left exactly one row. In `dns-pinned` every request passes through the frontend's
+fails when it gets no answer or a 5xx. The rows then tell, of the writes: lost (answered
+201, no row), doubled (a row twice: sent twice) and unanswered (a row, but the
+answer failed: the client could not know). In `dns-pinned` every request passes through the frontend's
 nginx, which proxies /api to the backend it resolved at its start. Each version is
 built and pushed before its run, as a CI machine would. Scenarios: a good release
 (it adds a column), a broken release (its backend crashes on start) that rolls back
@@ -215,7 +214,7 @@ Steady state ({STEADY_S} s, nothing running), per stack:
 |---|---|---|
 {chr(10).join(steadies)}
 
-| stack | path | scenario | outcome | reads | failed | p99 ms | p99 / steady | max ms | writes | failed | rows | launch s | flow s |
+| stack | path | scenario | outcome | reads | failed | p99 ms | p99 / steady | max ms | writes | failed | lost / doubled / unanswered | launch s | flow s |
 |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|
 {chr(10).join(rows)}
 """

@@ -12,6 +12,7 @@ A request fails when it gets no answer (refused, reset, timed out) or a 5xx.
 """
 
 import asyncio
+from collections import Counter
 import math
 import os
 import ssl
@@ -73,6 +74,34 @@ def summarize(samples: list[Sample], seconds: float) -> Stats:
     return Stats(requests=len(samples), failed=sum(failures.values()), rate=len(samples) / seconds if seconds else 0.0,
                  p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
                  max_ms=max(latencies, default=0.0), failures=failures)
+
+
+@dataclass(frozen=True)
+class Writes:
+    """What the rows show of a writing load (Load(post_as=...)): request n wrote the
+    row named <post_as>-<n>."""
+
+    answered: int  # writes answered 201
+    lost: int  # answered 201, and no row: a write the app said it made and did not keep
+    doubled: int  # rows beyond one per request: a write sent twice
+    unanswered: int  # a row, and an answer that failed: the client could not know it was made
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.doubled
+
+    def line(self) -> str:
+        return (f"{self.answered} answered 201: {self.lost} lost, {self.doubled} doubled; "
+                f"{self.unanswered} written with the answer lost")
+
+
+def check_writes(samples: list[Sample], names: list[str]) -> Writes:
+    """`samples` of a writing load; `names`: every row's name with its tag."""
+    # Request n is sent at start + n/rate: the n-th by sending time.
+    answered = {n for n, s in enumerate(sorted(samples, key=lambda s: s.sent)) if s.outcome == "201"}
+    written = Counter(int(name.rsplit("-", 1)[1]) for name in names)
+    return Writes(len(answered), len(answered - set(written)), sum(c - 1 for c in written.values()),
+                  len(set(written) - answered))
 
 
 class Load:

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from blocks.envfile import parse_env_file
-from sandbox.load import Load, Sample, percentile, summarize
+from sandbox.load import Load, Sample, Writes, check_writes, percentile, summarize
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
 from smartrelease.process import run
@@ -134,6 +134,17 @@ def test_a_static_edge_is_restarted_alone_not_the_services_it_depends_on():
 def test_the_runbook_by_hand_builds_then_starts_with_one_up():
     argv = ComposeProject("/srv/compose.yml", "books", {}).up(build=True).argv
     assert argv[argv.index("up"):] == ("up", "--detach", "--quiet-pull", "--remove-orphans", "--build")
+
+
+def test_the_rows_of_a_writing_load_tell_lost_doubled_and_unanswered_writes():
+    # Request n is the n-th sent, whatever order the answers came in.
+    samples = [Sample(3.0, 0.1, "201"), Sample(1.0, 0.1, "201"), Sample(2.0, 0.1, "ReadTimeout"),
+               Sample(4.0, 0.1, "201"), Sample(5.0, 0.1, "503")]
+    rows = check_writes(samples, ["t-0", "t-1", "t-1", "t-3", "t-4"])
+    # 0, 2 and 3 were answered 201; 2 has no row; 1 has two; 1 and 4 were written unanswered
+    assert rows == Writes(answered=3, lost=1, doubled=1, unanswered=2) and not rows.ok
+    assert check_writes(samples, ["t-0", "t-2", "t-3"]) == Writes(3, 0, 0, 0)
+    assert check_writes(samples, ["t-0", "t-2", "t-3"]).ok
 
 
 def test_load_stats_count_5xx_and_errors_as_failures_and_take_the_nearest_rank_percentile():
