@@ -11,7 +11,7 @@ also passes through the frontend's nginx, which proxies /api to the backend. Ste
 state is the same load with nothing running, on each stack. Each scenario ships a
 new version of the stand-in checkout (the broken one crashes on start).
 
-usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/cutover.py [--env-file .env.sandbox] [--rate 100] [--nice 0] [--stacks a,b] [--out docs/benchmarks-cutover.md]
+usage: PREFECT_SERVER_ANALYTICS_ENABLED=false python benchmarks/cutover.py [--env-file .env.sandbox] [--rate 100] [--nice 0] [--stacks a,b] [--no-stop-first] [--out docs/benchmarks-cutover.md]
 Needs a sandbox up (`smartrelease sandbox up`) with RELEASE_APPROVAL=none; puts it
 back on its own stack at the end.
 """
@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100)
     ap.add_argument("--out", default="docs/benchmarks-cutover.md")
     ap.add_argument("--stacks", default=",".join(MATRIX), help=f"of {', '.join(MATRIX)}")
+    ap.add_argument("--no-stop-first", action="store_true", help="without stop-first beside the first stack's cutover")
     ap.add_argument("--nice", type=int, default=0,
                     help="the load generator's priority; below 0 (root) it is not kept waiting by the flows, "
                          "Docker and the app on the same cores, as users' own machines would not be")
@@ -168,7 +169,7 @@ def main() -> None:
             steady = steady_state(traffic)
             steadies.append(f"| {key} | {steady.reads.line()} | {steady.writes.failed} of {steady.writes.requests} |")
             print(f"{key:16} steady      {steady.reads.line()}", flush=True)
-            for path, stop_first in (("cutover", False), ("stop-first", True))[:2 if i == 0 else 1]:
+            for path, stop_first in (("cutover", False), ("stop-first", True))[:2 if i == 0 and not args.no_stop_first else 1]:
                 tag = f"{40 + i}.{series}{int(stop_first)}"
                 for scenario, w in scenarios(env, app_dir, traffic, stop_first, tag).items():
                     rows.append(row(key, path, scenario, w, steady))
@@ -181,7 +182,7 @@ def main() -> None:
     stack_lines = "\n".join(f"| `{key}` | {MATRIX[key].name} |" for key in stacks)
     text = f"""# Benchmarks: requests dropped during a release, edge by edge
 
-Command: `python benchmarks/cutover.py --rate {args.rate:g} --nice {args.nice} --stacks {args.stacks}` on a
+Command: `python benchmarks/cutover.py --rate {args.rate:g} --nice {args.nice} --stacks {args.stacks}{" --no-stop-first" if args.no_stop_first else ""}` on a
 sandbox (`smartrelease sandbox up`, `RELEASE_APPROVAL=none`), which `sandbox/stacks.py`
 puts on each stack in turn (its compose file and env file changed, its containers
 recreated on the running version) and back on its own at the end.

@@ -14,6 +14,8 @@ and benchmarks/cutover.py put a sandbox on one the same way.
   mounted from beside the compose file (as nginx without a resolver).
 - `pinned`: the frontend's nginx proxies /api to `backend:8080`, resolved once at
   its start, and the edge sends every request to the frontend.
+- `shutdown_delay_s`: the backend, told to stop, refuses new connections at once and
+  exits that long after (as a team adds for an edge that caches DNS answers).
 """
 
 from dataclasses import dataclass
@@ -57,12 +59,14 @@ class Stack:
     health: Literal["drain", "plain", "none"] = "drain"
     interval: str = "30s"  # of the plain health check
     pinned: bool = False
+    shutdown_delay_s: int = 0  # the backend exits this long after SIGTERM, its listener closed at once
 
     @property
     def name(self) -> str:
         health = f"plain {self.interval}" if self.health == "plain" else self.health
-        return f"{self.edge} edge, {health} health check" + (", frontend resolving the backend once" if self.pinned
-                                                              else "")
+        return (f"{self.edge} edge, {health} health check"
+                + (", frontend resolving the backend once" if self.pinned else "")
+                + (f", backend exiting {self.shutdown_delay_s} s after SIGTERM" if self.shutdown_delay_s else ""))
 
     def compose(self, compose: dict) -> dict:
         """The sandbox's compose file (as yaml.safe_load gives it) changed to this stack."""
@@ -82,6 +86,8 @@ class Stack:
         elif self.edge != "discovery":
             environment.update(EDGE_MODE="dns", EDGE_RETRY=EDGE_RETRY[self.edge], BACKEND_ROUTES="/api/")
             edge["volumes"] = [v for v in edge["volumes"] if "docker.sock" not in v]  # it reads no health status
+        if self.shutdown_delay_s:
+            backend.setdefault("environment", {})["SHUTDOWN_DELAY_S"] = str(self.shutdown_delay_s)
         if self.pinned:
             frontend.setdefault("environment", {})["API_UPSTREAM"] = "backend:8080"
             environment.update(BACKEND_HOST="frontend", BACKEND_PORT="8081")
@@ -104,6 +110,7 @@ MATRIX = {
     "dns-plain": Stack(edge="dns", health="plain"),
     "dns-plain-1s": Stack(edge="dns", health="plain", interval="1s"),
     "dns-none": Stack(edge="dns", health="none"),
+    "dns-plain-delay": Stack(edge="dns", health="plain", shutdown_delay_s=2),
     "dns-no-retry": Stack(edge="dns-no-retry", health="plain"),
     "dns-pinned": Stack(edge="dns", health="plain", pinned=True),
     "static": Stack(edge="static", health="plain"),

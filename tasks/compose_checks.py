@@ -43,18 +43,20 @@ def cannot_run_twice(config: dict, services: list[str]) -> dict[str, str]:
     return found
 
 
-def stop_first_services(env: Environment) -> dict[str, str]:
+def stop_first_services(env: Environment, config: dict | None = None) -> dict[str, str]:
     """The app services a release stops before starting their new container, and why
-    (nothing when the compose file cannot be read: preflight names that)."""
-    return stop_first_with_downtime(env)[0]
+    (nothing when the compose file cannot be read: preflight names that). `config`:
+    the team's compose file as team_config() reads it, when already read."""
+    return stop_first_with_downtime(env, config)[0]
 
 
-def stop_first_with_downtime(env: Environment) -> tuple[dict[str, str], dict[str, float]]:
+def stop_first_with_downtime(env: Environment, config: dict | None = None) -> tuple[dict[str, str], dict[str, float]]:
     """`stop_first_services`, and for each the seconds users get errors, about (`downtime_s`)."""
-    try:
-        config = team_config(env)
-    except CommandFailed:
-        return {}, {}
+    if config is None:
+        try:
+            config = team_config(env)
+        except CommandFailed:
+            return {}, {}
     app = [env.target.backend_service, env.target.frontend_service]
     found = cannot_run_twice(config, app)
     edge = edge_of(env, config)

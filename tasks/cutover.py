@@ -374,16 +374,21 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
     t = env.target
     by_service = {t.service(role): ref for role, ref in images.items()}
     found = {s: service_containers(client, t.compose_project, s) for s in by_service}
-    edge = edge_of(env)
-    plan = plan_cutover(found, by_service, stop_first_services(env))
+    try:
+        config = team_config(env)  # read once: the edge's class, what cannot run twice, the ports
+    except CommandFailed:
+        config = {}  # preflight names it, and `compose up` fails on it
+    edge = edge_of(env, config)
+    stop_first = stop_first_services(env, config)
+    plan = plan_cutover(found, by_service, stop_first)
     # A frontend that resolved the backend's name once holds the old backend's
     # addresses: it is replaced with the backend, and again once the old one is gone.
     pinned = (t.frontend_pins_backend and t.frontend_service in by_service
               and any(p.service == t.backend_service and p.old for p in plan))
     if pinned:
-        plan = plan_cutover(found, by_service, stop_first_services(env), renew=frozenset({t.frontend_service}))
+        plan = plan_cutover(found, by_service, stop_first, renew=frozenset({t.frontend_service}))
     if edge.kind != "discovery":  # a probe whose port cannot be known fails here, before anything is started
-        services = team_config(env).get("services") or {}
+        services = config.get("services") or {}
         for p in plan:
             if p.old and (ports := planned_ports(client, p.image, services.get(p.service) or {})) is not None:
                 probe_of(env, p.service, ports)
@@ -403,7 +408,7 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         return done
     frontend = t.frontend_service
     again = plan_cutover({frontend: service_containers(client, t.compose_project, frontend)},
-                         {frontend: by_service[frontend]}, stop_first_services(env), renew=frozenset({frontend}))
+                         {frontend: by_service[frontend]}, stop_first, renew=frozenset({frontend}))
     try:
         renewed = cut(client, env, images, again, edge, backend_first=None)
     except StepFailed as exc:

@@ -9,11 +9,12 @@ import docker
 from pydantic import BaseModel
 
 from blocks.envfile import Environment
-from smartrelease.errors import StepFailed
+from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.report import Finding
 from blocks.app_contract import ROLES
 from tasks.build_pin import LABEL_VERSION, repository_path
 from tasks.images import engine
+from tasks.launch import team_config
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
@@ -203,8 +204,12 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     database, why = database_decision(migrations.pending, migrations.applied, migrations.without_down)
     if database == "restore":
         detail += f"; a rollback would restore the backup, not undo ({why})"
-    stop_first, stop_first_s = stop_first_with_downtime(env)
-    edge = edge_of(env)
+    try:
+        config = team_config(env)
+    except CommandFailed:
+        config = {}  # preflight names it
+    stop_first, stop_first_s = stop_first_with_downtime(env, config)
+    edge = edge_of(env, config)
     detail += f"; {edge.line()}"
     if stop_first:
         detail += "; " + ", ".join(f"{name} stopped first: users get errors on it for about {stop_first_s[name]:.0f} s"

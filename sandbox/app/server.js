@@ -144,7 +144,13 @@ const startDelayMs = faults["slow-start"] ? Number(faults["slow-start"][0]) * 10
 if (startDelayMs) console.log(`starting in ${startDelayMs / 1000} s (slow-start fault)`);
 setTimeout(() => server.listen(PORT, "0.0.0.0",
   () => console.log(`smartaccounting stand-in ${VERSION} (${GIT_SHA}) listening on :${PORT}`)), startDelayMs);
+// SIGTERM: the listener closes at once (new connections are refused) and the requests
+// in flight finish. SHUTDOWN_DELAY_S, as some teams add: the process stays that long
+// before it exits, so that an edge still holding its address from DNS is refused
+// (and tries another) instead of waiting on an address that has gone.
+const shutdownDelayMs = Number(env.SHUTDOWN_DELAY_S || 0) * 1000;
 process.on("SIGTERM", () => {
-  server.close(() => pool.end().finally(() => process.exit(0)));
-  setTimeout(() => process.exit(0), 5000).unref();
+  const exitAt = Date.now() + shutdownDelayMs;
+  server.close(() => setTimeout(() => pool.end().finally(() => process.exit(0)), Math.max(0, exitAt - Date.now())));
+  setTimeout(() => process.exit(0), 5000 + shutdownDelayMs).unref();
 });
