@@ -16,6 +16,7 @@ from pathlib import Path
 
 from smartrelease.errors import CommandFailed
 from smartrelease.files import write_private
+from smartrelease.redact import mask
 
 # Lines that name a cause, in the words PostgreSQL, Docker, Compose, git and
 # mmdebstrap use; the first few are kept. Without any, the last lines are.
@@ -27,14 +28,16 @@ MAX_CAUSE_LINES = 4
 
 
 def cause_lines(stderr: str, stdout: str = "") -> str:
-    """The lines of a failed program's output that name the cause, joined by ' | '."""
+    """The lines of a failed program's output that name the cause, joined by ' | ',
+    masked and each cut to 400 characters."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     named = [line for line in lines if _CAUSE.search(line)]
     if not named and not lines:  # some programs (initdb's notes, compose run) say why on stdout
         lines = [line.strip() for line in stdout.splitlines() if line.strip()]
         named = [line for line in lines if _CAUSE.search(line)]
     chosen = named[:MAX_CAUSE_LINES] if named else lines[-MAX_CAUSE_LINES:]
-    return " | ".join(line[:400] for line in chosen)
+    # Masked before the cut: a secret across it would leave its first characters.
+    return " | ".join(mask(line)[:400] for line in chosen)
 
 
 @dataclass(frozen=True)

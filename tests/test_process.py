@@ -28,6 +28,18 @@ def test_cause_lines_prefer_the_lines_that_say_why():
     assert cause_lines("", "Data page checksums are disabled.\nfatal: oops\n") == "fatal: oops"
 
 
+def test_a_secret_across_the_cut_of_a_long_error_line_is_masked_whole():
+    """A line is cut to 400 characters: masked after the cut, a secret across it left
+    its first characters in the error (issue 31)."""
+    secret = "Zq8vNw3LpT6yRk1HsX9bDm4Gc"
+    remember([secret])
+    line = "error: " + "x" * 375 + f" password={secret} was refused"  # the secret starts at 392
+    with pytest.raises(CommandFailed) as failed:
+        run(Command(("sh", "-c", 'echo "$LINE" >&2; exit 1'), timeout_s=10, env={"LINE": line, "PATH": os.environ["PATH"]}))
+    said = str(failed.value)
+    assert secret[:6] not in said and "password=***" in said, said
+
+
 def test_a_command_is_a_value_named_after_its_program_and_keeps_its_environment_out_of_repr():
     cmd = Command(("docker", "compose", "--file", "f.yml", "up"), timeout_s=5, env={"JWT_SECRET": "x" * 40})
     assert cmd.name == "docker compose"
