@@ -428,7 +428,7 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
     containers serving; StepFailed, with every new container removed, when a new
     one fails. `tidied`: what was done before, for the report."""
     t = env.target
-    dns = edge.kind != "discovery"  # no health status read: each new container probed on its own address
+    probed = edge.kind != "discovery"  # the edge reads no health status: each new container probed on its own address
     stopped_at = time.monotonic()
     new: dict[str, list[str]] = {}
     was_unhealthy: set[str] = set()
@@ -437,7 +437,7 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
         for wave in waves(plan, backend_first):
             started = start_beside(client, env, images, wave)
             new |= started
-            healthy_s += wait_healthy(client, env, started, was_unhealthy, probed=dns)
+            healthy_s += wait_healthy(client, env, started, was_unhealthy, probed=probed)
     except StepFailed as exc:
         remove(client, [cid for ids in new.values() for cid in ids])
         head, _, logs = exc.reason.partition("\n")
@@ -447,7 +447,7 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
 
     order = stop_order(plan, t.frontend_service)
     old = [cid for group in order for cid in group]
-    if dns or not old:
+    if probed or not old:
         # The edge resolves the name: the new ones are in its answers since they
         # started; an old one told to stop refuses new connections at once and leaves
         # the answers when it exits (docs/zero-downtime.md). No health check to wait for.
@@ -470,7 +470,7 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
     return Finding(detail="cut over " + ", ".join(f"{p.service} ({len(p.old)} old -> {len(new[p.service])} new)"
                                                   for p in plan)
                           + (f": new serving after {healthy_s:.1f} s (each answered its ready path on its own address)"
-                             if dns else f": new healthy after {healthy_s:.1f} s")
+                             if probed else f": new healthy after {healthy_s:.1f} s")
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
                           + (f"; old {drained}, stopped and removed in {stopped_s:.1f} s" if old else "")
                           + f"{stopped_first}{restarted}{tidied}"
