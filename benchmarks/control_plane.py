@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import temporary_settings
 
+from deployments import server
 from deployments.apply import worker_command
 from deployments.trigger import follow, succeeded, trigger
 from flows.lock import environment_lock, holder, me
@@ -118,9 +119,8 @@ def main() -> None:
 
     s = manager.Settings()
     p = s.plane()
-    api = p.server.api_url
-    os.environ["PREFECT_API_URL"] = api
-    with temporary_settings(updates={PREFECT_API_URL: api}):
+    os.environ.update(server.client_environment(p.server))
+    with temporary_settings(updates=server.client_settings(p.server)):
         fast = with_worker(p, args.flow, 1, args.runs)
         slow = with_worker(p, args.flow, 10, args.runs)
         cli = [str(Path(sys.executable).with_name("smartrelease"))]

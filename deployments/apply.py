@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists
 
 from deployments.catalog import HOME_VARIABLE, pool_name, prefect_yaml
@@ -41,13 +41,35 @@ def worker_command(environment: str, home: Path = PROJECT) -> Command:
                    timeout_s=0, env=env, cwd=str(home), name="prefect worker")
 
 
+# Job variables that change what a run executes: the program, its environment (PATH,
+# PYTHONPATH, LD_PRELOAD, Prefect's own settings) and where it starts.
+LOCKED_JOB_VARIABLES = ("command", "env", "working_dir")
+
+
+def locked_job_template() -> dict:
+    """Prefect's process job template without the variables in LOCKED_JOB_VARIABLES:
+    the server refuses a run (or deployment) that sets one (422), and the worker has no
+    place to put it either, so a run executes the deployment's flow and nothing else."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    for name in LOCKED_JOB_VARIABLES:
+        template["variables"]["properties"].pop(name, None)
+        template["job_configuration"].pop(name, None)
+    template["variables"]["additionalProperties"] = False
+    return template
+
+
 def ensure_pool(environment: str) -> None:
+    """The environment's pool, with the locked job template (put back on a pool made
+    before, or changed since)."""
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool_name(environment), type="process",
+                                                   base_job_template=locked_job_template(),
                                                    description=f"Runs {environment}'s flows on its Docker host"))
         except ObjectAlreadyExists:
-            pass
+            client.update_work_pool(pool_name(environment), WorkPoolUpdate(base_job_template=locked_job_template()))
 
 
 def register_block_types() -> None:

@@ -12,10 +12,18 @@ the background with the settings release automation needs:
 - a run waiting for an environment's lock asks again within
   `SLOT_WAIT_S` seconds of it being freed (Prefect's default is up to 30 s), and an
   expired lease is noticed within 5 s (default 15 s);
-- analytics off.
+- analytics off;
+- locked: every API call needs the credentials `server up` generates (Prefect's basic
+  authentication, `PREFECT_SERVER_API_AUTH_STRING`; the UI asks for them), writes
+  need a CSRF token (Prefect's clients fetch one), and browsers may call the API only
+  from the UI's own origin (CORS). Open-source Prefect has no users or roles: whoever
+  holds the credentials can read every environment's secrets and run anything.
 
-State (pid, log, PREFECT_HOME with the leases, the local database's password, mode
-0600) is in `SMARTRELEASE_SERVER_DIR` (default `.smartrelease-server`).
+State (pid, log, PREFECT_HOME with the leases, the local database's password and the
+API's credentials, mode 0600) is in `SMARTRELEASE_SERVER_DIR` (default
+`.smartrelease-server`). A client on this host finds the credentials there
+(`client_environment`); one elsewhere (CI, a worker on another host) is given
+`PREFECT_API_AUTH_STRING` from its own secret store.
 """
 
 import os
@@ -25,10 +33,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from pydantic import SecretStr
 
 from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
+from smartrelease.files import read_private, write_private
 from smartrelease.redact import mask, remember
 from tasks.http import answers, http_client
 
@@ -36,6 +46,7 @@ LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 SLOT_WAIT_S = 2
 START_TIMEOUT_S = 180
 DB_ROLE = DB_NAME = "prefect"
+AUTH_USER = "smartrelease"
 
 
 class ServerError(ConfigError):
@@ -82,6 +93,14 @@ class ServerSettings:
     def password_file(self) -> Path:
         return self.state_dir / "database-password"
 
+    @property
+    def auth_file(self) -> Path:  # `user:password`, Prefect's auth string
+        return self.state_dir / "api-auth"
+
+    @property
+    def ui_origin(self) -> str:
+        return self.ui_url
+
 
 def _database_url_from_env() -> SecretStr | None:
     url = os.environ.get("SMARTRELEASE_SERVER_DATABASE_URL")
@@ -94,7 +113,54 @@ def _database_url_from_env() -> SecretStr | None:
     return SecretStr(url)
 
 
-def server_environment(s: ServerSettings, database_url: str) -> dict[str, str]:
+def auth_string(s: ServerSettings) -> str | None:
+    """The server's credentials, when it has some (`server up` made them)."""
+    text = read_private(s.auth_file)
+    if text is None:
+        return None
+    remember([text, text.split(":", 1)[-1]])
+    return text
+
+
+def ensure_auth(s: ServerSettings) -> str:
+    """The server's credentials, made (0600) on first use."""
+    if (existing := auth_string(s)) is not None:
+        return existing
+    write_private(s.auth_file, f"{AUTH_USER}:{secrets.token_urlsafe(24)}")
+    return auth_string(s) or ""
+
+
+def client_environment(s: ServerSettings) -> dict[str, str]:
+    """What a client of this server (the CLI, a worker, a test) needs in its environment."""
+    env = {"PREFECT_API_URL": s.api_url}
+    if (auth := auth_string(s)) is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth
+    return env
+
+
+def client_settings(s: ServerSettings) -> dict:
+    """The same, as Prefect settings for `temporary_settings` (this process's client)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    env = client_environment(s)
+    return {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}
+
+
+def use_local_credentials(environ=os.environ) -> None:
+    """A client on the server's own host: when PREFECT_API_URL names the server of
+    SMARTRELEASE_SERVER_DIR and no credentials are given, that server's are used.
+    (Before Prefect is imported: its settings are read from the environment once.)"""
+    if environ.get("PREFECT_API_AUTH_STRING") or not environ.get("PREFECT_API_URL"):
+        return
+    try:
+        s = ServerSettings(database_url=None)
+    except ConfigError:
+        return
+    if environ["PREFECT_API_URL"].rstrip("/") == s.api_url and (auth := auth_string(s)) is not None:
+        environ["PREFECT_API_AUTH_STRING"] = auth
+
+
+def server_environment(s: ServerSettings, database_url: str, auth: str) -> dict[str, str]:
     """The variables `prefect server start` runs with (on top of this process's)."""
     return {
         "PREFECT_HOME": str(s.home),
@@ -106,6 +172,10 @@ def server_environment(s: ServerSettings, database_url: str) -> dict[str, str]:
         # Expired leases (a killed holder's) are looked for every 5 s, not 15.
         "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
         "PREFECT_UI_API_URL": s.api_url,
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+        # A page of another origin open in an operator's browser may not call the API.
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": s.ui_origin,
     }
 
 
@@ -133,10 +203,9 @@ def _local_database_url(s: ServerSettings) -> str:
     cluster = _local_cluster(s)
     cluster.init()
     cluster.start()
-    if not s.password_file.is_file():
-        s.password_file.touch(mode=0o600)
-        s.password_file.write_text(secrets.token_urlsafe(24))
-    password = s.password_file.read_text().strip()
+    if read_private(s.password_file) is None:
+        write_private(s.password_file, secrets.token_urlsafe(24))
+    password = read_private(s.password_file) or ""
     remember([password])
     cluster.ensure_app_database(DB_ROLE, password, DB_NAME)
     return f"postgresql+asyncpg://{DB_ROLE}:{password}@127.0.0.1:{s.pg_port}/{DB_NAME}"
@@ -151,8 +220,9 @@ def up(s: ServerSettings | None = None) -> str:
     s.state_dir.chmod(0o700)
     s.home.mkdir(exist_ok=True)
     url = s.database_url.get_secret_value() if s.database_url else _local_database_url(s)
-    env = {**os.environ, **server_environment(s, url)}
-    env.pop("PREFECT_API_URL", None)  # the server is not a client of another one
+    env = {**os.environ, **server_environment(s, url, ensure_auth(s))}
+    for client_only in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):  # the server is not a client of another one
+        env.pop(client_only, None)
     process = _process(s)
     proc = process.start(server_argv(s), env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -188,11 +258,12 @@ def status(s: ServerSettings | None = None) -> tuple[bool, str]:
     s = s or ServerSettings()
     if not answering(s):
         return False, f"Prefect server down (expected at {s.api_url})"
-    with http_client(s.api_url, timeout_s=5) as client:
+    user, _, password = (auth_string(s) or ":").partition(":")
+    with http_client(s.api_url, timeout_s=5, auth=httpx.BasicAuth(user, password) if password else None) as client:
         version = client.get("/admin/version").json()
     pid = _process(s).pid()
     return True, (f"Prefect server {version} up at {s.ui_url}" + (f", pid {pid}" if pid else ", not started by us")
-                  + f"; clients use PREFECT_API_URL={s.api_url}")
+                  + f"; clients use PREFECT_API_URL={s.api_url} and PREFECT_API_AUTH_STRING from {s.auth_file}")
 
 
 def destroy_database(s: ServerSettings) -> None:

@@ -42,10 +42,11 @@ def promote(environment: str, from_tag: str, version: str | None = None, force_r
     digests in the source environment it refuses, unless `force_reason` says why.
     `wait`: when another run is changing `environment`, wait for it (else fail at once)."""
     check_placement(environment)
-    env = load_environment(environment)
     check_dev_tag(from_tag, "from_tag")
-    version, _ = release_inputs(env, version, None)
+    release_inputs(load_environment(environment), version, None)  # bad input: refused before any wait
     with flow_lock(environment, "promote", wait) as lock_step:
+        env = load_environment(environment)  # read again: what was saved while this run waited holds for it
+        version, _ = release_inputs(env, version, None)
         return promote_locked(env, from_tag, version, force_reason, lock_step)
 
 

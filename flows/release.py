@@ -187,9 +187,11 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `stop_first`: stop the old containers before the new ones start (a release that
     cannot run beside the old version), at the cost of downtime; else a cutover."""
     check_placement(environment)
-    env = load_environment(environment)
-    version, digests = release_inputs(env, version, digests, db_strategy)
+    release_inputs(load_environment(environment), version, digests, db_strategy)  # bad input: refused before any wait
     with flow_lock(environment, "release", wait) as lock_step:
+        # Read again: what was saved while this run waited (a `guard off`) holds for it.
+        env = load_environment(environment)
+        version, digests = release_inputs(env, version, digests, db_strategy)
         return release_locked(env, version, digests, db_strategy, lock_step, stop_first)
 
 
@@ -224,6 +226,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
             steps.add(answer.result)
         backup = steps.run("backup", release_backup_task, env, version, plan.pending)
         facts.backup = backup.name if backup.taken_now else None
+        facts.backup_sha256 = backup.sha256 if backup.taken_now else None
         if rollback_plan.backup_to_take:  # the plan now names the backup a rollback would restore
             rollback_plan = rollback_plan.model_copy(update={"backup": backup, "backup_to_take": False})
             publish_plan(rollback_plan)

@@ -19,8 +19,9 @@ import sys
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import temporary_settings
 
+from deployments import server
 from deployments.approve import answer
 from deployments.trigger import follow, succeeded, trigger
 from sandbox import manager
@@ -118,7 +119,7 @@ def open_accounts(s: manager.Settings, names: list[str]) -> None:
 
 def main() -> int:
     s = fresh_sandbox()
-    with temporary_settings(updates={PREFECT_API_URL: s.plane().server.api_url}):
+    with temporary_settings(updates=server.client_settings(s.plane().server)):
         return releases(s)
 
 

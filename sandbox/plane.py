@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import temporary_settings
 
 from deployments import server
 from deployments.apply import apply, worker_command
@@ -64,8 +64,8 @@ def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> l
 
     said = [server.up(plane.server)]
     api = plane.server.api_url
-    os.environ["PREFECT_API_URL"] = api  # `prefect deploy` and the workers are child processes
-    with temporary_settings(updates={PREFECT_API_URL: api}):
+    os.environ.update(server.client_environment(plane.server))  # `prefect deploy` and the workers are child processes
+    with temporary_settings(updates=server.client_settings(plane.server)):
         for name, env_file in env_files.items():
             import_env_file(env_file, name)
         said.append(apply(list(env_files)))
@@ -73,7 +73,8 @@ def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> l
             said.append(pause_schedules(list(env_files)))
         for name in env_files:
             said.append(start_worker(plane, name))
-    said.append(f"Prefect UI at {plane.server.ui_url}; for the CLI: export PREFECT_API_URL={api}")
+    said.append(f"Prefect UI at {plane.server.ui_url} (log in with the contents of {plane.server.auth_file}); "
+                f"for the CLI: export PREFECT_API_URL={api} SMARTRELEASE_SERVER_DIR={plane.server.state_dir}")
     return said
 
 

@@ -483,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_exit_notices()
     try:
         args = _parser().parse_args(argv)
+        from deployments.server import use_local_credentials
+
+        use_local_credentials()  # before Prefect reads its settings
         if getattr(args, "env_file", None) is not None:  # refused before seconds of importing Prefect
             from smartrelease.refs import check_env_file
 
@@ -492,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smartrelease: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:
+        if getattr(getattr(exc, "response", None), "status_code", None) == 401:
+            print(f"smartrelease: the Prefect server at {os.environ.get('PREFECT_API_URL')} refused this client's "
+                  "credentials (401): set PREFECT_API_AUTH_STRING to the server's (on its host, "
+                  "SMARTRELEASE_SERVER_DIR/api-auth)", file=sys.stderr)
+            return EXIT_CONFIG
         # A bug or an unforeseen failure: one masked line; the traceback on request.
         if os.environ.get("SMARTRELEASE_TRACEBACK"):
             raise

@@ -47,3 +47,32 @@ def write_private(path: Path, text: str) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def read_private(path: Path) -> str | None:
+    """What a private file (credentials) holds, stripped; None when it does not exist.
+    A link in its place, or a file others may read or write, is a ConfigError: its
+    content may not be what this tool wrote, or no longer a secret."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc} (a link in its place? remove it)") from None
+    with os.fdopen(fd) as f:
+        if stat.S_IMODE(os.fstat(f.fileno()).st_mode) & 0o077:
+            raise ConfigError(f"{path} may be read or written by other users: chmod 600 it, or remove it to "
+                              "have new credentials made")
+        return f.read().strip()
+
+
+def create_new(path: Path, mode: int = 0o600) -> int:
+    """A new file at `path`, opened for writing (a file descriptor): whatever was there
+    (a partial file a killed run left, or a link someone planted to make this tool
+    truncate what it points to) is removed first, never written through. Someone
+    who plants again in between makes it fail (O_EXCL), not write elsewhere."""
+    try:
+        os.unlink(path)  # a link itself, not its target
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)

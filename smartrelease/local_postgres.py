@@ -5,12 +5,18 @@ database when `smartrelease server up` is given no database URL.
 initdb refuses to run as root, so as root the server runs as the `postgres` system
 user, which must reach its data, socket and WAL archive directories: `server_dir`
 says where that holds.
+
+No login is trusted, not even a local one: the superuser has a password (in the
+cluster's directory, 0600, the creator's), and the socket directory is the server's
+own (0700). Another user of this host would otherwise get a superuser of a database
+holding Prefect's blocks, and with `COPY … TO PROGRAM` a shell as the server's user.
 """
 
 import functools
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import time
@@ -20,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from smartrelease.process import Command, run
+from smartrelease.redact import remember
 
 PG_BIN = Path(os.environ.get("SMARTRELEASE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"
@@ -79,6 +86,13 @@ def archive_current_segment(conn: psycopg.Connection, timeout_s: float = 30) -> 
     raise TimeoutError(f"WAL segment {segment} was not archived within {timeout_s} s")
 
 
+def _create_private(path: Path, text: str) -> None:
+    """A new file (0600) holding `text`; never through a link planted in its place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 class Cluster:
     def __init__(self, root: Path, port: int, wal_archive_dir: Path | None = None):
         self.root = Path(root).resolve()
@@ -87,6 +101,7 @@ class Cluster:
         self.socket_dir = self.root / "run"
         self.wal_archive_dir = Path(wal_archive_dir).resolve() if wal_archive_dir else None
         self.log = self.root / "postgres.log"
+        self.password_file = self.root / "superuser-password"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """A server program (initdb, pg_ctl) as the server's user; CommandFailed names the cause."""
@@ -105,11 +120,23 @@ class Cluster:
         for d in (self.root, self.socket_dir):
             d.mkdir(parents=True, exist_ok=True)
             _chown(d)
-        self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")
+        self.socket_dir.chmod(0o700)
+        password = secrets.token_urlsafe(24)
+        self.password_file.unlink(missing_ok=True)  # (an init that failed before)
+        _create_private(self.password_file, password)  # ours (root's as root): the server's user cannot read it
+        pwfile = self.root / f".initdb-pw-{os.getpid()}"
+        _create_private(pwfile, password)  # initdb reads it as the server's user, then it goes
+        _chown(pwfile)
+        try:
+            self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--pwfile", str(pwfile),
+                      "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8")
+        finally:
+            pwfile.unlink(missing_ok=True)
         conf = [
             f"listen_addresses = '127.0.0.1{', ' + listen if listen else ''}'",
             f"port = {self.port}",
             f"unix_socket_directories = '{self.socket_dir}'",
+            "unix_socket_permissions = 0700",
             "wal_level = replica",
         ]
         if self.wal_archive_dir:
@@ -148,8 +175,20 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def superuser_password(self) -> str | None:
+        """None for a cluster made before local logins needed one (it trusts them)."""
+        try:
+            fd = os.open(self.password_file, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd) as f:
+            password = f.read().strip()
+        remember([password])
+        return password
+
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname, autocommit=True)
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname,
+                               password=self.superuser_password(), autocommit=True)
 
     def ensure_app_database(self, user: str, password: str, dbname: str) -> None:
         """Create (or reset the password of) the app's role and database. The role may
@@ -160,6 +199,21 @@ class Cluster:
             conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(user)))
+
+    def serve_tls(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """TLS on, with this certificate, and plain-text connections over TCP refused."""
+        for name, content in (("server.crt", cert_pem), ("server.key", key_pem)):
+            path = self.datadir / name
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            _chown(path)
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text("hostnossl all all all reject\n" + hba.read_text())
+        with self.admin() as conn:
+            conn.execute("ALTER SYSTEM SET ssl = on")
+            conn.execute("SELECT pg_reload_conf()")
 
     def switch_wal(self, timeout_s: float = 30) -> str:
         """Close the current WAL segment and wait until the archiver shipped it."""

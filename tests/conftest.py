@@ -42,7 +42,7 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, Flow
 from prefect.events.filters import EventAnyResourceFilter, EventFilter
 from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import temporary_settings
 
 from sandbox.identity import any_free_port as free_port  # noqa: F401 (the tests import it from here)
 from smartrelease.local_postgres import Cluster
@@ -171,14 +171,15 @@ def prefect_server(tmp_path_factory):
     settings = server.ServerSettings(state_dir=tmp_path_factory.mktemp("prefect-server"), host="127.0.0.1",
                                      port=free_port(), pg_port=free_port(), database_url=None)
     server.up(settings)
-    os.environ["PREFECT_API_URL"] = settings.api_url  # for the processes tests start
-    with temporary_settings({PREFECT_API_URL: settings.api_url}), \
+    os.environ.update(server.client_environment(settings))  # for the processes tests start
+    with temporary_settings(server.client_settings(settings)), \
             prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
         # (the global context too, as Prefect's own test harness does: threads start from it)
         try:
             yield settings
         finally:
-            os.environ.pop("PREFECT_API_URL", None)
+            for name in server.client_environment(settings):
+                os.environ.pop(name, None)
             server.down(settings)
             server.destroy_database(settings)
 

@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterName, FlowRunFilterState,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
 from deployments.approve import answer
 from flows.history import read_history
@@ -52,7 +52,8 @@ class Listener:
                 linked = re.search(r"/runs/flow-run/([0-9a-f-]{36})", json.dumps(body))
                 state = None
                 if linked:  # plain HTTP, bounded: the sending flow may run in this process
-                    run = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{linked.group(1)}", timeout=3)
+                    run = httpx.get(f"{PREFECT_API_URL.value()}/flow_runs/{linked.group(1)}", timeout=3,
+                                    auth=tuple(str(PREFECT_API_AUTH_STRING.value()).split(":", 1)))
                     state = run.json()["state"]["type"]
                 received.append({"json": body, "token": self.headers.get("X-Token"), "run_state": state})
                 self.send_response(204)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import temporary_settings
 
 from blocks import import_env_file
 from deployments import server
@@ -250,7 +250,7 @@ print("released", flush=True)
 @contextmanager
 def on_server(settings):
     """This process (its threads too) as a client of `settings`' server."""
-    with temporary_settings({PREFECT_API_URL: settings.api_url}), \
+    with temporary_settings(server.client_settings(settings)), \
             prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
         yield
 
@@ -268,7 +268,7 @@ def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(t
             import_env_file(write_env("restarted"), "restarted")
         proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "restarted"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                env={**os.environ, "PREFECT_API_URL": settings.api_url})
+                                env={**os.environ, **server.client_environment(settings)})
         assert proc.stdout.readline().strip() == "held"
 
         server.down(settings, keep_database=True)
@@ -291,3 +291,39 @@ def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(t
             proc.kill()
         server.down(settings)
         server.destroy_database(settings)
+
+
+def test_a_release_that_waited_for_the_lock_runs_with_the_settings_saved_meanwhile(write_env):
+    """Issue 31: a release read its blocks, then waited for the lock; a setting saved
+    while it waited (here approval required, as a `guard off` would be) was ignored."""
+    import logging
+
+    from blocks import ReleaseTarget
+    from flows.release import release
+    from smartrelease.report import Report
+
+    import_env_file(write_env("waited", RELEASE_APPROVAL="none"), "waited")
+    waiting = threading.Event()
+
+    class Told(logging.Handler):
+        def emit(self, record):
+            if "waiting for waited" in record.getMessage():
+                waiting.set()
+
+    told, ended = Told(), {}
+    logging.getLogger("prefect.flow_runs").addHandler(told)
+    try:
+        with environment_lock("waited", me("a holder")):
+            worker = threading.Thread(target=lambda: ended.update(
+                state=release("waited", version="1.0.0", return_state=True)))
+            worker.start()
+            assert waiting.wait(timeout=120), "the release never waited for the lock"
+            target = ReleaseTarget.load("waited")
+            target.approval = "required"
+            target.save("waited", overwrite=True)
+        worker.join(timeout=300)
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(told)
+    report = ended["state"].result(raise_on_failure=False)
+    assert isinstance(report, Report), report
+    assert "approval" in [r.name for r in report.results], [r.name for r in report.results]

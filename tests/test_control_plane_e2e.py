@@ -237,6 +237,22 @@ def test_a_run_of_one_environments_deployment_refuses_another_environment(plane)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def log_in(page, ui: str, *, wrong_first: bool = False) -> None:
+    """The UI asks for the server's credentials (its login page) before showing
+    anything, turns down wrong ones, and lets the holder of the right ones in."""
+    page.goto(ui, wait_until="networkidle")
+    field = page.get_by_placeholder("admin:pass")
+    field.wait_for()
+    if wrong_first:
+        field.fill("smartrelease:guessed")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_text("Invalid credentials").wait_for()
+        field = page.get_by_placeholder("admin:pass")
+    field.fill(os.environ["PREFECT_API_AUTH_STRING"])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text("Dashboard").first.wait_for()
+
+
 def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path):
     """The Prefect UI in headless Chromium: a custom run of release/<env> with a version
     typed into the form (built from the flow's parameters) runs on the environment's
@@ -272,6 +288,7 @@ def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_paramet
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
+            log_in(page, ui, wrong_first=True)
             page.goto(f"{ui}/deployments/deployment/{release_id}", wait_until="networkidle")
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
@@ -355,6 +372,7 @@ def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_ve
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             try:
+                log_in(page, ui)
                 page.goto(f"{ui}/runs/flow-run/{started['flow_run_id']}", wait_until="networkidle")
                 resume = page.get_by_role("button", name="Resume").first
                 try:
