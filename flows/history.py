@@ -30,6 +30,7 @@ PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
 
 HISTORY_LIMIT = 200  # rows shown in the UI's table; the history itself keeps every row
 PAGE = 200
+ROW_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def history_key(environment: str) -> str:
@@ -37,9 +38,10 @@ def history_key(environment: str) -> str:
     return f"release-history-{environment}"
 
 
-def row_key(environment: str) -> str:
-    """A new row's own artifact."""
-    return f"history-{environment}-r{uuid.uuid4().hex}"
+def row_key(environment: str, row_id: str = "") -> str:
+    """A row's own artifact, named after its row_id: a row published twice (a journal
+    entry replayed after a publish that failed half-way) is found, not written again."""
+    return f"history-{environment}-r{row_id if ROW_ID.fullmatch(row_id) else uuid.uuid4().hex}"
 
 
 def _row_artifacts(environment: str) -> list:
@@ -177,6 +179,9 @@ def history_row(report: Report, images: dict[str, str], flow_run_name: str, flow
         "git_sha": facts.git_sha or "",
         "migrations": ", ".join(facts.migrations_applied),
         "backup": facts.backup or "",
+        # The backup's SHA-256 as taken: a restore checks the file against this, not
+        # only against the checksum file beside it, which anyone who can write there can forge.
+        "backup_sha256": facts.backup_sha256 or "",
         # Applied by this run and undone by its rollback: a drill of the safety backup
         # taken in between finds them in it.
         "migrations_undone": ", ".join(facts.rollback.migrations_undone) if facts.rollback else "",
@@ -207,9 +212,12 @@ def event_row(version: str, result: str, flow_run_name: str = "", flow_run_id: s
 
 
 def append_row(environment: str, row: dict) -> None:
-    """Store `row` as an artifact of its own, then publish the UI's table again."""
-    create_table_artifact(key=row_key(environment), table=[row],
-                          description=f"A row of {environment}'s release history: {row['result']}")
+    """Store `row` as an artifact of its own (once: a row already stored is not stored
+    again), then publish the UI's table again."""
+    key = row_key(environment, str(row.get("row_id", "")))
+    if Artifact.get(key) is None:
+        create_table_artifact(key=key, table=[row],
+                              description=f"A row of {environment}'s release history: {row['result']}")
     rows = load_history(environment).raw  # this row included
     # Rows from before row artifacts live only in this table: they stay in it.
     legacy = [r for r in rows if not (isinstance(r, dict) and r.get("row_id"))]

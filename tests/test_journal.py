@@ -225,3 +225,26 @@ def test_a_reader_of_the_history_while_a_run_publishes_does_not_publish_its_entr
     assert journal.publish_run(entry("journal-race", "8.0.0")) is None
     assert replayed == [] and journal.kept("journal-race") == []
     assert [r["version"] for r in load_history("journal-race").rows] == ["8.0.0"]
+
+
+def test_a_row_published_again_after_a_publish_that_failed_half_way_is_stored_once():
+    """Issue 31: the row was stored, then the report's publication failed; the entry
+    stayed in the journal, and its replay stored the row a second time: two "released"
+    rows, and a rollback without --to aimed at the version already running."""
+    kept_entry = entry("journal-twice", "5.0.0")
+    journal._publish(kept_entry)  # the first try got this far
+    journal._publish(journal.late(kept_entry, "earlier"))  # the replay
+    assert [r["version"] for r in load_history("journal-twice").rows] == ["5.0.0"]
+
+
+def test_a_writer_killed_before_its_rename_leaves_a_hidden_file_that_no_reader_trips_on(server_at):
+    """A `.NNN-id.json` left by a killed writer: `*.json` matches it, and every
+    rollback, verify and drill on the host failed on `int()` of its name."""
+    away, back = server_at
+    with away():
+        journal.publish_run(entry("journal-killed", "6.0.0"))
+        [path] = journal.kept("journal-killed")
+    (path.parent / ("." + path.name.replace("json", "x.json"))).write_text("{half")
+    with back():
+        assert [r["version"] for r in read_history("journal-killed")] == ["6.0.0"]
+        assert journal.written_since("journal-killed", 0) is None and journal.kept("journal-killed") == []
