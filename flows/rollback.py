@@ -158,7 +158,7 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
             steps.run(prefix + "undo-migrations", undo_migrations_task, env, inputs.undo_image, inputs.to_undo)
             facts.migrations_undone, facts.migrations_left = inputs.to_undo, []
         if "restore-database" in names:
-            steps.run(prefix + "restore-database", restore_database_task, env, inputs.backup.path)
+            steps.run(prefix + "restore-database", restore_database_task, env, inputs.backup.path, inputs.backup.sha256)
             facts.backup, facts.migrations_left = inputs.backup.name, []
             taken = datetime.fromtimestamp(inputs.backup.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             facts.warnings.append(f"the database was restored from {inputs.backup.name}, taken {taken}: "
@@ -202,8 +202,9 @@ def rollback(environment: str, to_version: str | None = None, db_strategy: Strat
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
     check_placement(environment)
-    env = load_environment(environment)
+    load_environment(environment)  # blocks missing or invalid: refused before any wait
     with flow_lock(environment, "rollback", wait) as lock_step:
+        env = load_environment(environment)  # read again: what was saved while this run waited holds for it
         return rollback_locked(env, to_version, db_strategy, lock_step, stop_first)
 
 

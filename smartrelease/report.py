@@ -122,6 +122,7 @@ class ReleaseFacts(BaseModel):
     triggered_by: str = ""
     tool_version: str = ""
     backup: str | None = None  # the pre-release backup (file name in BACKUP_DIR)
+    backup_sha256: str | None = None  # its SHA-256 when it was taken: a restore checks the file against it
     rollback: RollbackFacts | None = None
     promotion: PromotionFacts | None = None
     approval: ApprovalFacts | None = None

@@ -20,7 +20,7 @@ def probe_writable(directory: Path) -> str | None:
         return f"{directory} is not a directory"
     probe = directory / f".smartrelease-probe-{uuid.uuid4().hex}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, b"smartrelease write probe\n")
             os.fsync(fd)

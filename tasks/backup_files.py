@@ -1,6 +1,8 @@
 """Finding and reading logical backups: whatever wrote them (the runbook's
 full-backup.sh writes pg_dump archives), a backup counts only if it reads whole."""
 
+import re
+import secrets
 import gzip
 import subprocess
 import threading
@@ -8,8 +10,9 @@ import zlib
 from pathlib import Path
 
 from smartrelease.errors import CommandFailed
+from smartrelease.files import create_new
 from smartrelease.process import Command, Deadline, failure, run, start
-from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGIC, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
+from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
 from tasks.pg_client import HostTools, PgTools
 
 PG_RESTORE = "pg_restore"
@@ -58,7 +61,7 @@ def dump_format(path: Path) -> str:
         return "directory"
     with path.open("rb") as f:
         head = f.read(512)
-    if head.startswith(MAGIC):
+    if head.startswith(MAGICS):
         return "encrypted"
     if head.startswith(b"PGDMP"):
         return "custom"
@@ -195,12 +198,44 @@ def restore_into(path: Path, passphrase: str | None, tools: PgTools, timeout_s: 
         return fmt
     elif fmt in ("custom", "tar"):
         chunks, program = _file_chunks(path), PG_RESTORE
-    else:  # plain SQL, perhaps gzipped: psql runs it
-        chunks, program = (_gunzipped(path) if fmt == "gzip" else _file_chunks(path)), "psql"
+    else:  # plain SQL, perhaps gzipped: psql runs it, its meta-commands refused
+        chunks, program = restricted(_gunzipped(path) if fmt == "gzip" else _file_chunks(path)), "psql"
     args = RESTORE_ARGS if program == PG_RESTORE else ("-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
                                                        "-f", "-")
     _pipe_into(tools.command(program, *args, timeout_s=timeout_s), chunks, timeout_s, RestoreFailed, "the restore")
     return {"encrypted": "custom, encrypted", "gzip": "plain SQL, gzip", "plain": "plain SQL"}.get(fmt, fmt)
+
+
+_PG_DUMP_RESTRICT = re.compile(rb"\\(?:un)?restrict ([A-Za-z0-9]+)\r?")
+
+
+def restricted(chunks, key: str | None = None):
+    """A plain SQL script as psql may run it from a backup directory anyone with write
+    access there could have filled: behind `\\restrict <key>` (psql 15.14 and later),
+    a key the script cannot know, so every meta-command in it is refused: `\\!` would
+    run a shell on this host, `\\c` reach the live database. pg_dump's own `\\restrict`
+    line and the `\\unrestrict` with its key are dropped (they would fail, as nested).
+    An older psql refuses the first line, and the restore fails, named, having run nothing."""
+    key = key or secrets.token_hex(16)
+    yield f"\\restrict {key}\n".encode()
+    pending, dumps_key = b"", None
+
+    def kept(line: bytes) -> bool:
+        nonlocal dumps_key
+        found = _PG_DUMP_RESTRICT.fullmatch(line)
+        if found is None:
+            return True
+        if dumps_key is None and line.startswith(b"\\restrict"):
+            dumps_key = found.group(1)
+            return False
+        return found.group(1) != dumps_key or not line.startswith(b"\\unrestrict")
+
+    for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        yield b"".join(line + b"\n" for line in lines if kept(line))
+    if pending and kept(pending):
+        yield pending
 
 
 def _file_chunks(path: Path):
@@ -270,7 +305,7 @@ def dump_database(tools: PgTools, target: Path, timeout_s: float = BACKUP_TIMEOU
     partial = target.with_name(f".{target.name}.partial")
     command = tools.command("pg_dump", "--format=custom", timeout_s=timeout_s)
     try:
-        with partial.open("wb") as out:
+        with open(create_new(partial), "wb") as out:
             proc = start(command, stdout=out, stderr=subprocess.PIPE)
             with Deadline(timeout_s, proc) as deadline:
                 _, err = proc.communicate()

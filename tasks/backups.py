@@ -17,6 +17,7 @@ from pathlib import Path
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
+from smartrelease.files import create_new
 from tasks.backup_crypto import recorded_checksum, sha256_file
 from tasks.backup_files import BackupUnreadable, backup_size, dump_format, newest_backup, read_whole
 from tasks.pg_client import pg_tools
@@ -64,7 +65,8 @@ def remember_verified(path: Path, fmt: str, sha256: str) -> None:
         directory = cache_dir()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = directory / f".{MEMORY_FILE}.{os.getpid()}"
-        partial.write_text(json.dumps(recent))
+        with open(create_new(partial), "w") as f:
+            f.write(json.dumps(recent))
         partial.replace(directory / MEMORY_FILE)
     except OSError:
         pass

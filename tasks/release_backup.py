@@ -7,6 +7,7 @@ nothing to migrate relies on the newest backup, which must be fresh.
 """
 
 import errno
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +36,11 @@ class BackupRecord(Finding):
 
 
 def backup_name(environment: str, label: str, now: datetime | None = None) -> str:
+    """`label` is a version, and for a safety backup the running image's version label,
+    which whoever built the image chose: only letters, digits, `.`, `_` and `-` of it
+    are kept, so the name stays a file of BACKUP_DIR."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", label)[:64].lstrip(".") or "unknown"
     return f"{environment}-{label}-{stamp}.dump.enc"
 
 

@@ -60,16 +60,22 @@ END $$;
 """
 
 
-def restore_database(env: Environment, backup_path: str) -> Finding:
+def restore_database(env: Environment, backup_path: str, sha256: str | None) -> Finding:
+    """Restore the backup at `backup_path`, whose SHA-256 when it was taken is `sha256`
+    (the plan's or the history's record; None only for a backup recorded before
+    digests were: then its checksum file alone is what it is checked against)."""
     path = Path(backup_path)
     if not path.is_file():
         raise StepFailed(STEP, f"backup {path} does not exist: nothing was restored")
     if not env.app.backup_passphrase:
         raise StepFailed(STEP, "BACKUP_PASSPHRASE is not set: the backup cannot be decrypted; nothing was restored")
     try:
-        verify_checksum(path)
+        actual = verify_checksum(path)
     except BackupIntegrityError as exc:
         raise StepFailed(STEP, f"{exc}; the database was not touched") from None
+    if sha256 is not None and actual != sha256:
+        raise StepFailed(STEP, f"{path.name} is not the backup that was recorded (SHA-256 {actual[:12]}…, recorded "
+                               f"{sha256[:12]}… when it was taken): replaced since; the database was not touched")
     tools = pg_tools(env, STEP)
     timeout_s = env.target.backup_timeout_s
     psql_command = tools.command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", timeout_s=timeout_s)

@@ -198,31 +198,39 @@ def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str |
     return f"{repository}@{digest}" if digest else None
 
 
-def backup_after(history: list[dict], target: dict) -> str | None:
+def backup_after(history: list[dict], target: dict) -> dict | None:
     """The backup taken before the oldest schema change still in the database since
     the target: the first one recorded after the target's row by a release that
     passed, or by a failed one whose rollback left migrations applied or the schema
     changed. (A failed release that undid its migrations left nothing to restore.)"""
     later = history[next((i for i, r in enumerate(history) if r is target), len(history)) + 1:]
-    return next((r["backup"] for r in later
+    return next((r for r in later
                  if r.get("backup") and (r.get("result") == RELEASED or r.get("migrations_left") or r.get("schema_left"))),
                 None)
 
 
 def _recorded_backup(env: Environment, history: list[dict], target: dict) -> BackupRecord:
     """The backup taken before the first release after the target, checked and read whole now."""
-    name = backup_after(history, target)
-    if not name:
+    row = backup_after(history, target)
+    if not row:
         raise StepFailed(STEP, f"the history records no pre-release backup after {target.get('version')}; nothing was changed")
+    name, recorded = str(row["backup"]), str(row.get("backup_sha256") or "") or None
+    if name != Path(name).name or name.startswith(".") or "\\" in name:
+        raise StepFailed(STEP, f"the history's backup name {name[:80]!r} is not a file name in BACKUP_DIR (edited?); "
+                               "nothing was changed")
     path = Path(env.app.backup_dir or "") / name
     if not path.is_file():
         raise StepFailed(STEP, f"backup {name} is not in BACKUP_DIR; nothing was changed")
+    actual = sha256_file(path)
+    if recorded and actual != recorded:
+        raise StepFailed(STEP, f"backup {name} is not the one the history recorded (SHA-256 {actual[:12]}…, recorded "
+                               f"{recorded[:12]}… when it was taken): replaced since; nothing was changed")
     try:
         read_whole(path, env.app.backup_passphrase.get_secret_value() if env.app.backup_passphrase else None,
                    env.target.backup_timeout_s, pg_tools(env, STEP, server=False))
     except BackupUnreadable as exc:
         raise StepFailed(STEP, f"backup {name} refused before any restore: {exc}") from None
-    return BackupRecord(detail=name, name=name, path=str(path), sha256=sha256_file(path),
+    return BackupRecord(detail=name, name=name, path=str(path), sha256=recorded or actual,
                         taken_at=path.stat().st_mtime, taken_now=False)
 
 

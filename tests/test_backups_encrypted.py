@@ -15,7 +15,7 @@ from blocks.release_target import ReleaseTarget
 from smartrelease.local_postgres import Cluster
 from smartrelease.errors import StepFailed
 from tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
-from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
+from tasks.backup_files import BackupError, BackupUnreadable, dump_database, dump_database_encrypted, read_whole
 from tasks.backups import check_backups
 from tasks.restore import restore_database
 from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER, host_tools
@@ -130,31 +130,36 @@ def test_restore_makes_the_database_equal_the_backup_in_one_transaction(own_pg, 
         conn.execute("INSERT INTO accounts (name) VALUES ('kept'), ('also kept')")
     at_backup = _database(own_pg)
     path = encrypted_backup(own_pg, tmp_path)
+    recorded = sha256_file(path)  # as the plan and the history record it when it is taken
     with psycopg.connect(own_pg.dsn(DB_USER, DB_PASSWORD, DB_NAME), autocommit=True) as conn:
         conn.execute("CREATE TABLE ledgers (id INT)")  # a newer migration's table
         conn.execute("ALTER TABLE accounts ADD COLUMN code TEXT")
         conn.execute("INSERT INTO accounts (name) VALUES ('written later')")
     changed = _database(own_pg)
 
-    # Altered, with its checksum forged to match: the tag fails before the last chunk
-    # reaches pg_restore, psql is killed before COMMIT, and nothing changes.
+    # Altered, with its checksum file forged to match: refused by the digest recorded
+    # when it was taken, before anything reads it.
     good = path.read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x01
     path.write_bytes(bytes(bad))
     (tmp_path / (path.name + ".sha256")).write_text(f"{sha256_file(path)}  {path.name}\n")
+    with pytest.raises(StepFailed, match="is not the backup that was recorded.*the database was not touched"):
+        restore_database(_app_env(own_pg), str(path), recorded)
+    # A backup recorded before digests were (None): the GCM tag fails before the last
+    # chunk reaches pg_restore, psql is killed before COMMIT, and nothing changes.
     with pytest.raises(StepFailed, match="fails authentication.*the database was not touched"):
-        restore_database(_app_env(own_pg), str(path))
+        restore_database(_app_env(own_pg), str(path), None)
     assert _database(own_pg) == changed
 
     path.write_bytes(good)
     (tmp_path / (path.name + ".sha256")).write_text(f"{sha256_file(path)}  {path.name}\n")
-    assert "one transaction" in restore_database(_app_env(own_pg), str(path)).detail
+    assert "one transaction" in restore_database(_app_env(own_pg), str(path), recorded).detail
     assert _database(own_pg) == at_backup  # the later table, column and row are gone
 
 
 def test_a_backup_read_back_derives_its_key_once_and_a_wrong_passphrase_still_fails(tmp_path, monkeypatch):
-    """scrypt costs about 100 ms of CPU by design (a stolen backup's passphrase is slow
+    """scrypt costs about 0.25 s of CPU by design (a stolen backup's passphrase is slow
     to guess); a release writes a backup, reads it back whole and may restore it, in
     one process: the key of a (passphrase, salt) is derived once."""
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -172,3 +177,65 @@ def test_a_backup_read_back_derives_its_key_once_and_a_wrong_passphrase_still_fa
     with pytest.raises(BackupIntegrityError):
         b"".join(decrypt_stream(path, BACKUP_PASSPHRASE + "x"))
     assert len(derived) == 2  # another passphrase: its own key, which fails
+
+
+@pytest.mark.parametrize("planted", [".prod-1.0.0.dump.enc.partial", ".prod-1.0.0.dump.enc.sha256.partial"])
+def test_a_link_planted_in_backup_dir_is_replaced_not_written_through(pg, tmp_path, planted):
+    """Issue 31: the partial files were opened with O_CREAT|O_TRUNC (the checksum with
+    write_text): a link planted under their names made a root worker truncate and
+    overwrite whatever it pointed to."""
+    victim = tmp_path / "elsewhere" / "precious"
+    victim.parent.mkdir()
+    victim.write_text("must stay")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (backups / planted).symlink_to(victim)
+    path = encrypted_backup(pg, backups)
+    assert victim.read_text() == "must stay"
+    assert not path.is_symlink() and read_whole(path, BACKUP_PASSPHRASE) == "custom, encrypted"
+    assert not (backups / planted).exists()
+
+
+def test_a_plain_dump_does_not_write_through_a_planted_link_either(pg, tmp_path):
+    victim = tmp_path / "precious"
+    victim.write_text("must stay")
+    (tmp_path / ".nightly.dump.partial").symlink_to(victim)
+    dump_database(host_tools(pg), tmp_path / "nightly.dump")
+    assert victim.read_text() == "must stay" and (tmp_path / "nightly.dump").stat().st_size > 0
+
+
+def test_a_backups_label_from_an_image_stays_a_file_name_of_backup_dir():
+    """The safety backup's label is the running image's version label, unvalidated."""
+    from tasks.release_backup import backup_name
+
+    for label, kept in (("1.2.0", "1.2.0"), ("../../etc/cron.d/x", "_.._etc_cron.d_x"), ("..", "unknown"),
+                        ("a/b c", "a_b_c")):
+        name = backup_name("prod", label)
+        assert "/" not in name and name.startswith(f"prod-{kept}-"), (label, name)
+
+
+def test_new_backups_derive_their_key_at_owasps_scrypt_cost_and_old_ones_still_read(tmp_path):
+    """Issue 31: N was 2^15. New files record N=2^17, r=8, p=1 in their header; files
+    of the first format (no parameters: N=2^15) are still decrypted."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from tasks.backup_crypto import MAGIC_V1, BackupIntegrityError, encrypt_stream
+
+    new = tmp_path / "new.dump.enc"
+    encrypt_stream([b"rows\n"], new, BACKUP_PASSPHRASE)
+    assert new.read_bytes()[len(MAGIC):len(MAGIC) + 3] == bytes([17, 8, 1])
+
+    salt, nonce = os.urandom(16), os.urandom(12)  # the first format, as version 1 wrote it
+    key = Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(BACKUP_PASSPHRASE.encode())
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    old = tmp_path / "old.dump.enc"
+    old.write_bytes(MAGIC_V1 + salt + nonce + encryptor.update(b"old rows\n") + encryptor.finalize() + encryptor.tag)
+    assert b"".join(decrypt_stream(old, BACKUP_PASSPHRASE)) == b"old rows\n"
+
+    greedy = tmp_path / "greedy.dump.enc"  # a planted header asking for N=2^30 (128 GiB)
+    greedy.write_bytes(MAGIC + bytes([30, 8, 1]) + old.read_bytes()[len(MAGIC_V1):])
+    with pytest.raises(BackupIntegrityError, match="beyond"):
+        b"".join(decrypt_stream(greedy, BACKUP_PASSPHRASE))

@@ -190,3 +190,39 @@ def test_the_checksum_file_is_what_the_drill_checks(drilled):
     _, report = run_drill()
     detail = by_name(report)["backup"].detail
     assert detail.startswith("checksum: ") and "has no .sha256 file" in detail
+
+
+def _plain_dump(cluster, target: Path) -> bytes:
+    command = host_tools(cluster).command("pg_dump", "--format=plain", timeout_s=60)
+    dumped = subprocess.run(command.argv, env=dict(command.env), check=True, timeout=60, capture_output=True).stdout
+    target.write_bytes(dumped)
+    return dumped
+
+
+def test_a_plain_sql_dump_is_drilled_with_pg_dumps_own_restrict_lines(drilled):
+    cluster, _, newest = drilled
+    dumped = _plain_dump(cluster, newest.with_name("drill-nightly.sql"))
+    assert b"\\restrict " in dumped  # pg_dump 15.14 and later
+    state, report = run_drill()
+    assert state.is_completed(), report.markdown()
+    assert by_name(report)["restore"].detail.startswith("drill-nightly.sql restored into")
+    assert report.facts.drill.tables["public.accounts"] == 3
+
+
+@pytest.mark.parametrize("planted", ["\\! touch {marker}", "\\c {live}\nDROP TABLE accounts;",
+                                     "SELECT 1; \\! touch {marker}", "\\unrestrict {key}\n\\! touch {marker}"])
+def test_a_plain_sql_file_planted_in_the_backup_dir_runs_no_meta_command(drilled, tmp_path, planted):
+    """Issue 31: the drill fed any file in BACKUP_DIR to psql: `\\!` ran a shell on the
+    worker's host, `\\c` reached the live database. Now every meta-command is refused."""
+    cluster, _, newest = drilled
+    before, marker = live_state(cluster), tmp_path / "owned"
+    dumped = _plain_dump(cluster, tmp_path / "genuine.sql")
+    key = re.search(rb"\\restrict (\w+)", dumped).group(1).decode()
+    evil = planted.format(marker=marker, live=DB_NAME, key=key).encode()
+    head, _, tail = dumped.partition(b"SET statement_timeout")
+    newest.with_name("drill-nightly.sql").write_bytes(head + evil + b"\nSET statement_timeout" + tail)
+    state, report = run_drill()
+    restore = by_name(report)["restore"]
+    assert restore.status == Status.FAILED and "restrict" in restore.detail, restore.detail
+    assert not marker.exists()
+    assert live_state(cluster) == before and scratch_databases(cluster) == [] and state.is_failed()

@@ -52,7 +52,7 @@ def test_an_archive_too_new_for_pg_restore_leaves_the_database_as_it_was(shared_
         conn.execute("INSERT INTO ledgers (label) VALUES ('kept'), ('also kept')")
     env = parse_env_file(write_env(name="old-client", cluster=own_pg))
     with pytest.raises(StepFailed) as failed:
-        restore_database(env, backup.path)
+        restore_database(env, backup.path, backup.sha256)
     assert "pg_restore failed" in failed.value.reason and "unsupported version" in failed.value.reason
     assert "the transaction was rolled back, the database is as it was" in failed.value.reason
     with psycopg.connect(own_pg.dsn(DB_USER, DB_PASSWORD, DB_NAME)) as conn:

@@ -50,8 +50,8 @@ def test_the_backup_to_restore_is_the_first_one_whose_changes_are_still_there():
     history = [row("1.0.0"), row("1.1.0", "failed at wait-ready; rolled back to 1.0.0", backup="undone.enc"),
                row("1.2.0", "failed at wait-ready; rolled back to 1.0.0", backup="left.enc", left="m1"),
                row("1.3.0", backup="later.enc")]
-    assert backup_after(history, history[0]) == "left.enc"
-    assert backup_after(history, history[2]) == "later.enc"
+    assert backup_after(history, history[0])["backup"] == "left.enc"
+    assert backup_after(history, history[2])["backup"] == "later.enc"
     assert backup_after(history, history[3]) is None
 
 
@@ -163,3 +163,34 @@ def test_an_undo_is_refused_when_the_undo_command_would_revert_another_migration
     assert undo_out_of_order(["20240320-invoices.js", "20240210-email.js"], applied) is None  # newest first: exact
     assert undo_out_of_order([], applied) is None
     assert undo_out_of_order(["20240105-customers.js"], ["20240105-customers.js"]) is None
+
+
+def _with_backup_dir(directory) -> Environment:
+    return Environment(name="recorded", target=ReleaseTarget(), app=AppEnvironment(
+        database_url="postgresql://u:p@127.0.0.1:1/db", backup_dir=str(directory), backup_passphrase="p"))
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "sub/x.enc", ".hidden.enc"])
+def test_a_history_backup_name_that_is_not_a_bare_file_name_is_refused(tmp_path, name):
+    """Issue 31: the history's backup name was joined to BACKUP_DIR as it was."""
+    from tasks.rollback_inputs import _recorded_backup
+
+    history = [row("1.0.0"), row("1.1.0", backup=name)]
+    with pytest.raises(StepFailed, match="is not a file name in BACKUP_DIR"):
+        _recorded_backup(_with_backup_dir(tmp_path), history, history[0])
+
+
+def test_a_backup_replaced_since_the_history_recorded_it_is_refused_before_it_is_read(tmp_path):
+    """Issue 31: only the checksum file beside it was checked, which whoever replaced
+    the backup could write too."""
+    from tasks.backup_crypto import sha256_file
+    from tasks.rollback_inputs import _recorded_backup
+
+    backup = tmp_path / "prod-1.1.0.dump.enc"
+    backup.write_bytes(b"what was taken")
+    recorded = sha256_file(backup)
+    backup.write_bytes(b"what was planted")
+    (tmp_path / (backup.name + ".sha256")).write_text(f"{sha256_file(backup)}  {backup.name}\n")
+    history = [row("1.0.0"), {**row("1.1.0", backup=backup.name), "backup_sha256": recorded}]
+    with pytest.raises(StepFailed, match="is not the one the history recorded"):
+        _recorded_backup(_with_backup_dir(tmp_path), history, history[0])
