@@ -18,6 +18,8 @@ import functools
 import re
 from dataclasses import dataclass, field, replace
 
+from psycopg.conninfo import make_conninfo
+
 from blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import Command, run
@@ -37,8 +39,11 @@ def pg_environment(password: str | None) -> dict[str, str]:
     return env
 
 
-def _connection(db: DatabaseUrl, host: str, port: int) -> tuple[str, ...]:
-    return ("-h", host, "-p", str(port), "-d", db.dbname, *(("-U", db.user) if db.user else ()))
+def _connection(db: DatabaseUrl, host: str, port: int, params: bool = True) -> tuple[str, ...]:
+    """Where to connect, as arguments: the database as a connection string that keeps
+    DATABASE_URL's libpq parameters (sslmode, sslrootcert, …). Never the password."""
+    dbname = make_conninfo(dbname=db.dbname, **dict(db.params)) if params and db.params else db.dbname
+    return ("-h", host, "-p", str(port), "-d", dbname, *(("-U", db.user) if db.user else ()))
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class ServiceTools:
         return f"the {self.service} service's container"
 
     def command(self, program: str, *args: str, connect: bool = True, timeout_s: float) -> Command:
-        conn = _connection(self.db, "127.0.0.1", self.db.port) if connect else ()
+        # The container's own loopback: nothing crosses a network, and DATABASE_URL's
+        # TLS files are this host's, not the container's.
+        conn = _connection(self.db, "127.0.0.1", self.db.port, params=False) if connect else ()
         env = {"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT_S}
         if connect and self.db.password:
             env["PGPASSWORD"] = self.db.password_value()

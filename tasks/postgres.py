@@ -9,7 +9,7 @@ network, read from Docker Engine; else DATABASE_URL's own host and port.
 
 import time
 from dataclasses import dataclass, replace
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import docker
 import psycopg
@@ -33,6 +33,9 @@ class DatabaseUrl:
     user: str | None
     password: SecretStr | None
     seen_by_app: str | None = None  # host:port in DATABASE_URL, when this host reaches it elsewhere
+    # libpq's parameters from the URL's query (sslmode, sslrootcert, …): every client
+    # of this tool connects with them, or a database outside Compose is reached in clear.
+    params: tuple[tuple[str, str], ...] = ()
 
     def safe(self) -> str:
         user = f"{self.user}@" if self.user else ""
@@ -68,7 +71,35 @@ def parse_database_url(url: SecretStr | None, step: str) -> DatabaseUrl:
         dbname=dbname,
         user=unquote(parts.username) if parts.username else None,
         password=SecretStr(unquote(parts.password)) if parts.password else None,
+        params=libpq_params(parts.query, step),
     )
+
+
+# libpq's connection parameters a URL may carry; host, port, dbname, user and password
+# come from the URL itself, and these are set by the tool.
+TOOL_SET = {"host", "hostaddr", "port", "dbname", "user", "password", "connect_timeout", "application_name",
+            "options"}
+LIBPQ_PARAMS = {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "sslsni", "sslcompression",
+                "sslcertmode", "ssl_min_protocol_version", "ssl_max_protocol_version", "requiressl",
+                "channel_binding", "gssencmode", "require_auth", "target_session_attrs", "krbsrvname",
+                "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
+
+
+def libpq_params(query: str, step: str) -> tuple[tuple[str, str], ...]:
+    """The URL's query as libpq parameters. A driver's own spelling that libpq does not
+    know (node-postgres's `ssl=true`) is refused, named: ignored, it meant plain text."""
+    params = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in LIBPQ_PARAMS:
+            params.append((key, value))
+        elif key == "ssl":
+            raise StepFailed(step, "DATABASE_URL's ssl= is a driver's own setting; this tool's clients (libpq: "
+                                   "psycopg, pg_dump, psql) need sslmode: add sslmode=verify-full (with "
+                                   "sslrootcert=…) or sslmode=require")
+        elif key not in TOOL_SET:
+            raise StepFailed(step, f"DATABASE_URL has the parameter {key!r}, which libpq does not know: remove it "
+                                   f"(known: {', '.join(sorted(LIBPQ_PARAMS))})")
+    return tuple(params)
 
 
 def reachable_url(env, step: str) -> DatabaseUrl:
@@ -109,6 +140,7 @@ def connect_url(db: DatabaseUrl, step: str, timeout_s: float = CONNECT_TIMEOUT_S
             autocommit=True,
             application_name="smartrelease",
             options=f"-c statement_timeout={STATEMENT_TIMEOUT}",
+            **dict(db.params),
         )
     except psycopg.Error as exc:
         raise StepFailed(step, f"cannot connect to {db.safe()}: {_first_line(exc)}", transient=server_away(exc)) from None
