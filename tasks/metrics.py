@@ -6,6 +6,8 @@ The runbook calls metrics internal: RELEASE_METRICS_URL may name an internal URL
 (`http://backend:8080/metrics`), reached at the service container's address; by
 default it is /metrics on the public URL."""
 
+from urllib.parse import urlsplit
+
 import docker
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.http import client, http_client
+from tasks.http import client, http_client, is_loopback
 from tasks.images import engine
 from tasks.running import service_url
 from tasks.runbook_task import runbook_task
@@ -32,6 +34,11 @@ def _metrics_client(env: Environment) -> tuple[httpx.Client, str, str]:
         raise StepFailed(STEP, f"{url}: {exc}", transient=True) from None
     except docker.errors.DockerException as exc:
         raise StepFailed(STEP, f"cannot read {url}'s service address from Docker Engine: {exc}", transient=True) from None
+    parts = urlsplit(reached)
+    if reached == url and parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        raise StepFailed(STEP, f"RELEASE_METRICS_URL {url} is plain HTTP to a host that is not a service of Compose "
+                               f"project {env.target.compose_project}: the metrics credentials are not sent across a "
+                               "network in clear; use https://, or name a service of the project")
     return http_client("", ca_bundle=env.target.ca_bundle, timeout_s=5), reached, url
 
 

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tasks.http import is_loopback
+
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _REPOSITORY = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
 
@@ -61,8 +63,14 @@ class RegistryAuth(httpx.Auth):
 
     def _token(self, challenge: dict[str, str]):
         realm = challenge["realm"]
-        if urlsplit(realm).scheme not in ("http", "https"):
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https"):
             raise RegistryAuthError(f"token realm {realm!r} is not an http(s) URL")
+        if parts.scheme == "http" and self._basic is not None and not is_loopback(parts.hostname or ""):
+            # The registry names the realm: one answering over http, or a forged
+            # answer, would otherwise have the credentials sent across a network in clear.
+            raise RegistryAuthError(f"the token service {parts.scheme}://{parts.netloc} is plain HTTP on another "
+                                    "host: the registry credentials are not sent in clear (it must be https://)")
         params = {k: v for k, v in challenge.items() if k in ("service", "scope")}
         token_request = httpx.Request("GET", realm, params=params)
         if self._basic is not None:
