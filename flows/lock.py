@@ -10,11 +10,20 @@ its lease runs out (`LEASE_S`, the server's minimum) instead of wedging it.
 The limit is created when the environment's blocks are saved. Prefect does not
 tell a client who holds a slot, so the holder writes its name to a Prefect variable
 (`smartrelease-lock-<env>`) for the runs waiting behind it to report.
+
+A lease can run out under a holder that still runs: the server away for 15–60 s
+around a renewal, and Prefect stops renewing for good. The slot is then free, but
+the lock is not: the holder writes a heartbeat into its variable every HEARTBEAT_S
+seconds, and a run that gets the slot while the variable still names a run that has
+not ended watches it for ALIVE_WINDOW_S first. A heartbeat in that time means the
+holder is alive: the slot is let go and the run waits on. The holder, finding the
+slot free at a heartbeat, takes it again.
 """
 
 import getpass
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,6 +45,11 @@ from smartrelease.report import Status, StepResult
 LEASE_S = 60  # the server's minimum; renewed every 15 s by Prefect while held
 WAIT_TIMEOUT_S = 3600  # a run waits at most this long for the environment
 POLL_S = 1  # how often a waiting run asks again for the slot, and says whom it waits for
+HEARTBEAT_S = 5  # how often a holder says it is alive (and finds a lost slot to take again)
+# How long a run that got the slot watches a named holder for a heartbeat before it
+# judges it dead: after a server outage, a live holder writes within HEARTBEAT_S of the
+# server's return (its writes do not wait in retries).
+ALIVE_WINDOW_S = 3 * HEARTBEAT_S
 
 
 UNNAMED = "a run that did not say who it is"
@@ -47,6 +61,11 @@ class Holder(BaseModel):
     what: str  # "release-prod (flow run 3f…)" or "guard off by ops@host"
     flow_run_id: str = ""
     since: str = ""
+    alive_at: str = ""  # its last heartbeat
+
+    def same(self, other: "Holder | None") -> bool:
+        return other is not None and (self.what, self.flow_run_id, self.since) == (other.what, other.flow_run_id,
+                                                                                 other.since)
 
     def __str__(self) -> str:
         return f"{self.what}, since {self.since}" if self.since else self.what
@@ -121,24 +140,21 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
     waits for, every POLL_S seconds; `on_dead_holder` what was found of a run that
     died holding the lock (see `bury`)."""
     started = time.monotonic()
-    holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
-    asked_again = False
+    asked_again, alive, leave_until = False, None, 0.0
     while True:
-        # One attempt (max_retries=0): the server grants the slot or answers 423 at
-        # once, so the wait below, which says whom it waits for, is the only wait.
-        # A lease renewal that fails does not stop a release half-way
-        # (raise_on_lease_renewal_failure=False): that would be worse.
-        slot = ExitStack()
-        try:
-            slot.enter_context(concurrency(limit_name(environment), occupy=1, max_retries=0, lease_duration=LEASE_S,
-                                           strict=True, holder=holder_ref, raise_on_lease_renewal_failure=False))
-            break
-        except ConcurrencySlotAcquisitionError as exc:
-            if not _taken(exc):
-                held(environment)  # names a missing limit as a ConfigError
-                raise
-        current = holder(environment)
-        if (current is None or current.what == UNNAMED) and not asked_again:
+        # After finding a live holder without a slot, leave the slot alone for two
+        # heartbeats: the holder takes it again at its next one.
+        slot = _take_slot(environment, mine) if time.monotonic() >= leave_until else None
+        if slot is not None:
+            alive = _alive_holder(environment, mine)
+            if alive is None:
+                break
+            slot.close()  # its lease ran out under it, but it still runs: not ours yet
+            leave_until = time.monotonic() + 2 * HEARTBEAT_S
+            current = alive
+        else:
+            current = holder(environment) or alive
+        if slot is None and (current is None or current.what == UNNAMED) and not asked_again:
             asked_again = True  # freed since the server said no, or taken and not yet named
             time.sleep(0.2)
             continue
@@ -149,13 +165,129 @@ def environment_lock(environment: str, mine: Holder, *, wait: bool = True, timeo
             raise Locked(environment, current, f"waited {timeout_s:g} s")
         on_wait(current)
         time.sleep(POLL_S)
+    heartbeat = None
     try:
         if said := bury(environment, Variable.get(_variable(environment), default=None), mine):
             on_dead_holder(said)
+        mine = mine.model_copy(update={"alive_at": _now()})
         Variable.set(_variable(environment), mine.model_dump(), overwrite=True)
+        heartbeat = Heartbeat(environment, mine)
         yield round(time.monotonic() - started, 1)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         _let_go(environment, mine, slot)
+
+
+def _take_slot(environment: str, mine: Holder) -> ExitStack | None:
+    """The environment's slot, held until the stack is closed; None when it is taken.
+    One attempt (max_retries=0): the server grants the slot or answers 423 at once, so
+    the caller's wait, which says whom it waits for, is the only wait. A lease renewal
+    that fails does not stop a release half-way (raise_on_lease_renewal_failure=False):
+    that would be worse; the heartbeat takes the slot again instead."""
+    holder_ref = ConcurrencyLeaseHolder(type="flow_run", id=mine.flow_run_id) if mine.flow_run_id else None
+    slot = ExitStack()
+    try:
+        slot.enter_context(concurrency(limit_name(environment), occupy=1, max_retries=0, lease_duration=LEASE_S,
+                                       strict=True, holder=holder_ref, raise_on_lease_renewal_failure=False))
+        return slot
+    except ConcurrencySlotAcquisitionError as exc:
+        if not _taken(exc):
+            held(environment)  # names a missing limit as a ConfigError
+            raise
+    return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _named(environment: str) -> Holder | None:
+    try:
+        value = Variable.get(_variable(environment), default=None)
+        return Holder.model_validate(value) if value else None
+    except ValueError:
+        return None
+
+
+def _alive_holder(environment: str, mine: Holder) -> Holder | None:
+    """The slot is ours, yet the lock names a run that has not ended: is it alive (its
+    lease ran out under it)? It is when it writes a heartbeat within ALIVE_WINDOW_S.
+    Returns it then; None when the lock is free to take (no holder named, its run
+    ended, or no heartbeat: `bury` then marks it)."""
+    named = _named(environment)
+    if named is None or named.same(mine) or not named.alive_at:  # (a holder from before heartbeats: bury judges it)
+        return None
+    if named.flow_run_id:
+        with get_client(sync_client=True) as client:
+            try:
+                state = client.read_flow_run(named.flow_run_id).state
+            except (ObjectNotFound, ValueError):
+                return None
+        if state is not None and state.is_final():
+            return None
+    deadline = time.monotonic() + ALIVE_WINDOW_S
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _named(environment)
+        if now is None or not now.same(named):
+            return None  # it let go meanwhile
+        if now.alive_at != named.alive_at:
+            return now
+    return None
+
+
+class Heartbeat:
+    """The holder's heartbeat: every HEARTBEAT_S, its variable says it is alive, and a
+    slot found free (its lease ran out) is taken again. A variable that no longer names
+    it (`unlock` freed the environment) stops the heartbeat, said as an error."""
+
+    def __init__(self, environment: str, mine: Holder):
+        self.environment, self.mine = environment, mine
+        self.lost: str | None = None
+        self.retaken: list[ExitStack] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lock-heartbeat-{environment}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):  # a beat not sent is sent at the next one
+            while not self._stop.wait(HEARTBEAT_S):
+                try:
+                    self._beat()
+                except (httpx.HTTPError, OSError):
+                    continue  # the server is away: the next beat tries again
+            for stack in self.retaken:
+                _close_quietly(stack)
+
+    def _beat(self) -> None:
+        named = _named(self.environment)
+        if not self.mine.same(named):
+            self.lost = f"{self.environment}'s lock no longer names this run (now {named or 'nobody'}): unlocked"
+            _logger().error("%s; another change may start while this one runs", self.lost)
+            self._stop.set()
+            return
+        Variable.set(_variable(self.environment), {**self.mine.model_dump(), "alive_at": _now()}, overwrite=True)
+        if not held(self.environment):
+            slot = _take_slot(self.environment, self.mine)
+            if slot is not None:
+                self.retaken.append(slot)
+                _logger().warning("%s's lock: its lease ran out while this run held it (the Prefect server was "
+                                  "away); the slot is taken again", self.environment)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _close_quietly(stack: ExitStack) -> None:
+    """Let a slot go; one whose lease ran out is gone already (the server says 404/410)."""
+    try:
+        stack.close()
+    except (httpx.HTTPError, OSError) as exc:
+        _logger().info("a slot's lease was gone already (%s)", type(exc).__name__)
 
 
 def bury(environment: str, name: object, mine: Holder) -> str | None:
@@ -195,7 +327,7 @@ def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:
     try:
         # Unless `unlock` took it meanwhile and another holder wrote its name. (Not
         # tried when the server is away: each call would spend Prefect's retries.)
-        if server_answers_within(0) and Variable.get(_variable(environment), default=None) == mine.model_dump():
+        if server_answers_within(0) and mine.same(_named(environment)):
             Variable.unset(_variable(environment))
     except httpx.TransportError:
         pass  # the slot's release below fails the same way, and says so
@@ -204,6 +336,8 @@ def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:
     except httpx.TransportError as exc:
         _logger().warning("%s's lock was not freed: the Prefect server could not be reached (%s: %s); its lease "
                           "frees it %d s after the server is back", environment, type(exc).__name__, exc, LEASE_S)
+    except httpx.HTTPStatusError as exc:  # its lease ran out and the heartbeat took a new one, freed above
+        _logger().info("%s's first lease was gone already (%s)", environment, exc.response.status_code)
 
 
 def _logger():

@@ -293,6 +293,50 @@ def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(t
         server.destroy_database(settings)
 
 
+@pytest.mark.e2e
+def test_a_holder_whose_lease_ran_out_in_a_server_outage_keeps_the_lock_while_it_runs(tmp_path, write_env):
+    """Issue 31: the server away around a lease renewal (Prefect renews at 45 s of 60
+    and gives up for good), the lease ran out under a holder that still ran, and the
+    next run took the environment. Now the holder's heartbeat says it is alive and it
+    takes the slot again; a run arriving meanwhile waits, naming it."""
+    settings = server.ServerSettings(state_dir=tmp_path / "server", host="127.0.0.1", port=free_port(),
+                                     pg_port=free_port(), database_url=None)
+    server.up(settings)
+    proc, said = None, tmp_path / "holder.log"
+    try:
+        with on_server(settings):
+            import_env_file(write_env("outage"), "outage")
+        with said.open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "outage"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+                                    env={**os.environ, **server.client_environment(settings)})
+        assert proc.stdout.readline().strip() == "held"
+        taken = time.monotonic()
+        time.sleep(max(0.0, taken + 40 - time.monotonic()))
+        server.down(settings, keep_database=True)
+        # Back after the lease's 60 s: the renewal at 45 s, retried meanwhile, gets 410 (gone) and stops for good.
+        time.sleep(max(0.0, taken + 62 - time.monotonic()))
+        server.up(settings)
+        with on_server(settings):
+            with pytest.raises(Locked, match="being changed by holder across a restart by .*: waited 30 s"):
+                with environment_lock("outage", me("second"), timeout_s=30):
+                    pass
+            assert "lease ran out while this run held it" in said.read_text(), said.read_text()[-3000:]
+            assert holder("outage").what.startswith("holder across a restart by ")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "released"
+        assert proc.wait(timeout=60) == 0
+        with on_server(settings):
+            with environment_lock("outage", me("after the holder"), wait=False):
+                assert holder("outage").what.startswith("after the holder by ")
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+        server.down(settings)
+        server.destroy_database(settings)
+
+
 def test_a_release_that_waited_for_the_lock_runs_with_the_settings_saved_meanwhile(write_env):
     """Issue 31: a release read its blocks, then waited for the lock; a setting saved
     while it waited (here approval required, as a `guard off` would be) was ignored."""
