@@ -19,6 +19,11 @@ the background with the settings release automation needs:
   from the UI's own origin (CORS). Open-source Prefect has no users or roles: whoever
   holds the credentials can read every environment's secrets and run anything.
 
+Over HTTPS when `SMARTRELEASE_SERVER_TLS_CERT` and `SMARTRELEASE_SERVER_TLS_KEY` name a
+certificate (chain) and its key: the same app, served by uvicorn with TLS (`prefect
+server start` has no TLS options); clients trust it through `SMARTRELEASE_SERVER_TLS_CA`
+(given to Prefect's client as PREFECT_API_SSL_CERT_FILE) or the system store.
+
 State (pid, log, PREFECT_HOME with the leases, the local database's password and the
 API's credentials, mode 0600) is in `SMARTRELEASE_SERVER_DIR` (default
 `.smartrelease-server`). A client on this host finds the credentials there
@@ -68,14 +73,23 @@ class ServerSettings:
     port: int = field(default_factory=lambda: _env_int("SMARTRELEASE_SERVER_PORT", 4200))
     pg_port: int = field(default_factory=lambda: _env_int("SMARTRELEASE_SERVER_PG_PORT", 55442))
     database_url: SecretStr | None = field(default_factory=lambda: _database_url_from_env())
+    tls_cert: str | None = field(default_factory=lambda: os.environ.get("SMARTRELEASE_SERVER_TLS_CERT") or None)
+    tls_key: str | None = field(default_factory=lambda: os.environ.get("SMARTRELEASE_SERVER_TLS_KEY") or None)
+    tls_ca: str | None = field(default_factory=lambda: os.environ.get("SMARTRELEASE_SERVER_TLS_CA") or None)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}/api"
+        return f"{self.ui_url}/api"
 
     @property
     def ui_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        # A certificate names a host, not 127.0.0.1: clients ask for `localhost`.
+        host = "localhost" if self.tls_cert and self.host in ("127.0.0.1", "0.0.0.0") else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def home(self) -> Path:  # PREFECT_HOME: the lease files live here
@@ -135,15 +149,20 @@ def client_environment(s: ServerSettings) -> dict[str, str]:
     env = {"PREFECT_API_URL": s.api_url}
     if (auth := auth_string(s)) is not None:
         env["PREFECT_API_AUTH_STRING"] = auth
+    if s.tls_ca:
+        env["PREFECT_API_SSL_CERT_FILE"] = s.tls_ca
     return env
 
 
 def client_settings(s: ServerSettings) -> dict:
     """The same, as Prefect settings for `temporary_settings` (this process's client)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL
 
     env = client_environment(s)
-    return {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}
+    settings = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}
+    if s.tls_ca:
+        settings[PREFECT_API_SSL_CERT_FILE] = s.tls_ca
+    return settings
 
 
 def use_local_credentials(environ=os.environ) -> None:
@@ -180,12 +199,26 @@ def server_environment(s: ServerSettings, database_url: str, auth: str) -> dict[
 
 
 def server_argv(s: ServerSettings) -> list[str]:
+    if s.tls_cert:  # Prefect's app as `prefect server start` serves it, with TLS
+        return [sys.executable, "-c", TLS_SERVER, s.host, str(s.port), s.tls_cert, s.tls_key or ""]
     return [sys.executable, "-m", "prefect", "server", "start", "--host", s.host, "--port", str(s.port),
             "--analytics-off", "--ui", "--no-background"]
 
 
+# What `prefect server start --no-background` runs (prefect/cli/_server_utils.py,
+# _run_in_foreground, one worker, services on), plus uvicorn's TLS arguments.
+TLS_SERVER = """
+import sys
+import uvicorn
+from prefect.server.api.server import create_app
+host, port, cert, key = sys.argv[1:5]
+uvicorn.run(app=create_app(final=True), host=host, port=int(port), timeout_keep_alive=5,
+            ws_ping_interval=20.0, ws_ping_timeout=20.0, ssl_certfile=cert, ssl_keyfile=key or None)
+"""
+
+
 def answering(s: ServerSettings, timeout_s: float = 2) -> bool:
-    return answers(f"{s.api_url}/health", timeout_s=timeout_s)
+    return answers(f"{s.api_url}/health", timeout_s=timeout_s, ca_bundle=s.tls_ca)
 
 
 def _process(s: ServerSettings) -> Background:
@@ -216,6 +249,12 @@ def up(s: ServerSettings | None = None) -> str:
     s = s or ServerSettings()
     if answering(s):
         return f"Prefect server already up at {s.ui_url}"
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ServerError("SMARTRELEASE_SERVER_TLS_CERT and SMARTRELEASE_SERVER_TLS_KEY go together: set both, or "
+                          "neither for plain HTTP")
+    for path in (s.tls_cert, s.tls_key, s.tls_ca):
+        if path and not Path(path).is_file():
+            raise ServerError(f"{path} does not exist (SMARTRELEASE_SERVER_TLS_*)")
     s.state_dir.mkdir(parents=True, exist_ok=True)
     s.state_dir.chmod(0o700)
     s.home.mkdir(exist_ok=True)
@@ -259,7 +298,8 @@ def status(s: ServerSettings | None = None) -> tuple[bool, str]:
     if not answering(s):
         return False, f"Prefect server down (expected at {s.api_url})"
     user, _, password = (auth_string(s) or ":").partition(":")
-    with http_client(s.api_url, timeout_s=5, auth=httpx.BasicAuth(user, password) if password else None) as client:
+    with http_client(s.api_url, timeout_s=5, ca_bundle=s.tls_ca, ca_setting="SMARTRELEASE_SERVER_TLS_CA",
+                     auth=httpx.BasicAuth(user, password) if password else None) as client:
         version = client.get("/admin/version").json()
     pid = _process(s).pid()
     return True, (f"Prefect server {version} up at {s.ui_url}" + (f", pid {pid}" if pid else ", not started by us")

@@ -113,7 +113,9 @@ def _answers() -> bool:
     if not api_url():  # Prefect's ephemeral mode: a server of this process's own, started by its client
         with get_client(sync_client=True) as client:
             return client.api_healthcheck() is None
-    return answers(f"{api_url()}/health")
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    return answers(f"{api_url()}/health", ca_bundle=PREFECT_API_SSL_CERT_FILE.value() or None)
 
 
 def server_answers_within(timeout_s: float) -> bool:

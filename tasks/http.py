@@ -72,11 +72,11 @@ def http_client(base_url: str, *, ca_bundle: str | None = None, ca_setting: str 
     )
 
 
-def answers(url: str, ok: tuple[int, ...] = (200,), timeout_s: float = 2.0) -> bool:
+def answers(url: str, ok: tuple[int, ...] = (200,), timeout_s: float = 2.0, ca_bundle: str | None = None) -> bool:
     """Whether a GET of `url` answers one of the `ok` statuses within `timeout_s`
     (a health check: a server this tool started, a registry)."""
     try:
-        with http_client("", timeout_s=timeout_s) as c:
+        with http_client("", timeout_s=timeout_s, ca_bundle=ca_bundle) as c:
             return c.get(url).status_code in ok
     except httpx.HTTPError:
         return False

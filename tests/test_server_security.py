@@ -137,3 +137,34 @@ def test_the_servers_postgres_trusts_no_local_login(pg):
     assert stat.S_IMODE(os.lstat(pg.password_file).st_mode) == 0o600
     with pg.admin() as conn:  # the cluster's creator, with the password
         assert conn.execute("SELECT current_user").fetchone()[0] == SUPERUSER
+
+
+@pytest.mark.e2e
+def test_the_server_serves_its_ui_and_api_over_https_when_given_a_certificate(tmp_path, ca):
+    from prefect.settings import temporary_settings
+    from prefect.variables import Variable
+
+    from tests.conftest import free_port
+
+    issued = ca[0].issue_cert("localhost")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    settings = server.ServerSettings(state_dir=tmp_path / "tls-server", host="127.0.0.1", port=free_port(),
+                                     pg_port=free_port(), database_url=None, tls_cert=str(cert), tls_key=str(key),
+                                     tls_ca=str(ca[1]))
+    server.up(settings)
+    try:
+        assert settings.api_url.startswith("https://localhost:")
+        with temporary_settings(server.client_settings(settings)):
+            Variable.set("over-tls", "yes", overwrite=True)  # a write: credentials and a CSRF token, encrypted
+            assert Variable.get("over-tls") == "yes"
+        with pytest.raises(httpx.HTTPError):  # nothing answers in clear
+            httpx.get(f"http://127.0.0.1:{settings.port}/api/health", timeout=5)
+        ui = httpx.get(settings.ui_url, verify=str(ca[1]), timeout=10, follow_redirects=True)
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        ok, said = server.status(settings)
+        assert ok and said.startswith("Prefect server") and "https://localhost:" in said
+    finally:
+        server.down(settings)
+        server.destroy_database(settings)
