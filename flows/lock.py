@@ -218,14 +218,8 @@ def _alive_holder(environment: str, mine: Holder) -> Holder | None:
     named = _named(environment)
     if named is None or named.same(mine) or not named.alive_at:  # (a holder from before heartbeats: bury judges it)
         return None
-    if named.flow_run_id:
-        with get_client(sync_client=True) as client:
-            try:
-                state = client.read_flow_run(named.flow_run_id).state
-            except (ObjectNotFound, ValueError):
-                return None
-        if state is not None and state.is_final():
-            return None
+    if named.flow_run_id and not _unfinished(named.flow_run_id)[0]:
+        return None
     deadline = time.monotonic() + ALIVE_WINDOW_S
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -304,18 +298,26 @@ def bury(environment: str, name: object, mine: Holder) -> str | None:
         return None
     if dead is None or not dead.flow_run_id or dead.flow_run_id == mine.flow_run_id:
         return None
+    unfinished, state = _unfinished(dead.flow_run_id)
+    if not unfinished:
+        return None
     with get_client(sync_client=True) as client:
-        try:
-            state = client.read_flow_run(dead.flow_run_id).state
-        except (ObjectNotFound, ValueError):
-            return None
-        if state is not None and state.is_final():
-            return None
         client.set_flow_run_state(dead.flow_run_id, Crashed(message=(
             f"its process ended while it held {environment}'s lock, without letting go (the lock's lease ran out); "
             f"found by {mine.what}")), force=True)
     was = state.type.value if state is not None else StateType.PENDING.value
     return f"{dead.what} died holding the lock (the server still showed it {was}): marked Crashed"
+
+
+def _unfinished(flow_run_id: str) -> tuple[bool, object]:
+    """(whether the server shows the run not ended, its state); a run the server does
+    not know counts as ended."""
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(flow_run_id).state
+        except (ObjectNotFound, ValueError):
+            return False, None
+    return not (state is not None and state.is_final()), state
 
 
 def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:

@@ -255,42 +255,61 @@ def on_server(settings):
         yield
 
 
+@contextmanager
+def server_of_its_own(tmp_path):
+    """A Prefect server of the test's own, to stop and start again."""
+    settings = server.ServerSettings(state_dir=tmp_path / "server", host="127.0.0.1", port=free_port(),
+                                     pg_port=free_port(), database_url=None)
+    server.up(settings)
+    try:
+        yield settings
+    finally:
+        server.down(settings)
+        server.destroy_database(settings)
+
+
+@contextmanager
+def holding(settings, environment: str, **popen):
+    """A process holding `environment`'s lock until `let_go` tells it to."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, environment], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, **server.client_environment(settings)}, **popen)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def let_go(proc, settings, environment: str) -> None:
+    """The holder lets go; the lock is then free at once."""
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "released"
+    assert proc.wait(timeout=60) == 0
+    with on_server(settings):
+        assert not held(environment)
+        with environment_lock(environment, me("after the holder"), wait=False):
+            assert holder(environment).what.startswith("after the holder by ")
+
+
 @pytest.mark.e2e
 def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(tmp_path, write_env):
     """The server keeps leases on disk: with Prefect's default in-memory storage the
     holder's release after a restart would find no lease, and the slot stayed taken."""
-    settings = server.ServerSettings(state_dir=tmp_path / "server", host="127.0.0.1", port=free_port(),
-                                     pg_port=free_port(), database_url=None)
-    server.up(settings)
-    proc = None
-    try:
+    with server_of_its_own(tmp_path) as settings:
         with on_server(settings):
             import_env_file(write_env("restarted"), "restarted")
-        proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "restarted"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                env={**os.environ, **server.client_environment(settings)})
-        assert proc.stdout.readline().strip() == "held"
-
-        server.down(settings, keep_database=True)
-        server.up(settings)
-        with on_server(settings):
-            assert holder("restarted").what.startswith("holder across a restart by ")
-            with pytest.raises(Locked, match="being changed by holder across a restart"):
-                with environment_lock("restarted", me("second"), wait=False):
-                    pass
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        assert proc.wait(timeout=60) == 0
-        with on_server(settings):
-            assert not held("restarted")
-            with environment_lock("restarted", me("after the restart"), wait=False):
-                assert holder("restarted").what.startswith("after the restart by ")
-    finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-        server.down(settings)
-        server.destroy_database(settings)
+        with holding(settings, "restarted") as proc:
+            server.down(settings, keep_database=True)
+            server.up(settings)
+            with on_server(settings):
+                assert holder("restarted").what.startswith("holder across a restart by ")
+                with pytest.raises(Locked, match="being changed by holder across a restart"):
+                    with environment_lock("restarted", me("second"), wait=False):
+                        pass
+            let_go(proc, settings, "restarted")
 
 
 @pytest.mark.e2e
@@ -299,42 +318,24 @@ def test_a_holder_whose_lease_ran_out_in_a_server_outage_keeps_the_lock_while_it
     and gives up for good), the lease ran out under a holder that still ran, and the
     next run took the environment. Now the holder's heartbeat says it is alive and it
     takes the slot again; a run arriving meanwhile waits, naming it."""
-    settings = server.ServerSettings(state_dir=tmp_path / "server", host="127.0.0.1", port=free_port(),
-                                     pg_port=free_port(), database_url=None)
-    server.up(settings)
-    proc, said = None, tmp_path / "holder.log"
-    try:
+    said = tmp_path / "holder.log"
+    with server_of_its_own(tmp_path) as settings, said.open("w") as log:
         with on_server(settings):
             import_env_file(write_env("outage"), "outage")
-        with said.open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "outage"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
-                                    env={**os.environ, **server.client_environment(settings)})
-        assert proc.stdout.readline().strip() == "held"
-        taken = time.monotonic()
-        time.sleep(max(0.0, taken + 40 - time.monotonic()))
-        server.down(settings, keep_database=True)
-        # Back after the lease's 60 s: the renewal at 45 s, retried meanwhile, gets 410 (gone) and stops for good.
-        time.sleep(max(0.0, taken + 62 - time.monotonic()))
-        server.up(settings)
-        with on_server(settings):
-            with pytest.raises(Locked, match="being changed by holder across a restart by .*: waited 30 s"):
-                with environment_lock("outage", me("second"), timeout_s=30):
-                    pass
-            assert "lease ran out while this run held it" in said.read_text(), said.read_text()[-3000:]
-            assert holder("outage").what.startswith("holder across a restart by ")
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "released"
-        assert proc.wait(timeout=60) == 0
-        with on_server(settings):
-            with environment_lock("outage", me("after the holder"), wait=False):
-                assert holder("outage").what.startswith("after the holder by ")
-    finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-        server.down(settings)
-        server.destroy_database(settings)
+        with holding(settings, "outage", stderr=log) as proc:
+            taken = time.monotonic()
+            time.sleep(max(0.0, taken + 40 - time.monotonic()))
+            server.down(settings, keep_database=True)
+            # Back after the lease's 60 s: the renewal at 45 s, retried meanwhile, gets 410 (gone) and stops for good.
+            time.sleep(max(0.0, taken + 62 - time.monotonic()))
+            server.up(settings)
+            with on_server(settings):
+                with pytest.raises(Locked, match="being changed by holder across a restart by .*: waited 30 s"):
+                    with environment_lock("outage", me("second"), timeout_s=30):
+                        pass
+                assert "lease ran out while this run held it" in said.read_text(), said.read_text()[-3000:]
+                assert holder("outage").what.startswith("holder across a restart by ")
+            let_go(proc, settings, "outage")
 
 
 def test_a_release_that_waited_for_the_lock_runs_with_the_settings_saved_meanwhile(write_env):
