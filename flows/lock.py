@@ -251,8 +251,8 @@ class Heartbeat:
             while not self._stop.wait(HEARTBEAT_S):
                 try:
                     self._beat()
-                except (httpx.HTTPError, OSError):
-                    continue  # the server is away: the next beat tries again
+                except Exception as exc:  # the server away, most often: the next beat tries again
+                    _logger().debug("%s's lock: a heartbeat was not sent (%s)", self.environment, type(exc).__name__)
             for stack in self.retaken:
                 _close_quietly(stack)
 

@@ -11,6 +11,7 @@ userinfo of any URL (`scheme://user:***@host`), declared secret or not.
 """
 
 import json
+import os
 import logging
 import re
 import threading
@@ -51,8 +52,12 @@ class Masker:
         return _URL_USERINFO.sub(_mask_userinfo, text)
 
 
-# This process's secrets: every environment it has read.
-_process = Masker()
+# This process's secrets: every environment it has read, and the Prefect server's
+# credentials when it was given them (a worker's flow runs inherit them).
+# (Not a part shorter than 8 characters: it would mask ordinary words.)
+_process = Masker(part for name in ("PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING")
+                  for part in (os.environ.get(name, ""), os.environ.get(name, "").partition(":")[2])
+                  if len(part) >= 8)
 
 
 def remember(values: Iterable[str | None]) -> None:

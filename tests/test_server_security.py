@@ -168,3 +168,14 @@ def test_the_server_serves_its_ui_and_api_over_https_when_given_a_certificate(tm
     finally:
         server.down(settings)
         server.destroy_database(settings)
+
+
+def test_a_process_given_the_servers_credentials_masks_them():
+    """A worker's flow runs inherit PREFECT_API_AUTH_STRING: a line quoting it (an
+    error from a client that echoed its URL, say) is masked like any secret."""
+    password = "p4ss-SENTINEL-for-the-api"
+    code = ("from smartrelease.redact import mask; "
+            f"print(mask('auth smartrelease:{password} and {password} alone'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PREFECT_API_AUTH_STRING": f"smartrelease:{password}"})
+    assert done.stdout.strip() == "auth *** and *** alone", done.stdout + done.stderr
