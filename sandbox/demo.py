@@ -153,8 +153,9 @@ def releases(s: manager.Settings) -> int:
     print(f"demo: 1.0.0 released, 1.1.0 released once approved (by the demo itself, through the API, as "
           f"`smartrelease approve` does); the broken 1.2.0, approved too, {broken.message.split('; ', 1)[1]}, "
           "no data lost; the newest backup restored in a drill: " + drilled.message)
-    print(f"demo: the runs are in the Prefect UI at {s.plane().server.ui_url} "
-          "(`make sandbox-down` stops the sandbox, its worker and the server)")
+    plane = s.plane().server
+    print(f"demo: the runs are in the Prefect UI at {plane.ui_url}: it asks for the server's credentials, the "
+          f"contents of {plane.auth_file} (`make sandbox-down` stops the sandbox, its worker and the server)")
     return 0
 
 
