@@ -45,7 +45,7 @@ from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 from smartrelease.files import read_private, write_private
 from smartrelease.redact import mask, remember
-from tasks.http import answers, http_client
+from tasks.http import answers, http_client, is_loopback
 
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 SLOT_WAIT_S = 2
@@ -247,6 +247,10 @@ def _local_database_url(s: ServerSettings) -> str:
 def up(s: ServerSettings | None = None) -> str:
     """Start the server (if it is not answering already) and wait until it answers."""
     s = s or ServerSettings()
+    if not s.tls_cert and not is_loopback(s.host):
+        raise ServerError(f"SMARTRELEASE_SERVER_HOST={s.host} without TLS would take the API's credentials in clear "
+                          "from the network: set SMARTRELEASE_SERVER_TLS_CERT and SMARTRELEASE_SERVER_TLS_KEY, or "
+                          "serve on 127.0.0.1")
     if answering(s):
         return f"Prefect server already up at {s.ui_url}"
     if bool(s.tls_cert) != bool(s.tls_key):

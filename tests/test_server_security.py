@@ -179,3 +179,10 @@ def test_a_process_given_the_servers_credentials_masks_them():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PREFECT_API_AUTH_STRING": f"smartrelease:{password}"})
     assert done.stdout.strip() == "auth *** and *** alone", done.stdout + done.stderr
+
+
+def test_a_server_reachable_beyond_loopback_without_tls_is_refused_before_anything_starts(tmp_path):
+    settings = server.ServerSettings(state_dir=tmp_path / "open", host="0.0.0.0", port=4999, database_url=None)
+    with pytest.raises(server.ServerError, match="without TLS would take the API's credentials in clear"):
+        server.up(settings)
+    assert not settings.state_dir.exists()
