@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt VERSION
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
-# The Prefect server (UI at http://127.0.0.1:4200) on PostgreSQL; see the README.
+# The Prefect server (UI at http://127.0.0.1:4200) on PostgreSQL; see docs/control-plane.md.
 SERVER_PORT ?= 4200
 API := http://127.0.0.1:$(SERVER_PORT)/api
 server: setup

@@ -128,7 +128,7 @@ def parse_env_file(path: str | os.PathLike) -> Environment:
         if key not in known_release:
             close = difflib.get_close_matches(key, known_release, n=1)
             raise ConfigError(f"{path}: unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else
-                                                                   " (the README lists the RELEASE_ settings)"))
+                                                                   " (docs/configuration.md lists the RELEASE_ settings)"))
         if value is not None and value != "" and key not in (REGISTRY_USERNAME, REGISTRY_PASSWORD):
             target_fields[key[len(RELEASE_PREFIX) :].lower()] = value
     target_fields["env_file"] = str(path.resolve())

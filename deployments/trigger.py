@@ -8,7 +8,7 @@ and deployment, each parameter against the deployment's schema and this project'
 rules), so bad input creates nothing. The idempotency key makes a retried CI job
 attach to the run it already started instead of starting a second one.
 
-Without Python, the same over REST (the README has the curl lines): the deployment's
+Without Python, the same over REST (docs/control-plane.md has the curl lines): the deployment's
 id from `GET {api}/deployments/name/release/prod`, then
 `POST {api}/deployments/{id}/create_flow_run` with
 `{"parameters": {...}, "idempotency_key": "..."}`, then `GET {api}/flow_runs/{run id}`

@@ -1,5 +1,5 @@
 """`smartrelease adopt`: take over an environment released by hand with the runbook
-(README, "Adoption"):
+(docs/flows.md, "Adoption"):
 
 lock -> adopt
 

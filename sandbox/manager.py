@@ -21,7 +21,7 @@ beside it (`.env.sandbox-dev`): its own Compose project, database, port and back
 sharing the registry, the TLS edge's certificate and the app checkout. With --server
 it also brings up the control plane (sandbox/plane.py): a Prefect server on
 PostgreSQL, the environments' deployments, and a worker per environment. Settings
-(SANDBOX_* environment variables) are listed in `Settings` and in the README.
+(SANDBOX_* environment variables) are listed in `Settings` and in docs/sandbox.md.
 """
 
 import hashlib
@@ -337,7 +337,7 @@ def ensure_app_checkout(s: Settings) -> None:
         missing = [name for name in (".git", "VERSION") if not (s.app / name).exists()]
         if missing:
             raise SandboxError(f"--app {s.app} is not an app checkout: it has no {' and no '.join(missing)} "
-                               "(the README's contract: a git checkout with a VERSION file)")
+                               "(docs/sandbox.md: a git checkout with a VERSION file)")
         if (s.app / "package-lock.json").is_file() and not (s.app / "node_modules").exists():
             npm_ci(s.app, log)
         return
@@ -385,7 +385,7 @@ def app_settings(s: Settings) -> dict[str, str]:
     path = s.app / APP_SETTINGS
     values = {k: v for k, v in (dotenv_values(path) if path.is_file() else {}).items() if v is not None}
     if owned := sorted(k for k in values if k in SANDBOX_OWNED or not k.startswith("RELEASE_")):
-        raise SandboxError(f"{path}: {', '.join(owned)} cannot be set there: the sandbox sets them (the README lists "
+        raise SandboxError(f"{path}: {', '.join(owned)} cannot be set there: the sandbox sets them (docs/sandbox.md lists "
                            "what an app's smartrelease.env may hold)")
     values["RELEASE_COMPOSE_FILE"] = str(s.app / values.get("RELEASE_COMPOSE_FILE", "docker-compose.prod.yml"))
     return values

@@ -25,7 +25,7 @@ from tasks.edge_class import edge_of
 from tasks.launch import project_compose, team_config
 
 PROBE = "smartrelease-probe"
-# Passed by this tool to the backend (README, "The app's variables"): `smartrelease
+# Passed by this tool to the backend (docs/configuration.md, "The app's variables"): `smartrelease
 # guard` and the metrics step rely on the container getting these values.
 REACHED = ("ALLOW_PROD_MIGRATIONS", "METRICS_BASIC_AUTH_USER", "METRICS_BASIC_AUTH_PASS")
 
@@ -153,7 +153,7 @@ def compose_problems(env: Environment) -> list[str]:
         problems.append(f"{t.compose_file}: " + "; ".join(f"{name} {why}" for name, why in twice.items())
                         + ": it cannot run twice at once, so a release would stop it first and users would get errors "
                         "(RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which routes by service "
-                        "name (README, \"Cutover\")")
+                        "name (docs/cutover.md)")
     if t.zero_downtime == "required" and (edge := edge_of(env, config)).kind == "static":
         problems.append(f"{edge.line()}: it resolved the app's addresses once, at its start, and sees no new "
                         "container, so a release would stop the app first and users would get errors "

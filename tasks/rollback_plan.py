@@ -113,7 +113,7 @@ class RollbackPlan(Finding):
 
 def tolerate(running: str | None, migrations: list[str]) -> str:
     """The expand/contract rule, for the migrations of one release: the cutover runs
-    them while the running version still serves (README, "Cutover")."""
+    them while the running version still serves (docs/cutover.md)."""
     return (f"{running or 'The running version'} serves while {', '.join(migrations)} run, and again if the release "
             "is rolled back: it must work with them applied (expand/contract), or release with `--stop-first`.")
 

@@ -214,7 +214,7 @@ def test_zero_downtime_required_refuses_a_host_port_and_preferred_plans_it_stop_
     assert compose_problems(env) == [
         f"{compose}: frontend publishes host port(s) 18080: it cannot run twice at once, so a release would stop it "
         "first and users would get errors (RELEASE_ZERO_DOWNTIME=required): publish ports from the edge only, which "
-        "routes by service name (README, \"Cutover\")"]
+        "routes by service name (docs/cutover.md)"]
 
 
 @pytest.mark.parametrize("setting", ["preferred", "required"])

@@ -91,7 +91,7 @@ def test_an_app_without_a_health_check_is_cut_over_with_a_warning_of_what_that_d
     what it serves): the cutover cannot tell when its new containers listen, nor drain
     the old ones, and the report says what that does behind an edge that routes by
     Docker's health status, as the sandbox's does. Measured here once: 21 of 852
-    requests failed at 50/s (README, "Cutover")."""
+    requests failed at 50/s (docs/cutover.md)."""
     settings, app = ledger
     commit_version(app, "1.3.0")
     state = release(environment=ENV, return_state=True)

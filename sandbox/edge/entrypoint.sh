@@ -4,7 +4,7 @@
 # prefix) to the backend, the rest to the frontend; /metrics is internal, as in
 # production, and not routed.
 #
-# How a release stays invisible to users (the README's "Cutover"):
+# How a release stays invisible to users (docs/cutover.md):
 # - Discovery (discover.py, through the Docker socket mounted read-only, as Traefik
 #   has it): a container of BACKEND_HOST (FRONTEND_HOST) in this compose project
 #   gets requests once Docker reports it healthy (or it has no health check), and
