@@ -196,10 +196,6 @@ def history_row(report: Report, images: dict[str, str], flow_run_name: str, flow
     }
 
 
-def append_history(report: Report, images: dict[str, str], flow_run_name: str, flow_run_id: str = "") -> None:
-    append_row(report.environment, history_row(report, images, flow_run_name, flow_run_id))
-
-
 def now_text() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 

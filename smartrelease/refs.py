@@ -102,7 +102,6 @@ def check_environment(value: str) -> str:
 
 # --- image references --------------------------------------------------------
 
-DOCKER_HUB = "docker.io"
 _HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 

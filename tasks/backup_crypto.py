@@ -48,11 +48,6 @@ def _key(passphrase: str, salt: bytes, params: tuple[int, int, int] = SCRYPT) ->
     return Scrypt(salt=salt, length=32, n=2**log2n, r=r, p=p).derive(passphrase.encode())
 
 
-def is_encrypted(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(len(MAGIC)) in MAGICS
-
-
 def _header(f, name: str) -> tuple[tuple[int, int, int], bytes, bytes]:
     """(scrypt's parameters, salt, nonce) from an encrypted backup's start."""
     magic = f.read(len(MAGIC))

@@ -7,8 +7,13 @@ import threading
 
 from prefect.artifacts import Artifact, create_table_artifact
 
-from flows.history import NO_VERSION, append_history, history_key, load_history, read_history
+from flows.history import NO_VERSION, append_row, history_key, history_row, load_history, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
+
+
+def record(done: Report, run: str) -> None:
+    """The row a run that reported `done` stores, as the flows store it (publish_report)."""
+    append_row(done.environment, history_row(done, {}, run))
 
 
 def report(environment: str, version: str) -> Report:
@@ -23,7 +28,7 @@ def test_appends_at_the_same_moment_lose_no_row():
 
     def append(version: str) -> None:
         start.wait()
-        append_history(report("racing", version), {}, f"run-{version}")
+        record(report("racing", version), f"run-{version}")
 
     threads = [threading.Thread(target=append, args=(v,)) for v in versions]
     for t in threads:
@@ -37,8 +42,8 @@ def test_appends_at_the_same_moment_lose_no_row():
 
 def test_rows_from_before_row_artifacts_come_first_and_stay_in_the_uis_table():
     create_table_artifact(key=history_key("older"), table=[{"version": "0.9.0", "result": "released"}])
-    append_history(report("older", "1.0.0"), {}, "run-a")
-    append_history(report("older", "1.1.0"), {}, "run-b")
+    record(report("older", "1.0.0"), "run-a")
+    record(report("older", "1.1.0"), "run-b")
     assert [(r["version"], r["result"]) for r in read_history("older")] == [
         ("0.9.0", "released"), ("1.0.0", "released"), ("1.1.0", "released")]
     shown = json.loads(Artifact.get(history_key("older")).data)
@@ -47,8 +52,8 @@ def test_rows_from_before_row_artifacts_come_first_and_stay_in_the_uis_table():
 
 def test_another_environments_rows_are_not_read():
     """`history-prod-r%` also matches the keys of an environment named prod-rx."""
-    append_history(report("prod", "1.0.0"), {}, "run-p")
-    append_history(report("prod-rx", "9.9.9"), {}, "run-x")
+    record(report("prod", "1.0.0"), "run-p")
+    record(report("prod-rx", "9.9.9"), "run-x")
     assert [r["version"] for r in read_history("prod")] == ["1.0.0"]
     assert [r["version"] for r in read_history("prod-rx")] == ["9.9.9"]
 
@@ -58,7 +63,7 @@ def test_a_run_that_decided_no_version_writes_a_row_that_reads_back():
     to) is recorded, and does not come back as a malformed row on every later run."""
     failed = Report(flow="rollback", environment="undecided", facts=ReleaseFacts(version=None),
                     results=[StepResult(name="rollback-target", status=Status.FAILED, detail="no", duration_ms=1)])
-    append_history(failed, {}, "run-a")
+    record(failed, "run-a")
     history = load_history("undecided")
     assert history.skipped == [] and [r["version"] for r in history.rows] == [NO_VERSION]
     assert history.rows[0]["result"] == "failed at rollback-target"
