@@ -24,7 +24,7 @@ from flows.rollback import rollback
 from flows.verify import verify
 from sandbox.app_changes import STYLES, commit_version, migration
 from smartrelease.report import Status
-from tasks.backup_crypto import verify_checksum
+from tasks.backup_crypto import sha256_file, verify_checksum
 from tasks.postgres import connect
 from tasks.rollback_plan import running_deployment
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
@@ -258,21 +258,27 @@ def test_a_tampered_backup_is_refused_before_any_restore_and_undo_rolls_back(san
     assert state.is_completed(), report.text()
     backup = Path(sandbox.env().app.backup_dir) / report.facts.backup
     original = backup.read_bytes()
+    sums = backup.with_name(backup.name + ".sha256")
+    original_sums = sums.read_text()
     data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     backup.write_bytes(bytes(data))
+    # Its checksum file forged to match, as whoever can write BACKUP_DIR can: the
+    # digest the history recorded when it was taken still tells.
+    sums.write_text(f"{sha256_file(backup)}  {backup.name}\n")
     try:
         before = sandbox.containers(), sandbox.fingerprint()
         state = rollback(environment=ENV, db_strategy="restore", return_state=True)
         refused = state.result(raise_on_failure=False)
         assert state.is_failed()
         assert [r.name for r in refused.results] == ["lock", "rollback-target"]
-        assert "does not match its recorded SHA-256" in refused.results[1].detail
+        assert "is not the one the history recorded" in refused.results[1].detail, refused.results[1].detail
         assert (sandbox.containers(), sandbox.fingerprint()) == before  # nothing touched
     finally:
         # Whatever happened above, the sandbox's next tests find the backup whole
         # (the undo below takes a backup of its own).
         backup.write_bytes(original)
+        sums.write_text(original_sums)
 
     # The default strategy undoes 1.5.0's migration and goes back to the release before it.
     state = rollback(environment=ENV, return_state=True)
