@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from flows.rollback import rollback
 from flows.release import release
 from sandbox.app_changes import commit_version, migration
@@ -154,7 +154,7 @@ def main() -> None:
     if unknown := [s for s in stacks if s not in MATRIX]:
         raise SystemExit(f"unknown stack(s) {', '.join(unknown)}: choose among {', '.join(MATRIX)}")
 
-    env = import_env_file(args.env_file, "sandbox")
+    env = import_environment(args.env_file, "sandbox")
     if env.target.approval_required:
         raise SystemExit("set RELEASE_APPROVAL=none in the env file first: nobody is there to approve")
     app_dir, compose_file = env.target.app_dir, Path(env.target.compose_file)
@@ -164,7 +164,7 @@ def main() -> None:
     try:
         for i, key in enumerate(stacks):
             put(MATRIX[key], compose_file, original, env_file, env.name)
-            env = import_env_file(env_file, env.name)
+            env = import_environment(env_file, env.name)
             traffic = Traffic(env, args.rate, args.nice)
             steady = steady_state(traffic)
             steadies.append(f"| {key} | {steady.reads.line()} | {steady.writes.failed} of {steady.writes.requests} |")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from prefect import flow
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from flows.preflight import CHECKS, preflight
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks.md")
     args = ap.parse_args()
 
-    env = import_env_file(args.env_file)
+    env = import_environment(args.env_file)
     preflight(environment=env.name, return_state=True)  # warm-up: server, imports, connections
     walls, per_check = [], {name: [] for name in CHECKS}
     for _ in range(args.runs):

@@ -14,7 +14,7 @@ import platform
 import statistics
 from datetime import datetime, timezone
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from flows.release import release
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks-rollback.md")
     args = ap.parse_args()
 
-    env = import_env_file(args.env_file, "sandbox")
+    env = import_environment(args.env_file, "sandbox")
     recover, detect, steps = [], [], {}
     version = previous = None
     for _ in range(args.runs):

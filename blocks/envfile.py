@@ -154,8 +154,8 @@ def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> Re
 
 
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
-    """Parse an env file and save (overwrite) both blocks under `name`; make the
-    environment's lock (flows/lock.py) if the server has none."""
+    """Parse an env file and save (overwrite) both blocks under `name`. (The
+    environment's lock is made with them by flows/lock.py's `import_environment`.)"""
     env = parse_env_file(path)
     name = check_environment(name or env.name)
     for block in (env.app, env.target, env.registry_credentials):
@@ -164,9 +164,6 @@ def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environ
     if env.registry_credentials is None:  # credentials removed from the file: forget the old ones too
         _delete_block(RegistryCredentials, name)
     _old_credentials_saved(name, forget=True)
-    from flows.lock import ensure_lock  # the environment's lock is made with its blocks
-
-    ensure_lock(name)
     return Environment(name=name, app=env.app, target=env.target, registry_credentials=env.registry_credentials)
 
 

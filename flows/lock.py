@@ -22,6 +22,7 @@ slot free at a heartbeat, takes it again.
 
 import getpass
 import logging
+import os
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 from pydantic import BaseModel
 
+from blocks.envfile import Environment, import_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.report import Status, StepResult
 
@@ -94,6 +96,14 @@ def ensure_lock(environment: str) -> None:
             client.read_global_concurrency_limit_by_name(limit_name(environment))
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit_name(environment), limit=1))
+
+
+def import_environment(path: str | os.PathLike, name: str | None = None) -> Environment:
+    """An env file saved as the environment's blocks (`blocks.import_env_file`), and
+    the environment's lock made with them if the server has none."""
+    env = import_env_file(path, name)
+    ensure_lock(env.name)
+    return env
 
 
 def held(environment: str) -> bool:

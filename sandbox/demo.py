@@ -56,11 +56,11 @@ class Outcome:
 
 def require_approval(s: manager.Settings) -> None:
     """RELEASE_APPROVAL=required in the sandbox's env file, imported again."""
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
     lines = [line for line in s.env_file.read_text().splitlines() if not line.startswith("RELEASE_APPROVAL=")]
     s.env_file.write_text("\n".join([*lines, "RELEASE_APPROVAL=required"]) + "\n")
-    import_env_file(s.env_file, ENVIRONMENT)
+    import_environment(s.env_file, ENVIRONMENT)
     print("\n=== from now on each sandbox release waits for an approval (RELEASE_APPROVAL=required) ===", flush=True)
 
 

@@ -60,14 +60,14 @@ def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> l
     """Server up, each environment's blocks saved and deployments applied, a worker
     started per environment (and seen polling its pool). Without `schedules` the
     `verify/<env>` schedules are paused before any worker starts. Returns what was done."""
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
     said = [server.up(plane.server)]
     api = plane.server.api_url
     os.environ.update(server.client_environment(plane.server))  # `prefect deploy` and the workers are child processes
     with temporary_settings(updates=server.client_settings(plane.server)):
         for name, env_file in env_files.items():
-            import_env_file(env_file, name)
+            import_environment(env_file, name)
         said.append(apply(list(env_files)))
         if not schedules:
             said.append(pause_schedules(list(env_files)))

@@ -24,7 +24,7 @@ from typing import Literal
 
 import yaml
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from smartrelease.process import run
 from tasks.launch import project_compose
 from tasks.readiness import wait_ready
@@ -131,7 +131,7 @@ def put(stack: Stack, compose_file: Path, original: str, env_file: Path, environ
     if stack.edge == "static":
         (compose_file.parent / STATIC_FILE).write_text(STATIC_CONFIG)
     set_keys(env_file, stack.settings())
-    env = import_env_file(env_file, environment)
+    env = import_environment(env_file, environment)
     run(project_compose(env, running_deployment(env).images).up(["backend", "frontend", "edge"], no_deps=True,
                                                                  force_recreate=True))
     wait_ready(env)

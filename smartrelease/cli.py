@@ -165,9 +165,9 @@ def _cmd_blocks_import(args) -> int:
 
     if args.name is not None:
         check_environment(args.name)
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
-    env = import_env_file(args.env_file, args.name)
+    env = import_environment(args.env_file, args.name)
     print(f"saved blocks {env.name!r} (smartaccounting-app-environment, smartaccounting-release-target)")
     return EXIT_OK
 
@@ -183,12 +183,12 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     `progress`, each step is printed as it finishes."""
     import time
 
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
     from flows import journal
     from flows.steps import observers
 
-    env = import_env_file(args.env_file)
+    env = import_environment(args.env_file)
     if progress:
         observers.append(_progress)
     started_ns = time.time_ns()
@@ -367,7 +367,7 @@ def _cmd_guard(args) -> int:
     from smartrelease.refs import check_environment
 
     check_environment(args.name)
-    from blocks.guard import set_prod_migrations
+    from flows.guard import set_prod_migrations
 
     print(set_prod_migrations(args.name, allow=args.state == "on"))
     return EXIT_OK

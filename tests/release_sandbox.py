@@ -17,7 +17,8 @@ from pathlib import Path
 import docker
 from psycopg import sql
 
-from blocks import import_env_file, load_environment
+from blocks import load_environment
+from flows.lock import import_environment
 from flows.history import last_release
 from flows.release import release
 from sandbox import manager
@@ -71,7 +72,7 @@ class Sandbox:
     def set_env(self, key: str, value: str | None) -> None:
         """Change one key of the env file (None removes it) and import it again."""
         set_keys(self.settings.env_file, {key: value})
-        import_env_file(self.settings.env_file, self.name)
+        import_environment(self.settings.env_file, self.name)
 
     def env_file_for(self, name: str, directory: Path, **changes: str) -> Path:
         """This sandbox's env file copied for environment `name` with `changes` over its
@@ -81,7 +82,7 @@ class Sandbox:
         path = directory / f".env.{name}"
         path.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in changes.items())]) + "\n")
         path.chmod(0o600)
-        import_env_file(path, name)
+        import_environment(path, name)
         return path
 
     @contextmanager
@@ -222,9 +223,9 @@ def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: 
         for env_file in (settings.env_file, settings.dev.env_file) if dev else (settings.env_file,):
             with env_file.open("a") as f:
                 f.write(f"RELEASE_UNHEALTHY_GRACE_S={UNHEALTHY_GRACE_S}\n")
-        import_env_file(settings.env_file, name)
+        import_environment(settings.env_file, name)
         if dev:
-            import_env_file(settings.dev.env_file, settings.dev.name)
+            import_environment(settings.dev.env_file, settings.dev.name)
         yield Sandbox(settings, name)
     finally:
         manager.destroy(settings)

@@ -194,9 +194,9 @@ def test_a_ca_bundle_that_is_not_pem_is_a_configuration_error_never_retried(writ
 
     bogus = tmp_path / "ca.pem"
     bogus.write_text("this is not a certificate\n")
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
-    import_env_file(write_env(name="bogusca", public_url=https_server(), RELEASE_CA_BUNDLE=str(bogus)), "bogusca")
+    import_environment(write_env(name="bogusca", public_url=https_server(), RELEASE_CA_BUNDLE=str(bogus)), "bogusca")
     state, report = run("bogusca")
     by_name = {r.name: r for r in report.results}
     assert f"RELEASE_CA_BUNDLE {bogus} is not a PEM certificate file" in by_name["environment"].detail
@@ -214,9 +214,10 @@ def test_an_undo_command_that_does_not_split_is_refused(write_env):
 
 def test_a_block_left_unloadable_by_an_older_version_is_named_not_mistaken_for_missing(write_env):
     # What issue 10 found saved by `inf`: backup_max_age_hours null in the stored block.
-    from blocks import import_env_file, load_environment
+    from blocks import load_environment
+    from flows.lock import import_environment
 
-    import_env_file(write_env(name="oldblock"), "oldblock")
+    import_environment(write_env(name="oldblock"), "oldblock")
     ReleaseTarget.model_construct(**{**ReleaseTarget.load("oldblock").model_dump(), "backup_max_age_hours": None}) \
         .save("oldblock", overwrite=True)
     with pytest.raises(ConfigError) as exc:

@@ -14,7 +14,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from pydantic import SecretStr
 
-from blocks import import_env_file, load_environment, parse_env_file
+from blocks import load_environment, parse_env_file
+from flows.lock import import_environment
 from blocks.registry_credentials import OLD_SLUG, RegistryCredentials
 from sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
@@ -134,14 +135,14 @@ def test_registry_login_is_saved_as_a_registry_credentials_block(tmp_path):
     path = tmp_path / ".env.withlogin"
     path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n"
                     f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}\n")
-    import_env_file(path)
+    import_environment(path)
     stored = RegistryCredentials.load("withlogin")
     assert stored.username == REGISTRY_USER and stored.password.get_secret_value() == REGISTRY_PASS
     assert stored.registry_url == "registry.example.test"
     assert REGISTRY_PASS in load_environment("withlogin").secret_values()  # so every report redacts it
 
     path.write_text("RELEASE_REGISTRY=registry.example.test\n")  # login removed from the file: forgotten
-    import_env_file(path)
+    import_environment(path)
     assert load_environment("withlogin").registry_credentials is None
 
 
@@ -157,7 +158,7 @@ class EarlierCredentials(Block):
 def test_a_login_saved_by_an_earlier_version_is_named_then_saved_again_and_forgotten(tmp_path):
     path = tmp_path / ".env.oldlogin"
     path.write_text("RELEASE_REGISTRY=registry.example.test\n")
-    import_env_file(path)
+    import_environment(path)
     EarlierCredentials(username=REGISTRY_USER, password=REGISTRY_PASS,
                        registry_url="registry.example.test").save("oldlogin", overwrite=True)
     # Loaded without it, the release would push with no login: refused, naming the way on.
@@ -170,7 +171,7 @@ def test_a_login_saved_by_an_earlier_version_is_named_then_saved_again_and_forgo
 
     path.write_text(f"RELEASE_REGISTRY=registry.example.test\nRELEASE_REGISTRY_USERNAME={REGISTRY_USER}\n"
                     f"RELEASE_REGISTRY_PASSWORD={REGISTRY_PASS}\n")
-    import_env_file(path)
+    import_environment(path)
     assert load_environment("oldlogin").registry_credentials.username == REGISTRY_USER
     with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):  # the old copy of the secret is gone
         client.read_block_document_by_name("oldlogin", block_type_slug=OLD_SLUG)

@@ -124,9 +124,10 @@ def test_rollback_to_a_version_never_released_is_exit_2(write_env):
 
 
 def test_guard_flips_allow_prod_migrations_in_the_block(write_env):
-    from blocks import AppEnvironment, import_env_file
+    from blocks import AppEnvironment
+    from flows.lock import import_environment
 
-    import_env_file(write_env("guarded", ALLOW_PROD_MIGRATIONS="true"), "guarded")
+    import_environment(write_env("guarded", ALLOW_PROD_MIGRATIONS="true"), "guarded")
     off = smartrelease("guard", "off", "--name", "guarded")
     assert off.returncode == 0, off.stderr
     assert "ALLOW_PROD_MIGRATIONS=false saved in block 'guarded' (was true)" in off.stdout
@@ -204,7 +205,8 @@ def test_approving_a_run_that_is_not_paused_or_does_not_exist_is_one_line_exit_2
 def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_the_change(write_env):
     from prefect.client.orchestration import get_client
 
-    from blocks import ReleaseTarget, import_env_file
+    from blocks import ReleaseTarget
+    from flows.lock import import_environment
 
     def stored(name: str):
         with get_client(sync_client=True) as client:
@@ -212,12 +214,12 @@ def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_t
                     for slug in ("smartaccounting-app-environment", "smartaccounting-release-target")}
 
     path = write_env("resaved")
-    import_env_file(path, "resaved")
+    import_environment(path, "resaved")
     first = stored("resaved")
-    import_env_file(path, "resaved")
+    import_environment(path, "resaved")
     assert stored("resaved") == first  # nothing was written
     path.write_text(path.read_text() + "RELEASE_READY_TIMEOUT_S=77\n")
-    import_env_file(path, "resaved")
+    import_environment(path, "resaved")
     now = stored("resaved")
     assert now["smartaccounting-release-target"] > first["smartaccounting-release-target"]
     assert now["smartaccounting-app-environment"] == first["smartaccounting-app-environment"]

@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import temporary_settings
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from deployments import server
 from deployments.apply import apply
 from deployments.catalog import FLOW_NAMES, PRODUCTION_ENVIRONMENTS, pool_name, prefect_yaml
@@ -43,7 +43,7 @@ def test_the_committed_prefect_yaml_is_the_catalogs():
 
 
 def test_apply_makes_the_lock_the_pool_and_the_deployments(write_env):
-    import_env_file(write_env("applied"), "applied")
+    import_environment(write_env("applied"), "applied")
     with pytest.raises(ConfigError, match="no blocks named 'never-imported'"):
         apply(["applied", "never-imported"])
     with get_client(sync_client=True) as client:  # refused whole: not even the first one's pool
@@ -97,7 +97,7 @@ def test_json_values_are_read_as_json():
 
 
 def test_trigger_refuses_bad_input_before_creating_a_run(write_env):
-    import_env_file(write_env("undeployed"), "undeployed")
+    import_environment(write_env("undeployed"), "undeployed")
     for args, said in ((["nope", "--env", "undeployed"], "unknown flow 'nope'"),
                        (["verify", "--env", "ghost"], "no blocks named 'ghost'"),
                        (["verify", "--env", "undeployed"], "no deployment verify/undeployed"),
@@ -110,7 +110,7 @@ def test_trigger_refuses_bad_input_before_creating_a_run(write_env):
 
 
 def test_a_second_holder_waits_or_fails_at_once_naming_the_first(write_env):
-    import_env_file(write_env("locking"), "locking")
+    import_environment(write_env("locking"), "locking")
     said = []
     with environment_lock("locking", me("first holder")):
         assert held("locking") and "first holder" in str(holder("locking"))
@@ -141,7 +141,7 @@ def test_a_flow_run_that_died_holding_the_lock_is_marked_crashed_by_the_next_hol
     def killed_holder():
         pass
 
-    import_env_file(write_env("burying"), "burying")
+    import_environment(write_env("burying"), "burying")
     with get_client(sync_client=True) as client:
         dead = client.create_flow_run(killed_holder, name="release-burying", state=Running())
         done = client.create_flow_run(killed_holder, name="release-burying-done", state=Completed())
@@ -164,7 +164,7 @@ def test_a_flow_run_that_died_holding_the_lock_is_marked_crashed_by_the_next_hol
 def test_two_holders_arriving_at_the_same_moment_one_waits_and_says_for_whom(write_env):
     # Both ask at once: the one the server refuses must report the wait and its holder
     # (it once queued silently inside Prefect and reported "locking2 was free").
-    import_env_file(write_env("locking2"), "locking2")
+    import_environment(write_env("locking2"), "locking2")
     start, waits, order = threading.Barrier(2), {}, []
 
     def run(name: str) -> None:
@@ -191,7 +191,7 @@ def test_a_holder_that_never_wrote_its_name_is_waited_for_as_such(write_env):
     # between the two): a waiter asks again once, then waits naming what it knows.
     from prefect.concurrency.sync import concurrency
 
-    import_env_file(write_env("unnamed"), "unnamed")
+    import_environment(write_env("unnamed"), "unnamed")
     said = []
     with concurrency(limit_name("unnamed"), occupy=1, strict=True, lease_duration=60):
         assert str(holder("unnamed")) == UNNAMED
@@ -223,7 +223,7 @@ def killed_holder(environment: str) -> None:
 
 def test_a_killed_holder_is_freed_at_once_by_unlock_with_its_reason_in_the_history(write_env):
     # (A killed holder's lease running out by itself: test_control_plane_e2e.py.)
-    import_env_file(write_env("wedged"), "wedged")
+    import_environment(write_env("wedged"), "wedged")
     killed_holder("wedged")
     assert "killed holder" in str(holder("wedged"))
     out = smartrelease("unlock", "--env", "wedged", "--reason", "holder killed in a drill")
@@ -300,7 +300,7 @@ def test_a_held_lock_survives_a_restart_of_the_server_and_is_released_after_it(t
     holder's release after a restart would find no lease, and the slot stayed taken."""
     with server_of_its_own(tmp_path) as settings:
         with on_server(settings):
-            import_env_file(write_env("restarted"), "restarted")
+            import_environment(write_env("restarted"), "restarted")
         with holding(settings, "restarted") as proc:
             server.down(settings, keep_database=True)
             server.up(settings)
@@ -321,7 +321,7 @@ def test_a_holder_whose_lease_ran_out_in_a_server_outage_keeps_the_lock_while_it
     said = tmp_path / "holder.log"
     with server_of_its_own(tmp_path) as settings, said.open("w") as log:
         with on_server(settings):
-            import_env_file(write_env("outage"), "outage")
+            import_environment(write_env("outage"), "outage")
         with holding(settings, "outage", stderr=log) as proc:
             taken = time.monotonic()
             time.sleep(max(0.0, taken + 40 - time.monotonic()))
@@ -347,7 +347,7 @@ def test_a_release_that_waited_for_the_lock_runs_with_the_settings_saved_meanwhi
     from flows.release import release
     from smartrelease.report import Report
 
-    import_env_file(write_env("waited", RELEASE_APPROVAL="none"), "waited")
+    import_environment(write_env("waited", RELEASE_APPROVAL="none"), "waited")
     waiting = threading.Event()
 
     class Told(logging.Handler):

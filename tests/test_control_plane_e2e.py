@@ -18,7 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId, TaskRunFilter,
                                             TaskRunFilterFlowRunId)
 
-from blocks import import_env_file, load_environment
+from blocks import load_environment
+from flows.lock import import_environment
 from deployments.catalog import deployment_name
 from deployments.trigger import follow
 from flows.history import read_history
@@ -44,7 +45,7 @@ class LeaseDrill:
     def __init__(self, env_file: Path, directory: Path):
         drill_file = directory / f".env.{DRILL}"  # `release --env-file` names the environment after the file
         shutil.copy(env_file, drill_file)
-        import_env_file(drill_file, DRILL)
+        import_environment(drill_file, DRILL)
         release = subprocess.Popen([sys.executable, "-m", "smartrelease.cli", "release", "--env-file", str(drill_file)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 120

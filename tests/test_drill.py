@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from flows.drill import STEPS, drill
 from flows.history import read_history
 from smartrelease.report import Status
@@ -48,7 +48,7 @@ def drilled(own_pg, write_env, tmp_path):
     """An environment on a cluster of its own, seeded, its newest backup encrypted."""
     seed(own_pg)
     path = write_env(name="drill", cluster=own_pg)
-    env = import_env_file(path, "drill")
+    env = import_environment(path, "drill")
     newest = Path(env.app.backup_dir) / "drill-1.1.0-20260101T000000Z.dump.enc"
     dump_database_encrypted(host_tools(own_pg), newest, BACKUP_PASSPHRASE)
     return own_pg, path, newest
@@ -105,7 +105,7 @@ def test_a_tampered_backup_fails_at_its_checksum_before_any_scratch_database(dri
 def test_the_wrong_passphrase_fails_at_decryption_and_the_scratch_database_is_dropped(drilled, tmp_path):
     cluster, path, _ = drilled
     path.write_text(path.read_text().replace(BACKUP_PASSPHRASE, "not-the-backup-passphrase-SENTINEL"))
-    import_env_file(path, "drill")
+    import_environment(path, "drill")
     state, report = run_drill()
     steps = by_name(report)
     assert steps["restore"].status == Status.FAILED and steps["restore"].detail.startswith("decryption: ")

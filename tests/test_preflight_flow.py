@@ -2,7 +2,7 @@
 
 import threading
 
-from blocks import import_env_file
+from flows.lock import import_environment
 from flows.preflight import CHECKS, preflight
 from smartrelease.report import Report, Status
 
@@ -15,7 +15,7 @@ def run(env_name: str):
 
 
 def test_all_checks_pass_and_publish_an_artifact(write_env, https_server):
-    import_env_file(write_env(public_url=https_server()), "pass")
+    import_environment(write_env(public_url=https_server()), "pass")
     state, report = run("pass")
     assert state.is_completed()
     assert isinstance(report, Report) and report.ok
@@ -26,7 +26,7 @@ def test_all_checks_pass_and_publish_an_artifact(write_env, https_server):
 
 def test_every_failure_is_reported_together(write_env, https_server, own_pg):
     path = write_env(name="broken", cluster=own_pg, public_url=https_server(days=-1))
-    import_env_file(path, "broken")
+    import_environment(path, "broken")
     own_pg.stop()  # the database is down and the certificate has expired
     state, report = run("broken")
     assert state.is_failed()
@@ -41,7 +41,7 @@ def test_every_failure_is_reported_together(write_env, https_server, own_pg):
 
 
 def test_a_transient_database_failure_passes_on_retry(write_env, https_server, own_pg):
-    import_env_file(write_env(name="flaky", cluster=own_pg, public_url=https_server()), "flaky")
+    import_environment(write_env(name="flaky", cluster=own_pg, public_url=https_server()), "flaky")
     own_pg.stop()
     restarter = threading.Timer(1.0, own_pg.start)  # back before the first retry (2 s)
     restarter.start()
@@ -58,8 +58,8 @@ def test_no_secret_reaches_logs_artifacts_parameters_or_report(write_env, https_
     # One failing run (wrong password, bad certificate, short secrets) and one passing run.
     bad = write_env(name="leaky", public_url=https_server(days=-1),
                     DATABASE_URL=pg.dsn("smartaccounting", "SENTINEL-wrong-password", "smartaccounting"))
-    import_env_file(bad, "leaky")
-    import_env_file(write_env(name="clean", public_url=https_server()), "clean")
+    import_environment(bad, "leaky")
+    import_environment(write_env(name="clean", public_url=https_server()), "clean")
     for name in ("leaky", "clean"):
         state, report = run(name)
         texts = stored(state.state_details.flow_run_id)

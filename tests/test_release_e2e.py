@@ -206,7 +206,7 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
     labels) is not an empty environment: the release refuses at preflight, before
     anything is built, naming `smartrelease adopt`, instead of treating it as a first
     release with nothing to go back to."""
-    from blocks import import_env_file
+    from flows.lock import import_environment
     from tasks.build_pin import push_immutable
     from tasks.launch import compose_up
     from tasks.readiness import wait_ready
@@ -224,7 +224,7 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
     try:
         compose_up(env, bare)
         wait_ready(env)
-        import_env_file(sandbox.settings.env_file, "e2e-bare")  # the same project, no history
+        import_environment(sandbox.settings.env_file, "e2e-bare")  # the same project, no history
         state, report, _ = sandbox.release("1.8.0", environment="e2e-bare")
         assert state.is_failed()
         step = by_name(report)["preflight"]
@@ -243,13 +243,13 @@ def test_the_first_release_of_an_empty_environment(sandbox):
     provisioned before the first release) and nothing was ever released under this
     name: preflight cannot reach the public URL, so tls is a warning there and the
     full check runs after launch."""
-    from blocks import import_env_file
+    from flows.lock import import_environment
 
     for service, (container, _) in sandbox.containers().items():
         if service != "db":
             docker.from_env().containers.get(container).remove(force=True)
     assert set(sandbox.containers()) == {"db"}
-    import_env_file(sandbox.settings.env_file, "e2e-first")
+    import_environment(sandbox.settings.env_file, "e2e-first")
     try:
         state, report, _ = sandbox.release("1.9.0", environment="e2e-first")
         assert state.is_completed(), report.text()

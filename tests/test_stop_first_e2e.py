@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blocks import import_env_file, load_environment
+from blocks import load_environment
+from flows.lock import import_environment
 from flows.release import release
 from sandbox.app_changes import commit_version
 from smartrelease.report import Status
@@ -43,7 +44,7 @@ def sandbox(shared_sandbox, tmp_path_factory, port):
 def test_zero_downtime_required_refuses_the_host_port_before_anything_changes(sandbox, port):
     with sandbox.stop_first_env_file.open("a") as f:
         f.write("RELEASE_ZERO_DOWNTIME=required\n")
-    import_env_file(sandbox.stop_first_env_file, NAME)
+    import_environment(sandbox.stop_first_env_file, NAME)
     try:
         before = sandbox.containers()
         commit_version(sandbox.app_dir, "9.1.0")
@@ -57,7 +58,7 @@ def test_zero_downtime_required_refuses_the_host_port_before_anything_changes(sa
     finally:
         text = sandbox.stop_first_env_file.read_text().replace("RELEASE_ZERO_DOWNTIME=required\n", "")
         sandbox.stop_first_env_file.write_text(text)
-        import_env_file(sandbox.stop_first_env_file, NAME)
+        import_environment(sandbox.stop_first_env_file, NAME)
 
 
 def test_a_frontend_on_a_host_port_is_stopped_first_named_in_the_plan_and_timed_in_the_report(sandbox, port):

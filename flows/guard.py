@@ -2,8 +2,9 @@
 `smartrelease guard off|on --name ENV` flips it in the environment's saved block."""
 
 from blocks.app_environment import AppEnvironment
-from smartrelease.refs import check_environment
+from flows.lock import environment_lock, me
 from smartrelease.errors import ConfigError
+from smartrelease.refs import check_environment
 
 
 def set_prod_migrations(name: str, allow: bool) -> str:
@@ -13,8 +14,6 @@ def set_prod_migrations(name: str, allow: bool) -> str:
         app = AppEnvironment.load(name)
     except ValueError:
         raise ConfigError(f"no blocks named {name!r}: run `smartrelease blocks import --env-file FILE --name {name}`") from None
-    from flows.lock import environment_lock, me
-
     # Not while a release reads it: its migration guard would have seen the old value.
     with environment_lock(name, me(f"guard {'on' if allow else 'off'}")):
         app = AppEnvironment.load(name)
