@@ -5,10 +5,12 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
+from importlib.metadata import entry_points
 
 from smartrelease import __version__
 from smartrelease.errors import ConfigError
+
+PLUGINS = "smartrelease.commands"  # entry points: a function adding a subcommand, with its handler as the default
 
 STRATEGIES = ("undo", "restore", "none")  # tasks.rollback_inputs.STRATEGIES, without importing Prefect for --help
 
@@ -141,16 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="e.g. the CI pipeline's id: a retried job attaches to the run it started")
     tr.add_argument("--json", action="store_true", help="print one JSON object on standard output")
 
-    sb = sub.add_parser("sandbox", help="the local production-like sandbox")
-    sb.add_argument("action", choices=["up", "down", "status", "destroy"],
-                    help="destroy: down, then delete the sandbox's state and env files")
-    sb.add_argument("--dev", action="store_true", help="with up: also a dev environment beside it (.env.sandbox-dev)")
-    sb.add_argument("--external-db", action="store_true",
-                    help="with up: the database on this host, outside Compose (default: a db service in the project)")
-    sb.add_argument("--app", metavar="PATH", help="with up: your own app's checkout instead of the stand-in "
-                                                   "(its smartrelease.env holds its RELEASE_ keys)")
-    sb.add_argument("--server", action="store_true", help="with up: also the control plane: a Prefect server, "
-                                                          "the environments' deployments, a worker per environment")
+    for plugin in entry_points(group=PLUGINS):  # the sandbox's command, beside the product (sandbox/command.py)
+        plugin.load()(sub)
     return p
 
 
@@ -453,19 +447,10 @@ def _cmd_trigger(args) -> int:
     return EXIT_OK if t.succeeded(run) else EXIT_FAILED
 
 
-def _cmd_sandbox(args) -> int:
-    from sandbox import manager
-
-    if args.action == "up":
-        return manager.up(dev=args.dev, external_db=args.external_db, app=args.app and Path(args.app),
-                          server=args.server)
-    return {"down": manager.down, "status": manager.status, "destroy": manager.destroy}[args.action]()
-
-
 HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release": _cmd_release, "approve": _cmd_approve, "verify": _cmd_verify,
             "drill": _cmd_drill, "build": _cmd_build, "promote": _cmd_promote, "rollback": _cmd_rollback, "adopt": _cmd_adopt, "guard": _cmd_guard,
             "unlock": _cmd_unlock, "server": _cmd_server, "deployments": _cmd_deployments, "worker": _cmd_worker,
-            "trigger": _cmd_trigger, "sandbox": _cmd_sandbox}
+            "trigger": _cmd_trigger}
 
 
 def _quiet_exit_notices() -> None:
@@ -490,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             from smartrelease.refs import check_env_file
 
             check_env_file(args.env_file)
-        return HANDLERS[args.command](args)
+        handler = getattr(args, "handler", None) or HANDLERS[args.command]  # a plugin's, or ours
+        return handler(args)
     except ConfigError as exc:
         print(f"smartrelease: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
