@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from smartrelease.files import create_new, read_private
 from smartrelease.process import Command, run
 from smartrelease.redact import remember
 
@@ -87,9 +88,7 @@ def archive_current_segment(conn: psycopg.Connection, timeout_s: float = 30) -> 
 
 
 def _create_private(path: Path, text: str) -> None:
-    """A new file (0600) holding `text`; never through a link planted in its place."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(create_new(path), "w") as f:
         f.write(text)
 
 
@@ -122,7 +121,6 @@ class Cluster:
             _chown(d)
         self.socket_dir.chmod(0o700)
         password = secrets.token_urlsafe(24)
-        self.password_file.unlink(missing_ok=True)  # (an init that failed before)
         _create_private(self.password_file, password)  # ours (root's as root): the server's user cannot read it
         pwfile = self.root / f".initdb-pw-{os.getpid()}"
         _create_private(pwfile, password)  # initdb reads it as the server's user, then it goes
@@ -177,12 +175,7 @@ class Cluster:
 
     def superuser_password(self) -> str | None:
         """None for a cluster made before local logins needed one (it trusts them)."""
-        try:
-            fd = os.open(self.password_file, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return None
-        with os.fdopen(fd) as f:
-            password = f.read().strip()
+        password = read_private(self.password_file)
         remember([password])
         return password
 
@@ -204,9 +197,7 @@ class Cluster:
         """TLS on, with this certificate, and plain-text connections over TCP refused."""
         for name, content in (("server.crt", cert_pem), ("server.key", key_pem)):
             path = self.datadir / name
-            path.unlink(missing_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(create_new(path), "wb") as f:
                 f.write(content)
             _chown(path)
         hba = self.datadir / "pg_hba.conf"
