@@ -156,13 +156,9 @@ def client_environment(s: ServerSettings) -> dict[str, str]:
 
 def client_settings(s: ServerSettings) -> dict:
     """The same, as Prefect settings for `temporary_settings` (this process's client)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL
+    import prefect.settings
 
-    env = client_environment(s)
-    settings = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env.get("PREFECT_API_AUTH_STRING")}
-    if s.tls_ca:
-        settings[PREFECT_API_SSL_CERT_FILE] = s.tls_ca
-    return settings
+    return {getattr(prefect.settings, name): value for name, value in client_environment(s).items()}
 
 
 def use_local_credentials(environ=os.environ) -> None:
