@@ -110,9 +110,30 @@ def sandbox(shared_sandbox, listener):
 
 @contextmanager
 def releasing(sandbox, version: str, **changes):
-    """Start the release of `version` in a thread (it pauses); yield its future."""
+    """Start the release of `version` in a thread (it pauses); yield its future.
+    When the test fails meanwhile, the release is cancelled, as the UI's Cancel does:
+    left paused, it held the environment's lock for its hour of approval timeout, and
+    the test waited that hour for its thread (seen in CI once, 73 minutes in all)."""
     with ThreadPoolExecutor(1) as pool:
-        yield pool.submit(sandbox.release, version, **changes)
+        future = pool.submit(sandbox.release, version, **changes)
+        try:
+            yield future
+        except BaseException:
+            if not future.done():
+                cancel_releases("the test failed while it waited")
+            raise
+
+
+def cancel_releases(why: str) -> None:
+    """Cancel the release runs of the environment that have not ended."""
+    from prefect.client.schemas.objects import TERMINAL_STATES
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"release-{ENV}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=list(TERMINAL_STATES))))):
+            client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
 
 
 def paused_run(after_key: str | None = None, timeout_s: float = 120):
