@@ -79,6 +79,7 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
               *([f"| must tolerate them | {tolerate(prev.version, [m.name for m in plan.migrations])} |"]
                 if plan.migrations and prev else []),
               *([f"| **downtime** | {plan.stop_first_line()} |"] if plan.stop_first else []),
+              *([f"| **errors possible** | {plan.pinned_frontend} |"] if plan.pinned_frontend else []),
               f"| backup | {backup} |",
               f"| rollback plan | {f'[rollback-plan-{plan.environment}]({plan_url})' if plan_url else f'rollback-plan-{plan.environment}'} |",
               f"| requested by | {requested_by or 'not known'} |",

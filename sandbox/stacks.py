@@ -13,7 +13,8 @@ and benchmarks/cutover.py put a sandbox on one the same way.
 - edge `static`: HAProxy resolving the names once, at its start, from a config file
   mounted from beside the compose file (as nginx without a resolver).
 - `pinned`: the frontend's nginx proxies /api to `backend:8080`, resolved once at
-  its start, and the edge sends every request to the frontend.
+  its start, and the edge sends every request to the frontend; `connect_timeout`:
+  its `proxy_connect_timeout` (nginx's default, 60s, when empty).
 - `shutdown_delay_s`: the backend, told to stop, refuses new connections at once and
   exits that long after (as a team adds for an edge that caches DNS answers).
 """
@@ -59,6 +60,7 @@ class Stack:
     health: Literal["drain", "plain", "none"] = "drain"
     interval: str = "30s"  # of the plain health check
     pinned: bool = False
+    connect_timeout: str = ""  # the pinned frontend's proxy_connect_timeout ("1s"); nginx's 60s when empty
     shutdown_delay_s: int = 0  # the backend exits this long after SIGTERM, its listener closed at once
 
     @property
@@ -66,6 +68,7 @@ class Stack:
         health = f"plain {self.interval}" if self.health == "plain" else self.health
         return (f"{self.edge} edge, {health} health check"
                 + (", frontend resolving the backend once" if self.pinned else "")
+                + (f" (connect timeout {self.connect_timeout})" if self.connect_timeout else "")
                 + (f", backend exiting {self.shutdown_delay_s} s after SIGTERM" if self.shutdown_delay_s else ""))
 
     def compose(self, compose: dict) -> dict:
@@ -90,6 +93,8 @@ class Stack:
             backend.setdefault("environment", {})["SHUTDOWN_DELAY_S"] = str(self.shutdown_delay_s)
         if self.pinned:
             frontend.setdefault("environment", {})["API_UPSTREAM"] = "backend:8080"
+            if self.connect_timeout:
+                frontend["environment"]["API_CONNECT_TIMEOUT"] = self.connect_timeout
             environment.update(BACKEND_HOST="frontend", BACKEND_PORT="8081")
         return compose
 
@@ -100,7 +105,8 @@ class Stack:
         probed = self.edge != "discovery"
         return {"RELEASE_EDGE": "dns" if dns else None,
                 "RELEASE_BACKEND_PORT": "8080" if probed else None, "RELEASE_FRONTEND_PORT": "8081" if probed else None,
-                "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None}
+                "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None,
+                "RELEASE_FRONTEND_CONNECT_TIMEOUT_S": self.connect_timeout.removesuffix("s") or None}
 
 
 # The matrix benchmarks/cutover.py measures, by name.

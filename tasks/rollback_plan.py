@@ -18,7 +18,7 @@ from tasks.launch import team_config
 from tasks.migrations import MigrationPlan
 from tasks.release_backup import BackupRecord, fresh_backup
 from tasks.runbook_task import runbook_task
-from tasks.compose_checks import stop_first_with_downtime
+from tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
 from tasks.edge_class import EDGE_MEANS, edge_of
 from tasks.schema import schema_lines
 from tasks.running import RunningService, app_services, running_services
@@ -69,6 +69,7 @@ class RollbackPlan(Finding):
     stop_first: dict[str, str] = {}
     stop_first_s: dict[str, float] = {}  # about how long, each (tasks/compose_checks.downtime_s)
     edge: str = ""  # the edge class the launch assumes, and why (tasks/edge_class.py)
+    pinned_frontend: str = ""  # what users may see: RELEASE_FRONTEND_PINS_BACKEND (compose_checks.pinned_frontend_risk)
 
     def stop_first_line(self) -> str | None:
         if not self.stop_first:
@@ -108,6 +109,8 @@ class RollbackPlan(Finding):
             lines += ["", f"Launch: **{line}**."]
         if self.edge:
             lines += ["", f"Cutover: {self.edge}; {EDGE_MEANS[self.edge.split()[1]]}."]
+        if self.pinned_frontend:
+            lines += ["", f"Frontend: **{self.pinned_frontend}**; to remove the risk, {PINNED_FRONTEND_FIX}."]
         return "\n".join(lines) + "\n"
 
 
@@ -214,11 +217,15 @@ def rollback_plan(env: Environment, version: str, migrations: MigrationPlan, fir
     if stop_first:
         detail += "; " + ", ".join(f"{name} stopped first: users get errors on it for about {stop_first_s[name]:.0f} s"
                                    for name in stop_first) + " during the launch"
-    return RollbackPlan(detail=detail, warning=database == "restore" or (first_release and bool(missing)) or bool(stop_first),
+    pinned = "" if first_release else pinned_frontend_risk(env) or ""  # nothing serves yet: nothing to keep
+    if pinned:
+        detail += f"; RELEASE_FRONTEND_PINS_BACKEND: {pinned}"
+    return RollbackPlan(detail=detail, warning=(database == "restore" or (first_release and bool(missing))
+                                                or bool(stop_first) or bool(pinned)),
                         environment=env.name, version=version, first_release=first_release, previous=previous,
                         backup=backup, backup_to_take=bool(migrations.pending), migrations=steps, applied_before=migrations.applied,
                         schema_before=schema_lines(env, STEP), database=database, database_why=why,
-                        stop_first=stop_first, stop_first_s=stop_first_s, edge=edge.line())
+                        stop_first=stop_first, stop_first_s=stop_first_s, edge=edge.line(), pinned_frontend=pinned)
 
 
 rollback_plan_task = runbook_task(STEP, timeout_s=60)(rollback_plan)

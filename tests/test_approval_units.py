@@ -53,6 +53,17 @@ def test_the_plan_and_the_form_say_which_service_is_stopped_first_and_why():
     assert "Launch: **stop-first" not in plan().markdown()
 
 
+def test_the_plan_and_the_form_name_the_risk_of_a_frontend_that_resolves_the_backend_once():
+    risk = "the frontend resolves the backend once, … some users may get errors"  # compose_checks.pinned_frontend_risk
+    pinned = plan(pinned_frontend=risk)
+    assert f"| **errors possible** | {risk} |" in description(pinned, NEW, None, None, None, 0)
+    assert f"Frontend: **{risk}**; to remove the risk, have the frontend give up on an address that does not answer " \
+        "within a second (nginx: `proxy_connect_timeout 1s;`, which tries the next address) and set " \
+        "RELEASE_FRONTEND_CONNECT_TIMEOUT_S=1 (docs/zero-downtime.md)." in pinned.markdown()
+    assert "errors possible" not in description(plan(), NEW, None, None, None, 0)
+    assert "Frontend:" not in plan().markdown()
+
+
 def test_a_plan_is_stale_when_what_runs_or_the_migrations_table_changed():
     assert differences(plan(), Deployment(version="1.4.0", images=OLD), ["20261101-init.js"]) == []
     moved = {**OLD, "backend": NEW["backend"]}

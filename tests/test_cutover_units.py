@@ -11,7 +11,7 @@ from sandbox.load import Load, Sample, Writes, check_writes, percentile, summari
 from tasks.compose import ComposeProject
 from smartrelease.errors import StepFailed
 from smartrelease.process import run
-from tasks.compose_checks import (cannot_run_twice, compose_problems, compose_version_problems, downtime_s, duration_s,
+from tasks.compose_checks import (cannot_run_twice, compose_problems, pinned_frontend_risk, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
 from tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stop_order,
                            stopped_first_note, tcp_ports, waves)
@@ -239,6 +239,34 @@ def test_a_static_edge_in_the_compose_file_stops_the_app_first_or_is_refused(wri
         f"edge: static (detected: service proxy runs nginx:1.27; nginx's {tmp_path}/nginx.conf proxies without a "
         "resolver (names resolved once, at start)): it resolved the app's addresses once"), problems
     assert "(RELEASE_ZERO_DOWNTIME=required)" in problems[0]
+
+
+@pytest.mark.parametrize("setting", ["preferred", "required"])
+@pytest.mark.parametrize("timeout", [None, "5", "1"])
+def test_a_frontend_that_resolves_the_backend_once_and_waits_on_a_gone_address_is_refused_when_zero_downtime_is_required(
+        write_env, tmp_path, setting, timeout):
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  backend:\n    image: ${BACKEND_IMAGE}\n  frontend:\n    image: ${FRONTEND_IMAGE}\n")
+    env = parse_env_file(write_env(RELEASE_COMPOSE_FILE=str(compose), RELEASE_COMPOSE_PROJECT="books",
+                                   RELEASE_ZERO_DOWNTIME=setting, RELEASE_FRONTEND_PINS_BACKEND="true",
+                                   **({"RELEASE_FRONTEND_CONNECT_TIMEOUT_S": timeout} if timeout else {})))
+    said = {None: "unset, nginx's 60 s assumed", "5": "5 s"}
+    risk = pinned_frontend_risk(env)
+    if timeout == "1":  # it gives up on a gone address within a second: a wait of about 2 s, measured, no error
+        assert risk is None and compose_problems(env) == []
+        return
+    assert risk == (
+        "the frontend resolves the backend once, at its start, so the one started beside the old backend keeps its "
+        "address after it has gone, and a request sent there waits until the frontend gives up on it "
+        f"(RELEASE_FRONTEND_CONNECT_TIMEOUT_S: {said[timeout]}) before it reaches the new backend: some users may get "
+        "errors for a few seconds after the old backend stops")
+    if setting == "preferred":  # released, the plan naming the risk (test_approval_units)
+        assert compose_problems(env) == []
+        return
+    assert compose_problems(env) == [
+        f"RELEASE_FRONTEND_PINS_BACKEND=true: {risk} (RELEASE_ZERO_DOWNTIME=required): have the frontend give up on an "
+        "address that does not answer within a second (nginx: `proxy_connect_timeout 1s;`, which tries the next "
+        "address) and set RELEASE_FRONTEND_CONNECT_TIMEOUT_S=1 (docs/zero-downtime.md)"]
 
 
 def resolved(env) -> dict:

@@ -2,9 +2,13 @@
 # API_UPSTREAM=backend:8080 proxies /api/ there, as many teams' frontends do: nginx
 # resolves the name once, at start, and keeps the addresses it got (no resolver),
 # with its defaults (a refused connection tried on the next address).
+# API_CONNECT_TIMEOUT (say 1s): how long it waits on an address that does not answer
+# before it tries the next one (nginx's default: 60s).
 set -e
 api=""
-[ -z "$API_UPSTREAM" ] || api="location /api/ { proxy_pass http://$API_UPSTREAM; }"
+timeout=""
+[ -z "$API_CONNECT_TIMEOUT" ] || timeout="proxy_connect_timeout $API_CONNECT_TIMEOUT;"
+[ -z "$API_UPSTREAM" ] || api="location /api/ { proxy_pass http://$API_UPSTREAM; $timeout }"
 cat > /tmp/nginx.conf <<CONF
 daemon off;
 worker_processes 1;
