@@ -39,7 +39,7 @@ server-down: venv
 # prints each report; Prefect's own logging would add the traceback of the failure
 # the broken 1.2.0 is built to have.
 demo: setup
-	$(WITH_DOCKER) env PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m sandbox.demo
+	$(WITH_DOCKER) env PREFECT_LOGGING_LEVEL=CRITICAL $(VENV)/bin/python -m smartrelease.sandbox.demo
 
 # In parallel: each pytest-xdist worker runs whole modules, on a Prefect server and
 # sandboxes of its own. The module marked `exclusive` (the cutover's) comes last and

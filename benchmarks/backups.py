@@ -39,10 +39,10 @@ def child(op: str, args: argparse.Namespace) -> None:
 
     from pydantic import SecretStr
 
-    from tasks.backup_crypto import verify_checksum
-    from tasks.backup_files import dump_database_encrypted, restore_into
-    from tasks.pg_client import HostTools
-    from tasks.postgres import DatabaseUrl
+    from smartrelease.tasks.backup_crypto import verify_checksum
+    from smartrelease.tasks.backup_files import dump_database_encrypted, restore_into
+    from smartrelease.tasks.pg_client import HostTools
+    from smartrelease.tasks.postgres import DatabaseUrl
 
     def tools(dbname: str) -> HostTools:
         return HostTools(DatabaseUrl("127.0.0.1", args.port, dbname, USER, SecretStr(os.environ["PGPASSWORD"])))
@@ -55,10 +55,10 @@ def child(op: str, args: argparse.Namespace) -> None:
         verify_checksum(Path(args.file))
         restore_into(Path(args.file), passphrase, tools(args.target_db), timeout_s=7200)
     elif op == "backups-check":  # preflight's check itself, with its memory of verified backups
-        from blocks.app_environment import AppEnvironment
-        from blocks.envfile import Environment
-        from blocks.release_target import ReleaseTarget
-        from tasks.backups import check_backups
+        from smartrelease.blocks.app_environment import AppEnvironment
+        from smartrelease.blocks.envfile import Environment
+        from smartrelease.blocks.release_target import ReleaseTarget
+        from smartrelease.tasks.backups import check_backups
 
         env = Environment(name="bench", target=ReleaseTarget(backup_timeout_s=7200), app=AppEnvironment(
             backup_dir=str(Path(args.file).parent), backup_passphrase=passphrase))
@@ -171,7 +171,7 @@ def main() -> None:
     if args.op:
         return child(args.op, args)
 
-    from sandbox.identity import any_free_port
+    from smartrelease.sandbox.identity import any_free_port
     from smartrelease.local_postgres import Cluster
 
     root = Path(tempfile.mkdtemp(prefix="smartrelease-bench-"))

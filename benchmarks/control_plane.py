@@ -29,11 +29,11 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import temporary_settings
 
-from deployments import server
-from deployments.apply import worker_command
-from deployments.trigger import follow, succeeded, trigger
-from flows.lock import environment_lock, holder, me
-from sandbox import manager, plane
+from smartrelease.deployments import server
+from smartrelease.deployments.apply import worker_command
+from smartrelease.deployments.trigger import follow, succeeded, trigger
+from smartrelease.flows.lock import environment_lock, holder, me
+from smartrelease.sandbox import manager, plane
 from smartrelease.daemon import Background
 
 ENV = "sandbox"

@@ -25,14 +25,14 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from flows.lock import import_environment
-from flows.rollback import rollback
-from flows.release import release
-from sandbox.app_changes import commit_version, migration
-from sandbox.load import Load, Stats, Writes, check_writes
-from sandbox.stacks import MATRIX, Stack, put
-from tasks.build_pin import build_pin
-from tasks.postgres import connect
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.rollback import rollback
+from smartrelease.flows.release import release
+from smartrelease.sandbox.app_changes import commit_version, migration
+from smartrelease.sandbox.load import Load, Stats, Writes, check_writes
+from smartrelease.sandbox.stacks import MATRIX, Stack, put
+from smartrelease.tasks.build_pin import build_pin
+from smartrelease.tasks.postgres import connect
 
 PATH = "/api/accounts"
 STEADY_S = 10

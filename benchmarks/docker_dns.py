@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 import docker
 
-from sandbox.base_image import DEFAULT_BASE_IMAGE
+from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE
 
 ALIAS = "svc"
 LABELS = {"smartrelease.measurement": "docker-dns"}

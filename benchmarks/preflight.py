@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 
 from prefect import flow
 
-from flows.lock import import_environment
-from flows.preflight import CHECKS, preflight
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.preflight import CHECKS, preflight
 
 
 @flow

@@ -14,8 +14,8 @@ import platform
 import statistics
 from datetime import datetime, timezone
 
-from flows.lock import import_environment
-from flows.release import release
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.release import release
 
 
 def main() -> None:

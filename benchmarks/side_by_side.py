@@ -133,8 +133,8 @@ def main() -> None:
                  "command starts a temporary server of its own, which is not what is measured here")
     env_file = str(Path(args.env_file).resolve())
 
-    from sandbox import manager
-    from sandbox.app_changes import commit_version
+    from smartrelease.sandbox import manager
+    from smartrelease.sandbox.app_changes import commit_version
 
     app_dir = manager.Settings().app_dir
     first = (app_dir / "VERSION").read_text().strip()
@@ -148,7 +148,7 @@ def main() -> None:
     print(f"release: {args.runs} rounds of {first} and {second}, each way", flush=True)
     rel_tool, rel_bash = release_rounds(env_file, args.runs, (first, second))
 
-    from sandbox.app_changes import migration
+    from smartrelease.sandbox.app_changes import migration
 
     broken = "9.9.1"
     commit_version(app_dir, broken, faults=["health-fails"], files={BROKEN_MIGRATION: migration(

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 
 import docker
 
-from blocks import parse_env_file
+from smartrelease.blocks import parse_env_file
 from smartrelease.process import run
-from tasks.launch import project_compose
-from tasks.readiness import POLL_CAP_S, wait_ready
-from tasks.running import running_services
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.readiness import POLL_CAP_S, wait_ready
+from smartrelease.tasks.running import running_services
 
 
 def first_healthy(container) -> float:

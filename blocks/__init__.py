@@ -6,9 +6,9 @@ Both are saved under the environment's name (`prod`, `dev`, `sandbox`) and loade
 the flows at run time with `load_environment(name)`.
 """
 
-from blocks.app_environment import AppEnvironment
-from blocks.release_target import ReleaseTarget
-from blocks.envfile import Environment, import_env_file, load_environment, parse_env_file
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.blocks.release_target import ReleaseTarget
+from smartrelease.blocks.envfile import Environment, import_env_file, load_environment, parse_env_file
 
 __all__ = [
     "AppEnvironment",

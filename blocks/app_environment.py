@@ -3,7 +3,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
 
-from blocks.schema_cache import CachedSchema
+from smartrelease.blocks.schema_cache import CachedSchema
 
 
 class AppEnvironment(CachedSchema, Block):

@@ -10,9 +10,9 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 from pydantic import SecretStr, ValidationError
 
-from blocks.app_environment import AppEnvironment
-from blocks.registry_credentials import OLD_SLUG, RegistryCredentials
-from blocks.release_target import ReleaseTarget
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.blocks.registry_credentials import OLD_SLUG, RegistryCredentials
+from smartrelease.blocks.release_target import ReleaseTarget
 from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
 from smartrelease.redact import remember

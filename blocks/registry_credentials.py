@@ -1,7 +1,7 @@
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
 
-from blocks.schema_cache import CachedSchema
+from smartrelease.blocks.schema_cache import CachedSchema
 
 
 class RegistryCredentials(CachedSchema, Block):

@@ -4,8 +4,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from prefect.blocks.core import Block
 
-from blocks.app_contract import AppContract
-from blocks.schema_cache import CachedSchema
+from smartrelease.blocks.app_contract import AppContract
+from smartrelease.blocks.schema_cache import CachedSchema
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_registry, check_repository
 

@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists
 
-from deployments.catalog import HOME_VARIABLE, pool_name, prefect_yaml
+from smartrelease.deployments.catalog import HOME_VARIABLE, pool_name, prefect_yaml
 from smartrelease.process import Command, run
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,8 @@ def ensure_pool(environment: str) -> None:
 
 def register_block_types() -> None:
     """`prefect block register` of the blocks an environment is saved as."""
-    from blocks import AppEnvironment, ReleaseTarget
-    from blocks.registry_credentials import RegistryCredentials
+    from smartrelease.blocks import AppEnvironment, ReleaseTarget
+    from smartrelease.blocks.registry_credentials import RegistryCredentials
 
     for block in (AppEnvironment, ReleaseTarget, RegistryCredentials):
         block.register_type_and_schema()
@@ -84,8 +84,8 @@ def register_block_types() -> None:
 def apply(environments: list[str], home: Path = PROJECT) -> str:
     """Make each environment's lock, pool and deployments; ConfigError (nothing
     applied) when one of them has no blocks."""
-    from blocks import load_environment
-    from flows.lock import ensure_lock
+    from smartrelease.blocks import load_environment
+    from smartrelease.flows.lock import ensure_lock
 
     for environment in environments:
         load_environment(environment)  # its blocks, checked before anything is made

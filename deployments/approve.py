@@ -15,8 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 
-from flows.approval import same_person
-from flows.trigger import requester
+from smartrelease.flows.approval import same_person
+from smartrelease.flows.trigger import requester
 from smartrelease.errors import ConfigError
 from smartrelease.links import run_url
 
@@ -54,7 +54,7 @@ def answer(flow_run_id: UUID, approve: bool, reason: str, approver: str) -> str:
 
 
 def _separate(environment: str) -> bool:
-    from blocks import load_environment
+    from smartrelease.blocks import load_environment
 
     try:
         return load_environment(environment).target.approval_separate

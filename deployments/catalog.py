@@ -36,24 +36,24 @@ class FlowEntry:
 
 
 FLOWS = (
-    FlowEntry("preflight", "flows/preflight.py:preflight",
+    FlowEntry("preflight", "smartrelease.flows.preflight:preflight",
               "Runbook: preflight checklist (env, DB, TLS, backups) for one environment. Read only."),
-    FlowEntry("release", "flows/release.py:release",
+    FlowEntry("release", "smartrelease.flows.release:release",
               "Runbook: deploy steps and post-deploy verification: lock, preflight, build-pin, migration-guard, "
               "backup, rollback-plan, launch, wait-ready, migrations, smoke, metrics, verify; rolls itself back "
               "when a step from launch on fails."),
-    FlowEntry("rollback", "flows/rollback.py:rollback",
+    FlowEntry("rollback", "smartrelease.flows.rollback:rollback",
               "Runbook: rollback plan (code + DB): the previous release back by digest, its database undone, "
               "restored or left, verified."),
-    FlowEntry("verify", "flows/verify.py:verify",
+    FlowEntry("verify", "smartrelease.flows.verify:verify",
               "Runbook: post-deploy verification, read only; a row in the history either way."),
-    FlowEntry("drill", "flows/drill.py:drill",
+    FlowEntry("drill", "smartrelease.flows.drill:drill",
               "Restore drill: the newest backup restored into a scratch database and checked (migrations against "
               "the history, tables and row counts, schema fingerprint), with RPO and RTO. The live database is "
               "not touched."),
-    FlowEntry("build", "flows/build.py:build",
+    FlowEntry("build", "smartrelease.flows.build:build",
               "Runbook: promotion, dev half: build the app checkout as dev-<short git SHA> and push it."),
-    FlowEntry("promote", "flows/promote.py:promote",
+    FlowEntry("promote", "smartrelease.flows.promote:promote",
               "Runbook: promotion dev -> prod: the SemVer on the digests that passed in dev, without rebuilding."),
 )
 FLOW_NAMES = tuple(f.name for f in FLOWS)

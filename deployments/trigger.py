@@ -28,9 +28,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.utilities.schema_tools.validation import validate
 
-from deployments.catalog import FLOW_NAMES, deployment_name
-from flows.trigger import requested_by_tag
-from flows.steps import PROGRESS_KEY
+from smartrelease.deployments.catalog import FLOW_NAMES, deployment_name
+from smartrelease.flows.trigger import requested_by_tag
+from smartrelease.flows.steps import PROGRESS_KEY
 from smartrelease.errors import ConfigError
 from smartrelease.links import run_url
 from smartrelease.refs import check_dev_tag, check_environment, check_version
@@ -95,7 +95,7 @@ def trigger(flow: str, environment: str, parameters: dict, idempotency_key: str 
     if flow not in FLOW_NAMES:
         raise ConfigError(f"unknown flow {flow!r} (one of: {', '.join(FLOW_NAMES)})")
     check_environment(environment)
-    from blocks import load_environment
+    from smartrelease.blocks import load_environment
 
     load_environment(environment)  # "no blocks named …" before anything is created
     with get_client(sync_client=True) as client:

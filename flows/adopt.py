@@ -13,16 +13,17 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
-from blocks import load_environment
-from blocks.envfile import Environment
-from flows.history import history_row, read_history
-from flows.journal import gap_of, publish_report
-from flows.lock import LOCK_STEP, flow_lock
-from flows.placement import check_placement
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.blocks import load_environment
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import history_row, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.flows.placement import check_placement
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.report import ReleaseFacts, Report, StepResult
-from tasks.adopt import STEP, adopt_task
+from smartrelease.tasks.adopt import STEP, adopt_task
 
 
 @flow(name="adopt", flow_run_name="adopt-{environment}")

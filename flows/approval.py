@@ -22,17 +22,17 @@ from prefect.states import Paused
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
-from blocks.envfile import Environment
-from flows.notify import Message, notify
-from flows.steps import finished
-from flows.trigger import REQUESTED_BY, requester, user
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.notify import Message, notify
+from smartrelease.flows.steps import finished
+from smartrelease.flows.trigger import REQUESTED_BY, requester, user
 from smartrelease.errors import StepFailed
 from smartrelease.links import run_url
 from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
-from tasks.migrations import applied_migrations
-from tasks.rollback_plan import tolerate
-from tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
+from smartrelease.tasks.migrations import applied_migrations
+from smartrelease.tasks.rollback_plan import tolerate
+from smartrelease.tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
 
 STEP = "approval"
 POLL_S = 1  # how often the paused run asks the server whether it was answered

@@ -6,13 +6,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed
 
 import smartrelease
-from blocks import load_environment
-from flows.placement import check_placement
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.blocks import load_environment
+from smartrelease.flows.placement import check_placement
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.report import ReleaseFacts, Report
-from tasks.build_pin import STEP
-from tasks.dev_build import dev_build_task
+from smartrelease.tasks.build_pin import STEP
+from smartrelease.tasks.dev_build import dev_build_task
 
 
 @flow(name="build", flow_run_name="build-{environment}")

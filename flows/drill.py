@@ -16,17 +16,18 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
-from blocks import load_environment
-from flows.history import NO_VERSION, event_row, read_history
-from flows.journal import gap_of, publish_report
-from flows.notify import notify_report
-from flows.placement import check_placement
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.blocks import load_environment
+from smartrelease.flows.history import NO_VERSION, event_row, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows.notify import notify_report
+from smartrelease.flows.placement import check_placement
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.report import DrillFacts, ReleaseFacts, Report
-from tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
+from smartrelease.tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
                          check_tables_task, pick_backup_task, restore_backup_task, wal_age_task)
-from tasks.scratch_database import CREATE_STEP, DROP_STEP, create_scratch_task, drop_scratch_task
+from smartrelease.tasks.scratch_database import CREATE_STEP, DROP_STEP, create_scratch_task, drop_scratch_task
 
 STEPS = (BACKUP_STEP, WAL_STEP, CREATE_STEP, RESTORE_STEP, MIGRATIONS_STEP, TABLES_STEP, DROP_STEP)
 DRILL_PASSED = "drill passed"

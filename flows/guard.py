@@ -1,8 +1,8 @@
 """The runbook's contingency after a bad migration: "set ALLOW_PROD_MIGRATIONS=false".
 `smartrelease guard off|on --name ENV` flips it in the environment's saved block."""
 
-from blocks.app_environment import AppEnvironment
-from flows.lock import environment_lock, me
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.flows.lock import environment_lock, me
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_environment
 

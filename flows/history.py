@@ -22,9 +22,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report
-from tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
-from tasks.rollback_plan import ADOPTED
+from smartrelease.flows import journal
+from smartrelease.flows.journal import PUBLISH_STEP, Entry
+from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report, Status, StepResult
+from smartrelease.tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
+from smartrelease.tasks.rollback_plan import ADOPTED
 
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
 
@@ -125,9 +127,7 @@ def checked_rows(raw: list) -> tuple[list[dict], list[str]]:
 def read_history(environment: str) -> list[dict]:
     """The well-formed rows, oldest first, after publishing what this host's journal kept
     (flows/journal.py); a run's log names any skipped row and each late one published."""
-    from flows.journal import replay_quietly
-
-    published = replay_quietly(environment)  # what runs on this host could not publish: first
+    published = publish_kept(environment)  # what runs on this host could not publish: first
     history = load_history(environment)
     for line in published + ([history.summary()] if history.skipped else []):
         try:
@@ -220,3 +220,36 @@ def append_row(environment: str, row: dict) -> None:
     recent = [r for r in rows if isinstance(r, dict) and r.get("row_id")][-HISTORY_LIMIT:]
     create_table_artifact(key=history_key(environment), table=legacy + recent,
                           description=f"Release history of {environment}, newest last")
+
+
+def publish_entry(entry: Entry) -> None:
+    """A run's publication: its report artifact, then its history row."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=entry.artifact_key, markdown=entry.markdown, description=entry.description)
+    append_row(entry.environment, entry.row)
+
+
+def publish(entry: Entry) -> str | None:
+    """`entry` published, journaled first (flows/journal.py): None, or the gap, named."""
+    return journal.publish_run(entry, publish_entry)
+
+
+def publish_kept(environment: str) -> list[str]:
+    """What this host's journal kept for `environment`, published now; a line each."""
+    return journal.replay_quietly(environment, publish_entry)
+
+
+def publish_report(report: Report, artifact_key: str, description: str, row: dict) -> Report:
+    """Publish a run's report and history row; when the server cannot be reached, the
+    report gets a `publish` warning naming the gap (the run's log says it too)."""
+    from prefect.runtime import flow_run
+
+    gap = publish(Entry(environment=report.environment, report=report.model_dump(mode="json"),
+                        artifact_key=artifact_key, markdown=report.markdown(), description=description, row=row,
+                        ok=report.ok, flow_run_id=str(flow_run.id or "")))
+    if gap is None:
+        return report
+    get_run_logger().warning("%s: %s", PUBLISH_STEP, gap)
+    return report.model_copy(update={"results": [*report.results, StepResult(
+        name=PUBLISH_STEP, status=Status.WARNING, detail=gap, duration_ms=0)]})

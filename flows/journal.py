@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,8 @@ from prefect.states import Completed, Failed
 from pydantic import BaseModel
 
 from smartrelease.errors import ConfigError
-from smartrelease.report import Report, Status, StepResult
-from tasks.http import answers
+from smartrelease.report import Report
+from smartrelease.tasks.http import answers
 
 PUBLISH_STEP = "publish"
 
@@ -129,23 +130,15 @@ def server_answers_within(timeout_s: float) -> bool:
         time.sleep(1)
 
 
-def _publish(entry: Entry) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    from flows.history import append_row
-
-    create_markdown_artifact(key=entry.artifact_key, markdown=entry.markdown, description=entry.description)
-    append_row(entry.environment, entry.row)
-
-
 def unreachable_reason(why: BaseException | str) -> str:
     why = why if isinstance(why, str) else f"{type(why).__name__}: {str(why)[:120]}"
     return f"the Prefect server at {api_url() or 'PREFECT_API_URL'} could not be reached ({why})"
 
 
-def publish_run(entry: Entry) -> str | None:
-    """Publish `entry` (journaled first); None when published, else the gap, named:
-    what could not be published, why, and where it is kept meanwhile."""
+def publish_run(entry: Entry, publish: Callable[[Entry], None]) -> str | None:
+    """Publish `entry` with `publish` (journaled first: flows/history.py publishes its
+    report artifact and history row); None when published, else the gap, named: what
+    could not be published, why, and where it is kept meanwhile."""
     path = write(entry)
     kept_in = (f": this run's report and history row are kept in {path} and are published by the next run on "
                f"this host that reads {entry.environment}'s history")
@@ -159,7 +152,7 @@ def publish_run(entry: Entry) -> str | None:
     except FileNotFoundError:
         return None  # a reader of the history took it first, and publishes it
     try:
-        _publish(entry)
+        publish(entry)
     except UNREACHABLE as exc:
         taken.rename(path)
         return unreachable_reason(exc) + kept_in
@@ -179,22 +172,6 @@ def written_since(environment: str, since_ns: int) -> tuple[Path, Entry] | None:
             except (OSError, ValueError):
                 return None
     return None
-
-
-def publish_report(report: Report, artifact_key: str, description: str, row: dict) -> Report:
-    """Publish a run's report and history row; when the server cannot be reached, the
-    report gets a `publish` warning naming the gap (the run's log says it too)."""
-    from prefect import get_run_logger
-    from prefect.runtime import flow_run
-
-    gap = publish_run(Entry(environment=report.environment, report=report.model_dump(mode="json"),
-                            artifact_key=artifact_key, markdown=report.markdown(),
-                            description=description, row=row, ok=report.ok, flow_run_id=str(flow_run.id or "")))
-    if gap is None:
-        return report
-    get_run_logger().warning("%s: %s", PUBLISH_STEP, gap)
-    return report.model_copy(update={"results": [*report.results, StepResult(
-        name=PUBLISH_STEP, status=Status.WARNING, detail=gap, duration_ms=0)]})
 
 
 def gap_of(report: Report) -> str:
@@ -225,8 +202,8 @@ def _finish_run(flow_run_id: str, ok: bool, result: str) -> bool:
         return True
 
 
-def replay(environment: str) -> list[str]:
-    """Publish every entry kept for `environment`, oldest first; one line per entry.
+def replay(environment: str, publish: Callable[[Entry], None]) -> list[str]:
+    """Publish every entry kept for `environment` with `publish`, oldest first; one line per entry.
     A server still unreachable stops the replay (the entries stay); an entry that is
     not readable is left in place and named."""
     done = []
@@ -245,7 +222,7 @@ def replay(environment: str) -> list[str]:
             continue
         written = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(int(path.name.split("-", 1)[0]) / 1e9))
         try:
-            _publish(late(entry, written))
+            publish(late(entry, written))
             if entry.flow_run_id:
                 _finish_run(entry.flow_run_id, entry.ok, entry.row.get("result", ""))
         except BaseException:
@@ -256,10 +233,10 @@ def replay(environment: str) -> list[str]:
     return done
 
 
-def replay_quietly(environment: str) -> list[str]:
+def replay_quietly(environment: str, publish: Callable[[Entry], None]) -> list[str]:
     """`replay`, for a reader of the history: entries not readable stay and are named,
     and a server that cannot be reached leaves them for the next reader."""
     try:
-        return replay(environment)
+        return replay(environment, publish)
     except UNREACHABLE:
         return []

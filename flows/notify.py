@@ -15,7 +15,7 @@ from prefect.blocks.core import Block
 from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.links import run_url
 from smartrelease.redact import mask, remember
 from smartrelease.report import Report

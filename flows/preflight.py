@@ -14,19 +14,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks import load_environment
-from blocks.envfile import Environment
-from flows.history import read_history
-from flows.placement import check_placement
-from flows.steps import gather
+from smartrelease.blocks import load_environment
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import read_history
+from smartrelease.flows.placement import check_placement
+from smartrelease.flows.steps import gather
 from smartrelease.report import Report
-from tasks.backup_dirs import backup_dirs_task
-from tasks.backups import backups_task
-from tasks.database import database_task
-from tasks.environment import environment_task
-from tasks.takeover import running_task
-from tasks.tls import tls_task
-from tasks.wal_archive import wal_archive_task
+from smartrelease.tasks.backup_dirs import backup_dirs_task
+from smartrelease.tasks.backups import backups_task
+from smartrelease.tasks.database import database_task
+from smartrelease.tasks.environment import environment_task
+from smartrelease.tasks.takeover import running_task
+from smartrelease.tasks.tls import tls_task
+from smartrelease.tasks.wal_archive import wal_archive_task
 
 CHECKS = ("environment", "database", "backup-dirs", "tls", "backups", "wal-archive", "running")
 

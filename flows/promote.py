@@ -16,20 +16,21 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
-from flows.notify import notify_report
-from blocks import load_environment
-from flows.placement import check_placement
-from blocks.envfile import Environment
-from flows.history import history_row, read_history
-from flows.journal import gap_of, publish_report
-from flows.lock import LOCK_STEP, flow_lock
-from flows.release import release_inputs
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.flows.notify import notify_report
+from smartrelease.blocks import load_environment
+from smartrelease.flows.placement import check_placement
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import history_row, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.flows.release import release_inputs
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.refs import check_dev_tag
 from smartrelease.report import PromotionFacts, ReleaseFacts, Report, StepResult
-from tasks.evidence import STEP as EVIDENCE_STEP, evidence_task
-from tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_task, tag_task
+from smartrelease.tasks.evidence import STEP as EVIDENCE_STEP, evidence_task
+from smartrelease.tasks.promote_tag import RESOLVE_STEP, TAG_STEP, resolve_task, tag_task
 
 STEPS = (LOCK_STEP, RESOLVE_STEP, EVIDENCE_STEP, TAG_STEP)
 

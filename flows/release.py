@@ -23,40 +23,41 @@ from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import smartrelease
-from blocks import load_environment
-from flows.placement import check_placement
-from blocks.envfile import Environment
-from flows.history import history_row, read_history
-from flows.journal import gap_of, publish_report
-from flows import approval
-from flows.approval import STEP as APPROVAL_STEP
-from flows.lock import LOCK_STEP, flow_lock
-from flows.notify import notify_report
-from flows.preflight import CHECKS, run_checks
-from flows.rollback import roll_back, rollback_command
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.blocks import load_environment
+from smartrelease.flows.placement import check_placement
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import history_row, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows import approval
+from smartrelease.flows.approval import STEP as APPROVAL_STEP
+from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.flows.notify import notify_report
+from smartrelease.flows.preflight import CHECKS, run_checks
+from smartrelease.flows.rollback import roll_back, rollback_command
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.links import artifact_url
 from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status,
                                  StepResult)
 from smartrelease.refs import check_digest, check_version
-from blocks.app_contract import ROLES, AppContract
-from tasks.build_pin import LABEL_VERSION, build_pin_task
-from tasks.environment import app_version
-from tasks.images import engine, engine_answers_within
-from tasks.postgres import database_answers_within
-from tasks.cutover import launch_task
-from tasks.metrics import metrics_task
-from tasks.migrations import confirm_migrations_task, plan_migrations_task
-from tasks.readiness import wait_ready_task
-from tasks.release_backup import release_backup_task
-from tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
-from tasks.rollback_plan import rollback_plan_task, running_deployment
-from tasks.running import app_services, running_services
-from tasks.smoke import smoke_task
-from tasks.tls import tls_task
-from tasks.verify import verify_task
+from smartrelease.blocks.app_contract import ROLES, AppContract
+from smartrelease.tasks.build_pin import LABEL_VERSION, build_pin_task
+from smartrelease.tasks.environment import app_version
+from smartrelease.tasks.images import engine, engine_answers_within
+from smartrelease.tasks.postgres import database_answers_within
+from smartrelease.tasks.cutover import launch_task
+from smartrelease.tasks.metrics import metrics_task
+from smartrelease.tasks.migrations import confirm_migrations_task, plan_migrations_task
+from smartrelease.tasks.readiness import wait_ready_task
+from smartrelease.tasks.release_backup import release_backup_task
+from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
+from smartrelease.tasks.rollback_plan import rollback_plan_task, running_deployment
+from smartrelease.tasks.running import app_services, running_services
+from smartrelease.tasks.smoke import smoke_task
+from smartrelease.tasks.tls import tls_task
+from smartrelease.tasks.verify import verify_task
 
 TLS_AFTER_LAUNCH = "tls"
 

@@ -23,25 +23,26 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
-from flows.notify import notify_report
-from blocks import load_environment
-from flows.placement import check_placement
-from blocks.envfile import Environment
-from flows.history import history_row, read_history
-from flows.journal import gap_of, publish_report
-from flows.lock import LOCK_STEP, flow_lock
-from flows.steps import StepRunner, Stopped
-from flows.trigger import triggered_by
+from smartrelease.flows.notify import notify_report
+from smartrelease.blocks import load_environment
+from smartrelease.flows.placement import check_placement
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import history_row, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from tasks.cutover import launch_task
-from tasks.readiness import wait_ready_task
-from tasks.release_backup import safety_backup_task
-from tasks.restore import restore_database_task
-from tasks.schema import check_schema_task, describe, differences, schema_lines
-from tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInputs, for_rollback_flow_task
-from tasks.undo import stop_backend_task, undo_migrations_task
-from tasks.verify import verify_task
+from smartrelease.tasks.cutover import launch_task
+from smartrelease.tasks.readiness import wait_ready_task
+from smartrelease.tasks.release_backup import safety_backup_task
+from smartrelease.tasks.restore import restore_database_task
+from smartrelease.tasks.schema import check_schema_task, describe, differences, schema_lines
+from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInputs, for_rollback_flow_task
+from smartrelease.tasks.undo import stop_backend_task, undo_migrations_task
+from smartrelease.tasks.verify import verify_task
 
 CODE_STEPS = ("relaunch", "wait-ready", "verify")
 

@@ -16,24 +16,25 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.context import FlowRunContext
 
 import smartrelease
-from flows.notify import notify_report
-from blocks import load_environment
-from flows.placement import check_placement
-from blocks.envfile import Environment
-from flows.history import event_row, last_release, read_history
-from flows.journal import gap_of, publish_report
-from flows.lock import LOCK_STEP, Locked, flow_lock
-from flows.steps import gather
-from flows.trigger import triggered_by
+from smartrelease.flows.notify import notify_report
+from smartrelease.blocks import load_environment
+from smartrelease.flows.placement import check_placement
+from smartrelease.blocks.envfile import Environment
+from smartrelease.flows.history import event_row, last_release, read_history
+from smartrelease.flows.history import publish_report
+from smartrelease.flows.journal import gap_of
+from smartrelease.flows.lock import LOCK_STEP, Locked, flow_lock
+from smartrelease.flows.steps import gather
+from smartrelease.flows.trigger import triggered_by
 from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version
-from tasks.metrics import metrics_task
-from tasks.rollback_inputs import deployed
-from tasks.rollback_plan import adopted_version
-from blocks.app_contract import ROLES
-from tasks.smoke import smoke_task
-from tasks.verify import verify_task
+from smartrelease.tasks.metrics import metrics_task
+from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.tasks.rollback_plan import adopted_version
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.tasks.smoke import smoke_task
+from smartrelease.tasks.verify import verify_task
 
 
 @flow(name="verify", flow_run_name="verify-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=6))

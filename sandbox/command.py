@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from sandbox import manager
+    from smartrelease.sandbox import manager
 
     if args.action == "up":
         return manager.up(dev=args.dev, external_db=args.external_db, app=args.app and Path(args.app),

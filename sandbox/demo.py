@@ -21,13 +21,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import temporary_settings
 
-from deployments import server
-from deployments.approve import answer
-from deployments.trigger import follow, succeeded, trigger
-from sandbox import manager
-from sandbox.app_changes import commit_version, migration
+from smartrelease.deployments import server
+from smartrelease.deployments.approve import answer
+from smartrelease.deployments.trigger import follow, succeeded, trigger
+from smartrelease.sandbox import manager
+from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
-from tasks.postgres import connect
+from smartrelease.tasks.postgres import connect
 
 ENVIRONMENT = "sandbox"
 CURRENCY_MIGRATION = "migrations/20261101000000-add-account-currency.js"
@@ -56,7 +56,7 @@ class Outcome:
 
 def require_approval(s: manager.Settings) -> None:
     """RELEASE_APPROVAL=required in the sandbox's env file, imported again."""
-    from flows.lock import import_environment
+    from smartrelease.flows.lock import import_environment
 
     lines = [line for line in s.env_file.read_text().splitlines() if not line.startswith("RELEASE_APPROVAL=")]
     s.env_file.write_text("\n".join([*lines, "RELEASE_APPROVAL=required"]) + "\n")
@@ -103,14 +103,14 @@ def drill() -> Outcome:
 
 def accounts(s: manager.Settings) -> tuple[int, str]:
     """Row count and an md5 over every row of accounts, in id order."""
-    from blocks import load_environment
+    from smartrelease.blocks import load_environment
 
     with connect(load_environment(ENVIRONMENT), "demo") as conn:
         return conn.execute("SELECT count(*), md5(coalesce(string_agg(a::text, '|' ORDER BY id), '')) FROM accounts a").fetchone()
 
 
 def open_accounts(s: manager.Settings, names: list[str]) -> None:
-    from blocks import load_environment
+    from smartrelease.blocks import load_environment
 
     with connect(load_environment(ENVIRONMENT), "demo") as conn:
         for name in names:

@@ -134,7 +134,7 @@ class Load:
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Load":
-        argv = [sys.executable, "-m", "sandbox.load", self.url, str(self.rate), self.ca or "", str(self.max_s),
+        argv = [sys.executable, "-m", "smartrelease.sandbox.load", self.url, str(self.rate), self.ca or "", str(self.max_s),
                 str(self.timeout_s), self.post_as]
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                          cwd=Path(__file__).resolve().parent.parent,

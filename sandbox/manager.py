@@ -40,23 +40,23 @@ import trustme
 from cryptography import x509
 from dotenv import dotenv_values
 
-from blocks.app_contract import AppContract
-from blocks.envfile import Environment, name_from_env_file, parse_env_file
-from deployments import server
-from sandbox import identity, plane
-from sandbox.base_image import DEPS_REPOSITORY, BaseImageError, ensure_base_image, ensure_deps_image, npm_ci
+from smartrelease.blocks.app_contract import AppContract
+from smartrelease.blocks.envfile import Environment, name_from_env_file, parse_env_file
+from smartrelease.deployments import server
+from smartrelease.sandbox import identity, plane
+from smartrelease.sandbox.base_image import DEPS_REPOSITORY, BaseImageError, ensure_base_image, ensure_deps_image, npm_ci
 from smartrelease.local_postgres import PG_BIN, Cluster, archive_current_segment, server_dir
 from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
-from tasks.build_pin import build_pin
-from tasks.http import answers
-from tasks.images import build_image, remove_images
-from tasks.launch import compose_up, project_compose, start_database
-from tasks.postgres import connect
-from tasks.readiness import wait_ready
-from tasks.release_backup import take_backup
-from tasks.running import app_services, project_containers, running_services
+from smartrelease.tasks.build_pin import build_pin
+from smartrelease.tasks.http import answers
+from smartrelease.tasks.images import build_image, remove_images
+from smartrelease.tasks.launch import compose_up, project_compose, start_database
+from smartrelease.tasks.postgres import connect
+from smartrelease.tasks.readiness import wait_ready
+from smartrelease.tasks.release_backup import take_backup
+from smartrelease.tasks.running import app_services, project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"

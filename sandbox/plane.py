@@ -17,9 +17,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import temporary_settings
 
-from deployments import server
-from deployments.apply import apply, worker_command
-from deployments.catalog import deployment_name, pool_name
+from smartrelease.deployments import server
+from smartrelease.deployments.apply import apply, worker_command
+from smartrelease.deployments.catalog import deployment_name, pool_name
 from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 
@@ -60,7 +60,7 @@ def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> l
     """Server up, each environment's blocks saved and deployments applied, a worker
     started per environment (and seen polling its pool). Without `schedules` the
     `verify/<env>` schedules are paused before any worker starts. Returns what was done."""
-    from flows.lock import import_environment
+    from smartrelease.flows.lock import import_environment
 
     said = [server.up(plane.server)]
     api = plane.server.api_url

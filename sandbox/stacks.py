@@ -25,11 +25,11 @@ from typing import Literal
 
 import yaml
 
-from flows.lock import import_environment
+from smartrelease.flows.lock import import_environment
 from smartrelease.process import run
-from tasks.launch import project_compose
-from tasks.readiness import wait_ready
-from tasks.rollback_plan import running_deployment
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.readiness import wait_ready
+from smartrelease.tasks.rollback_plan import running_deployment
 
 EDGE_RETRY = {"dns": "go", "dns-no-retry": "none"}
 # HAProxy resolving each name once, at its start (libc, one address): an edge with

@@ -159,7 +159,7 @@ def _cmd_blocks_import(args) -> int:
 
     if args.name is not None:
         check_environment(args.name)
-    from flows.lock import import_environment
+    from smartrelease.flows.lock import import_environment
 
     env = import_environment(args.env_file, args.name)
     print(f"saved blocks {env.name!r} (smartaccounting-app-environment, smartaccounting-release-target)")
@@ -177,10 +177,10 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     `progress`, each step is printed as it finishes."""
     import time
 
-    from flows.lock import import_environment
+    from smartrelease.flows.lock import import_environment
 
-    from flows import journal
-    from flows.steps import observers
+    from smartrelease.flows import journal
+    from smartrelease.flows.steps import observers
 
     env = import_environment(args.env_file)
     if progress:
@@ -204,7 +204,7 @@ def _run(flow, args, *, progress: bool = False, **parameters):
 def _kept_report(flow_name: str, environment: str, started_ns: int, exc: Exception):
     """The report of a run that ended while the Prefect server was away, read back from
     the journal it kept it in (flows/journal.py); else the gap, as a ConfigError."""
-    from flows import journal
+    from smartrelease.flows import journal
     from smartrelease.report import Report
 
     found = journal.written_since(environment, started_ns)
@@ -218,7 +218,7 @@ def _kept_report(flow_name: str, environment: str, started_ns: int, exc: Excepti
 
 
 def _cmd_preflight(args) -> int:
-    from flows.preflight import preflight
+    from smartrelease.flows.preflight import preflight
 
     report = _run(preflight, args)
     print(_report_json(report) if args.json else report.text())
@@ -239,8 +239,8 @@ def _cmd_release(args) -> int:
     _semver_or_exit(args.release_version, "--version")
     if args.from_tag is not None:
         check_tag(args.from_tag, "--from")
-    from blocks import parse_env_file
-    from flows.release import release, release_inputs
+    from smartrelease.blocks import parse_env_file
+    from smartrelease.flows.release import release, release_inputs
 
     env = parse_env_file(args.env_file)
     release_inputs(env, args.release_version, None, args.db_strategy)  # before anything is saved
@@ -256,7 +256,7 @@ def _cmd_release(args) -> int:
 
 
 def _cmd_adopt(args) -> int:
-    from flows.adopt import adopt
+    from smartrelease.flows.adopt import adopt
 
     report = _run(adopt, args, progress=True, wait=args.wait)
     print(json.dumps(report.release_json()) if args.json else report.text())
@@ -266,10 +266,10 @@ def _cmd_adopt(args) -> int:
 def _tag_digests(env, tag: str) -> dict[str, str]:
     """{service: digest} that `tag` names in the registry (read only); exit 2 when missing."""
     from smartrelease.errors import StepFailed
-    from blocks.app_contract import ROLES
-    from tasks.build_pin import registry_for, repository_path
-    from tasks.promote_tag import resolve_tag
-    from tasks.registry import RegistryError
+    from smartrelease.blocks.app_contract import ROLES
+    from smartrelease.tasks.build_pin import registry_for, repository_path
+    from smartrelease.tasks.promote_tag import resolve_tag
+    from smartrelease.tasks.registry import RegistryError
 
     try:
         with registry_for(env) as registry:
@@ -279,8 +279,8 @@ def _tag_digests(env, tag: str) -> dict[str, str]:
 
 
 def _cmd_approve(args) -> int:
-    from deployments.approve import answer, parse_run_id
-    from flows.trigger import user
+    from smartrelease.deployments.approve import answer, parse_run_id
+    from smartrelease.flows.trigger import user
 
     run_id = parse_run_id(args.run_id)
     print(answer(run_id, not args.reject, args.reason, args.approver or user()))
@@ -289,9 +289,9 @@ def _cmd_approve(args) -> int:
 
 def _cmd_verify(args) -> int:
     _semver_or_exit(args.expect_version, "--expect-version")
-    from blocks import parse_env_file
-    from flows.history import last_release
-    from flows.verify import verify
+    from smartrelease.blocks import parse_env_file
+    from smartrelease.flows.history import last_release
+    from smartrelease.flows.verify import verify
 
     name = parse_env_file(args.env_file).name
     if not args.expect_version and last_release(name) is None:
@@ -302,7 +302,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_drill(args) -> int:
-    from flows.drill import drill
+    from smartrelease.flows.drill import drill
 
     report = _run(drill, args, progress=True)
     print(json.dumps(report.release_json()) if args.json else report.text())
@@ -310,7 +310,7 @@ def _cmd_drill(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from flows.build import build
+    from smartrelease.flows.build import build
 
     report = _run(build, args)
     print(json.dumps(report.release_json()) if args.json else report.text())
@@ -324,7 +324,7 @@ def _cmd_promote(args) -> int:
     if args.force != bool(args.reason):
         raise ConfigError("--force and --reason go together: say why the dev evidence is skipped")
     check_dev_tag(args.from_tag, "--from")
-    from flows.promote import promote
+    from smartrelease.flows.promote import promote
 
     report = _run(promote, args, progress=True, from_tag=args.from_tag, version=args.promote_version,
                   force_reason=args.reason if args.force else None, wait=args.wait)
@@ -334,14 +334,13 @@ def _cmd_promote(args) -> int:
 
 def _cmd_rollback(args) -> int:
     _semver_or_exit(args.to_version, "--to")
-    from blocks import parse_env_file
-    from flows.history import load_history
-    from flows.journal import replay_quietly
-    from flows.rollback import rollback
-    from tasks.rollback_inputs import deployed
+    from smartrelease.blocks import parse_env_file
+    from smartrelease.flows.history import load_history, publish_kept
+    from smartrelease.flows.rollback import rollback
+    from smartrelease.tasks.rollback_inputs import deployed
 
     name = parse_env_file(args.env_file).name
-    for line in replay_quietly(name):  # what this host's journal kept, first
+    for line in publish_kept(name):  # what this host's journal kept, first
         print(line, file=sys.stderr)
     history = load_history(name)
     stack = deployed(history.rows)
@@ -361,7 +360,7 @@ def _cmd_guard(args) -> int:
     from smartrelease.refs import check_environment
 
     check_environment(args.name)
-    from flows.guard import set_prod_migrations
+    from smartrelease.flows.guard import set_prod_migrations
 
     print(set_prod_migrations(args.name, allow=args.state == "on"))
     return EXIT_OK
@@ -373,14 +372,14 @@ def _cmd_unlock(args) -> int:
     check_environment(args.env_name)
     if not args.reason.strip():
         raise ConfigError("unlock: --reason must say why; it is recorded in the history")
-    from flows.lock import unlock
+    from smartrelease.flows.lock import unlock
 
     print(unlock(args.env_name, args.reason))
     return EXIT_OK
 
 
 def _cmd_server(args) -> int:
-    from deployments import server
+    from smartrelease.deployments import server
 
     if args.action == "status":
         ok, text = server.status()
@@ -395,11 +394,11 @@ def _cmd_deployments(args) -> int:
 
     environments = [check_environment(e) for e in args.environments]
     if args.action == "yaml":
-        from deployments.catalog import prefect_yaml
+        from smartrelease.deployments.catalog import prefect_yaml
 
         print(prefect_yaml(environments), end="")
         return EXIT_OK
-    from deployments.apply import apply, worker_hint
+    from smartrelease.deployments.apply import apply, worker_hint
 
     print(f"{apply(environments)}; {worker_hint(environments)}")
     return EXIT_OK
@@ -409,7 +408,7 @@ def _cmd_worker(args) -> int:
     from smartrelease.refs import check_environment
 
     check_environment(args.env_name)
-    from deployments.apply import ensure_pool, worker_command
+    from smartrelease.deployments.apply import ensure_pool, worker_command
 
     ensure_pool(args.env_name)
     command = worker_command(args.env_name)
@@ -423,7 +422,7 @@ def _cmd_trigger(args) -> int:
     check_environment(args.env_name)
     if args.timeout is not None and (args.timeout <= 0 or not args.wait):
         raise ConfigError("--timeout needs --wait and a number of seconds above 0")
-    from deployments import trigger as t
+    from smartrelease.deployments import trigger as t
 
     parameters = t.parse_parameters(args.params)
     started = t.trigger(args.flow, args.env_name, parameters, args.idempotency_key)
@@ -468,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_exit_notices()
     try:
         args = _parser().parse_args(argv)
-        from deployments.server import use_local_credentials
+        from smartrelease.deployments.server import use_local_credentials
 
         use_local_credentials()  # before Prefect reads its settings
         if getattr(args, "env_file", None) is not None:  # refused before seconds of importing Prefect

@@ -18,18 +18,18 @@ already naming other content.
 
 import docker
 
-from blocks.app_contract import ROLES, json_value, key_paths
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES, json_value, key_paths
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.refs import check_version
 from smartrelease.report import Finding
-from tasks.build_pin import LABEL_VERSION, login, push_immutable, registry_for, repository_path, tag_taken
-from tasks.images import engine
-from tasks.registry import RegistryError
-from tasks.rollback_plan import running_deployment
-from tasks.runbook_task import runbook_task
-from tasks.running import app_services, running_services
-from tasks.smoke import get_json
+from smartrelease.tasks.build_pin import LABEL_VERSION, login, push_immutable, registry_for, repository_path, tag_taken
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.registry import RegistryError
+from smartrelease.tasks.rollback_plan import running_deployment
+from smartrelease.tasks.runbook_task import runbook_task
+from smartrelease.tasks.running import app_services, running_services
+from smartrelease.tasks.smoke import get_json
 
 STEP = "adopt"
 

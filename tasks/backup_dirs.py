@@ -4,10 +4,10 @@ import os
 import uuid
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "backup-dirs"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from smartrelease.errors import CommandFailed
 from smartrelease.files import create_new
 from smartrelease.process import Command, Deadline, failure, run, start
-from tasks.backup_crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
-from tasks.pg_client import HostTools, PgTools
+from smartrelease.tasks.backup_crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
+from smartrelease.tasks.pg_client import HostTools, PgTools
 
 PG_RESTORE = "pg_restore"
 # RELEASE_BACKUP_TIMEOUT_S's default: how long one pg_dump, pg_restore or psql may run.

@@ -14,14 +14,14 @@ import os
 import time
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.files import create_new
-from tasks.backup_crypto import recorded_checksum, sha256_file
-from tasks.backup_files import BackupUnreadable, backup_size, dump_format, newest_backup, read_whole
-from tasks.pg_client import pg_tools
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.backup_crypto import recorded_checksum, sha256_file
+from smartrelease.tasks.backup_files import BackupUnreadable, backup_size, dump_format, newest_backup, read_whole
+from smartrelease.tasks.pg_client import pg_tools
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "backups"
 MEMORY_FILE = "verified_backups.json"

@@ -17,15 +17,15 @@ from pathlib import Path
 import docker
 from pydantic import BaseModel
 
-from blocks.app_contract import ROLES
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.process import Command, run
 from smartrelease.report import Finding
-from tasks.build_recipe import BuildRecipe, recipes
-from tasks.images import build_image, engine, ensure_local, push_image, repo_digests
-from tasks.registry import Registry, RegistryError
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.build_recipe import BuildRecipe, recipes
+from smartrelease.tasks.images import build_image, engine, ensure_local, push_image, repo_digests
+from smartrelease.tasks.registry import Registry, RegistryError
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "build-pin"
 LABEL_VERSION = "org.opencontainers.image.version"

@@ -12,10 +12,10 @@ naming the key, before anything is built.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blocks.app_contract import ROLES, Role
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES, Role
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
-from tasks.launch import team_config
+from smartrelease.tasks.launch import team_config
 
 # The `build:` keys Docker Engine's build API takes as this tool passes them.
 SUPPORTED = ("context", "dockerfile", "target", "args", "labels")

@@ -15,14 +15,14 @@ import posixpath
 import re
 from pathlib import Path
 
-from blocks.app_contract import ROLES
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed
 from smartrelease.process import run
-from tasks.build_recipe import recipe_problems
-from tasks.compose import MIN_COMPOSE
-from tasks.edge_class import edge_of
-from tasks.launch import project_compose, team_config
+from smartrelease.tasks.build_recipe import recipe_problems
+from smartrelease.tasks.compose import MIN_COMPOSE
+from smartrelease.tasks.edge_class import edge_of
+from smartrelease.tasks.launch import project_compose, team_config
 
 PROBE = "smartrelease-probe"
 # Passed by this tool to the backend (docs/configuration.md, "The app's variables"): `smartrelease

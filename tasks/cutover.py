@@ -46,17 +46,17 @@ from dataclasses import dataclass
 import docker
 import httpx
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from tasks.http import http_client
-from tasks.images import engine
-from tasks.compose_checks import stop_first_services
-from tasks.edge_class import EdgeClass, edge_of
-from tasks.launch import STEP, compose_up, project_compose, start_database, team_config
-from tasks.running import Container, http_url, logs_tail, service_containers
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.http import http_client
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.compose_checks import stop_first_services
+from smartrelease.tasks.edge_class import EdgeClass, edge_of
+from smartrelease.tasks.launch import STEP, compose_up, project_compose, start_database, team_config
+from smartrelease.tasks.running import Container, http_url, logs_tail, service_containers
+from smartrelease.tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
 DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy

@@ -2,11 +2,11 @@
 
 import psycopg
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.postgres import connect_url, parse_database_url, reachable_url
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.postgres import connect_url, parse_database_url, reachable_url
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "database"
 

@@ -5,10 +5,10 @@ with the SemVer; nothing is rebuilt on the way to production."""
 
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
-from tasks.build_pin import STEP, Pinned, build_pin, checkout_revision
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.build_pin import STEP, Pinned, build_pin, checkout_revision
+from smartrelease.tasks.runbook_task import runbook_task
 
 SHORT_SHA = 7
 

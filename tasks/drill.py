@@ -18,20 +18,20 @@ import docker
 import psycopg
 from psycopg import sql
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.backup_crypto import BackupIntegrityError, recorded_checksum, verify_checksum
-from tasks.backup_files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
+from smartrelease.tasks.backup_crypto import BackupIntegrityError, recorded_checksum, verify_checksum
+from smartrelease.tasks.backup_files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
                                 restore_into)
-from tasks.images import engine, ensure_local
-from tasks.migrations import migration_files, migrations_in
-from tasks.pg_client import on_database, pg_tools
-from tasks.postgres import connect, connect_url
-from tasks.rollback_inputs import deployed
-from tasks.runbook_task import runbook_task
-from tasks.scratch_database import scratch_url
-from tasks.schema import describe, differences, fingerprint, schema_of
+from smartrelease.tasks.images import engine, ensure_local
+from smartrelease.tasks.migrations import migration_files, migrations_in
+from smartrelease.tasks.pg_client import on_database, pg_tools
+from smartrelease.tasks.postgres import connect, connect_url
+from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.tasks.runbook_task import runbook_task
+from smartrelease.tasks.scratch_database import scratch_url
+from smartrelease.tasks.schema import describe, differences, fingerprint, schema_of
 
 BACKUP_STEP, WAL_STEP, RESTORE_STEP = "backup", "wal-age", "restore"
 MIGRATIONS_STEP, TABLES_STEP = "migrations", "tables"

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed
-from tasks.launch import team_config
+from smartrelease.tasks.launch import team_config
 
 # What each class means for users during a launch (docs/zero-downtime.md).
 EDGE_MEANS = {

@@ -5,14 +5,14 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from blocks.envfile import Environment, app_keys
+from smartrelease.blocks.envfile import Environment, app_keys
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import Finding
 from smartrelease.refs import check_version
-from tasks.compose_checks import compose_problems
-from tasks.http import ssl_context
-from tasks.postgres import parse_database_url
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.compose_checks import compose_problems
+from smartrelease.tasks.http import ssl_context
+from smartrelease.tasks.postgres import parse_database_url
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "environment"
 REQUIRED = [

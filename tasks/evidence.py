@@ -8,8 +8,8 @@ from prefect.client.orchestration import get_client
 
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.rollback_inputs import RELEASED
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.rollback_inputs import RELEASED
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "evidence"
 

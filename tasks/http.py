@@ -15,7 +15,7 @@ import httpx
 from smartrelease.errors import ConfigError
 
 if TYPE_CHECKING:  # (the server's and the journal's health checks use this module without Prefect's blocks)
-    from blocks.release_target import ReleaseTarget
+    from smartrelease.blocks.release_target import ReleaseTarget
 
 DEFAULT_TIMEOUT_S = 10.0
 

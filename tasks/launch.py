@@ -12,12 +12,12 @@ and never recreated: the app's services are brought up without their dependencie
 import json
 from pathlib import Path
 
-from blocks.app_contract import ROLES
-from blocks.envfile import Environment, app_keys
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
-from tasks.compose import ComposeProject, pin_override
-from tasks.postgres import parse_database_url
+from smartrelease.tasks.compose import ComposeProject, pin_override
+from smartrelease.tasks.postgres import parse_database_url
 
 STEP = "launch"
 # For compose commands that start none of the app's images (stop, exec, down): the

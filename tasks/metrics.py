@@ -12,13 +12,13 @@ import docker
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.http import client, http_client, is_loopback
-from tasks.images import engine
-from tasks.running import service_url
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.http import client, http_client, is_loopback
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.running import service_url
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "metrics"
 

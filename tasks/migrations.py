@@ -23,12 +23,12 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.images import engine
-from tasks.postgres import connect
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.postgres import connect
+from smartrelease.tasks.runbook_task import runbook_task
 
 GUARD_STEP = "migration-guard"
 CONFIRM_STEP = "migrations"

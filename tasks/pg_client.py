@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, replace
 
 from psycopg.conninfo import make_conninfo
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import Command, run
-from tasks.compose import ComposeProject
-from tasks.launch import project_compose
-from tasks.postgres import DatabaseUrl, parse_database_url, reachable_url, server_major
+from smartrelease.tasks.compose import ComposeProject
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.postgres import DatabaseUrl, parse_database_url, reachable_url, server_major
 
 HOST_BIN = "/usr/bin"
 CONNECT_TIMEOUT_S = "10"

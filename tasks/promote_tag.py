@@ -2,14 +2,14 @@
 and the same manifest bytes stored under the SemVer tag, so the new tag names exactly
 the dev digest (no pull, no rebuild, no layer copied)."""
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
-from blocks.app_contract import ROLES
-from tasks.build_pin import registry_for, repository_path
-from tasks.registry import Registry, RegistryError
-from tasks.runbook_task import runbook_task
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.tasks.build_pin import registry_for, repository_path
+from smartrelease.tasks.registry import Registry, RegistryError
+from smartrelease.tasks.runbook_task import runbook_task
 
 RESOLVE_STEP = "resolve"
 TAG_STEP = "tag"

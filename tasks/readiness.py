@@ -14,15 +14,15 @@ later: failing it at once rolled back a good release.
 
 import time
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks import routes
-from tasks.edge_class import edge_of
-from tasks.http import client
-from tasks.images import engine
-from tasks.running import logs_tail, running_services
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks import routes
+from smartrelease.tasks.edge_class import edge_of
+from smartrelease.tasks.http import client
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.running import logs_tail, running_services
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "wait-ready"
 POLL_FIRST_S = 0.05

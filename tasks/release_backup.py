@@ -12,13 +12,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.backup_crypto import recorded_checksum, sha256_file
-from tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
-from tasks.pg_client import pg_tools
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.backup_crypto import recorded_checksum, sha256_file
+from smartrelease.tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
+from smartrelease.tasks.pg_client import pg_tools
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "backup"
 SAFETY_STEP = "safety-backup"

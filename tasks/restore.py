@@ -16,13 +16,13 @@ import subprocess
 import threading
 from pathlib import Path
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import Deadline, failure, start
 from smartrelease.report import Finding
-from tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
-from tasks.pg_client import pg_tools
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
+from smartrelease.tasks.pg_client import pg_tools
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "restore-database"
 LOCK_TIMEOUT = "30s"  # a session still holding locks fails the restore instead of hanging it

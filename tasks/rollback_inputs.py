@@ -10,23 +10,23 @@ from typing import Literal, get_args
 
 import docker
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
-from tasks.backup_crypto import sha256_file
-from tasks.backup_files import BackupUnreadable, read_whole
-from blocks.app_contract import ROLES
-from tasks.build_pin import registry_for, repository_path
-from tasks.images import engine, ensure_local
-from tasks.migrations import applied_migrations, down_steps, migration_files
-from tasks.pg_client import pg_tools
-from tasks.registry import RegistryError
-from tasks.release_backup import BackupRecord
-from tasks.rollback_plan import (ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment,
+from smartrelease.tasks.backup_crypto import sha256_file
+from smartrelease.tasks.backup_files import BackupUnreadable, read_whole
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.tasks.build_pin import registry_for, repository_path
+from smartrelease.tasks.images import engine, ensure_local
+from smartrelease.tasks.migrations import applied_migrations, down_steps, migration_files
+from smartrelease.tasks.pg_client import pg_tools
+from smartrelease.tasks.registry import RegistryError
+from smartrelease.tasks.release_backup import BackupRecord
+from smartrelease.tasks.rollback_plan import (ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment,
                                   undo_out_of_order)
-from tasks.runbook_task import runbook_task
-from tasks.running import RunningService, app_services, project_containers, running_services, service_containers
+from smartrelease.tasks.runbook_task import runbook_task
+from smartrelease.tasks.running import RunningService, app_services, project_containers, running_services, service_containers
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)

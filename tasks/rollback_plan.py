@@ -8,20 +8,20 @@ from datetime import datetime, timezone
 import docker
 from pydantic import BaseModel
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.report import Finding
-from blocks.app_contract import ROLES
-from tasks.build_pin import LABEL_VERSION, repository_path
-from tasks.images import engine
-from tasks.launch import team_config
-from tasks.migrations import MigrationPlan
-from tasks.release_backup import BackupRecord, fresh_backup
-from tasks.runbook_task import runbook_task
-from tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
-from tasks.edge_class import EDGE_MEANS, edge_of
-from tasks.schema import schema_lines
-from tasks.running import RunningService, app_services, running_services
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.launch import team_config
+from smartrelease.tasks.migrations import MigrationPlan
+from smartrelease.tasks.release_backup import BackupRecord, fresh_backup
+from smartrelease.tasks.runbook_task import runbook_task
+from smartrelease.tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
+from smartrelease.tasks.edge_class import EDGE_MEANS, edge_of
+from smartrelease.tasks.schema import schema_lines
+from smartrelease.tasks.running import RunningService, app_services, running_services
 
 STEP = "rollback-plan"
 ADOPT_HINT = "released by hand? `smartrelease adopt` takes it over"

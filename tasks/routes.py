@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
-from tasks.http import client, http_client
-from tasks.images import engine
-from tasks.running import http_url, service_containers
+from smartrelease.tasks.http import client, http_client
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.running import http_url, service_containers
 
 PUBLIC = "through the public URL"
 

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 import docker
 from pydantic import BaseModel
 
-from blocks.app_contract import ROLES
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.blocks.envfile import Environment
 from smartrelease.refs import same_repository
 
 

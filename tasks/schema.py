@@ -11,11 +11,11 @@ import hashlib
 
 import psycopg
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.postgres import connect
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.postgres import connect
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "schema"
 SHOWN = 8  # differences named in a report; the count says how many more

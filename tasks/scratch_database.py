@@ -14,11 +14,11 @@ from dataclasses import replace
 import psycopg
 from psycopg import sql
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.postgres import DatabaseUrl, connect_url, reachable_url
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.postgres import DatabaseUrl, connect_url, reachable_url
+from smartrelease.tasks.runbook_task import runbook_task
 
 CREATE_STEP, DROP_STEP = "scratch", "drop-scratch"
 PREFIX = "smartrelease_drill_"

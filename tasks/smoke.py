@@ -6,12 +6,12 @@ connection is retried, a 4xx is not."""
 
 import httpx
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks import routes
-from tasks.http import client
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks import routes
+from smartrelease.tasks.http import client
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "smoke"
 

@@ -14,16 +14,16 @@ with a warning naming the last version it recorded.
 
 import docker
 
-from blocks.app_contract import ROLES
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import ROLES
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.build_pin import LABEL_VERSION, repository_path
-from tasks.images import engine
-from tasks.rollback_inputs import deployed
-from tasks.rollback_plan import running_deployment
-from tasks.running import RunningService, app_services, running_services
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.tasks.rollback_plan import running_deployment
+from smartrelease.tasks.running import RunningService, app_services, running_services
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "running"
 

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks import http
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks import http
+from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "tls"
 

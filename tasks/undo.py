@@ -11,15 +11,15 @@ else stops the undo.
 
 import shlex
 
-from blocks.envfile import Environment
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from tasks.images import engine
-from tasks.launch import project_compose
-from tasks.running import service_containers
-from tasks.migrations import applied_migrations
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.running import service_containers
+from smartrelease.tasks.migrations import applied_migrations
+from smartrelease.tasks.runbook_task import runbook_task
 
 STOP_STEP = "stop-backend"
 STEP = "undo-migrations"

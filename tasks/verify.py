@@ -3,15 +3,15 @@ released version, the git SHA and build time of the image actually running (its
 OCI labels, read from Docker Engine) and the configured environment; and each
 service runs the exact digest that was released."""
 
-from blocks.app_contract import has_key, json_value, key_paths
-from blocks.envfile import Environment
+from smartrelease.blocks.app_contract import has_key, json_value, key_paths
+from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from tasks.build_pin import LABEL_CREATED, LABEL_REVISION, LABEL_VERSION
-from tasks.images import engine
-from tasks.running import app_services, running_services
-from tasks.runbook_task import runbook_task
-from tasks.smoke import get_json
+from smartrelease.tasks.build_pin import LABEL_CREATED, LABEL_REVISION, LABEL_VERSION
+from smartrelease.tasks.images import engine
+from smartrelease.tasks.running import app_services, running_services
+from smartrelease.tasks.runbook_task import runbook_task
+from smartrelease.tasks.smoke import get_json
 
 STEP = "verify"
 

@@ -44,14 +44,14 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import temporary_settings
 
-from sandbox.identity import any_free_port as free_port  # noqa: F401 (the tests import it from here)
+from smartrelease.sandbox.identity import any_free_port as free_port  # noqa: F401 (the tests import it from here)
 from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
-from tasks.backup_files import dump_database
-from tasks.images import remove_images
-from tasks.pg_client import HostTools
-from tasks.postgres import DatabaseUrl
+from smartrelease.tasks.backup_files import dump_database
+from smartrelease.tasks.images import remove_images
+from smartrelease.tasks.pg_client import HostTools
+from smartrelease.tasks.postgres import DatabaseUrl
 
 # CI runs the same examples every time (a random failure there loses a session's
 # work); a local run keeps exploring new ones.
@@ -166,7 +166,7 @@ def _secrets_of_this_test():
 def prefect_server(tmp_path_factory):
     """The suite's Prefect server: the one `smartrelease server up` runs, on a
     PostgreSQL cluster of its own, with on-disk leases."""
-    from deployments import server
+    from smartrelease.deployments import server
 
     settings = server.ServerSettings(state_dir=tmp_path_factory.mktemp("prefect-server"), host="127.0.0.1",
                                      port=free_port(), pg_port=free_port(), database_url=None)
@@ -289,7 +289,7 @@ def shared_registry():
     the sandbox's base layers are compressed and pushed once, not once per sandbox
     (a push to a new registry: 29 s, 35 s of CPU, here). `make test` starts one for both of its phases and
     every worker (tests/suite.py); a pytest run of its own starts one per process."""
-    from sandbox.manager import Registry
+    from smartrelease.sandbox.manager import Registry
 
     root = Path(tempfile.mkdtemp(prefix="smartrelease-registry-"))
     if addr := os.environ.get("SMARTRELEASE_TEST_REGISTRY"):  # the whole run's (tests/suite.py): not ours to stop

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import docker
 
-from flows.verify import verify
-from tasks.images import engine_answers_within
+from smartrelease.flows.verify import verify
+from smartrelease.tasks.images import engine_answers_within
 from tests.conftest import SHARED_ENV
 
 ENV = SHARED_ENV

@@ -2,13 +2,13 @@
 and to the running version, and preflight's `running` check on images no registry
 holds (RunningService values as Docker Engine reports them)."""
 
-from blocks.app_environment import AppEnvironment
-from blocks.envfile import Environment
-from blocks.release_target import ReleaseTarget
-from tasks.rollback_inputs import deployed
-from tasks.rollback_plan import adopted_version, running_deployment
-from tasks.running import RunningService
-from tasks.takeover import first_release_note, unpinned
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.blocks.envfile import Environment
+from smartrelease.blocks.release_target import ReleaseTarget
+from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.tasks.rollback_plan import adopted_version, running_deployment
+from smartrelease.tasks.running import RunningService
+from smartrelease.tasks.takeover import first_release_note, unpinned
 
 REG = "127.0.0.1:9"
 B, F = f"{REG}/app/backend@sha256:", f"{REG}/app/frontend@sha256:"

@@ -21,15 +21,15 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterName, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
-from deployments.approve import answer
-from flows.history import read_history
-from flows.release import release
-from flows.rollback import rollback
-from flows.trigger import user
+from smartrelease.deployments.approve import answer
+from smartrelease.flows.history import read_history
+from smartrelease.flows.release import release
+from smartrelease.flows.rollback import rollback
+from smartrelease.flows.trigger import user
 from smartrelease import cli
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report, Status
-from tasks.postgres import connect
+from smartrelease.tasks.postgres import connect
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, free_port, stored
 
 pytestmark = pytest.mark.e2e

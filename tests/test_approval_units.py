@@ -2,10 +2,10 @@
 
 from smartrelease.report import (APPROVED, ApprovalFacts, Report, ReleaseFacts, RollbackFacts, Status,
                                  StepResult)
-from flows.approval import description, differences, same_person
-from flows.notify import Message, message_of
-from tasks.release_backup import BackupRecord
-from tasks.rollback_plan import Deployment, MigrationUndo, RollbackPlan
+from smartrelease.flows.approval import description, differences, same_person
+from smartrelease.flows.notify import Message, message_of
+from smartrelease.tasks.release_backup import BackupRecord
+from smartrelease.tasks.rollback_plan import Deployment, MigrationUndo, RollbackPlan
 
 OLD = {"backend": "reg/app/backend@sha256:" + "a" * 64, "frontend": "reg/app/frontend@sha256:" + "b" * 64}
 NEW = {"backend": "reg/app/backend@sha256:" + "c" * 64, "frontend": "reg/app/frontend@sha256:" + "d" * 64}
@@ -124,7 +124,7 @@ def test_a_message_masks_every_known_secret():
 def test_a_notification_blocks_own_secrets_are_masked_once_it_is_loaded():
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    from flows.notify import _remember_secrets
+    from smartrelease.flows.notify import _remember_secrets
     from smartrelease.redact import mask
 
     block = CustomWebhookNotificationBlock(name="x", url="http://127.0.0.1:1/h",

@@ -10,14 +10,14 @@ import psycopg
 import pytest
 import trustme
 
-from blocks.envfile import parse_env_file
+from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.errors import StepFailed
-from tasks.backup_dirs import check_backup_dirs
-from tasks.backups import check_backups
-from tasks.database import check_database
-from tasks.environment import check_environment
-from tasks.tls import check_tls
-from tasks.wal_archive import check_wal_archive
+from smartrelease.tasks.backup_dirs import check_backup_dirs
+from smartrelease.tasks.backups import check_backups
+from smartrelease.tasks.database import check_database
+from smartrelease.tasks.environment import check_environment
+from smartrelease.tasks.tls import check_tls
+from smartrelease.tasks.wal_archive import check_wal_archive
 
 from tests.conftest import DB_PASSWORD, fresh_backup
 
@@ -104,7 +104,7 @@ def test_a_database_away_is_waited_for_until_it_accepts_sessions(write_env, own_
     database to decide, so it waits for it (flows/release.py), bounded by the time given."""
     import threading
 
-    from tasks.postgres import connect, database_answers_within
+    from smartrelease.tasks.postgres import connect, database_answers_within
 
     env = env_of(write_env(cluster=own_pg))
     own_pg.stop()
@@ -120,7 +120,7 @@ def test_a_database_away_is_waited_for_until_it_accepts_sessions(write_env, own_
 
 
 def test_a_database_still_away_after_the_wait_names_why(write_env, own_pg):
-    from tasks.postgres import database_answers_within
+    from smartrelease.tasks.postgres import database_answers_within
 
     env = env_of(write_env(cluster=own_pg))
     own_pg.stop()
@@ -129,7 +129,7 @@ def test_a_database_still_away_after_the_wait_names_why(write_env, own_pg):
 
 
 def test_a_database_refusing_the_password_is_not_waited_for(write_env, pg):
-    from tasks.postgres import database_answers_within
+    from smartrelease.tasks.postgres import database_answers_within
 
     env = env_of(write_env(DATABASE_URL=pg.dsn("smartaccounting", "wrong-password-x", "smartaccounting")))
     started = time.monotonic()

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from blocks.app_environment import AppEnvironment
-from blocks.envfile import Environment
-from blocks.release_target import ReleaseTarget
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.blocks.envfile import Environment
+from smartrelease.blocks.release_target import ReleaseTarget
 from smartrelease.errors import StepFailed
-from tasks.metrics import check_metrics
-from tasks.registry_auth import RegistryAuth, RegistryAuthError
+from smartrelease.tasks.metrics import check_metrics
+from smartrelease.tasks.registry_auth import RegistryAuth, RegistryAuthError
 
 SECRET = "registry-SENTINEL-pass"
 

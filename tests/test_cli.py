@@ -9,7 +9,7 @@ import pytest
 
 from prefect.settings import PREFECT_API_URL
 
-from flows.preflight import CHECKS
+from smartrelease.flows.preflight import CHECKS
 from tests.conftest import free_port
 
 
@@ -61,7 +61,7 @@ def test_json_contract_on_a_failing_environment(write_env, https_server):
 
 
 def test_release_with_a_bad_version_is_exit_2_and_touches_nothing(write_env):
-    from blocks import AppEnvironment
+    from smartrelease.blocks import AppEnvironment
 
     path = write_env(name="badversion")
     out = smartrelease("release", "--env-file", str(path), "--version", "1.0")
@@ -111,7 +111,7 @@ def test_rollback_with_nothing_released_is_exit_2(write_env):
 def test_rollback_to_a_version_never_released_is_exit_2(write_env):
     from prefect.artifacts import create_table_artifact
 
-    from flows.history import history_key
+    from smartrelease.flows.history import history_key
 
     path = write_env("onerelease")
     create_table_artifact(key=history_key("onerelease"), table=[{"version": "1.0.0", "result": "released",
@@ -124,8 +124,8 @@ def test_rollback_to_a_version_never_released_is_exit_2(write_env):
 
 
 def test_guard_flips_allow_prod_migrations_in_the_block(write_env):
-    from blocks import AppEnvironment
-    from flows.lock import import_environment
+    from smartrelease.blocks import AppEnvironment
+    from smartrelease.flows.lock import import_environment
 
     import_environment(write_env("guarded", ALLOW_PROD_MIGRATIONS="true"), "guarded")
     off = smartrelease("guard", "off", "--name", "guarded")
@@ -147,7 +147,7 @@ def test_promote_refuses_force_without_a_reason_and_a_non_dev_tag(write_env):
 
 
 def test_release_from_a_tag_the_registry_lacks_is_exit_2(write_env, tmp_path):
-    from sandbox.manager import Registry
+    from smartrelease.sandbox.manager import Registry
 
     registry = Registry(tmp_path / "registry", f"127.0.0.1:{free_port()}")
     registry.start()
@@ -165,7 +165,7 @@ def test_release_from_a_tag_the_registry_lacks_is_exit_2(write_env, tmp_path):
 def test_sandbox_up_has_an_option_for_every_choice_the_sandbox_offers():
     import inspect
 
-    from sandbox import manager
+    from smartrelease.sandbox import manager
     from smartrelease.cli import _parser
 
     choices = set(inspect.signature(manager.up).parameters) - {"s"}
@@ -174,7 +174,7 @@ def test_sandbox_up_has_an_option_for_every_choice_the_sandbox_offers():
 
 
 def test_a_release_that_needs_an_approval_is_refused_without_wait_approval_and_touches_nothing(write_env):
-    from blocks import AppEnvironment
+    from smartrelease.blocks import AppEnvironment
 
     path = write_env(name="needsapproval", RELEASE_APPROVAL=None)  # unset, and production: required
     out = smartrelease("release", "--env-file", str(path), "--version", "1.0.0")
@@ -205,8 +205,8 @@ def test_approving_a_run_that_is_not_paused_or_does_not_exist_is_one_line_exit_2
 def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_the_change(write_env):
     from prefect.client.orchestration import get_client
 
-    from blocks import ReleaseTarget
-    from flows.lock import import_environment
+    from smartrelease.blocks import ReleaseTarget
+    from smartrelease.flows.lock import import_environment
 
     def stored(name: str):
         with get_client(sync_client=True) as client:

@@ -5,14 +5,14 @@ the env file is read."""
 import pytest
 from pydantic import SecretStr
 
-from blocks.app_contract import AppContract, has_key, json_value, key_paths
-from blocks.envfile import parse_env_file
-from flows.release import release_steps
+from smartrelease.blocks.app_contract import AppContract, has_key, json_value, key_paths
+from smartrelease.blocks.envfile import parse_env_file
+from smartrelease.flows.release import release_steps
 from smartrelease.errors import ConfigError
-from tasks.compose import ComposeProject
-from tasks.launch import compose_variables, project_compose
-from tasks.pg_client import HostTools, ServiceTools, pg_tools
-from tasks.postgres import DatabaseUrl, reachable_url
+from smartrelease.tasks.compose import ComposeProject
+from smartrelease.tasks.launch import compose_variables, project_compose
+from smartrelease.tasks.pg_client import HostTools, ServiceTools, pg_tools
+from smartrelease.tasks.postgres import DatabaseUrl, reachable_url
 from tests.conftest import DB_PASSWORD
 
 
@@ -104,8 +104,8 @@ def test_the_stand_ins_dockerfile_starts_from_the_dependencies_image_of_its_lock
     the Dockerfile's."""
     import re
 
-    from sandbox.base_image import deps_image_name
-    from sandbox.manager import APP_TEMPLATE
+    from smartrelease.sandbox.base_image import deps_image_name
+    from smartrelease.sandbox.manager import APP_TEMPLATE
 
     named = re.search(r"^ARG DEPS_IMAGE=(\S+)$", (APP_TEMPLATE / "Dockerfile").read_text(), re.M)
     assert named and named.group(1) == deps_image_name(APP_TEMPLATE / "package-lock.json")

@@ -20,15 +20,15 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeployme
                                             TaskRunFilterFlowRunId)
 from prefect.client.schemas.objects import TERMINAL_STATES
 
-from blocks import load_environment
-from flows.lock import import_environment
-from deployments.catalog import FLOW_NAMES, deployment_name
-from deployments.trigger import follow
-from flows.history import read_history
-from flows.lock import environment_lock, holder, me
-from flows.release import release_steps
-from sandbox.app_changes import commit_version
-from sandbox.plane import Plane, down, up
+from smartrelease.blocks import load_environment
+from smartrelease.flows.lock import import_environment
+from smartrelease.deployments.catalog import FLOW_NAMES, deployment_name
+from smartrelease.deployments.trigger import follow
+from smartrelease.flows.history import read_history
+from smartrelease.flows.lock import environment_lock, holder, me
+from smartrelease.flows.release import release_steps
+from smartrelease.sandbox.app_changes import commit_version
+from smartrelease.sandbox.plane import Plane, down, up
 from tests.conftest import SHARED_ENV, SENTINELS, assert_no_secret
 from tests.test_cli import smartrelease
 
@@ -473,7 +473,7 @@ def test_a_worker_stopped_during_the_launch_leaves_what_the_next_rollback_recove
     as it was and one container per service."""
     import docker
 
-    from sandbox.plane import start_worker
+    from smartrelease.sandbox.plane import start_worker
 
     sandbox, control, _ = plane
     released_through_the_worker(sandbox)

@@ -12,16 +12,16 @@ import time
 import docker
 import pytest
 
-from flows.rollback import rollback
-from sandbox.app_changes import commit_version, migration
-from sandbox.load import Load
+from smartrelease.flows.rollback import rollback
+from smartrelease.sandbox.app_changes import commit_version, migration
+from smartrelease.sandbox.load import Load
 from smartrelease.report import Report, Status
-from tasks.cutover import KEPT_SERVING
+from smartrelease.tasks.cutover import KEPT_SERVING
 from smartrelease.process import run
-from tasks.launch import project_compose
-from tasks.running import Container, service_containers
-from flows.history import last_release
-from flows.verify import verify
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.running import Container, service_containers
+from smartrelease.flows.history import last_release
+from smartrelease.flows.verify import verify
 from tests.conftest import SHARED_ENV, by_name
 from tests.faults import Unchanged, release_with_fault, restart_docker_engine
 
@@ -188,7 +188,7 @@ def test_docker_engine_restarting_during_the_cutover_ends_on_one_verified_versio
     release waits for it to be healthy. The release must end (Failed, recovered, or
     released), never hang; when it could not recover, `rollback` does. After that one
     version runs, verified, with the database as it was and one container per service."""
-    from flows.rollback import rollback
+    from smartrelease.flows.rollback import rollback
 
     sandbox = shared_sandbox
     if last_release(ENV) is None:  # this module first on a new sandbox: a release for a rollback to go back to

@@ -4,7 +4,7 @@ and its links lead somewhere."""
 import re
 from pathlib import Path
 
-from blocks.envfile import app_keys, release_keys
+from smartrelease.blocks.envfile import app_keys, release_keys
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.lock import import_environment
-from flows.drill import STEPS, drill
-from flows.history import read_history
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.drill import STEPS, drill
+from smartrelease.flows.history import read_history
 from smartrelease.report import Status
-from tasks.backup_crypto import sha256_file
-from tasks.backup_files import dump_database, dump_database_encrypted
-from tasks.drill import released_at
-from tasks.schema import fingerprint, schema_of
-from tasks.scratch_database import PREFIX, leftovers
+from smartrelease.tasks.backup_crypto import sha256_file
+from smartrelease.tasks.backup_files import dump_database, dump_database_encrypted
+from smartrelease.tasks.drill import released_at
+from smartrelease.tasks.schema import fingerprint, schema_of
+from smartrelease.tasks.scratch_database import PREFIX, leftovers
 from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, SENTINELS, assert_no_secret, by_name, host_tools, stored
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.drill import drill
-from flows.history import last_release, read_history
-from sandbox.app_changes import migration
+from smartrelease.flows.drill import drill
+from smartrelease.flows.history import last_release, read_history
+from smartrelease.sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from tasks.postgres import connect
-from tasks.release_backup import take_backup
-from tasks.scratch_database import leftovers
+from smartrelease.tasks.postgres import connect
+from smartrelease.tasks.release_backup import take_backup
+from smartrelease.tasks.scratch_database import leftovers
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from smartrelease.process import run
-from tasks.compose import ComposeProject
-from tasks.edge_class import EDGE_MEANS, detect
+from smartrelease.tasks.compose import ComposeProject
+from smartrelease.tasks.edge_class import EDGE_MEANS, detect
 
 APP = {"backend", "frontend", "db"}
 NGINX_STATIC = "events {}\nhttp { server { listen 443 ssl; location / { proxy_pass http://frontend:80; } } }\n"

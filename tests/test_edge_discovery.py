@@ -2,7 +2,7 @@
 Docker's containers it routes to, and the HAProxy runtime commands it sends. The
 edge itself, under a real cutover, is tested in test_cutover_e2e.py."""
 
-from sandbox.edge.discover import Pool, addresses, routable
+from smartrelease.sandbox.edge.discover import Pool, addresses, routable
 
 
 def docker_container(service: str, ip: str, status: str = "Up 5 seconds (healthy)", state: str = "running",

@@ -16,12 +16,12 @@ import docker
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.history import last_release
-from flows.verify import verify
-from sandbox.app_changes import migration
+from smartrelease.flows.history import last_release
+from smartrelease.flows.verify import verify
+from smartrelease.sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from tasks.images import ensure_local, remove_images
-from tasks.rollback_plan import running_deployment
+from smartrelease.tasks.images import ensure_local, remove_images
+from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import SHARED_ENV, by_name, free_port, stored
 from tests.faults import Unchanged, release_with_fault
 
@@ -120,13 +120,13 @@ def test_backup_dir_full_during_the_pre_migration_backup_stops_the_release_befor
 
 
 def sandbox_db(sandbox):
-    from tasks.postgres import connect
+    from smartrelease.tasks.postgres import connect
 
     return connect(sandbox.env(), "test")
 
 
 def drop_last_migration(sandbox) -> None:
-    from sandbox.app_changes import commit_version
+    from smartrelease.sandbox.app_changes import commit_version
 
     commit_version(sandbox.app_dir, "8.4.1", files={"migrations/20260103000000-add-fault-note.js": None})
 
@@ -178,7 +178,7 @@ def test_postgresql_restarting_during_the_new_versions_migration_ends_on_one_ver
 
 
 def sandbox_commit_without(sandbox, rel: str) -> None:
-    from sandbox.app_changes import commit_version
+    from smartrelease.sandbox.app_changes import commit_version
 
     commit_version(sandbox.app_dir, "8.5.1", files={rel: None})
 
@@ -195,12 +195,12 @@ def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names
     from prefect.artifacts import Artifact
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    from deployments import server
-    from flows.history import load_history
-    from flows.journal import Entry, kept
-    from flows.lock import held
+    from smartrelease.deployments import server
+    from smartrelease.flows.history import load_history
+    from smartrelease.flows.journal import Entry, kept
+    from smartrelease.flows.lock import held
 
-    from flows import journal
+    from smartrelease.flows import journal
 
     sandbox = shared_sandbox
     monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "journal"))

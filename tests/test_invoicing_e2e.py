@@ -17,14 +17,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from blocks import load_environment
-from flows.adopt import adopt
-from flows.history import read_history
-from flows.release import release
-from flows.rollback import rollback
-from sandbox.app_changes import commit_version
+from smartrelease.blocks import load_environment
+from smartrelease.flows.adopt import adopt
+from smartrelease.flows.history import read_history
+from smartrelease.flows.release import release
+from smartrelease.flows.rollback import rollback
+from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.report import Status
-from tasks.postgres import connect
+from smartrelease.tasks.postgres import connect
 from tests.conftest import RUN_ID, by_name
 from tests.release_sandbox import app_checkout, module_sandbox, release_by_hand, run_swept
 

@@ -14,8 +14,8 @@ import pytest
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-from flows import journal
-from flows.history import history_row, load_history, read_history
+from smartrelease.flows import journal
+from smartrelease.flows.history import history_row, load_history, publish, publish_entry, publish_kept, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from tests.conftest import free_port
 from tests.forwarder import Forwarder
@@ -62,7 +62,7 @@ def server_at():
 
 
 def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():
-    assert journal.publish_run(entry("journal-ok", "1.0.0")) is None
+    assert publish(entry("journal-ok", "1.0.0")) is None
     assert journal.kept("journal-ok") == []
     [row] = load_history("journal-ok").rows
     assert row["version"] == "1.0.0" and "recorded_late" not in row
@@ -72,8 +72,8 @@ def test_a_reachable_server_gets_the_row_and_the_report_and_nothing_is_kept():
 def test_an_unreachable_server_keeps_the_entry_names_the_gap_and_the_next_reader_publishes_it_once(server_at):
     away, back = server_at
     with away():
-        gap = journal.publish_run(entry("journal-away", "2.0.0"))
-        assert journal.replay_quietly("journal-away") == []  # still away: kept for the next reader
+        gap = publish(entry("journal-away", "2.0.0"))
+        assert publish_kept("journal-away") == []  # still away: kept for the next reader
         [path] = journal.kept("journal-away")
     assert gap.startswith("the Prefect server at http://127.0.0.1:") and "could not be reached" in gap
     assert f"kept in {path}" in gap
@@ -96,7 +96,7 @@ def test_an_entry_kept_for_one_server_is_never_published_to_another(server_at):
     of the same name: one's kept entry is replayed into its own server only."""
     away, back = server_at
     with away():
-        journal.publish_run(entry("journal-two-servers", "2.5.0"))
+        publish(entry("journal-two-servers", "2.5.0"))
     assert journal.kept("journal-two-servers") == []  # the suite's server (another address) has none
     assert read_history("journal-two-servers") == []
     with back():
@@ -107,12 +107,12 @@ def test_an_entry_kept_for_one_server_is_never_published_to_another(server_at):
 EPHEMERAL_PUBLISH = """
 import json
 from prefect.artifacts import Artifact
-from flows import journal
-from flows.history import load_history
+from smartrelease.flows import journal
+from smartrelease.flows.history import load_history, publish
 from tests.test_journal import entry
 
 journal.PUBLISH_WAIT_S = 1
-gap = journal.publish_run(entry("journal-ephemeral", "2.7.0"))
+gap = publish(entry("journal-ephemeral", "2.7.0"))
 print(json.dumps({"gap": gap, "kept": [str(p) for p in journal.kept("journal-ephemeral")],
                   "rows": [r["version"] for r in load_history("journal-ephemeral").rows],
                   "artifact": Artifact.get("release-journal-ephemeral").data}))
@@ -151,7 +151,7 @@ def test_entries_are_published_oldest_first(server_at):
     away, back = server_at
     with away():
         for version in ("3.0.0", "3.1.0", "3.2.0"):
-            journal.publish_run(entry("journal-order", version))
+            publish(entry("journal-order", version))
     with back():
         assert [r["version"] for r in read_history("journal-order")] == ["3.0.0", "3.1.0", "3.2.0"]
 
@@ -159,11 +159,11 @@ def test_entries_are_published_oldest_first(server_at):
 def test_an_unreadable_entry_is_left_in_place_and_named(server_at):
     away, back = server_at
     with away():
-        journal.publish_run(entry("journal-bad", "4.0.0"))
+        publish(entry("journal-bad", "4.0.0"))
         [path] = journal.kept("journal-bad")
     path.write_text("{not json")
     with back():
-        assert journal.replay("journal-bad") == [f"{path}: not a readable journal entry; left in place"]
+        assert journal.replay("journal-bad", publish_entry) == [f"{path}: not a readable journal entry; left in place"]
     assert path.exists() and load_history("journal-bad").rows == []
 
 
@@ -173,7 +173,7 @@ def test_the_report_of_a_run_that_could_not_tell_its_end_is_found_by_the_time_it
     away, _ = server_at
     started = time.time_ns()
     with away():
-        journal.publish_run(entry("journal-since", "5.0.0"))
+        publish(entry("journal-since", "5.0.0"))
         path, found = journal.written_since("journal-since", started)
         assert Report.model_validate(found.report).facts.version == "5.0.0" and path.exists()
         assert journal.written_since("journal-since", time.time_ns()) is None
@@ -203,7 +203,7 @@ def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(cap
         _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
     away, _ = server_at
     with away():
-        journal.publish_run(entry("journal-cli", "7.0.0"))
+        publish(entry("journal-cli", "7.0.0"))
         report = _kept_report("release", "journal-cli", started, httpx.ConnectError("refused"))
         [path] = journal.kept("journal-cli")
     assert report.facts.version == "7.0.0" and report.ok
@@ -214,15 +214,13 @@ def test_the_cli_prints_the_kept_report_of_a_run_whose_end_could_not_be_told(cap
 def test_a_reader_of_the_history_while_a_run_publishes_does_not_publish_its_entry_again(monkeypatch):
     """Another run on the host reads the history (and replays what the journal keeps)
     at the very moment this run publishes: the row is recorded once."""
-    publish = journal._publish
     replayed = []
 
     def publish_while_another_reads(entry):
-        replayed.extend(journal.replay("journal-race"))
-        publish(entry)
+        replayed.extend(journal.replay("journal-race", publish_entry))
+        publish_entry(entry)
 
-    monkeypatch.setattr(journal, "_publish", publish_while_another_reads)
-    assert journal.publish_run(entry("journal-race", "8.0.0")) is None
+    assert journal.publish_run(entry("journal-race", "8.0.0"), publish_while_another_reads) is None
     assert replayed == [] and journal.kept("journal-race") == []
     assert [r["version"] for r in load_history("journal-race").rows] == ["8.0.0"]
 
@@ -232,8 +230,8 @@ def test_a_row_published_again_after_a_publish_that_failed_half_way_is_stored_on
     stayed in the journal, and its replay stored the row a second time: two "released"
     rows, and a rollback without --to aimed at the version already running."""
     kept_entry = entry("journal-twice", "5.0.0")
-    journal._publish(kept_entry)  # the first try got this far
-    journal._publish(journal.late(kept_entry, "earlier"))  # the replay
+    publish_entry(kept_entry)  # the first try got this far
+    publish_entry(journal.late(kept_entry, "earlier"))  # the replay
     assert [r["version"] for r in load_history("journal-twice").rows] == ["5.0.0"]
 
 
@@ -242,7 +240,7 @@ def test_a_writer_killed_before_its_rename_leaves_a_hidden_file_that_no_reader_t
     rollback, verify and drill on the host failed on `int()` of its name."""
     away, back = server_at
     with away():
-        journal.publish_run(entry("journal-killed", "6.0.0"))
+        publish(entry("journal-killed", "6.0.0"))
         [path] = journal.kept("journal-killed")
     (path.parent / ("." + path.name.replace("json", "x.json"))).write_text("{half")
     with back():

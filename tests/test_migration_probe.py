@@ -5,10 +5,10 @@ down(), a module that does not load, and an image with no Node.js at all."""
 import docker
 import pytest
 
-from sandbox.app_changes import STYLES, migration
-from sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
-from tasks.images import build_image
-from tasks.migrations import down_steps
+from smartrelease.sandbox.app_changes import STYLES, migration
+from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
+from smartrelease.tasks.images import build_image
+from smartrelease.tasks.migrations import down_steps
 
 pytestmark = pytest.mark.e2e
 DIR = "/app/migrations"

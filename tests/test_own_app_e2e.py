@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from blocks import load_environment
-from flows.release import release
-from sandbox.app_changes import commit_version, migration
+from smartrelease.blocks import load_environment
+from smartrelease.flows.release import release
+from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
-from tasks.postgres import connect
+from smartrelease.tasks.postgres import connect
 from tests.conftest import SENTINELS, assert_no_secret, stored
 from tests.release_sandbox import app_checkout, module_sandbox
 

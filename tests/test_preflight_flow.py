@@ -2,8 +2,8 @@
 
 import threading
 
-from flows.lock import import_environment
-from flows.preflight import CHECKS, preflight
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.preflight import CHECKS, preflight
 from smartrelease.report import Report, Status
 
 from tests.conftest import SENTINELS, stored

@@ -13,10 +13,10 @@ from smartrelease.process import Command, cause_lines, run
 from smartrelease.redact import remember
 from pydantic import SecretStr
 
-from tasks.backup_files import BackupError, dump_database
-from tasks.pg_client import HostTools
-from tasks.postgres import DatabaseUrl
-from tasks.compose import ComposeProject
+from smartrelease.tasks.backup_files import BackupError, dump_database
+from smartrelease.tasks.pg_client import HostTools
+from smartrelease.tasks.postgres import DatabaseUrl
+from smartrelease.tasks.compose import ComposeProject
 from tests.conftest import free_port
 
 

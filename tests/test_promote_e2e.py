@@ -9,15 +9,15 @@ import os
 
 import pytest
 
-from flows.build import build
-from flows.history import read_history
-from flows.promote import promote
-from flows.release import release
-from sandbox.app_changes import commit_version
+from smartrelease.flows.build import build
+from smartrelease.flows.history import read_history
+from smartrelease.flows.promote import promote
+from smartrelease.flows.release import release
+from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.local_postgres import SHARED_STATE
 from smartrelease.report import Status
-from tasks.build_pin import registry_for
-from tasks.rollback_plan import running_deployment
+from smartrelease.tasks.build_pin import registry_for
+from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import stored
 from tests.release_sandbox import module_sandbox, run_swept
 
@@ -49,7 +49,7 @@ def tags(sandbox, version: str) -> dict[str, str | None]:
 
 
 def running_digests(sandbox, environment: str) -> dict[str, str]:
-    from blocks import load_environment
+    from smartrelease.blocks import load_environment
 
     return {s: ref.split("@")[1] for s, ref in running_deployment(load_environment(environment)).images.items()}
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from blocks.envfile import parse_env_file
-from flows.history import checked_rows
+from smartrelease.blocks.envfile import parse_env_file
+from smartrelease.flows.history import checked_rows
 from smartrelease.errors import ConfigError
 from smartrelease.refs import (ImageRef, check_dev_tag, check_digest, check_environment, check_registry,
                                check_repository, check_tag, check_version)
-from tasks.registry import Registry, RegistryError
-from tasks.registry_auth import parse_challenge
-from tasks.verify import version_problems
+from smartrelease.tasks.registry import Registry, RegistryError
+from smartrelease.tasks.registry_auth import parse_challenge
+from smartrelease.tasks.verify import version_problems
 
 MAX_ERROR = 600  # characters: an error names the cause, it does not repeat the input
 SECRET_MARK = "Sk7q"  # every generated secret starts so: an echo of one is unmistakable

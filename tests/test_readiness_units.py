@@ -1,8 +1,8 @@
 """wait-ready's judgement of a container, without Docker: what fails at once, and how
 long an unhealthy one is given."""
 
-from tasks.readiness import _broken
-from tasks.running import RunningService
+from smartrelease.tasks.readiness import _broken
+from smartrelease.tasks.running import RunningService
 
 
 def service(health: str | None = "healthy", status: str = "running", restarts: int = 0) -> dict:

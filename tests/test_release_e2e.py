@@ -8,16 +8,16 @@ import re
 import docker
 import pytest
 
-from flows.history import read_history
-from flows.release import STEPS, release
-from flows.verify import verify
-from sandbox.app_changes import commit_version, migration
+from smartrelease.flows.history import read_history
+from smartrelease.flows.release import STEPS, release
+from smartrelease.flows.verify import verify
+from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.errors import StepFailed
 from smartrelease.report import Report, Status
-from tasks.build_pin import push_immutable, registry_for
-from tasks.images import build_image
-from tasks.running import running_services
-from sandbox.base_image import DEFAULT_BASE_IMAGE
+from smartrelease.tasks.build_pin import push_immutable, registry_for
+from smartrelease.tasks.images import build_image
+from smartrelease.tasks.running import running_services
+from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
 pytestmark = pytest.mark.e2e
@@ -181,7 +181,7 @@ def test_an_existing_tag_is_never_overwritten_with_other_content(sandbox, tmp_pa
 def test_a_release_on_a_host_that_never_built_the_images(sandbox):
     """CI built and pushed 1.7.0; the release host has no copy of its images (every
     local one removed): build-pin pulls them before migration-guard and launch need them."""
-    from tasks.build_pin import build_pin
+    from smartrelease.tasks.build_pin import build_pin
 
     commit_version(sandbox.app_dir, "1.7.0", {"client/built-by-ci.txt": "1.7.0\n"})
     pushed = build_pin(sandbox.env(), "1.7.0")
@@ -206,10 +206,10 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
     labels) is not an empty environment: the release refuses at preflight, before
     anything is built, naming `smartrelease adopt`, instead of treating it as a first
     release with nothing to go back to."""
-    from flows.lock import import_environment
-    from tasks.build_pin import push_immutable
-    from tasks.launch import compose_up
-    from tasks.readiness import wait_ready
+    from smartrelease.flows.lock import import_environment
+    from smartrelease.tasks.build_pin import push_immutable
+    from smartrelease.tasks.launch import compose_up
+    from smartrelease.tasks.readiness import wait_ready
 
     env, client = sandbox.env(), docker.from_env()
     contexts = {"backend": sandbox.app_dir / env.target.backend_context,
@@ -243,7 +243,7 @@ def test_the_first_release_of_an_empty_environment(sandbox):
     provisioned before the first release) and nothing was ever released under this
     name: preflight cannot reach the public URL, so tls is a warning there and the
     full check runs after launch."""
-    from flows.lock import import_environment
+    from smartrelease.flows.lock import import_environment
 
     for service, (container, _) in sandbox.containers().items():
         if service != "db":

@@ -18,15 +18,15 @@ import psycopg
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from flows.history import last_release, read_history
-from flows.lock import holder
-from flows.rollback import rollback
-from flows.verify import verify
-from sandbox.app_changes import STYLES, commit_version, migration
+from smartrelease.flows.history import last_release, read_history
+from smartrelease.flows.lock import holder
+from smartrelease.flows.rollback import rollback
+from smartrelease.flows.verify import verify
+from smartrelease.sandbox.app_changes import STYLES, commit_version, migration
 from smartrelease.report import Status
-from tasks.backup_crypto import sha256_file, verify_checksum
-from tasks.postgres import connect
-from tasks.rollback_plan import running_deployment
+from smartrelease.tasks.backup_crypto import sha256_file, verify_checksum
+from smartrelease.tasks.postgres import connect
+from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
 pytestmark = pytest.mark.e2e

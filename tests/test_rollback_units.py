@@ -5,18 +5,18 @@ import docker
 import pytest
 from pydantic import SecretStr
 
-from blocks.app_environment import AppEnvironment
-from blocks.envfile import Environment
-from blocks.release_target import ReleaseTarget
-from flows.rollback import advice, sequence
+from smartrelease.blocks.app_environment import AppEnvironment
+from smartrelease.blocks.envfile import Environment
+from smartrelease.blocks.release_target import ReleaseTarget
+from smartrelease.flows.rollback import advice, sequence
 from smartrelease import cli
 from smartrelease.errors import StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
-from tasks.migrations import MigrationPlan, edited_since
-from tasks.undo import unexpected_change
+from smartrelease.tasks.migrations import MigrationPlan, edited_since
+from smartrelease.tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
-from tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
-from tasks.rollback_plan import Deployment, database_decision, rollback_plan, undo_out_of_order
+from smartrelease.tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
+from smartrelease.tasks.rollback_plan import Deployment, database_decision, rollback_plan, undo_out_of_order
 
 B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"
 
@@ -173,7 +173,7 @@ def _with_backup_dir(directory) -> Environment:
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "sub/x.enc", ".hidden.enc"])
 def test_a_history_backup_name_that_is_not_a_bare_file_name_is_refused(tmp_path, name):
     """Issue 31: the history's backup name was joined to BACKUP_DIR as it was."""
-    from tasks.rollback_inputs import _recorded_backup
+    from smartrelease.tasks.rollback_inputs import _recorded_backup
 
     history = [row("1.0.0"), row("1.1.0", backup=name)]
     with pytest.raises(StepFailed, match="is not a file name in BACKUP_DIR"):
@@ -183,8 +183,8 @@ def test_a_history_backup_name_that_is_not_a_bare_file_name_is_refused(tmp_path,
 def test_a_backup_replaced_since_the_history_recorded_it_is_refused_before_it_is_read(tmp_path):
     """Issue 31: only the checksum file beside it was checked, which whoever replaced
     the backup could write too."""
-    from tasks.backup_crypto import sha256_file
-    from tasks.rollback_inputs import _recorded_backup
+    from smartrelease.tasks.backup_crypto import sha256_file
+    from smartrelease.tasks.rollback_inputs import _recorded_backup
 
     backup = tmp_path / "prod-1.1.0.dump.enc"
     backup.write_bytes(b"what was taken")

@@ -10,8 +10,8 @@ import tarfile
 import docker
 import pytest
 
-from sandbox import identity, manager
-from tasks.running import compose_labels, containers
+from smartrelease.sandbox import identity, manager
+from smartrelease.tasks.running import compose_labels, containers
 from tests.conftest import free_port, unique
 
 

@@ -15,8 +15,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 
 from smartrelease.redact import Masker, remember
-from tasks.environment import check_environment
-from tasks.runbook_task import runbook_task
+from smartrelease.tasks.environment import check_environment
+from smartrelease.tasks.runbook_task import runbook_task
 from tests.conftest import DB_PASSWORD, METRICS_PASS, SENTINELS, _Handler, assert_no_secret, stored
 from tests.test_cli import smartrelease
 
@@ -100,7 +100,7 @@ def test_third_party_exception_text_and_log_lines_are_masked_on_the_server():
     ("BACKUP_PASSPHRASE", "abc", "BACKUP_PASSPHRASE is shorter than 8 characters"),
 ])
 def test_a_secret_that_masking_would_give_away_is_refused(write_env, key, value, reason):
-    from blocks import parse_env_file
+    from smartrelease.blocks import parse_env_file
     from smartrelease.errors import StepFailed
 
     with pytest.raises(StepFailed) as exc:
@@ -109,7 +109,7 @@ def test_a_secret_that_masking_would_give_away_is_refused(write_env, key, value,
 
 
 def test_a_database_password_equal_to_the_database_name_is_refused(write_env, pg):
-    from blocks import parse_env_file
+    from smartrelease.blocks import parse_env_file
     from smartrelease.errors import StepFailed
 
     path = write_env(name="dbname", DATABASE_URL=pg.dsn("smartaccounting", "accounts-db", "accounts-db"))

@@ -17,9 +17,9 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.workers.process import ProcessJobConfiguration
 
-from deployments import server
-from deployments.apply import LOCKED_JOB_VARIABLES, ensure_pool, locked_job_template
-from deployments.catalog import pool_name
+from smartrelease.deployments import server
+from smartrelease.deployments.apply import LOCKED_JOB_VARIABLES, ensure_pool, locked_job_template
+from smartrelease.deployments.catalog import pool_name
 from smartrelease.errors import ConfigError
 from smartrelease.files import read_private
 from smartrelease.local_postgres import SUPERUSER
@@ -70,7 +70,7 @@ def test_a_run_that_sets_a_job_variable_changing_what_runs_is_refused(prefect_se
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("preflight")
         deployment_id = client.create_deployment(flow_id, environment, work_pool_name=pool_name(environment),
-                                                 entrypoint="flows/preflight.py:preflight")
+                                                 entrypoint="smartrelease.flows.preflight:preflight")
         with pytest.raises(PrefectHTTPStatusError, match="422"):
             client.create_flow_run_from_deployment(deployment_id, job_variables=variables)
         assert client.create_flow_run_from_deployment(deployment_id, job_variables={"stream_output": False})

@@ -38,10 +38,18 @@ BESIDE = ("sandbox", "benchmarks")
 
 
 def _layer(module: str) -> str | None:
+    """The layer of an installed module's name (everything is under smartrelease.*)."""
     top, _, rest = module.partition(".")
-    if top == "smartrelease":
-        return "cli" if rest.split(".")[0] == "cli" else "core"
-    return top if top in LAYERS + BESIDE else None
+    if top != "smartrelease":
+        return None
+    sub = rest.split(".")[0]
+    return sub if sub in LAYERS + BESIDE else "cli" if sub == "cli" else "core"
+
+
+def _module(relative: Path) -> str:
+    """The installed name of a file of the checkout: flows/release.py is smartrelease.flows.release."""
+    parts = relative.with_suffix("").parts
+    return ".".join(parts if parts[0] == "smartrelease" else ("smartrelease", *parts))
 
 
 def test_every_import_goes_down_the_layers_and_nothing_imports_the_sandbox():
@@ -51,12 +59,53 @@ def test_every_import_goes_down_the_layers_and_nothing_imports_the_sandbox():
     assert len(product) > 50
     for path in product:
         relative = path.relative_to(REPO)
-        here = _layer(".".join(relative.with_suffix("").parts))
+        here = _layer(_module(relative))
         for node in ast.walk(ast.parse(path.read_text())):  # imports inside functions too
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
             for name in names:
+                if name.split(".")[0] in LAYERS + BESIDE:
+                    wrong.append(f"{relative}:{node.lineno} imports {name}: the installed name is smartrelease.{name}")
                 there = _layer(name)
                 if there in BESIDE or (there in LAYERS and LAYERS.index(there) > LAYERS.index(here)):
                     wrong.append(f"{relative}:{node.lineno} ({here}) imports {name} ({there})")
     assert wrong == []
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The product's modules a file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # `from pkg import module`
+        else:
+            continue
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def test_no_module_of_the_product_imports_itself_through_others():
+    """No cycle in the import graph (imports inside functions count: they dodged
+    cycles, which is how history and journal came to import each other)."""
+    files = {_module(p.relative_to(REPO)).removesuffix(".__init__"): p
+             for top in ("smartrelease", "blocks", "tasks", "flows", "deployments")
+             for p in sorted((REPO / top).rglob("*.py"))}
+    graph = {m: _imports(p, set(files)) - {m} for m, p in files.items()}
+    cycles, done, stack = [], set(), []
+
+    def visit(m):  # depth first: an import back into the stack closes a cycle
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if n in stack:
+                cycles.append(" -> ".join(stack[stack.index(n):] + [n]))
+            elif n not in done:
+                visit(n)
+        stack.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        if m not in done:
+            visit(m)
+    assert cycles == []

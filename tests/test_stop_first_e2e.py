@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blocks import load_environment
-from flows.lock import import_environment
-from flows.release import release
-from sandbox.app_changes import commit_version
+from smartrelease.blocks import load_environment
+from smartrelease.flows.lock import import_environment
+from smartrelease.flows.release import release
+from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.report import Status
 from tests.conftest import by_name, free_port
 from tests.release_sandbox import run_swept

@@ -6,12 +6,12 @@ import httpx
 import pytest
 from hypothesis import given, strategies as st
 
-from blocks.envfile import name_from_env_file, parse_env_file
+from smartrelease.blocks.envfile import name_from_env_file, parse_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.redact import Masker
 from smartrelease.refs import is_semver, repository_of
-from tasks.routes import is_page
-from tasks.wal_archive import waiting_segments
+from smartrelease.tasks.routes import is_page
+from smartrelease.tasks.wal_archive import waiting_segments
 
 SEG = 16 * 1024 * 1024
 
@@ -88,8 +88,8 @@ def test_a_block_builds_its_json_schema_once_however_often_it_is_saved(block_typ
     blocks build it once; each caller gets a copy of its own, equal to Prefect's."""
     import pydantic
 
-    import blocks
-    from blocks.registry_credentials import RegistryCredentials
+    from smartrelease import blocks
+    from smartrelease.blocks.registry_credentials import RegistryCredentials
 
     cls = {"RegistryCredentials": RegistryCredentials}.get(block_type) or getattr(blocks, block_type)
     fields = {"RegistryCredentials": {"registry_url": "localhost:5000", "username": "u", "password": "p-SENTINEL"}}.get(block_type, {})
@@ -117,7 +117,7 @@ def test_a_trust_store_is_loaded_once_until_its_file_changes(tmp_path):
     clients: one context per store, loaded again when the file is replaced."""
     import trustme
 
-    from tasks.http import ssl_context
+    from smartrelease.tasks.http import ssl_context
 
     assert ssl_context(None) is ssl_context(None)
     bundle = tmp_path / "ca.pem"
