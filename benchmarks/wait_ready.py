@@ -52,7 +52,7 @@ def main() -> None:
         started = time.time()
         wait_ready(env)
         noticed = time.time()
-        backend = client.containers.get(running_services(client, env)["backend"].container_id)
+        backend = client.containers.get(running_services(client, env)["backend"].id)
         latencies.append((noticed - first_healthy(backend)) * 1000)
         totals.append((noticed - started) * 1000)
 

@@ -119,7 +119,7 @@ def previous_version(env: Environment, services: dict, history: list[dict]) -> s
     if backend is None:
         return None
     deployment = running_deployment(env, services, history)
-    return backend.labels.get(LABEL_VERSION) or (deployment.version if deployment else None)
+    return backend.image_labels.get(LABEL_VERSION) or (deployment.version if deployment else None)
 
 
 def preflight_result(env: Environment, version: str, first_release: bool, history: list[dict]) -> StepResult:

@@ -497,7 +497,7 @@ def up_stage(s: Settings, stage: Stage, sec: dict[str, str], client: docker.Dock
     running = {n: c for n, c in running_services(client, env).items() if c.status == "running"}
     app = app_services(env, running)
     if {"backend", "frontend"} <= set(app) and "edge" in running:
-        version = app["backend"].labels.get("org.opencontainers.image.version", "?")
+        version = app["backend"].image_labels.get("org.opencontainers.image.version", "?")
         log_stage(stage, f"app {version} already running; left as it is (releases go through `smartrelease release`)")
     else:
         version = deploy_checkout(env)

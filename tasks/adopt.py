@@ -76,7 +76,7 @@ def adopt_running(env: Environment, history: list[dict]) -> Adoption:
         how = "adopted before" if current.adopted else "released by this tool"
         raise StepFailed(STEP, f"{current.version} runs by digest ({how}): nothing to take over. Nothing was changed.")
     version = reported_version(env)
-    labelled = app["backend"].labels.get(LABEL_VERSION)
+    labelled = app["backend"].image_labels.get(LABEL_VERSION)
     if labelled and labelled != version:
         raise StepFailed(STEP, f"{t.backend_service}'s image is labelled version {labelled}, but the app reports "
                                f"{version} at {t.version_path}: which one runs? Nothing was changed.")

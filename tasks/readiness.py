@@ -35,12 +35,12 @@ def _broken(services, restarts: dict[str, int], unhealthy_since: dict[str, float
     count from the first look: a container launch left alone may have old ones.
     `unhealthy_since` (container id -> when first seen unhealthy) is kept up to date."""
     for s in services.values():
-        if s.status in ("exited", "dead", "restarting") or s.restart_count > restarts.get(s.container_id, s.restart_count):
-            return s.service, f"{s.status}, restarted {s.restart_count} time(s)"
+        if s.status in ("exited", "dead", "restarting") or s.restarts > restarts.get(s.id, s.restarts):
+            return s.service, f"{s.status}, restarted {s.restarts} time(s)"
         if s.health != "unhealthy":
-            unhealthy_since.pop(s.container_id, None)
-        elif now - unhealthy_since.setdefault(s.container_id, now) >= grace_s:
-            return s.service, f"unhealthy for {now - unhealthy_since[s.container_id]:.0f} s"
+            unhealthy_since.pop(s.id, None)
+        elif now - unhealthy_since.setdefault(s.id, now) >= grace_s:
+            return s.service, f"unhealthy for {now - unhealthy_since[s.id]:.0f} s"
     return None
 
 
@@ -62,11 +62,11 @@ def wait_ready(env: Environment) -> Finding:
             if not services:
                 raise StepFailed(STEP, f"no containers in compose project {env.target.compose_project}")
             for s in services.values():
-                restarts.setdefault(s.container_id, s.restart_count)
+                restarts.setdefault(s.id, s.restarts)
             was_unhealthy.update(s.service for s in services.values() if s.health == "unhealthy")
             if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s):
                 name, why = broken
-                logs = logs_tail(docker, services[name].container_id)
+                logs = logs_tail(docker, services[name].id)
                 raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")
             starting = [s.service for s in services.values() if s.status != "running" or s.health in waits_for]
             if starting:

@@ -26,7 +26,7 @@ from smartrelease.tasks.release_backup import BackupRecord
 from smartrelease.tasks.rollback_plan import (ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment,
                                   undo_out_of_order)
 from smartrelease.tasks.runbook_task import runbook_task
-from smartrelease.tasks.running import RunningService, app_services, project_containers, running_services, service_containers
+from smartrelease.tasks.running import Container, app_services, project_containers, running_services, service_containers
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -189,7 +189,7 @@ def _undo_image(client: docker.DockerClient, env: Environment, to_undo: list[str
     return None
 
 
-def _backend_ref(env: Environment, services: dict[str, RunningService]) -> str | None:
+def _backend_ref(env: Environment, services: dict[str, Container]) -> str | None:
     """The backend container's image by digest, whether it runs or not (an interrupted
     release): the image that applied the migrations, so the one with their down steps."""
     repository = f"{env.target.registry}/{repository_path(env, 'backend')}"

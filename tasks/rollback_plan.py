@@ -21,7 +21,7 @@ from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
 from smartrelease.tasks.edge_class import EDGE_MEANS, edge_of
 from smartrelease.tasks.schema import schema_lines
-from smartrelease.tasks.running import RunningService, app_services, running_services
+from smartrelease.tasks.running import Container, app_services, running_services
 
 STEP = "rollback-plan"
 ADOPT_HINT = "released by hand? `smartrelease adopt` takes it over"
@@ -121,7 +121,7 @@ def tolerate(running: str | None, migrations: list[str]) -> str:
             "is rolled back: it must work with them applied (expand/contract), or release with `--stop-first`.")
 
 
-def running_deployment(env: Environment, running: dict[str, RunningService] | None = None,
+def running_deployment(env: Environment, running: dict[str, Container] | None = None,
                        history: list[dict] = ()) -> Deployment | None:
     """What runs now (read from Docker unless given), if every service runs an image
     known by its registry digest. Its version is the backend image's label, or for
@@ -139,7 +139,7 @@ def running_deployment(env: Environment, running: dict[str, RunningService] | No
         if digest is None:
             return None
         images[role] = f"{repository}@{digest}"
-    if labelled := by_role["backend"].labels.get(LABEL_VERSION):
+    if labelled := by_role["backend"].image_labels.get(LABEL_VERSION):
         return Deployment(version=labelled, images=images)
     version = adopted_version(list(history), images)
     return Deployment(version=version, images=images, adopted=version is not None)

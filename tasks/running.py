@@ -1,41 +1,21 @@
 """What the Compose project is running right now, read from Docker Engine: each
 service's container, the image it runs, that image's registry digest and labels."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import docker
-from pydantic import BaseModel
 
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.blocks.envfile import Environment
 from smartrelease.refs import same_repository
 
 
-class RunningService(BaseModel):
-    service: str
-    container_id: str
-    status: str  # Docker's: created, running, restarting, exited, ...
-    health: str | None  # starting, healthy, unhealthy; None without a health check
-    restart_count: int
-    image_id: str
-    digests: list[str]  # every registry digest Docker knows for the image
-    labels: dict[str, str]
-    reference: str = ""  # what the container was created from (compose: repository@digest)
-
-    def digest_in(self, repository: str) -> str | None:
-        """The digest this container was started from: its own reference's when it was
-        pinned by digest (an image pulled both as an index and as its manifest has
-        two RepoDigests), else the image's RepoDigest in `repository`."""
-        repo, at, digest = self.reference.partition("@")
-        if at and same_repository(repo, repository):
-            return digest
-        return next((d.split("@", 1)[1] for d in self.digests if same_repository(d.split("@", 1)[0], repository)), None)
-
-
 @dataclass(frozen=True)
 class Container:
-    """One container of a service, as Docker Engine reports it."""
+    """One container of a service, as Docker Engine reports it (the one type for it:
+    the cutover's, wait-ready's, the plan's and adoption's)."""
 
     id: str
     name: str
@@ -45,15 +25,35 @@ class Container:
     restarts: int
     address: str | None = None  # where this host reaches it (address_of), None when not running
     exposed: tuple[int, ...] = ()  # the TCP ports its image or service exposes
+    service: str = ""  # its Compose service
+    image_id: str = ""
+    # Of its image, when it was read (running_services): every registry digest Docker
+    # knows for it, and its labels (org.opencontainers.image.version, …).
+    digests: tuple[str, ...] = ()
+    image_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
-    def of(cls, c) -> "Container":
+    def of(cls, c, image=None) -> "Container":
+        """docker-py's container `c`; `image`, docker-py's image it runs, for its digests and labels."""
         state, config = c.attrs["State"], c.attrs.get("Config") or {}
-        return cls(id=c.id, name=c.name, reference=config.get("Image") or "",
-                   status=state["Status"], health=(state.get("Health") or {}).get("Status"),
-                   restarts=c.attrs.get("RestartCount", 0), address=address_of(c.attrs),
+        return cls(id=c.id, name=c.name, service=(config.get("Labels") or {}).get(SERVICE_LABEL, c.name),
+                   reference=config.get("Image") or "", status=state["Status"],
+                   health=(state.get("Health") or {}).get("Status"), restarts=c.attrs.get("RestartCount", 0),
+                   address=address_of(c.attrs),
                    exposed=tuple(sorted(int(p.split("/")[0]) for p in config.get("ExposedPorts") or {}
-                                        if p.endswith("/tcp"))))
+                                        if p.endswith("/tcp"))),
+                   image_id=c.attrs.get("Image") or "",
+                   digests=tuple(image.attrs.get("RepoDigests") or []) if image is not None else (),
+                   image_labels=dict(image.labels or {}) if image is not None else {})
+
+    def digest_in(self, repository: str) -> str | None:
+        """The digest this container was started from: its own reference's when it was
+        pinned by digest (an image pulled both as an index and as its manifest has
+        two RepoDigests), else the image's RepoDigest in `repository`."""
+        repo, at, digest = self.reference.partition("@")
+        if at and same_repository(repo, repository):
+            return digest
+        return next((d.split("@", 1)[1] for d in self.digests if same_repository(d.split("@", 1)[0], repository)), None)
 
 
 def http_url(address: str, port: int, path: str) -> str:
@@ -98,7 +98,7 @@ def service_containers(client: docker.DockerClient, project: str, service: str) 
     return [Container.of(c) for c in containers(client, *compose_labels(project, service))]
 
 
-def app_services(env: Environment, services: dict[str, RunningService]) -> dict[str, RunningService]:
+def app_services(env: Environment, services: dict[str, Container]) -> dict[str, Container]:
     """The services a release ships, by role (backend, frontend), whatever the
     contract names them in the compose file."""
     return {role: services[env.target.service(role)] for role in ROLES if env.target.service(role) in services}
@@ -116,21 +116,16 @@ def service_address(client: docker.DockerClient, project: str, service: str) -> 
     return address_of(found[0].attrs) if found else None
 
 
-def running_services(client: docker.DockerClient, env: Environment) -> dict[str, RunningService]:
+def running_services(client: docker.DockerClient, env: Environment) -> dict[str, Container]:
+    """The project's containers by service, with their images' digests and labels."""
     services = {}
     for c in project_containers(client, env.target.compose_project or ""):
-        state = c.attrs["State"]
         try:
             image = client.images.get(c.attrs["Image"])
-            digests, labels = image.attrs.get("RepoDigests") or [], image.labels or {}
         except docker.errors.ImageNotFound:
-            digests, labels = [], {}
-        name = c.labels.get(SERVICE_LABEL, c.name)
-        services[name] = RunningService(
-            service=name, container_id=c.id, status=state["Status"], health=(state.get("Health") or {}).get("Status"),
-            restart_count=c.attrs.get("RestartCount", 0), image_id=c.attrs["Image"], digests=digests, labels=labels,
-            reference=(c.attrs.get("Config") or {}).get("Image") or "",
-        )
+            image = None
+        found = Container.of(c, image)
+        services[found.service] = found
     return services
 
 

@@ -22,7 +22,7 @@ from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
 from smartrelease.tasks.images import engine
 from smartrelease.tasks.rollback_inputs import deployed
 from smartrelease.tasks.rollback_plan import running_deployment
-from smartrelease.tasks.running import RunningService, app_services, running_services
+from smartrelease.tasks.running import Container, app_services, running_services
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "running"
@@ -32,7 +32,7 @@ def adopt_command(env: Environment) -> str:
     return f"`smartrelease adopt --env-file {env.target.env_file or '<env file>'}`"
 
 
-def unpinned(env: Environment, app: dict[str, RunningService]) -> list[str]:
+def unpinned(env: Environment, app: dict[str, Container]) -> list[str]:
     """Why each app service cannot be gone back to by digest ([] when all can)."""
     problems = []
     for role in ROLES:

@@ -26,7 +26,7 @@ def verify_release(env: Environment, version: str, images: dict[str, str] | None
     running = app_services(env, running_services(engine(timeout_s=30), env))
     if "backend" not in running:
         raise StepFailed(STEP, f"no {t.backend_service} container in compose project {t.compose_project}")
-    labels = running["backend"].labels
+    labels = running["backend"].image_labels
     expected = {t.version_key: (version, "the adopted version" if adopted else "the released version")}
     if not adopted:
         expected[t.git_sha_key] = (labels.get(LABEL_REVISION), "the running backend image's revision label")

@@ -103,7 +103,7 @@ class Sandbox:
         return state, report, sha
 
     def containers(self) -> dict[str, tuple[str, str]]:
-        return {n: (s.container_id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
+        return {n: (s.id, s.image_id) for n, s in running_services(docker.from_env(), self.env()).items()}
 
     def app_images(self) -> dict[str, str]:
         """The image id each app service (backend, frontend) runs."""
@@ -119,7 +119,7 @@ class Sandbox:
 
     def env_running_version(self) -> str | None:
         """The version label of the backend running now."""
-        return running_services(docker.from_env(), self.env())["backend"].labels.get("org.opencontainers.image.version")
+        return running_services(docker.from_env(), self.env())["backend"].image_labels.get("org.opencontainers.image.version")
 
     def db_container(self) -> str | None:
         """The id of the db service's container (None with a database outside Compose)."""

@@ -1,13 +1,13 @@
 """Adoption's decisions as pure logic: what an adoption row means to the history stack
 and to the running version, and preflight's `running` check on images no registry
-holds (RunningService values as Docker Engine reports them)."""
+holds (Container values as Docker Engine reports them)."""
 
 from smartrelease.blocks.app_environment import AppEnvironment
 from smartrelease.blocks.envfile import Environment
 from smartrelease.blocks.release_target import ReleaseTarget
 from smartrelease.tasks.rollback_inputs import deployed
 from smartrelease.tasks.rollback_plan import adopted_version, running_deployment
-from smartrelease.tasks.running import RunningService
+from smartrelease.tasks.running import Container
 from smartrelease.tasks.takeover import first_release_note, unpinned
 
 REG = "127.0.0.1:9"
@@ -25,10 +25,10 @@ def row(version, result="released"):
             "finished": "2026-12-01 10:00:00Z"}
 
 
-def service(name: str, reference: str, digests=(), labels=None) -> RunningService:
-    return RunningService(service=name, container_id="c-" + name, status="running", health="healthy",
-                          restart_count=0, image_id="sha256:" + "ab" * 32, digests=list(digests),
-                          labels=labels or {}, reference=reference)
+def service(name: str, reference: str, digests=(), labels=None) -> Container:
+    return Container(id="c-" + name, name=name, service=name, reference=reference, status="running",
+                     health="healthy", restarts=0, image_id="sha256:" + "ab" * 32, digests=tuple(digests),
+                     image_labels=labels or {})
 
 
 def test_an_adoption_is_a_deployment_the_stack_can_go_back_to():

@@ -2,12 +2,12 @@
 long an unhealthy one is given."""
 
 from smartrelease.tasks.readiness import _broken
-from smartrelease.tasks.running import RunningService
+from smartrelease.tasks.running import Container
 
 
 def service(health: str | None = "healthy", status: str = "running", restarts: int = 0) -> dict:
-    return {"backend": RunningService(service="backend", container_id="c1", status=status, health=health,
-                                      restart_count=restarts, image_id="sha256:1", digests=[], labels={})}
+    return {"backend": Container(id="c1", name="backend-1", service="backend", reference="", status=status,
+                                 health=health, restarts=restarts, image_id="sha256:1")}
 
 
 def test_an_unhealthy_container_fails_only_once_it_has_stayed_unhealthy_for_the_grace():
