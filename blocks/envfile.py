@@ -16,7 +16,7 @@ from smartrelease.blocks.release_target import ReleaseTarget
 from prefect.exceptions import ObjectNotFound
 from smartrelease.errors import ConfigError
 from smartrelease.redact import remember
-from smartrelease.refs import check_env_file, check_environment
+from smartrelease.refs import check_env_file, check_environment_name
 
 RELEASE_PREFIX = "RELEASE_"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -157,7 +157,7 @@ def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environ
     """Parse an env file and save (overwrite) both blocks under `name`. (The
     environment's lock is made with them by flows/lock.py's `import_environment`.)"""
     env = parse_env_file(path)
-    name = check_environment(name or env.name)
+    name = check_environment_name(name or env.name)
     for block in (env.app, env.target, env.registry_credentials):
         if block is not None:
             _save_if_changed(block, name)
@@ -212,7 +212,7 @@ def _invalid(exc: ValidationError) -> str:
 
 
 def load_environment(name: str) -> Environment:
-    check_environment(name)
+    check_environment_name(name)
     try:
         app = AppEnvironment.load(name)
         target = ReleaseTarget.load(name)

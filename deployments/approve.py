@@ -16,7 +16,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 
 from smartrelease.flows.approval import same_person
-from smartrelease.flows.trigger import requester
+from smartrelease.flows.requester import requester
 from smartrelease.errors import ConfigError
 from smartrelease.links import run_url
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from smartrelease.refs import check_environment
+from smartrelease.refs import check_environment_name
 
 TAGS = ("smartrelease",)
 VERIFY_EVERY_S = 900  # the post-deploy re-verification schedule
@@ -60,7 +60,7 @@ FLOW_NAMES = tuple(f.name for f in FLOWS)
 
 
 def pool_name(environment: str) -> str:
-    return f"smartrelease-{check_environment(environment)}"
+    return f"smartrelease-{check_environment_name(environment)}"
 
 
 def deployment_name(flow: str, environment: str) -> str:
@@ -70,7 +70,7 @@ def deployment_name(flow: str, environment: str) -> str:
 
 def deployment_entries(environment: str) -> list[dict]:
     """The environment's deployments, as prefect.yaml entries."""
-    check_environment(environment)
+    check_environment_name(environment)
     entries = []
     for flow in FLOWS:
         entry = {

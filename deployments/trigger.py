@@ -29,11 +29,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.utilities.schema_tools.validation import validate
 
 from smartrelease.deployments.catalog import FLOW_NAMES, deployment_name
-from smartrelease.flows.trigger import requested_by_tag
+from smartrelease.flows.requester import requested_by_tag
 from smartrelease.flows.steps import PROGRESS_KEY
 from smartrelease.errors import ConfigError
 from smartrelease.links import run_url
-from smartrelease.refs import check_dev_tag, check_environment, check_version
+from smartrelease.refs import check_dev_tag, check_environment_name, check_version
 from smartrelease.report import StepResult
 
 POLL_S = 1.0
@@ -94,7 +94,7 @@ def trigger(flow: str, environment: str, parameters: dict, idempotency_key: str 
     input is bad."""
     if flow not in FLOW_NAMES:
         raise ConfigError(f"unknown flow {flow!r} (one of: {', '.join(FLOW_NAMES)})")
-    check_environment(environment)
+    check_environment_name(environment)
     from smartrelease.blocks import load_environment
 
     load_environment(environment)  # "no blocks named …" before anything is created

@@ -21,7 +21,7 @@ from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.report import ReleaseFacts, Report, StepResult
 from smartrelease.tasks.adopt import STEP, adopt_task
 

@@ -25,14 +25,14 @@ from pydantic import Field
 from smartrelease.blocks.envfile import Environment
 from smartrelease.flows.notify import Message, notify
 from smartrelease.flows.steps import finished
-from smartrelease.flows.trigger import REQUESTED_BY, requester, user
+from smartrelease.flows.requester import REQUESTED_BY, requester, user
 from smartrelease.errors import StepFailed
 from smartrelease.links import run_url
 from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
 from smartrelease.tasks.migrations import applied_migrations
 from smartrelease.tasks.rollback_plan import tolerate
-from smartrelease.tasks.rollback_plan import Deployment, RollbackPlan, running_deployment
+from smartrelease.tasks.rollback_plan import DeployedVersion, RollbackPlan, running_deployment
 
 STEP = "approval"
 POLL_S = 1  # how often the paused run asks the server whether it was answered
@@ -87,7 +87,7 @@ def description(plan: RollbackPlan, images: dict[str, str], git_sha: str | None,
     return "\n".join(lines) + "\n"
 
 
-def differences(plan: RollbackPlan, running: Deployment | None, applied: list[str]) -> list[str]:
+def differences(plan: RollbackPlan, running: DeployedVersion | None, applied: list[str]) -> list[str]:
     """How the environment now differs from what the plan (and the approver) saw."""
     said = []
     before = plan.previous
@@ -104,7 +104,7 @@ def differences(plan: RollbackPlan, running: Deployment | None, applied: list[st
     return said
 
 
-def _plan_now(env: Environment) -> tuple[Deployment | None, list[str]]:
+def _plan_now(env: Environment) -> tuple[DeployedVersion | None, list[str]]:
     return running_deployment(env), applied_migrations(env, STEP)
 
 

@@ -9,7 +9,7 @@ import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.report import ReleaseFacts, Report
 from smartrelease.tasks.build_pin import STEP
 from smartrelease.tasks.dev_build import dev_build_task

@@ -23,7 +23,7 @@ from smartrelease.flows.journal import gap_of
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.report import DrillFacts, ReleaseFacts, Report
 from smartrelease.tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
                          check_tables_task, pick_backup_task, restore_backup_task, wal_age_task)

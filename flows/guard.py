@@ -4,12 +4,12 @@
 from smartrelease.blocks.app_environment import AppEnvironment
 from smartrelease.flows.lock import environment_lock, me
 from smartrelease.errors import ConfigError
-from smartrelease.refs import check_environment
+from smartrelease.refs import check_environment_name
 
 
 def set_prod_migrations(name: str, allow: bool) -> str:
     """Save ALLOW_PROD_MIGRATIONS in block `name`; returns a one-line account."""
-    check_environment(name)
+    check_environment_name(name)
     try:
         app = AppEnvironment.load(name)
     except ValueError:

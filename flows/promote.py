@@ -26,7 +26,7 @@ from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.release import release_inputs
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.refs import check_dev_tag
 from smartrelease.report import PromotionFacts, ReleaseFacts, Report, StepResult
 from smartrelease.tasks.evidence import STEP as EVIDENCE_STEP, evidence_task

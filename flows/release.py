@@ -36,7 +36,7 @@ from smartrelease.flows.notify import notify_report
 from smartrelease.flows.preflight import CHECKS, run_checks
 from smartrelease.flows.rollback import roll_back, rollback_command
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.links import artifact_url
 from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status,

@@ -32,7 +32,7 @@ from smartrelease.flows.history import publish_report
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.tasks.cutover import launch_task

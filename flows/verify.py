@@ -25,7 +25,7 @@ from smartrelease.flows.history import publish_report
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, Locked, flow_lock
 from smartrelease.flows.steps import gather
-from smartrelease.flows.trigger import triggered_by
+from smartrelease.flows.requester import triggered_by
 from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version

@@ -155,10 +155,10 @@ def _report_json(report) -> str:
 
 
 def _cmd_blocks_import(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
     if args.name is not None:
-        check_environment(args.name)
+        check_environment_name(args.name)
     from smartrelease.flows.lock import import_environment
 
     env = import_environment(args.env_file, args.name)
@@ -280,7 +280,7 @@ def _tag_digests(env, tag: str) -> dict[str, str]:
 
 def _cmd_approve(args) -> int:
     from smartrelease.deployments.approve import answer, parse_run_id
-    from smartrelease.flows.trigger import user
+    from smartrelease.flows.requester import user
 
     run_id = parse_run_id(args.run_id)
     print(answer(run_id, not args.reject, args.reason, args.approver or user()))
@@ -357,9 +357,9 @@ def _cmd_rollback(args) -> int:
 
 
 def _cmd_guard(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
-    check_environment(args.name)
+    check_environment_name(args.name)
     from smartrelease.flows.guard import set_prod_migrations
 
     print(set_prod_migrations(args.name, allow=args.state == "on"))
@@ -367,9 +367,9 @@ def _cmd_guard(args) -> int:
 
 
 def _cmd_unlock(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
-    check_environment(args.env_name)
+    check_environment_name(args.env_name)
     if not args.reason.strip():
         raise ConfigError("unlock: --reason must say why; it is recorded in the history")
     from smartrelease.flows.lock import unlock
@@ -390,9 +390,9 @@ def _cmd_server(args) -> int:
 
 
 def _cmd_deployments(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
-    environments = [check_environment(e) for e in args.environments]
+    environments = [check_environment_name(e) for e in args.environments]
     if args.action == "yaml":
         from smartrelease.deployments.catalog import prefect_yaml
 
@@ -405,9 +405,9 @@ def _cmd_deployments(args) -> int:
 
 
 def _cmd_worker(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
-    check_environment(args.env_name)
+    check_environment_name(args.env_name)
     from smartrelease.deployments.apply import ensure_pool, worker_command
 
     ensure_pool(args.env_name)
@@ -417,9 +417,9 @@ def _cmd_worker(args) -> int:
 
 
 def _cmd_trigger(args) -> int:
-    from smartrelease.refs import check_environment
+    from smartrelease.refs import check_environment_name
 
-    check_environment(args.env_name)
+    check_environment_name(args.env_name)
     if args.timeout is not None and (args.timeout <= 0 or not args.wait):
         raise ConfigError("--timeout needs --wait and a number of seconds above 0")
     from smartrelease.deployments import trigger as t

@@ -95,7 +95,7 @@ def check_env_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_environment(value: str) -> str:
+def check_environment_name(value: str) -> str:
     return _check(ENVIRONMENT, value, "invalid environment name {v}: use lower-case letters, digits and dashes "
                                       "(at most 63, starting with a letter or digit)")
 

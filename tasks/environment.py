@@ -93,7 +93,7 @@ def secret_problems(env: Environment) -> list[str]:
     return problems
 
 
-def check_environment(env: Environment, version: str | None = None) -> Finding:
+def check_app_env(env: Environment, version: str | None = None) -> Finding:
     problems: list[str] = []
     warnings: list[str] = []
 
@@ -168,4 +168,4 @@ def check_environment(env: Environment, version: str | None = None) -> Finding:
     return Finding(detail=detail)
 
 
-environment_task = runbook_task(STEP, timeout_s=10)(check_environment)
+environment_task = runbook_task(STEP, timeout_s=10)(check_app_env)

@@ -23,7 +23,7 @@ from smartrelease.tasks.migrations import applied_migrations, down_steps, migrat
 from smartrelease.tasks.pg_client import pg_tools
 from smartrelease.tasks.registry import RegistryError
 from smartrelease.tasks.release_backup import BackupRecord
-from smartrelease.tasks.rollback_plan import (ADOPTED, Deployment, RollbackPlan, adopted_version, running_deployment,
+from smartrelease.tasks.rollback_plan import (ADOPTED, DeployedVersion, RollbackPlan, adopted_version, running_deployment,
                                   undo_out_of_order)
 from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.running import Container, app_services, project_containers, running_services, service_containers
@@ -37,7 +37,7 @@ RELEASED, ROLLED_BACK = "released", "rolled back"  # history results that change
 class RollbackInputs(Finding):
     environment: str
     from_version: str | None
-    target: Deployment
+    target: DeployedVersion
     strategy: str
     to_undo: list[str]  # newest first
     undo_image: str | None  # the backend image holding their down steps
@@ -86,7 +86,7 @@ def deployed(rows: list[dict]) -> list[dict]:
     return stack
 
 
-def target_from_history(stack: list[dict], running: Deployment | None, to_version: str | None) -> dict:
+def target_from_history(stack: list[dict], running: DeployedVersion | None, to_version: str | None) -> dict:
     """The history row to go back to. Default: the release before the one running;
     when what runs is not exactly the last release (an interrupted release), the last release."""
     if to_version:
@@ -112,7 +112,7 @@ def missing_images(env: Environment, refs: list[str]) -> list[str]:
         return [ref for ref in refs if registry.digest(ImageRef.parse(ref).path, ImageRef.parse(ref).digest) is None]
 
 
-def is_exactly(client: docker.DockerClient, env: Environment, deployment: Deployment | None) -> bool:
+def is_exactly(client: docker.DockerClient, env: Environment, deployment: DeployedVersion | None) -> bool:
     """Whether the project is exactly `deployment`: every container of the project
     running its service's image. A release killed half-way leaves a container it
     created (or a service on the new image) behind."""
@@ -135,7 +135,7 @@ def for_rollback_flow(env: Environment, history: list[dict], to_version: str | N
     current = running_deployment(env, services, history)
     row = target_from_history(deployed(history), current if is_exactly(client, env, current) else None, to_version)
     images = {s: row[s] for s in ROLES}
-    target = Deployment(version=row["version"], images=images,
+    target = DeployedVersion(version=row["version"], images=images,
                         adopted=adopted_version(history, images) == row["version"])
     try:
         missing = missing_images(env, list(target.images.values()))

@@ -30,7 +30,7 @@ ADOPT_HINT = "released by hand? `smartrelease adopt` takes it over"
 ADOPTED = "adopted"  # a history row's result: what ran, released by hand, when the tool took it over
 
 
-class Deployment(BaseModel):
+class DeployedVersion(BaseModel):
     """A version and its images pinned by digest: {role: registry/repository@sha256:...}."""
 
     version: str | None
@@ -55,7 +55,7 @@ class RollbackPlan(Finding):
     environment: str
     version: str
     first_release: bool
-    previous: Deployment | None
+    previous: DeployedVersion | None
     backup: BackupRecord | None  # the backup a rollback restores: found now, or taken by the backup step
     backup_to_take: bool = False  # pending migrations: the backup step takes one (after any approval)
     migrations: list[MigrationUndo]
@@ -122,7 +122,7 @@ def tolerate(running: str | None, migrations: list[str]) -> str:
 
 
 def running_deployment(env: Environment, running: dict[str, Container] | None = None,
-                       history: list[dict] = ()) -> Deployment | None:
+                       history: list[dict] = ()) -> DeployedVersion | None:
     """What runs now (read from Docker unless given), if every service runs an image
     known by its registry digest. Its version is the backend image's label, or for
     images without one, what the `history` recorded when it adopted them."""
@@ -140,9 +140,9 @@ def running_deployment(env: Environment, running: dict[str, Container] | None = 
             return None
         images[role] = f"{repository}@{digest}"
     if labelled := by_role["backend"].image_labels.get(LABEL_VERSION):
-        return Deployment(version=labelled, images=images)
+        return DeployedVersion(version=labelled, images=images)
     version = adopted_version(list(history), images)
-    return Deployment(version=version, images=images, adopted=version is not None)
+    return DeployedVersion(version=version, images=images, adopted=version is not None)
 
 
 def database_decision(pending: list[str], applied: list[str], without_down: list[str]) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from smartrelease.deployments.approve import answer
 from smartrelease.flows.history import read_history
 from smartrelease.flows.release import release
 from smartrelease.flows.rollback import rollback
-from smartrelease.flows.trigger import user
+from smartrelease.flows.requester import user
 from smartrelease import cli
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report, Status

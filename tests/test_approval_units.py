@@ -5,7 +5,7 @@ from smartrelease.report import (APPROVED, ApprovalFacts, Report, ReleaseFacts, 
 from smartrelease.flows.approval import description, differences, same_person
 from smartrelease.flows.notify import Message, message_of
 from smartrelease.tasks.release_backup import BackupRecord
-from smartrelease.tasks.rollback_plan import Deployment, MigrationUndo, RollbackPlan
+from smartrelease.tasks.rollback_plan import DeployedVersion, MigrationUndo, RollbackPlan
 
 OLD = {"backend": "reg/app/backend@sha256:" + "a" * 64, "frontend": "reg/app/frontend@sha256:" + "b" * 64}
 NEW = {"backend": "reg/app/backend@sha256:" + "c" * 64, "frontend": "reg/app/frontend@sha256:" + "d" * 64}
@@ -13,7 +13,7 @@ NEW = {"backend": "reg/app/backend@sha256:" + "c" * 64, "frontend": "reg/app/fro
 
 def plan(**changes) -> RollbackPlan:
     values = dict(detail="", environment="prod", version="1.5.0", first_release=False,
-                  previous=Deployment(version="1.4.0", images=OLD), backup=None, backup_to_take=True,
+                  previous=DeployedVersion(version="1.4.0", images=OLD), backup=None, backup_to_take=True,
                   migrations=[MigrationUndo(name="20261201-add-x.js", has_down=True),
                               MigrationUndo(name="20261202-drop-y.js", has_down=False)],
                   applied_before=["20261101-init.js"])
@@ -65,15 +65,15 @@ def test_the_plan_and_the_form_name_the_risk_of_a_frontend_that_resolves_the_bac
 
 
 def test_a_plan_is_stale_when_what_runs_or_the_migrations_table_changed():
-    assert differences(plan(), Deployment(version="1.4.0", images=OLD), ["20261101-init.js"]) == []
+    assert differences(plan(), DeployedVersion(version="1.4.0", images=OLD), ["20261101-init.js"]) == []
     moved = {**OLD, "backend": NEW["backend"]}
-    assert differences(plan(), Deployment(version="1.4.1", images=moved), ["20261101-init.js"]) == [
+    assert differences(plan(), DeployedVersion(version="1.4.1", images=moved), ["20261101-init.js"]) == [
         f"backend runs {NEW['backend']} (the plan saw {OLD['backend']})"]
     assert differences(plan(), None, ["20261101-init.js", "by-hand.js"]) == [
         "backend runs nothing known by digest (the plan saw " + OLD["backend"] + ")",
         "frontend runs nothing known by digest (the plan saw " + OLD["frontend"] + ")",
         "the migrations table changed: +by-hand.js"]
-    assert differences(plan(), Deployment(version="1.4.0", images=OLD), []) == [
+    assert differences(plan(), DeployedVersion(version="1.4.0", images=OLD), []) == [
         "the migrations table changed: -20261101-init.js"]
 
 

@@ -15,7 +15,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.tasks.backup_dirs import check_backup_dirs
 from smartrelease.tasks.backups import check_backups
 from smartrelease.tasks.database import check_database
-from smartrelease.tasks.environment import check_environment
+from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.tls import check_tls
 from smartrelease.tasks.wal_archive import check_wal_archive
 
@@ -35,17 +35,17 @@ def failure(fn, *args) -> StepFailed:
 # --- environment --------------------------------------------------------------
 
 def test_environment_passes(write_env):
-    finding = check_environment(env_of(write_env()))
+    finding = check_app_env(env_of(write_env()))
     assert not finding.warning and "app version 1.2.3" in finding.detail
 
 
 def test_environment_reports_every_missing_variable(write_env):
-    err = failure(check_environment, env_of(write_env(JWT_SECRET=None, CORS_ORIGIN=None, BACKUP_DIR="")))
+    err = failure(check_app_env, env_of(write_env(JWT_SECRET=None, CORS_ORIGIN=None, BACKUP_DIR="")))
     assert "missing or empty: JWT_SECRET, CORS_ORIGIN, BACKUP_DIR" in err.reason
 
 
 def test_environment_production_rules(write_env):
-    err = failure(check_environment, env_of(write_env(NODE_ENV="development", CORS_ORIGIN="*", JWT_SECRET="short-jwt-secret-value")))
+    err = failure(check_app_env, env_of(write_env(NODE_ENV="development", CORS_ORIGIN="*", JWT_SECRET="short-jwt-secret-value")))
     assert "NODE_ENV is 'development', must be 'production'" in err.reason
     assert "CORS_ORIGIN is '*'" in err.reason
     assert "JWT_SECRET is 22 characters, needs at least 32" in err.reason
@@ -53,12 +53,12 @@ def test_environment_production_rules(write_env):
 
 
 def test_environment_non_production_allows_development(write_env):
-    assert check_environment(env_of(write_env(NODE_ENV="development", CORS_ORIGIN="*", RELEASE_PRODUCTION="false")))
+    assert check_app_env(env_of(write_env(NODE_ENV="development", CORS_ORIGIN="*", RELEASE_PRODUCTION="false")))
 
 
 def test_environment_rejects_bad_urls_and_version(write_env, app_dir):
     (app_dir / "VERSION").write_text("1.2\n")
-    err = failure(check_environment, env_of(write_env(FRONTEND_URL="app.example.test", RELEASE_PUBLIC_URL="http://x.test",
+    err = failure(check_app_env, env_of(write_env(FRONTEND_URL="app.example.test", RELEASE_PUBLIC_URL="http://x.test",
                                                        DATABASE_URL="mysql://u:mysql-password@h/db", ALLOW_PROD_MIGRATIONS="yes")))
     for part in ("FRONTEND_URL must be an absolute http or https URL", "RELEASE_PUBLIC_URL must be an absolute https URL",
                  "DATABASE_URL scheme must be postgres", "ALLOW_PROD_MIGRATIONS must be 'true' or 'false'",
@@ -67,14 +67,14 @@ def test_environment_rejects_bad_urls_and_version(write_env, app_dir):
 
 
 def test_environment_version_parameter_wins(write_env):
-    err = failure(check_environment, env_of(write_env()), "2.0")
+    err = failure(check_app_env, env_of(write_env()), "2.0")
     assert "app version '2.0' is not SemVer" in err.reason
 
 
 def test_environment_warns_on_readable_env_file(write_env):
     path = write_env()
     path.chmod(0o644)
-    finding = check_environment(env_of(path))
+    finding = check_app_env(env_of(path))
     assert finding.warning and "readable by group or others (mode 0644)" in finding.detail
 
 

@@ -16,7 +16,7 @@ from smartrelease.tasks.compose_checks import (cannot_run_twice, compose_problem
 from smartrelease.tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stop_order,
                            stopped_first_note, tcp_ports, waves)
 from smartrelease.tasks.running import address_of
-from smartrelease.tasks.environment import check_environment
+from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.launch import project_compose
 
 OLD, NEW = "reg/backend@sha256:" + "a" * 64, "reg/backend@sha256:" + "b" * 64
@@ -364,7 +364,7 @@ def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_co
         "(RELEASE_MIGRATIONS_DIR /usr/src/app/database/migrations): the migrations that run would be the host's, "
         "not the image's the guard, the plan and the undo read; remove the mount"]
     with pytest.raises(StepFailed) as refused:
-        check_environment(env)
+        check_app_env(env)
     assert "from-the-teams-own-file" not in str(refused.value)  # named, never shown
     assert all(p in str(refused.value) for p in problems)
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.flows.history import checked_rows
 from smartrelease.errors import ConfigError
-from smartrelease.refs import (ImageRef, check_dev_tag, check_digest, check_environment, check_registry,
+from smartrelease.refs import (ImageRef, check_dev_tag, check_digest, check_environment_name, check_registry,
                                check_repository, check_tag, check_version)
 from smartrelease.tasks.registry import Registry, RegistryError
 from smartrelease.tasks.registry_auth import parse_challenge
@@ -91,7 +91,7 @@ any_text = st.one_of(st.text(max_size=300), st.from_regex(r"[0-9]{1,3}\.[0-9]{1,
 
 @settings(max_examples=400, deadline=None)
 @given(any_text, st.sampled_from([check_version, check_tag, check_dev_tag, check_repository, check_digest,
-                                  check_registry, check_environment, ImageRef.parse]))
+                                  check_registry, check_environment_name, ImageRef.parse]))
 def test_any_version_tag_or_reference_is_accepted_whole_or_refused_in_one_line(text, check):
     try:
         result = check(text)

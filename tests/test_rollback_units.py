@@ -16,7 +16,7 @@ from smartrelease.tasks.migrations import MigrationPlan, edited_since
 from smartrelease.tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 from smartrelease.tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
-from smartrelease.tasks.rollback_plan import Deployment, database_decision, rollback_plan, undo_out_of_order
+from smartrelease.tasks.rollback_plan import DeployedVersion, database_decision, rollback_plan, undo_out_of_order
 
 B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"
 
@@ -36,12 +36,12 @@ def test_the_history_stack_pushes_releases_and_pops_rollbacks():
 
 def test_the_default_target_is_the_release_before_the_running_one_unless_the_environment_is_half_done():
     stack = [row("1.0.0"), row("1.1.0")]
-    running = Deployment(version="1.1.0", images={"backend": B + "1.1.0", "frontend": F + "1.1.0"})
+    running = DeployedVersion(version="1.1.0", images={"backend": B + "1.1.0", "frontend": F + "1.1.0"})
     assert target_from_history(stack, running, None)["version"] == "1.0.0"
     assert target_from_history(stack, None, None)["version"] == "1.1.0"  # interrupted: back to the last good
     assert target_from_history(stack, running, "1.1.0")["version"] == "1.1.0"
     with pytest.raises(StepFailed, match="only release in the history"):
-        target_from_history(stack[:1], Deployment(version="1.0.0", images={"backend": B + "1.0.0", "frontend": F + "1.0.0"}), None)
+        target_from_history(stack[:1], DeployedVersion(version="1.0.0", images={"backend": B + "1.0.0", "frontend": F + "1.0.0"}), None)
     with pytest.raises(StepFailed, match="0.1.0 is not among"):
         target_from_history(stack, running, "0.1.0")
 
@@ -65,7 +65,7 @@ def test_an_undo_must_remove_exactly_the_expected_migration_and_nothing_else():
 
 def inputs(strategy="undo", to_undo=("m2", "m1"), without_down=(), failed=()):
     return RollbackInputs(detail="", environment="prod", from_version="1.1.0",
-                          target=Deployment(version="1.0.0", images={"backend": B + "1", "frontend": F + "1"}),
+                          target=DeployedVersion(version="1.0.0", images={"backend": B + "1", "frontend": F + "1"}),
                           strategy=strategy, to_undo=list(to_undo), undo_image=B + "2", without_down=list(without_down),
                           backup=None, failed_migrations=list(failed))
 

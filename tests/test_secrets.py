@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 
 from smartrelease.redact import Masker, remember
-from smartrelease.tasks.environment import check_environment
+from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.runbook_task import runbook_task
 from tests.conftest import DB_PASSWORD, METRICS_PASS, SENTINELS, _Handler, assert_no_secret, stored
 from tests.test_cli import smartrelease
@@ -104,7 +104,7 @@ def test_a_secret_that_masking_would_give_away_is_refused(write_env, key, value,
     from smartrelease.errors import StepFailed
 
     with pytest.raises(StepFailed) as exc:
-        check_environment(parse_env_file(write_env(name="weak", **{key: value})))
+        check_app_env(parse_env_file(write_env(name="weak", **{key: value})))
     assert reason in str(exc.value)
 
 
@@ -114,7 +114,7 @@ def test_a_database_password_equal_to_the_database_name_is_refused(write_env, pg
 
     path = write_env(name="dbname", DATABASE_URL=pg.dsn("smartaccounting", "accounts-db", "accounts-db"))
     with pytest.raises(StepFailed) as exc:
-        check_environment(parse_env_file(path))
+        check_app_env(parse_env_file(path))
     assert "the DATABASE_URL password appears in the DATABASE_URL database" in str(exc.value)
 
 
