@@ -17,9 +17,7 @@ from datetime import datetime, timezone
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.client.orchestration import get_client
-from prefect.input import RunInput, keyset_from_paused_state
-from prefect.states import Paused
-from prefect.utilities.engine import propose_state_sync
+from prefect.input import RunInput
 from pydantic import Field
 
 from smartrelease.blocks.envfile import Environment
@@ -30,6 +28,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.links import run_url
 from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
+from smartrelease.tasks import prefect_api
 from smartrelease.tasks.migrations import applied_migrations
 from smartrelease.tasks.rollback_plan import tolerate
 from smartrelease.tasks.rollback_plan import DeployedVersion, RollbackPlan, running_deployment
@@ -121,14 +120,9 @@ def wait_for_answer(flow_run_id, form: type[ApprovalInput], key: str, timeout_s:
     (PAUSE_MARGIN_S), so the run ends in the state this flow chooses, with its
     report; at its deadline the server would fail the run itself, with a message of
     its own and no report."""
-    proposed = Paused(timeout_seconds=round(timeout_s + PAUSE_MARGIN_S), reschedule=False, pause_key=key)
-    keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
-        if not state.is_paused():
-            raise RuntimeError(f"the run could not pause for its approval (the server answered {state.type.value})")
+        keyset = prefect_api.pause(client, flow_run_id, timeout_s + PAUSE_MARGIN_S, key)
         form.save(keyset)
         if paused:
             paused()

@@ -41,6 +41,7 @@ from prefect.variables import Variable
 from pydantic import BaseModel
 
 from smartrelease.blocks.envfile import Environment, import_env_file
+from smartrelease.tasks import prefect_api
 from smartrelease.errors import ConfigError
 from smartrelease.report import Status, StepResult
 
@@ -362,19 +363,7 @@ def _logger():
         return logging.getLogger("smartrelease.lock")
 
 
-class _QuietRefusals(logging.Filter):
-    """Prefect's slot service logs an ERROR for every refused attempt, the one-shot
-    ones (max_retries=0) included, whose refusal the lock handles and reports
-    itself: those records are dropped, every other one kept."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        one_shot = len(args) == 2 and args[0] == "ConcurrencySlotAcquisitionWithLeaseService" \
-            and isinstance(args[1], tuple) and len(args[1]) > 3 and args[1][3] == 0
-        return not (record.msg == "Service %r failed to process item %r" and one_shot)
-
-
-logging.getLogger("prefect._internal.concurrency").addFilter(_QuietRefusals())
+prefect_api.quiet_task_notices()  # Prefect's slot service logs each refusal the lock reports itself
 
 
 def _taken(exc: ConcurrencySlotAcquisitionError) -> bool:

@@ -452,19 +452,10 @@ HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release"
             "trigger": _cmd_trigger}
 
 
-def _quiet_exit_notices() -> None:
-    """At exit Prefect's event and log workers send what is still queued, and say
-    "Still processing items: N items remaining..." on standard error while they do:
-    that line would follow a command's one-line error. The sending goes on; only the
-    notice is dropped."""
-    import logging
-
-    for name in ("EventsWorker", "APILogWorker"):
-        logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith("Still processing items"))
-
-
 def main(argv: list[str] | None = None) -> int:
-    _quiet_exit_notices()
+    from smartrelease.tasks.prefect_api import quiet_exit_notices
+
+    quiet_exit_notices()
     try:
         args = _parser().parse_args(argv)
         from smartrelease.deployments.server import use_local_credentials

@@ -3,7 +3,6 @@ for transient failures only, no result caching (inputs hold secrets), and errors
 that leave the task masked and typed."""
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,21 +12,12 @@ from prefect.states import State
 
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.redact import install_log_masking
+from smartrelease.tasks import prefect_api
 
 install_log_masking()
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    """Prefect warns on every threaded task run that its timeout cannot interrupt
-    blocking I/O. Every blocking call in tasks/ carries its own time limit (connect
-    and HTTP timeouts, docker-py's, each subprocess's: smartrelease.process, compose),
-    so the task timeout is only a backstop and the notice is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "running in a worker thread. Timeouts in worker threads" not in record.getMessage()
-
-
-logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+prefect_api.quiet_task_notices()  # the timeout notice of threaded task runs: each blocking call has its own
 
 
 def only_transient(task, task_run, state: State) -> bool:
