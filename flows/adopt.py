@@ -9,14 +9,12 @@ lets a release through, and a rollback can go back to them. Nothing runs or stop
 """
 
 from prefect import flow
-from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import history_row, read_history
-from smartrelease.flows.history import publish_report
+from smartrelease.flows.history import publish_run_report, read_history
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.placement import check_placement
@@ -50,8 +48,7 @@ def adopt_locked(env: Environment, lock_step: StepResult):
                          digests=dict(ref.split("@", 1) for ref in images.values()),
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="adopt", environment=env.name, results=steps.results(), facts=facts)
-    report = publish_report(report, f"adopt-{env.name}", f"Adoption of {env.name}",
-                            history_row(report, images, flow_run.name or "", flow_run.id or ""))
+    report = publish_run_report(report, f"Adoption of {env.name}", images)
     if report.ok:
         return Completed(message=f"adopted {facts.version} (released by hand){gap_of(report)}", data=report)
     return Failed(message="adopt failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),

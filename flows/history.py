@@ -253,3 +253,12 @@ def publish_report(report: Report, artifact_key: str, description: str, row: dic
     get_run_logger().warning("%s: %s", PUBLISH_STEP, gap)
     return report.model_copy(update={"results": [*report.results, StepResult(
         name=PUBLISH_STEP, status=Status.WARNING, detail=gap, duration_ms=0)]})
+
+
+def publish_run_report(report: Report, description: str, images: dict[str, str], key: str = "") -> Report:
+    """A release's, rollback's, promotion's or adoption's report as `<flow>-<env>` (or
+    `key`), and its history row (history_row), journaled first."""
+    from prefect.runtime import flow_run
+
+    return publish_report(report, key or f"{report.flow}-{report.environment}", description,
+                          history_row(report, images, flow_run.name or "", str(flow_run.id or "")))

@@ -12,7 +12,6 @@ following `release` of that version deploys those digests.
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
@@ -20,8 +19,7 @@ from smartrelease.flows.notify import notify_report
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import history_row, read_history
-from smartrelease.flows.history import publish_report
+from smartrelease.flows.history import publish_run_report, read_history
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.release import release_inputs
@@ -70,8 +68,8 @@ def promote_locked(env: Environment, from_tag: str, version: str, force_reason: 
     except Stopped:
         pass
     report = Report(flow="promote", environment=environment, results=steps.results(), facts=facts)
-    report = publish_report(report, f"promotion-{environment}", f"Promotion ticket: {from_tag} as {version} for "
-                            f"{environment}", history_row(report, images, flow_run.name or "", flow_run.id or ""))
+    report = publish_run_report(report, f"Promotion ticket: {from_tag} as {version} for {environment}", images,
+                                key=f"promotion-{environment}")
     notify_report(env, report, "promoted" if report.ok else "promotion failed")
     if report.ok:
         return Completed(message=f"{from_tag} promoted as {version}{gap_of(report)}", data=report)

@@ -18,7 +18,6 @@ import time
 import docker
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -26,8 +25,7 @@ import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import history_row, read_history
-from smartrelease.flows.history import publish_report
+from smartrelease.flows.history import publish_run_report, read_history
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows import approval
 from smartrelease.flows.approval import STEP as APPROVAL_STEP
@@ -171,12 +169,6 @@ def publish_plan(plan) -> str | None:
     return artifact_url(artifact) if artifact else None
 
 
-def publish(report: Report, images: dict[str, str]) -> Report:
-    """The report as `release-<env>` and its history row (journaled first: flows/journal.py)."""
-    return publish_report(report, f"release-{report.environment}", f"Release report for {report.environment}",
-                          history_row(report, images, flow_run.name or "", flow_run.id or ""))
-
-
 # As many threads as preflight's checks, which run at once (the smoke steps: four).
 @flow(name="release", flow_run_name="release-{environment}", task_runner=ThreadPoolTaskRunner(max_workers=len(CHECKS)))
 def release(environment: str, version: str | None = None, digests: dict[str, str] | None = None,
@@ -252,7 +244,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
                                                   detected_at, stop_first)
         results += done
     report = Report(flow="release", environment=environment, results=results, facts=facts)
-    report = publish(report, images)
+    report = publish_run_report(report, f"Release report for {environment}", images)
     if report.ok:
         return Completed(message=f"released {version}{gap_of(report)}", data=report)
     return outcome(env, report)

@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 import smartrelease
@@ -27,8 +26,7 @@ from smartrelease.flows.notify import notify_report
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import history_row, read_history
-from smartrelease.flows.history import publish_report
+from smartrelease.flows.history import publish_run_report, read_history
 from smartrelease.flows.journal import gap_of
 from smartrelease.flows.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.steps import StepRunner, Stopped
@@ -187,12 +185,6 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
     return steps.results(), facts
 
 
-def publish(report: Report, images: dict[str, str]) -> Report:
-    """The report as `rollback-<env>` and its history row (journaled first: flows/journal.py)."""
-    return publish_report(report, f"rollback-{report.environment}", f"Rollback report for {report.environment}",
-                          history_row(report, images, flow_run.name or "", flow_run.id or ""))
-
-
 @flow(name="rollback", flow_run_name="rollback-{environment}")
 def rollback(environment: str, to_version: str | None = None, db_strategy: Strategy = "undo", wait: bool = True,
              stop_first: bool = False):
@@ -231,7 +223,7 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
                          digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()},
                          rollback=rb, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="rollback", environment=environment, results=results, facts=facts)
-    report = publish(report, images)
+    report = publish_run_report(report, f"Rollback report for {environment}", images)
     if report.ok:
         return Completed(message=f"rolled back to {facts.version}{gap_of(report)}", data=report)
     notify_report(env, report, "rollback failed, NOT recovered" if rb else "rollback failed")
