@@ -10,7 +10,6 @@ import zlib
 from pathlib import Path
 
 from smartrelease.errors import CommandFailed
-from smartrelease.files import create_new
 from smartrelease.process import Command, Deadline, failure, run, start
 from smartrelease.tasks.backup_crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
 from smartrelease.tasks.pg_client import HostTools, PgTools
@@ -296,28 +295,3 @@ def dump_database_encrypted(tools: PgTools, target: Path, passphrase: str, timeo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def dump_database(tools: PgTools, target: Path, timeout_s: float = BACKUP_TIMEOUT_S) -> Path:
-    """pg_dump custom format (unencrypted, as the runbook's full-backup.sh writes) to
-    `target`, written under a hidden name and renamed when complete, so a reader never
-    mistakes a partial dump for a backup."""
-    partial = target.with_name(f".{target.name}.partial")
-    command = tools.command("pg_dump", "--format=custom", timeout_s=timeout_s)
-    try:
-        with open(create_new(partial), "wb") as out:
-            proc = start(command, stdout=out, stderr=subprocess.PIPE)
-            with Deadline(timeout_s, proc) as deadline:
-                _, err = proc.communicate()
-        if deadline.expired:
-            raise BackupError(f"{command.name} took longer than {timeout_s:g} s (RELEASE_BACKUP_TIMEOUT_S)")
-        if proc.returncode != 0:
-            raise BackupError(str(failure(command.name, proc.returncode, err)))
-    except CommandFailed as exc:
-        partial.unlink(missing_ok=True)
-        raise BackupError(str(exc)) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.rename(target)
-    return target

@@ -48,7 +48,6 @@ from smartrelease.sandbox.identity import any_free_port as free_port  # noqa: F4
 from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
-from smartrelease.tasks.backup_files import dump_database
 from smartrelease.tasks.images import remove_images
 from smartrelease.tasks.pg_client import HostTools
 from smartrelease.tasks.postgres import DatabaseUrl
@@ -424,9 +423,18 @@ def host_tools(cluster: Cluster, port: int | None = None, password: str = DB_PAS
     return HostTools(DatabaseUrl("127.0.0.1", port or cluster.port, DB_NAME, DB_USER, SecretStr(password)))
 
 
+def plain_dump(tools, target: Path) -> Path:
+    """pg_dump's custom format, unencrypted, as the runbook's full-backup.sh writes
+    (a team's own nightly dumps, beside the tool's encrypted ones)."""
+    from smartrelease.process import run
+
+    run(tools.command("pg_dump", "--format=custom", f"--file={target}", timeout_s=300))
+    return target
+
+
 def fresh_backup(cluster: Cluster, directory: Path, name: str = "nightly.dump") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    return dump_database(host_tools(cluster), directory / name)
+    return plain_dump(host_tools(cluster), directory / name)
 
 
 @pytest.fixture

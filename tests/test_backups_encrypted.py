@@ -15,7 +15,7 @@ from smartrelease.blocks.release_target import ReleaseTarget
 from smartrelease.local_postgres import Cluster
 from smartrelease.errors import StepFailed
 from smartrelease.tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
-from smartrelease.tasks.backup_files import BackupError, BackupUnreadable, dump_database, dump_database_encrypted, read_whole
+from smartrelease.tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
 from smartrelease.tasks.backups import check_backups
 from smartrelease.tasks.restore import restore_database
 from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER, host_tools
@@ -194,14 +194,6 @@ def test_a_link_planted_in_backup_dir_is_replaced_not_written_through(pg, tmp_pa
     assert victim.read_text() == "must stay"
     assert not path.is_symlink() and read_whole(path, BACKUP_PASSPHRASE) == "custom, encrypted"
     assert not (backups / planted).exists()
-
-
-def test_a_plain_dump_does_not_write_through_a_planted_link_either(pg, tmp_path):
-    victim = tmp_path / "precious"
-    victim.write_text("must stay")
-    (tmp_path / ".nightly.dump.partial").symlink_to(victim)
-    dump_database(host_tools(pg), tmp_path / "nightly.dump")
-    assert victim.read_text() == "must stay" and (tmp_path / "nightly.dump").stat().st_size > 0
 
 
 def test_a_backups_label_from_an_image_stays_a_file_name_of_backup_dir():

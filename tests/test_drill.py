@@ -15,11 +15,12 @@ from smartrelease.flows.drill import STEPS, drill
 from smartrelease.flows.history import read_history
 from smartrelease.report import Status
 from smartrelease.tasks.backup_crypto import sha256_file
-from smartrelease.tasks.backup_files import dump_database, dump_database_encrypted
+from smartrelease.tasks.backup_files import dump_database_encrypted
 from smartrelease.tasks.drill import released_at
 from smartrelease.tasks.schema import fingerprint, schema_of
 from smartrelease.tasks.scratch_database import PREFIX, leftovers
-from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, SENTINELS, assert_no_secret, by_name, host_tools, stored
+from tests.conftest import (BACKUP_PASSPHRASE, DB_NAME, SENTINELS, assert_no_secret, by_name, host_tools, plain_dump,
+                            stored)
 
 
 def seed(cluster) -> None:
@@ -119,7 +120,7 @@ def test_the_wrong_passphrase_fails_at_decryption_and_the_scratch_database_is_dr
 def test_a_truncated_archive_is_a_restore_error(drilled):
     cluster, path, newest = drilled
     plain = newest.with_name("drill-nightly.dump")
-    dump_database(host_tools(cluster), plain)
+    plain_dump(host_tools(cluster), plain)
     plain.write_bytes(plain.read_bytes()[: plain.stat().st_size * 2 // 3])  # newest now, and cut short
     state, report = run_drill()
     steps = by_name(report)

@@ -13,7 +13,7 @@ from smartrelease.process import Command, cause_lines, run
 from smartrelease.redact import remember
 from pydantic import SecretStr
 
-from smartrelease.tasks.backup_files import BackupError, dump_database
+from smartrelease.tasks.backup_files import BackupError, dump_database_encrypted
 from smartrelease.tasks.pg_client import HostTools
 from smartrelease.tasks.postgres import DatabaseUrl
 from smartrelease.tasks.compose import ComposeProject
@@ -66,8 +66,9 @@ def test_initdb_in_a_directory_postgres_cannot_reach_names_the_real_cause():
 
 def test_pg_dump_against_a_closed_port_says_connection_refused(tmp_path):
     with pytest.raises(BackupError) as exc:
-        dump_database(HostTools(DatabaseUrl("127.0.0.1", free_port(), "app", "app", SecretStr("pw-for-nothing"))),
-                      tmp_path / "x.dump", timeout_s=30)
+        dump_database_encrypted(HostTools(DatabaseUrl("127.0.0.1", free_port(), "app", "app",
+                                                      SecretStr("pw-for-nothing"))),
+                                tmp_path / "x.dump.enc", "a passphrase of the test's", timeout_s=30)
     assert str(exc.value).startswith("pg_dump failed (exit 1): ")
     assert "Connection refused" in str(exc.value)
     assert list(tmp_path.iterdir()) == []  # no partial file left
