@@ -42,7 +42,7 @@ def child(op: str, args: argparse.Namespace) -> None:
     from smartrelease.tasks.backup_crypto import verify_checksum
     from smartrelease.tasks.backup_files import dump_database_encrypted, restore_into
     from smartrelease.tasks.pg_client import HostTools
-    from smartrelease.tasks.postgres import DatabaseUrl
+    from smartrelease.adapters.postgres import DatabaseUrl
 
     def tools(dbname: str) -> HostTools:
         return HostTools(DatabaseUrl("127.0.0.1", args.port, dbname, USER, SecretStr(os.environ["PGPASSWORD"])))

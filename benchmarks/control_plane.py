@@ -32,7 +32,7 @@ from prefect.settings import temporary_settings
 from smartrelease.deployments import server
 from smartrelease.deployments.apply import worker_command
 from smartrelease.deployments.trigger import follow, succeeded, trigger
-from smartrelease.flows.lock import environment_lock, holder, me
+from smartrelease.record.lock import environment_lock, holder, me
 from smartrelease.sandbox import manager, plane
 from smartrelease.daemon import Background
 
@@ -155,7 +155,7 @@ Python process, which imports Prefect and the flows before the first task: that,
 the poll, is most of what a run through the worker costs over one run in process.
 A run triggered between two polls waits for the next one: up to the poll interval,
 half of it on average, which is why a 10 s poll is sometimes as quick as a 1 s one. The hand-off is bounded by the lock's poll
-(`flows/lock.py`, POLL_S, 1 s: the waiting run asks the server for the slot once per poll).
+(`record/lock.py`, POLL_S, 1 s: the waiting run asks the server for the slot once per poll).
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

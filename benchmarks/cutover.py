@@ -25,14 +25,14 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.rollback import rollback
 from smartrelease.flows.release import release
 from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.sandbox.load import Load, Stats, Writes, check_writes
 from smartrelease.sandbox.stacks import MATRIX, Stack, put
 from smartrelease.tasks.build_pin import build_pin
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 
 PATH = "/api/accounts"
 STEADY_S = 10

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from prefect import flow
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.preflight import CHECKS, preflight
 
 

@@ -14,7 +14,7 @@ import platform
 import statistics
 from datetime import datetime, timezone
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.release import release
 
 

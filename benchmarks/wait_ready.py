@@ -21,7 +21,7 @@ from smartrelease.blocks import parse_env_file
 from smartrelease.process import run
 from smartrelease.tasks.launch import project_compose
 from smartrelease.tasks.readiness import POLL_CAP_S, wait_ready
-from smartrelease.tasks.running import running_services
+from smartrelease.adapters.running import running_services
 
 
 def first_healthy(container) -> float:

@@ -155,7 +155,7 @@ def _registry_credentials(path: Path, values: dict, target: ReleaseTarget) -> Re
 
 def import_env_file(path: str | os.PathLike, name: str | None = None) -> Environment:
     """Parse an env file and save (overwrite) both blocks under `name`. (The
-    environment's lock is made with them by flows/lock.py's `import_environment`.)"""
+    environment's lock is made with them by record/lock.py's `import_environment`.)"""
     env = parse_env_file(path)
     name = check_environment_name(name or env.name)
     for block in (env.app, env.target, env.registry_credentials):

@@ -85,7 +85,7 @@ def apply(environments: list[str], home: Path = PROJECT) -> str:
     """Make each environment's lock, pool and deployments; ConfigError (nothing
     applied) when one of them has no blocks."""
     from smartrelease.blocks import load_environment
-    from smartrelease.flows.lock import ensure_lock
+    from smartrelease.record.lock import ensure_lock
 
     for environment in environments:
         load_environment(environment)  # its blocks, checked before anything is made

@@ -45,7 +45,7 @@ from smartrelease.daemon import Background
 from smartrelease.errors import ConfigError
 from smartrelease.files import read_private, write_private
 from smartrelease.redact import mask, remember
-from smartrelease.tasks.http import answers, http_client, is_loopback
+from smartrelease.adapters.http import answers, http_client, is_loopback
 
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 SLOT_WAIT_S = 2

@@ -28,7 +28,7 @@ from smartrelease.errors import StepFailed
 from smartrelease.links import run_url
 from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
-from smartrelease.tasks import prefect_api
+from smartrelease.adapters import prefect_api
 from smartrelease.tasks.migrations import applied_migrations
 from smartrelease.tasks.rollback_plan import tolerate
 from smartrelease.tasks.rollback_plan import DeployedVersion, RollbackPlan, running_deployment

@@ -17,9 +17,9 @@ from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.blocks import load_environment
-from smartrelease.flows.history import NO_VERSION, event_row, read_history
-from smartrelease.flows.history import publish_report
-from smartrelease.flows.journal import gap_of
+from smartrelease.record.history import NO_VERSION, event_row, read_history
+from smartrelease.record.history import publish_report
+from smartrelease.record.journal import gap_of
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped

@@ -2,7 +2,7 @@
 `smartrelease guard off|on --name ENV` flips it in the environment's saved block."""
 
 from smartrelease.blocks.app_environment import AppEnvironment
-from smartrelease.flows.lock import environment_lock, me
+from smartrelease.record.lock import environment_lock, me
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_environment_name
 

@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from smartrelease.blocks import load_environment
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import gather
 from smartrelease.report import Report

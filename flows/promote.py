@@ -19,9 +19,9 @@ from smartrelease.flows.notify import notify_report
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import publish_run_report, read_history
-from smartrelease.flows.journal import gap_of
-from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.record.history import publish_run_report, read_history
+from smartrelease.record.journal import gap_of
+from smartrelease.record.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.release import release_inputs
 from smartrelease.flows.steps import StepRunner, Stopped
 from smartrelease.flows.requester import triggered_by

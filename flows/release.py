@@ -25,11 +25,11 @@ import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.flows.history import publish_run_report, read_history
-from smartrelease.flows.journal import gap_of
+from smartrelease.record.history import publish_run_report, read_history
+from smartrelease.record.journal import gap_of
 from smartrelease.flows import approval
 from smartrelease.flows.approval import STEP as APPROVAL_STEP
-from smartrelease.flows.lock import LOCK_STEP, flow_lock
+from smartrelease.record.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.preflight import CHECKS, run_checks
 from smartrelease.flows.rollback import roll_back, rollback_command
@@ -43,8 +43,8 @@ from smartrelease.refs import check_digest, check_version
 from smartrelease.blocks.app_contract import ROLES, AppContract
 from smartrelease.tasks.build_pin import LABEL_VERSION, build_pin_task
 from smartrelease.tasks.environment import app_version
-from smartrelease.tasks.images import engine, engine_answers_within
-from smartrelease.tasks.postgres import database_answers_within
+from smartrelease.adapters.images import engine, engine_answers_within
+from smartrelease.adapters.postgres import database_answers_within
 from smartrelease.tasks.cutover import launch_task
 from smartrelease.tasks.metrics import metrics_task
 from smartrelease.tasks.migrations import confirm_migrations_task, plan_migrations_task
@@ -52,7 +52,7 @@ from smartrelease.tasks.readiness import wait_ready_task
 from smartrelease.tasks.release_backup import release_backup_task
 from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
 from smartrelease.tasks.rollback_plan import rollback_plan_task, running_deployment
-from smartrelease.tasks.running import app_services, running_services
+from smartrelease.adapters.running import app_services, running_services
 from smartrelease.tasks.smoke import smoke_task
 from smartrelease.tasks.tls import tls_task
 from smartrelease.tasks.verify import verify_task

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 
 from smartrelease.process import Command, run
-from smartrelease.tasks.images import build_image
+from smartrelease.adapters.images import build_image
 
 DEFAULT_BASE_IMAGE = "smartrelease-sandbox/base:trixie"
 SUITE = "trixie"

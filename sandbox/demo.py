@@ -27,7 +27,7 @@ from smartrelease.deployments.trigger import follow, succeeded, trigger
 from smartrelease.sandbox import manager
 from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 
 ENVIRONMENT = "sandbox"
 CURRENCY_MIGRATION = "migrations/20261101000000-add-account-currency.js"
@@ -56,7 +56,7 @@ class Outcome:
 
 def require_approval(s: manager.Settings) -> None:
     """RELEASE_APPROVAL=required in the sandbox's env file, imported again."""
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     lines = [line for line in s.env_file.read_text().splitlines() if not line.startswith("RELEASE_APPROVAL=")]
     s.env_file.write_text("\n".join([*lines, "RELEASE_APPROVAL=required"]) + "\n")

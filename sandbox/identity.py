@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 
 from smartrelease.errors import ConfigError
-from smartrelease.tasks.running import PROJECT_LABEL, compose_labels, containers
+from smartrelease.adapters.running import PROJECT_LABEL, compose_labels, containers
 
 FILE = "sandbox.json"
 PROJECT_PREFIX = "smartaccounting-sandbox"

@@ -50,13 +50,13 @@ from smartrelease.daemon import Background
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from smartrelease.tasks.build_pin import build_pin
-from smartrelease.tasks.http import answers
-from smartrelease.tasks.images import build_image, remove_images
+from smartrelease.adapters.http import answers
+from smartrelease.adapters.images import build_image, remove_images
 from smartrelease.tasks.launch import compose_up, project_compose, start_database
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.readiness import wait_ready
 from smartrelease.tasks.release_backup import take_backup
-from smartrelease.tasks.running import app_services, project_containers, running_services
+from smartrelease.adapters.running import app_services, project_containers, running_services
 
 TEMPLATE = Path(__file__).parent
 APP_TEMPLATE = TEMPLATE / "app"

@@ -60,7 +60,7 @@ def up(plane: Plane, env_files: dict[str, Path], *, schedules: bool = True) -> l
     """Server up, each environment's blocks saved and deployments applied, a worker
     started per environment (and seen polling its pool). Without `schedules` the
     `verify/<env>` schedules are paused before any worker starts. Returns what was done."""
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     said = [server.up(plane.server)]
     api = plane.server.api_url

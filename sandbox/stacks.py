@@ -25,7 +25,7 @@ from typing import Literal
 
 import yaml
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.process import run
 from smartrelease.tasks.launch import project_compose
 from smartrelease.tasks.readiness import wait_ready

@@ -159,7 +159,7 @@ def _cmd_blocks_import(args) -> int:
 
     if args.name is not None:
         check_environment_name(args.name)
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     env = import_environment(args.env_file, args.name)
     print(f"saved blocks {env.name!r} (smartaccounting-app-environment, smartaccounting-release-target)")
@@ -177,9 +177,9 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     `progress`, each step is printed as it finishes."""
     import time
 
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
-    from smartrelease.flows import journal
+    from smartrelease.record import journal
     from smartrelease.flows.steps import observers
 
     env = import_environment(args.env_file)
@@ -203,8 +203,8 @@ def _run(flow, args, *, progress: bool = False, **parameters):
 
 def _kept_report(flow_name: str, environment: str, started_ns: int, exc: Exception):
     """The report of a run that ended while the Prefect server was away, read back from
-    the journal it kept it in (flows/journal.py); else the gap, as a ConfigError."""
-    from smartrelease.flows import journal
+    the journal it kept it in (record/journal.py); else the gap, as a ConfigError."""
+    from smartrelease.record import journal
     from smartrelease.report import Report
 
     found = journal.written_since(environment, started_ns)
@@ -269,7 +269,7 @@ def _tag_digests(env, tag: str) -> dict[str, str]:
     from smartrelease.blocks.app_contract import ROLES
     from smartrelease.tasks.build_pin import registry_for, repository_path
     from smartrelease.tasks.promote_tag import resolve_tag
-    from smartrelease.tasks.registry import RegistryError
+    from smartrelease.adapters.registry import RegistryError
 
     try:
         with registry_for(env) as registry:
@@ -290,7 +290,7 @@ def _cmd_approve(args) -> int:
 def _cmd_verify(args) -> int:
     _semver_or_exit(args.expect_version, "--expect-version")
     from smartrelease.blocks import parse_env_file
-    from smartrelease.flows.history import last_release
+    from smartrelease.record.history import last_release
     from smartrelease.flows.verify import verify
 
     name = parse_env_file(args.env_file).name
@@ -335,9 +335,9 @@ def _cmd_promote(args) -> int:
 def _cmd_rollback(args) -> int:
     _semver_or_exit(args.to_version, "--to")
     from smartrelease.blocks import parse_env_file
-    from smartrelease.flows.history import load_history, publish_kept
+    from smartrelease.record.history import load_history, publish_kept
     from smartrelease.flows.rollback import rollback
-    from smartrelease.tasks.rollback_inputs import deployed
+    from smartrelease.record.history import deployed
 
     name = parse_env_file(args.env_file).name
     for line in publish_kept(name):  # what this host's journal kept, first
@@ -372,7 +372,7 @@ def _cmd_unlock(args) -> int:
     check_environment_name(args.env_name)
     if not args.reason.strip():
         raise ConfigError("unlock: --reason must say why; it is recorded in the history")
-    from smartrelease.flows.lock import unlock
+    from smartrelease.record.lock import unlock
 
     print(unlock(args.env_name, args.reason))
     return EXIT_OK
@@ -453,7 +453,7 @@ HANDLERS = {"blocks": _cmd_blocks_import, "preflight": _cmd_preflight, "release"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from smartrelease.tasks.prefect_api import quiet_exit_notices
+    from smartrelease.adapters.prefect_api import quiet_exit_notices
 
     quiet_exit_notices()
     try:

@@ -24,11 +24,11 @@ from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.refs import check_version
 from smartrelease.report import Finding
 from smartrelease.tasks.build_pin import LABEL_VERSION, login, push_immutable, registry_for, repository_path, tag_taken
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.registry import RegistryError
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.registry import RegistryError
 from smartrelease.tasks.rollback_plan import running_deployment
 from smartrelease.tasks.runbook_task import runbook_task
-from smartrelease.tasks.running import app_services, running_services
+from smartrelease.adapters.running import app_services, running_services
 from smartrelease.tasks.smoke import get_json
 
 STEP = "adopt"

@@ -23,8 +23,8 @@ from smartrelease.errors import StepFailed
 from smartrelease.process import Command, run
 from smartrelease.report import Finding
 from smartrelease.tasks.build_recipe import BuildRecipe, recipes
-from smartrelease.tasks.images import build_image, engine, ensure_local, push_image, repo_digests
-from smartrelease.tasks.registry import Registry, RegistryError
+from smartrelease.adapters.images import build_image, engine, ensure_local, push_image, repo_digests
+from smartrelease.adapters.registry import Registry, RegistryError
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "build-pin"

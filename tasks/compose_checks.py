@@ -3,7 +3,7 @@ read from Compose itself (`docker compose config --format json`, every file, env
 and interpolation resolved) and refused in preflight's `environment` check, before
 anything changes. One line per problem: the service, the cause, the fix.
 
-What the tool's override file (tasks/compose.py) mends is not a problem: `build:`
+What the tool's override file (adapters/compose.py) mends is not a problem: `build:`
 without `image:`, an image of the file's own, `container_name`. The team's file is
 read as it is, once, with probe values for the variables this tool passes (the
 migration guard, the metrics credentials): a service that does not end up with
@@ -20,7 +20,7 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed
 from smartrelease.process import run
 from smartrelease.tasks.build_recipe import recipe_problems
-from smartrelease.tasks.compose import MIN_COMPOSE
+from smartrelease.adapters.compose import MIN_COMPOSE
 from smartrelease.tasks.edge_class import edge_of
 from smartrelease.tasks.launch import project_compose, team_config
 

@@ -50,12 +50,12 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from smartrelease.tasks.http import http_client
-from smartrelease.tasks.images import engine
+from smartrelease.adapters.http import http_client
+from smartrelease.adapters.images import engine
 from smartrelease.tasks.compose_checks import stop_first_services
 from smartrelease.tasks.edge_class import EdgeClass, edge_of
 from smartrelease.tasks.launch import STEP, compose_up, project_compose, start_database, team_config
-from smartrelease.tasks.running import Container, http_url, logs_tail, service_containers
+from smartrelease.adapters.running import Container, http_url, logs_tail, service_containers
 from smartrelease.tasks.runbook_task import runbook_task
 
 POLL_S = 0.25

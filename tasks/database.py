@@ -5,7 +5,7 @@ import psycopg
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.postgres import connect_url, parse_database_url, reachable_url
+from smartrelease.adapters.postgres import connect_url, parse_database_url, reachable_url
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "database"

@@ -24,11 +24,11 @@ from smartrelease.report import Finding
 from smartrelease.tasks.backup_crypto import BackupIntegrityError, recorded_checksum, verify_checksum
 from smartrelease.tasks.backup_files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
                                 restore_into)
-from smartrelease.tasks.images import engine, ensure_local
+from smartrelease.adapters.images import engine, ensure_local
 from smartrelease.tasks.migrations import migration_files, migrations_in
 from smartrelease.tasks.pg_client import on_database, pg_tools
-from smartrelease.tasks.postgres import connect, connect_url
-from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.adapters.postgres import connect, connect_url
+from smartrelease.record.history import deployed
 from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.scratch_database import scratch_url
 from smartrelease.tasks.schema import describe, differences, fingerprint, schema_of

@@ -10,8 +10,8 @@ from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import Finding
 from smartrelease.refs import check_version
 from smartrelease.tasks.compose_checks import compose_problems
-from smartrelease.tasks.http import ssl_context
-from smartrelease.tasks.postgres import parse_database_url
+from smartrelease.adapters.http import ssl_context
+from smartrelease.adapters.postgres import parse_database_url
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "environment"

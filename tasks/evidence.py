@@ -8,7 +8,7 @@ from prefect.client.orchestration import get_client
 
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.rollback_inputs import RELEASED
+from smartrelease.record.history import RELEASED
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "evidence"

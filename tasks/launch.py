@@ -16,8 +16,8 @@ from smartrelease.blocks.app_contract import ROLES
 from smartrelease.blocks.envfile import Environment, app_keys
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
-from smartrelease.tasks.compose import ComposeProject, pin_override
-from smartrelease.tasks.postgres import parse_database_url
+from smartrelease.adapters.compose import ComposeProject, pin_override
+from smartrelease.adapters.postgres import parse_database_url
 
 STEP = "launch"
 # For compose commands that start none of the app's images (stop, exec, down): the

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.http import client, http_client, is_loopback
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.running import service_url
+from smartrelease.adapters.http import client, http_client, is_loopback
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.running import service_url
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "metrics"

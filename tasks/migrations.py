@@ -26,8 +26,8 @@ from pydantic import BaseModel
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.runbook_task import runbook_task
 
 GUARD_STEP = "migration-guard"

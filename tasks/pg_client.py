@@ -23,9 +23,9 @@ from psycopg.conninfo import make_conninfo
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import Command, run
-from smartrelease.tasks.compose import ComposeProject
+from smartrelease.adapters.compose import ComposeProject
 from smartrelease.tasks.launch import project_compose
-from smartrelease.tasks.postgres import DatabaseUrl, parse_database_url, reachable_url, server_major
+from smartrelease.adapters.postgres import DatabaseUrl, parse_database_url, reachable_url, server_major
 
 HOST_BIN = "/usr/bin"
 CONNECT_TIMEOUT_S = "10"

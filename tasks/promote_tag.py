@@ -8,7 +8,7 @@ from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.tasks.build_pin import registry_for, repository_path
-from smartrelease.tasks.registry import Registry, RegistryError
+from smartrelease.adapters.registry import Registry, RegistryError
 from smartrelease.tasks.runbook_task import runbook_task
 
 RESOLVE_STEP = "resolve"

@@ -19,9 +19,9 @@ from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.tasks import routes
 from smartrelease.tasks.edge_class import edge_of
-from smartrelease.tasks.http import client
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.running import logs_tail, running_services
+from smartrelease.adapters.http import client
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.running import logs_tail, running_services
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "wait-ready"

@@ -18,22 +18,20 @@ from smartrelease.tasks.backup_crypto import sha256_file
 from smartrelease.tasks.backup_files import BackupUnreadable, read_whole
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.tasks.build_pin import registry_for, repository_path
-from smartrelease.tasks.images import engine, ensure_local
+from smartrelease.adapters.images import engine, ensure_local
 from smartrelease.tasks.migrations import applied_migrations, down_steps, migration_files
 from smartrelease.tasks.pg_client import pg_tools
-from smartrelease.tasks.registry import RegistryError
+from smartrelease.adapters.registry import RegistryError
 from smartrelease.tasks.release_backup import BackupRecord
-from smartrelease.tasks.rollback_plan import (ADOPTED, DeployedVersion, RollbackPlan, adopted_version, running_deployment,
-                                  undo_out_of_order)
+from smartrelease.record.history import RELEASED, deployed
+from smartrelease.tasks.rollback_plan import (DeployedVersion, RollbackPlan, adopted_version, running_deployment,
+                                              undo_out_of_order)
 from smartrelease.tasks.runbook_task import runbook_task
-from smartrelease.tasks.running import Container, app_services, project_containers, running_services, service_containers
+from smartrelease.adapters.running import Container, app_services, project_containers, running_services, service_containers
 
 Strategy = Literal["undo", "restore", "none"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 STEP = "rollback-target"
-RELEASED, ROLLED_BACK = "released", "rolled back"  # history results that change what should run
-
-
 class RollbackInputs(Finding):
     environment: str
     from_version: str | None
@@ -67,23 +65,6 @@ def after_failed_release(env: Environment, plan: RollbackPlan, pending: list[str
                           strategy=strategy, to_undo=to_undo, undo_image=new_backend, without_down=without_down,
                           backup=backup, failed_migrations=[m for m in pending if m not in applied],
                           schema_before=plan.schema_before or None)
-
-
-def deployed(rows: list[dict]) -> list[dict]:
-    """The stack of good deployments, oldest first: a release (or an adoption of what
-    was released by hand) pushes its row, a rollback to version V pops down to V's row.
-    The top is what should run now, the one below it is what a rollback goes back to.
-    Failed releases leave it alone (they rolled themselves back, or never changed
-    anything)."""
-    stack: list[dict] = []
-    for row in rows:
-        if row.get("result") in (RELEASED, ADOPTED):
-            stack.append(row)
-        elif row.get("result") == ROLLED_BACK:
-            while stack and stack[-1].get("version") != row.get("version"):
-                stack.pop()
-            stack[-1:] = [row]
-    return stack
 
 
 def target_from_history(stack: list[dict], running: DeployedVersion | None, to_version: str | None) -> dict:

@@ -9,11 +9,12 @@ import docker
 from pydantic import BaseModel
 
 from smartrelease.blocks.envfile import Environment
+from smartrelease.record.history import ADOPTED
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.report import Finding
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
-from smartrelease.tasks.images import engine
+from smartrelease.adapters.images import engine
 from smartrelease.tasks.launch import team_config
 from smartrelease.tasks.migrations import MigrationPlan
 from smartrelease.tasks.release_backup import BackupRecord, fresh_backup
@@ -21,13 +22,12 @@ from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
 from smartrelease.tasks.edge_class import EDGE_MEANS, edge_of
 from smartrelease.tasks.schema import schema_lines
-from smartrelease.tasks.running import Container, app_services, running_services
+from smartrelease.adapters.running import Container, app_services, running_services
 
 STEP = "rollback-plan"
 ADOPT_HINT = "released by hand? `smartrelease adopt` takes it over"
 
 
-ADOPTED = "adopted"  # a history row's result: what ran, released by hand, when the tool took it over
 
 
 class DeployedVersion(BaseModel):

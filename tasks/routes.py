@@ -11,9 +11,9 @@ import httpx
 
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
-from smartrelease.tasks.http import client, http_client
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.running import http_url, service_containers
+from smartrelease.adapters.http import client, http_client
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.running import http_url, service_containers
 
 PUBLIC = "through the public URL"
 

@@ -12,7 +12,7 @@ from prefect.states import State
 
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.redact import install_log_masking
-from smartrelease.tasks import prefect_api
+from smartrelease.adapters import prefect_api
 
 install_log_masking()
 

@@ -17,7 +17,7 @@ from psycopg import sql
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.postgres import DatabaseUrl, connect_url, reachable_url
+from smartrelease.adapters.postgres import DatabaseUrl, connect_url, reachable_url
 from smartrelease.tasks.runbook_task import runbook_task
 
 CREATE_STEP, DROP_STEP = "scratch", "drop-scratch"

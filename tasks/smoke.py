@@ -10,7 +10,7 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.tasks import routes
-from smartrelease.tasks.http import client
+from smartrelease.adapters.http import client
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "smoke"

@@ -19,10 +19,10 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.adapters.images import engine
+from smartrelease.record.history import deployed
 from smartrelease.tasks.rollback_plan import running_deployment
-from smartrelease.tasks.running import Container, app_services, running_services
+from smartrelease.adapters.running import Container, app_services, running_services
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "running"

@@ -12,7 +12,7 @@ import httpx
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks import http
+from smartrelease.adapters import http
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "tls"

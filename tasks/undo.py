@@ -15,9 +15,9 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from smartrelease.tasks.images import engine
+from smartrelease.adapters.images import engine
 from smartrelease.tasks.launch import project_compose
-from smartrelease.tasks.running import service_containers
+from smartrelease.adapters.running import service_containers
 from smartrelease.tasks.migrations import applied_migrations
 from smartrelease.tasks.runbook_task import runbook_task
 

@@ -8,8 +8,8 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.tasks.build_pin import LABEL_CREATED, LABEL_REVISION, LABEL_VERSION
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.running import app_services, running_services
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.running import app_services, running_services
 from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.smoke import get_json
 

@@ -8,7 +8,7 @@ import psycopg
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.runbook_task import runbook_task
 
 STEP = "wal-archive"

@@ -48,9 +48,9 @@ from smartrelease.sandbox.identity import any_free_port as free_port  # noqa: F4
 from smartrelease.local_postgres import Cluster
 from pydantic import SecretStr
 
-from smartrelease.tasks.images import remove_images
+from smartrelease.adapters.images import remove_images
 from smartrelease.tasks.pg_client import HostTools
-from smartrelease.tasks.postgres import DatabaseUrl
+from smartrelease.adapters.postgres import DatabaseUrl
 
 # CI runs the same examples every time (a random failure there loses a session's
 # work); a local run keeps exploring new ones.

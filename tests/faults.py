@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 
 from smartrelease.flows.verify import verify
-from smartrelease.tasks.images import engine_answers_within
+from smartrelease.adapters.images import engine_answers_within
 from tests.conftest import SHARED_ENV
 
 ENV = SHARED_ENV

@@ -18,8 +18,8 @@ import docker
 from psycopg import sql
 
 from smartrelease.blocks import load_environment
-from smartrelease.flows.lock import import_environment
-from smartrelease.flows.history import last_release
+from smartrelease.record.lock import import_environment
+from smartrelease.record.history import last_release
 from smartrelease.flows.release import release
 from smartrelease.sandbox import manager
 from smartrelease.sandbox.app_changes import commit_version
@@ -27,10 +27,10 @@ from smartrelease.sandbox.stacks import set_keys
 from smartrelease.process import run
 from smartrelease.report import Report
 from smartrelease.tasks.launch import compose_up, project_compose
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.readiness import wait_ready
 from smartrelease.tasks.rollback_plan import running_deployment
-from smartrelease.tasks.running import PROJECT_LABEL, compose_labels, containers, running_services
+from smartrelease.adapters.running import PROJECT_LABEL, compose_labels, containers, running_services
 from tests.conftest import (BACKUP_PASSPHRASE, DB_PASSWORD, JWT_SECRET, METRICS_PASS, SENTINELS, assert_no_secret,
                             free_port, few_sandboxes_coming_up, stored, unique)
 

@@ -24,7 +24,7 @@ import docker
 
 from smartrelease.sandbox.identity import any_free_port
 from smartrelease.sandbox.manager import Registry
-from smartrelease.tasks.images import remove_images
+from smartrelease.adapters.images import remove_images
 
 REGISTRY_VARIABLE = "SMARTRELEASE_TEST_REGISTRY"  # read by tests/conftest.py's shared_registry
 MODULE_ORDER_VARIABLE = "SMARTRELEASE_TEST_MODULE_ORDER"  # read by tests/conftest.py's collection hook

@@ -16,13 +16,13 @@ from psycopg import sql
 
 from smartrelease.blocks import load_environment
 from smartrelease.flows.adopt import adopt
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.release import release
 from smartrelease.flows.rollback import rollback
 from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.report import Report, Status
 from smartrelease.tasks.build_pin import registry_for
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from tests.conftest import by_name
 from tests.release_sandbox import release_by_hand, run_swept
 

@@ -5,9 +5,9 @@ holds (Container values as Docker Engine reports them)."""
 from smartrelease.blocks.app_environment import AppEnvironment
 from smartrelease.blocks.envfile import Environment
 from smartrelease.blocks.release_target import ReleaseTarget
-from smartrelease.tasks.rollback_inputs import deployed
+from smartrelease.record.history import deployed
 from smartrelease.tasks.rollback_plan import adopted_version, running_deployment
-from smartrelease.tasks.running import Container
+from smartrelease.adapters.running import Container
 from smartrelease.tasks.takeover import first_release_note, unpinned
 
 REG = "127.0.0.1:9"

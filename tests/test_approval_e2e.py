@@ -22,14 +22,14 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
 from smartrelease.deployments.approve import answer
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.release import release
 from smartrelease.flows.rollback import rollback
 from smartrelease.flows.requester import user
 from smartrelease import cli
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report, Status
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, free_port, stored
 
 pytestmark = pytest.mark.e2e

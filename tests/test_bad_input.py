@@ -11,10 +11,10 @@ import pytest
 from prefect.artifacts import create_table_artifact
 
 from smartrelease.blocks import AppEnvironment, ReleaseTarget
-from smartrelease.flows.history import history_key, load_history
+from smartrelease.record.history import history_key, load_history
 from smartrelease.errors import ConfigError
 from smartrelease.refs import check_tag, check_version
-from smartrelease.tasks.registry import Registry, RegistryError, manifest_path
+from smartrelease.adapters.registry import Registry, RegistryError, manifest_path
 from tests.test_cli import smartrelease
 
 SECRET = "typo-SENTINEL-registry-password"
@@ -194,7 +194,7 @@ def test_a_ca_bundle_that_is_not_pem_is_a_configuration_error_never_retried(writ
 
     bogus = tmp_path / "ca.pem"
     bogus.write_text("this is not a certificate\n")
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     import_environment(write_env(name="bogusca", public_url=https_server(), RELEASE_CA_BUNDLE=str(bogus)), "bogusca")
     state, report = run("bogusca")
@@ -215,7 +215,7 @@ def test_an_undo_command_that_does_not_split_is_refused(write_env):
 def test_a_block_left_unloadable_by_an_older_version_is_named_not_mistaken_for_missing(write_env):
     # What issue 10 found saved by `inf`: backup_max_age_hours null in the stored block.
     from smartrelease.blocks import load_environment
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     import_environment(write_env(name="oldblock"), "oldblock")
     ReleaseTarget.model_construct(**{**ReleaseTarget.load("oldblock").model_dump(), "backup_max_age_hours": None}) \

@@ -15,16 +15,16 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import SecretStr
 
 from smartrelease.blocks import load_environment, parse_env_file
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.blocks.registry_credentials import OLD_SLUG, RegistryCredentials
 from smartrelease.sandbox.manager import Registry
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.tasks.build_recipe import recipe, recipe_problems
 from smartrelease.tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for
 from smartrelease.tasks.dev_build import dev_build
-from smartrelease.tasks.images import remove_images
+from smartrelease.adapters.images import remove_images
 from smartrelease.tasks.promote_tag import resolve_tag, tag_digest
-from smartrelease.tasks.registry import Registry as RegistryApi
+from smartrelease.adapters.registry import Registry as RegistryApi
 from tests.conftest import free_port
 
 REGISTRY_USER, REGISTRY_PASS = "ci", "registry-SENTINEL-pass"

@@ -104,7 +104,7 @@ def test_a_database_away_is_waited_for_until_it_accepts_sessions(write_env, own_
     database to decide, so it waits for it (flows/release.py), bounded by the time given."""
     import threading
 
-    from smartrelease.tasks.postgres import connect, database_answers_within
+    from smartrelease.adapters.postgres import connect, database_answers_within
 
     env = env_of(write_env(cluster=own_pg))
     own_pg.stop()
@@ -120,7 +120,7 @@ def test_a_database_away_is_waited_for_until_it_accepts_sessions(write_env, own_
 
 
 def test_a_database_still_away_after_the_wait_names_why(write_env, own_pg):
-    from smartrelease.tasks.postgres import database_answers_within
+    from smartrelease.adapters.postgres import database_answers_within
 
     env = env_of(write_env(cluster=own_pg))
     own_pg.stop()
@@ -129,7 +129,7 @@ def test_a_database_still_away_after_the_wait_names_why(write_env, own_pg):
 
 
 def test_a_database_refusing_the_password_is_not_waited_for(write_env, pg):
-    from smartrelease.tasks.postgres import database_answers_within
+    from smartrelease.adapters.postgres import database_answers_within
 
     env = env_of(write_env(DATABASE_URL=pg.dsn("smartaccounting", "wrong-password-x", "smartaccounting")))
     started = time.monotonic()

@@ -15,7 +15,7 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.blocks.release_target import ReleaseTarget
 from smartrelease.errors import StepFailed
 from smartrelease.tasks.metrics import check_metrics
-from smartrelease.tasks.registry_auth import RegistryAuth, RegistryAuthError
+from smartrelease.adapters.registry_auth import RegistryAuth, RegistryAuthError
 
 SECRET = "registry-SENTINEL-pass"
 

@@ -111,7 +111,7 @@ def test_rollback_with_nothing_released_is_exit_2(write_env):
 def test_rollback_to_a_version_never_released_is_exit_2(write_env):
     from prefect.artifacts import create_table_artifact
 
-    from smartrelease.flows.history import history_key
+    from smartrelease.record.history import history_key
 
     path = write_env("onerelease")
     create_table_artifact(key=history_key("onerelease"), table=[{"version": "1.0.0", "result": "released",
@@ -125,7 +125,7 @@ def test_rollback_to_a_version_never_released_is_exit_2(write_env):
 
 def test_guard_flips_allow_prod_migrations_in_the_block(write_env):
     from smartrelease.blocks import AppEnvironment
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     import_environment(write_env("guarded", ALLOW_PROD_MIGRATIONS="true"), "guarded")
     off = smartrelease("guard", "off", "--name", "guarded")
@@ -206,7 +206,7 @@ def test_importing_an_unchanged_env_file_saves_nothing_and_a_changed_one_saves_t
     from prefect.client.orchestration import get_client
 
     from smartrelease.blocks import ReleaseTarget
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     def stored(name: str):
         with get_client(sync_client=True) as client:

@@ -9,10 +9,10 @@ from smartrelease.blocks.app_contract import AppContract, has_key, json_value, k
 from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.flows.release import release_steps
 from smartrelease.errors import ConfigError
-from smartrelease.tasks.compose import ComposeProject
+from smartrelease.adapters.compose import ComposeProject
 from smartrelease.tasks.launch import compose_variables, project_compose
 from smartrelease.tasks.pg_client import HostTools, ServiceTools, pg_tools
-from smartrelease.tasks.postgres import DatabaseUrl, reachable_url
+from smartrelease.adapters.postgres import DatabaseUrl, reachable_url
 from tests.conftest import DB_PASSWORD
 
 

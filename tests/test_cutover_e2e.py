@@ -19,8 +19,8 @@ from smartrelease.report import Report, Status
 from smartrelease.tasks.cutover import KEPT_SERVING
 from smartrelease.process import run
 from smartrelease.tasks.launch import project_compose
-from smartrelease.tasks.running import Container, service_containers
-from smartrelease.flows.history import last_release
+from smartrelease.adapters.running import Container, service_containers
+from smartrelease.record.history import last_release
 from smartrelease.flows.verify import verify
 from tests.conftest import SHARED_ENV, by_name
 from tests.faults import Unchanged, release_with_fault, restart_docker_engine

@@ -8,14 +8,14 @@ import pytest
 
 from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.sandbox.load import Load, Sample, Writes, check_writes, percentile, summarize
-from smartrelease.tasks.compose import ComposeProject
+from smartrelease.adapters.compose import ComposeProject
 from smartrelease.errors import StepFailed
 from smartrelease.process import run
 from smartrelease.tasks.compose_checks import (cannot_run_twice, compose_problems, pinned_frontend_risk, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
 from smartrelease.tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stop_order,
                            stopped_first_note, tcp_ports, waves)
-from smartrelease.tasks.running import address_of
+from smartrelease.adapters.running import address_of
 from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.launch import project_compose
 
@@ -323,7 +323,7 @@ def test_a_compose_older_than_the_override_needs_is_named_with_the_way_on():
 
 
 def test_an_engine_that_answers_at_once_was_not_away_and_one_that_never_does_is_named_after_the_wait(monkeypatch):
-    from smartrelease.tasks.images import engine_answers_within
+    from smartrelease.adapters.images import engine_answers_within
 
     assert engine_answers_within(1) == 0.0  # this machine's dockerd
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from smartrelease.errors import StepFailed
 from smartrelease.tasks.pg_client import HostTools
-from smartrelease.tasks.postgres import connect_url, parse_database_url
+from smartrelease.adapters.postgres import connect_url, parse_database_url
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
 
 IN_TLS = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"

@@ -19,12 +19,12 @@ from dataclasses import replace
 import docker
 import pytest
 
-from smartrelease.flows.history import last_release
+from smartrelease.record.history import last_release
 from smartrelease.sandbox.load import Load, check_writes
 from smartrelease.sandbox.stacks import Stack, put
 from smartrelease.report import Status
-from smartrelease.tasks.postgres import connect
-from smartrelease.tasks.running import service_containers
+from smartrelease.adapters.postgres import connect
+from smartrelease.adapters.running import service_containers
 from tests.conftest import by_name
 from tests.release_sandbox import module_sandbox
 

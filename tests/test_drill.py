@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.drill import STEPS, drill
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.report import Status
 from smartrelease.tasks.backup_crypto import sha256_file
 from smartrelease.tasks.backup_files import dump_database_encrypted

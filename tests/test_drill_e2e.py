@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from smartrelease.flows.drill import drill
-from smartrelease.flows.history import last_release, read_history
+from smartrelease.record.history import last_release, read_history
 from smartrelease.sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.release_backup import take_backup
 from smartrelease.tasks.scratch_database import leftovers
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from smartrelease.process import run
-from smartrelease.tasks.compose import ComposeProject
+from smartrelease.adapters.compose import ComposeProject
 from smartrelease.tasks.edge_class import EDGE_MEANS, detect
 
 APP = {"backend", "frontend", "db"}

@@ -16,11 +16,11 @@ import docker
 import pytest
 from prefect.client.orchestration import get_client
 
-from smartrelease.flows.history import last_release
+from smartrelease.record.history import last_release
 from smartrelease.flows.verify import verify
 from smartrelease.sandbox.app_changes import migration
 from smartrelease.report import Report, Status
-from smartrelease.tasks.images import ensure_local, remove_images
+from smartrelease.adapters.images import ensure_local, remove_images
 from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import SHARED_ENV, by_name, free_port, stored
 from tests.faults import Unchanged, release_with_fault
@@ -120,7 +120,7 @@ def test_backup_dir_full_during_the_pre_migration_backup_stops_the_release_befor
 
 
 def sandbox_db(sandbox):
-    from smartrelease.tasks.postgres import connect
+    from smartrelease.adapters.postgres import connect
 
     return connect(sandbox.env(), "test")
 
@@ -196,11 +196,11 @@ def test_the_prefect_server_going_away_during_the_launch_loses_nothing_and_names
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
     from smartrelease.deployments import server
-    from smartrelease.flows.history import load_history
-    from smartrelease.flows.journal import Entry, kept
-    from smartrelease.flows.lock import held
+    from smartrelease.record.history import load_history
+    from smartrelease.record.journal import Entry, kept
+    from smartrelease.record.lock import held
 
-    from smartrelease.flows import journal
+    from smartrelease.record import journal
 
     sandbox = shared_sandbox
     monkeypatch.setenv("SMARTRELEASE_JOURNAL", str(tmp_path / "journal"))

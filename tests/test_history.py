@@ -7,7 +7,7 @@ import threading
 
 from prefect.artifacts import Artifact, create_table_artifact
 
-from smartrelease.flows.history import NO_VERSION, append_row, history_key, history_row, load_history, read_history
+from smartrelease.record.history import NO_VERSION, append_row, history_key, history_row, load_history, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 
 

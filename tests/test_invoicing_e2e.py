@@ -19,12 +19,12 @@ import pytest
 
 from smartrelease.blocks import load_environment
 from smartrelease.flows.adopt import adopt
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.release import release
 from smartrelease.flows.rollback import rollback
 from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.report import Status
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from tests.conftest import RUN_ID, by_name
 from tests.release_sandbox import app_checkout, module_sandbox, release_by_hand, run_swept
 

@@ -14,8 +14,8 @@ import pytest
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-from smartrelease.flows import journal
-from smartrelease.flows.history import history_row, load_history, publish, publish_entry, publish_kept, read_history
+from smartrelease.record import journal
+from smartrelease.record.history import history_row, load_history, publish, publish_entry, publish_kept, read_history
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from tests.conftest import free_port
 from tests.forwarder import Forwarder
@@ -107,8 +107,8 @@ def test_an_entry_kept_for_one_server_is_never_published_to_another(server_at):
 EPHEMERAL_PUBLISH = """
 import json
 from prefect.artifacts import Artifact
-from smartrelease.flows import journal
-from smartrelease.flows.history import load_history, publish
+from smartrelease.record import journal
+from smartrelease.record.history import load_history, publish
 from tests.test_journal import entry
 
 journal.PUBLISH_WAIT_S = 1

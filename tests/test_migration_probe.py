@@ -7,7 +7,7 @@ import pytest
 
 from smartrelease.sandbox.app_changes import STYLES, migration
 from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
-from smartrelease.tasks.images import build_image
+from smartrelease.adapters.images import build_image
 from smartrelease.tasks.migrations import down_steps
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from smartrelease.blocks import load_environment
 from smartrelease.flows.release import release
 from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.report import Status
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from tests.conftest import SENTINELS, assert_no_secret, stored
 from tests.release_sandbox import app_checkout, module_sandbox
 

@@ -2,7 +2,7 @@
 
 import threading
 
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.preflight import CHECKS, preflight
 from smartrelease.report import Report, Status
 

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from smartrelease.tasks.backup_files import BackupError, dump_database_encrypted
 from smartrelease.tasks.pg_client import HostTools
-from smartrelease.tasks.postgres import DatabaseUrl
-from smartrelease.tasks.compose import ComposeProject
+from smartrelease.adapters.postgres import DatabaseUrl
+from smartrelease.adapters.compose import ComposeProject
 from tests.conftest import free_port
 
 

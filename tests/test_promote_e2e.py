@@ -10,7 +10,7 @@ import os
 import pytest
 
 from smartrelease.flows.build import build
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.promote import promote
 from smartrelease.flows.release import release
 from smartrelease.sandbox.app_changes import commit_version

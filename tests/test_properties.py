@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from smartrelease.blocks.envfile import parse_env_file
-from smartrelease.flows.history import checked_rows
+from smartrelease.record.history import checked_rows
 from smartrelease.errors import ConfigError
 from smartrelease.refs import (ImageRef, check_dev_tag, check_digest, check_environment_name, check_registry,
                                check_repository, check_tag, check_version)
-from smartrelease.tasks.registry import Registry, RegistryError
-from smartrelease.tasks.registry_auth import parse_challenge
+from smartrelease.adapters.registry import Registry, RegistryError
+from smartrelease.adapters.registry_auth import parse_challenge
 from smartrelease.tasks.verify import version_problems
 
 MAX_ERROR = 600  # characters: an error names the cause, it does not repeat the input

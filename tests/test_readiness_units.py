@@ -2,7 +2,7 @@
 long an unhealthy one is given."""
 
 from smartrelease.tasks.readiness import _broken
-from smartrelease.tasks.running import Container
+from smartrelease.adapters.running import Container
 
 
 def service(health: str | None = "healthy", status: str = "running", restarts: int = 0) -> dict:

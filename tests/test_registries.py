@@ -13,11 +13,11 @@ import pytest
 from smartrelease.sandbox.manager import Registry
 from smartrelease.refs import api_path, docker_name, same_repository
 from smartrelease.tasks.build_pin import LABEL_VERSION, build_pin, registry_for
-from smartrelease.tasks.http import is_loopback
-from smartrelease.tasks.images import remove_images, repo_digests
+from smartrelease.adapters.http import is_loopback
+from smartrelease.adapters.images import remove_images, repo_digests
 from smartrelease.tasks.promote_tag import resolve_tag, tag_digest
-from smartrelease.tasks.registry import Registry as RegistryApi, RegistryError, registry_url
-from smartrelease.tasks.registry_auth import parse_challenge
+from smartrelease.adapters.registry import Registry as RegistryApi, RegistryError, registry_url
+from smartrelease.adapters.registry_auth import parse_challenge
 from smartrelease.tasks.rollback_inputs import missing_images
 from tests.conftest import free_port
 from tests.registry_tokens import TokenService

@@ -8,15 +8,15 @@ import re
 import docker
 import pytest
 
-from smartrelease.flows.history import read_history
+from smartrelease.record.history import read_history
 from smartrelease.flows.release import STEPS, release
 from smartrelease.flows.verify import verify
 from smartrelease.sandbox.app_changes import commit_version, migration
 from smartrelease.errors import StepFailed
 from smartrelease.report import Report, Status
 from smartrelease.tasks.build_pin import push_immutable, registry_for
-from smartrelease.tasks.images import build_image
-from smartrelease.tasks.running import running_services
+from smartrelease.adapters.images import build_image
+from smartrelease.adapters.running import running_services
 from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
@@ -206,7 +206,7 @@ def test_what_runs_without_version_labels_is_not_taken_for_a_first_release(sandb
     labels) is not an empty environment: the release refuses at preflight, before
     anything is built, naming `smartrelease adopt`, instead of treating it as a first
     release with nothing to go back to."""
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
     from smartrelease.tasks.build_pin import push_immutable
     from smartrelease.tasks.launch import compose_up
     from smartrelease.tasks.readiness import wait_ready
@@ -243,7 +243,7 @@ def test_the_first_release_of_an_empty_environment(sandbox):
     provisioned before the first release) and nothing was ever released under this
     name: preflight cannot reach the public URL, so tls is a warning there and the
     full check runs after launch."""
-    from smartrelease.flows.lock import import_environment
+    from smartrelease.record.lock import import_environment
 
     for service, (container, _) in sandbox.containers().items():
         if service != "db":

@@ -18,14 +18,14 @@ import psycopg
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from smartrelease.flows.history import last_release, read_history
-from smartrelease.flows.lock import holder
+from smartrelease.record.history import last_release, read_history
+from smartrelease.record.lock import holder
 from smartrelease.flows.rollback import rollback
 from smartrelease.flows.verify import verify
 from smartrelease.sandbox.app_changes import STYLES, commit_version, migration
 from smartrelease.report import Status
 from smartrelease.tasks.backup_crypto import sha256_file, verify_checksum
-from smartrelease.tasks.postgres import connect
+from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 

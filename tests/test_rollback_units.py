@@ -15,7 +15,8 @@ from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, Ste
 from smartrelease.tasks.migrations import MigrationPlan, edited_since
 from smartrelease.tasks.undo import unexpected_change
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER
-from smartrelease.tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, deployed, target_from_history
+from smartrelease.record.history import deployed
+from smartrelease.tasks.rollback_inputs import STRATEGIES, RollbackInputs, backup_after, target_from_history
 from smartrelease.tasks.rollback_plan import DeployedVersion, database_decision, rollback_plan, undo_out_of_order
 
 B, F = "reg/app/backend@sha256:", "reg/app/frontend@sha256:"

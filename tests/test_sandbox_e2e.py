@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from smartrelease.flows.preflight import CHECKS
 from smartrelease.sandbox import manager
 from smartrelease.sandbox.base_image import DEFAULT_BASE_IMAGE, ensure_base_image
-from smartrelease.tasks.running import SERVICE_LABEL, compose_labels, containers, project_containers
+from smartrelease.adapters.running import SERVICE_LABEL, compose_labels, containers, project_containers
 from tests.conftest import free_port, few_sandboxes_coming_up, unique
 
 pytestmark = pytest.mark.e2e

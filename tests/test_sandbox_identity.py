@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from smartrelease.sandbox import identity, manager
-from smartrelease.tasks.running import compose_labels, containers
+from smartrelease.adapters.running import compose_labels, containers
 from tests.conftest import free_port, unique
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from smartrelease.blocks import load_environment
-from smartrelease.flows.lock import import_environment
+from smartrelease.record.lock import import_environment
 from smartrelease.flows.release import release
 from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.report import Status

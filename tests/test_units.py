@@ -117,7 +117,7 @@ def test_a_trust_store_is_loaded_once_until_its_file_changes(tmp_path):
     clients: one context per store, loaded again when the file is replaced."""
     import trustme
 
-    from smartrelease.tasks.http import ssl_context
+    from smartrelease.adapters.http import ssl_context
 
     assert ssl_context(None) is ssl_context(None)
     bundle = tmp_path / "ca.pem"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from smartrelease.tasks.http import is_loopback
+from smartrelease.adapters.http import is_loopback
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _REPOSITORY = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")

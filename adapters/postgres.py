@@ -16,8 +16,8 @@ import psycopg
 from pydantic import SecretStr
 
 from smartrelease.errors import StepFailed
-from smartrelease.tasks.images import engine
-from smartrelease.tasks.running import service_address
+from smartrelease.adapters.images import engine
+from smartrelease.adapters.running import service_address
 
 CONNECT_TIMEOUT_S = 5
 # The tool's own queries are small; one waiting behind a lock (a migration running)

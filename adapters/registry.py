@@ -14,8 +14,8 @@ import json
 import httpx
 
 from smartrelease.refs import DIGEST, api_path, check_registry, check_repository, check_tag
-from smartrelease.tasks.http import http_client, is_loopback
-from smartrelease.tasks.registry_auth import RegistryAuth, RegistryAuthError
+from smartrelease.adapters.http import http_client, is_loopback
+from smartrelease.adapters.registry_auth import RegistryAuth, RegistryAuthError
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",

@@ -41,7 +41,7 @@ from prefect.variables import Variable
 from pydantic import BaseModel
 
 from smartrelease.blocks.envfile import Environment, import_env_file
-from smartrelease.tasks import prefect_api
+from smartrelease.adapters import prefect_api
 from smartrelease.errors import ConfigError
 from smartrelease.report import Status, StepResult
 
@@ -335,7 +335,7 @@ def _let_go(environment: str, mine: Holder, slot: ExitStack) -> None:
     """Free the lock. A Prefect server that cannot be reached now (it went away during
     the run) is said, never raised: the run ends with its own outcome, and the slot is
     freed by its lease, LEASE_S after the server is back."""
-    from smartrelease.flows.journal import server_answers_within
+    from smartrelease.record.journal import server_answers_within
 
     try:
         # Unless `unlock` took it meanwhile and another holder wrote its name. (Not
@@ -377,7 +377,7 @@ def unlock(environment: str, reason: str) -> str:
     """Free the lock whoever holds it, and record it in the history with `reason`.
     The limit is deleted and made again, so a killed holder's lease, when it runs
     out, frees nothing of the next holder's. Returns a one-line account."""
-    from smartrelease.flows.history import append_row, event_row, last_release
+    from smartrelease.record.history import append_row, event_row, last_release
 
     if not reason.strip():
         raise ConfigError("unlock needs a reason (--reason TEXT): it is recorded in the history")

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from smartrelease.errors import ConfigError
 from smartrelease.report import Report
-from smartrelease.tasks.http import answers
+from smartrelease.adapters.http import answers
 
 PUBLISH_STEP = "publish"
 
@@ -136,7 +136,7 @@ def unreachable_reason(why: BaseException | str) -> str:
 
 
 def publish_run(entry: Entry, publish: Callable[[Entry], None]) -> str | None:
-    """Publish `entry` with `publish` (journaled first: flows/history.py publishes its
+    """Publish `entry` with `publish` (journaled first: record/history.py publishes its
     report artifact and history row); None when published, else the gap, named: what
     could not be published, why, and where it is kept meanwhile."""
     path = write(entry)

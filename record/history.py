@@ -22,17 +22,35 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smartrelease.flows import journal
-from smartrelease.flows.journal import PUBLISH_STEP, Entry
+from smartrelease.record import journal
+from smartrelease.record.journal import PUBLISH_STEP, Entry
 from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report, Status, StepResult
-from smartrelease.tasks.rollback_inputs import RELEASED, ROLLED_BACK, deployed
-from smartrelease.tasks.rollback_plan import ADOPTED
 
+# The results that change what should run: a release, a rollback, an adoption (what
+# ran, released by hand, when the tool took it over); a promotion runs nothing.
+RELEASED, ROLLED_BACK, ADOPTED = "released", "rolled back", "adopted"
 PROMOTED = "promoted"  # a SemVer tag given to a dev digest; runs nothing
 
 HISTORY_LIMIT = 200  # rows shown in the UI's table; the history itself keeps every row
 PAGE = 200
 ROW_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def deployed(rows: list[dict]) -> list[dict]:
+    """The stack of good deployments, oldest first: a release (or an adoption of what
+    was released by hand) pushes its row, a rollback to version V pops down to V's row.
+    The top is what should run now, the one below it is what a rollback goes back to.
+    Failed releases leave it alone (they rolled themselves back, or never changed
+    anything)."""
+    stack: list[dict] = []
+    for row in rows:
+        if row.get("result") in (RELEASED, ADOPTED):
+            stack.append(row)
+        elif row.get("result") == ROLLED_BACK:
+            while stack and stack[-1].get("version") != row.get("version"):
+                stack.pop()
+            stack[-1:] = [row]
+    return stack
 
 
 def history_key(environment: str) -> str:
@@ -126,7 +144,7 @@ def checked_rows(raw: list) -> tuple[list[dict], list[str]]:
 
 def read_history(environment: str) -> list[dict]:
     """The well-formed rows, oldest first, after publishing what this host's journal kept
-    (flows/journal.py); a run's log names any skipped row and each late one published."""
+    (record/journal.py); a run's log names any skipped row and each late one published."""
     published = publish_kept(environment)  # what runs on this host could not publish: first
     history = load_history(environment)
     for line in published + ([history.summary()] if history.skipped else []):
@@ -231,7 +249,7 @@ def publish_entry(entry: Entry) -> None:
 
 
 def publish(entry: Entry) -> str | None:
-    """`entry` published, journaled first (flows/journal.py): None, or the gap, named."""
+    """`entry` published, journaled first (record/journal.py): None, or the gap, named."""
     return journal.publish_run(entry, publish_entry)
 
 
