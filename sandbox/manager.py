@@ -30,166 +30,30 @@ import os
 import secrets
 import shutil
 import sys
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import docker
-import trustme
-from cryptography import x509
 from dotenv import dotenv_values
 
 from smartrelease.blocks.app_contract import AppContract
-from smartrelease.blocks.envfile import Environment, name_from_env_file, parse_env_file
-from smartrelease.deployments import server
+from smartrelease.blocks.envfile import Environment, parse_env_file
 from smartrelease.sandbox import identity, plane
+from smartrelease.sandbox.envfiles import compose_env_text, env_file_text
+from smartrelease.sandbox.registry import sandbox_registry
+from smartrelease.sandbox.settings import (APP_TEMPLATE, BUNDLED, DB_SERVICE, DB_USER, EXTERNAL, TEMPLATE, SandboxError,
+                                           Settings, Stage, log, log_stage)
+from smartrelease.sandbox.tls import ensure_tls
 from smartrelease.sandbox.base_image import DEPS_REPOSITORY, BaseImageError, ensure_base_image, ensure_deps_image, npm_ci
-from smartrelease.local_postgres import PG_BIN, Cluster, archive_current_segment, server_dir
-from smartrelease.daemon import Background
+from smartrelease.local_postgres import PG_BIN, archive_current_segment
 from smartrelease.errors import CommandFailed, ConfigError, StepFailed
 from smartrelease.process import Command, run
 from smartrelease.tasks.build_pin import build_pin
-from smartrelease.adapters.http import answers
 from smartrelease.adapters.images import build_image, remove_images
 from smartrelease.tasks.launch import compose_up, project_compose, start_database
 from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.readiness import wait_ready
 from smartrelease.tasks.release_backup import take_backup
 from smartrelease.adapters.running import app_services, project_containers, running_services
-
-TEMPLATE = Path(__file__).parent
-APP_TEMPLATE = TEMPLATE / "app"
-APP_SETTINGS = "smartrelease.env"  # an --app checkout's own RELEASE_ keys
-# What the sandbox decides for every app: an --app's smartrelease.env may not set these.
-SANDBOX_OWNED = {"RELEASE_PRODUCTION", "RELEASE_PUBLIC_URL", "RELEASE_CA_BUNDLE", "RELEASE_COMPOSE_PROJECT",
-                 "RELEASE_COMPOSE_ENV_FILE", "RELEASE_APP_DIR", "RELEASE_REGISTRY", "RELEASE_PROMOTE_FROM",
-                 "RELEASE_DATABASE_ADDRESS", "RELEASE_REGISTRY_USERNAME", "RELEASE_REGISTRY_PASSWORD"}
-DB_USER = DB_NAME = "smartaccounting"
-DB_SERVICE = "db"
-DB_PROFILE = "bundled-db"  # the compose file's profile of its db service
-BUNDLED, EXTERNAL = "bundled", "external"
-
-
-@dataclass
-class Settings:
-    """Where a sandbox lives and what it is called. A port or project left None is
-    this sandbox's own: recorded in its state directory (sandbox/identity.py), or
-    claimed by `up`."""
-
-    root: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_DIR", ".sandbox")).resolve())
-    env_file: Path = field(default_factory=lambda: Path(os.environ.get("SANDBOX_ENV_FILE", ".env.sandbox")).resolve())
-    project: str | None = field(default_factory=lambda: os.environ.get("SANDBOX_PROJECT") or None)
-    pg_port: int | None = field(default_factory=lambda: identity.explicit_port("pg"))  # --external-db only
-    registry_port: int | None = field(default_factory=lambda: identity.explicit_port("registry"))
-    # Repositories are <prefix>/backend and <prefix>/frontend: sandboxes sharing a
-    # registry keep their tags apart.
-    image_prefix: str = field(default_factory=lambda: os.environ.get("SANDBOX_IMAGE_PREFIX", "smartaccounting"))
-    edge_port: int | None = field(default_factory=lambda: identity.explicit_port("edge"))
-    dev_edge_port: int | None = field(default_factory=lambda: identity.explicit_port("dev_edge"))
-    server_port: int | None = field(default_factory=lambda: identity.explicit_port("server"))
-    server_pg_port: int | None = field(default_factory=lambda: identity.explicit_port("server_pg"))
-    app: Path | None = None  # --app: the user's own checkout instead of the stand-in
-    ident: identity.Identity | None = None  # read from root; `up` claims one
-
-    def __post_init__(self) -> None:
-        self.ident = self.ident or identity.Identity.load(self.root)
-        if self.ident:
-            self._adopt(self.ident)
-
-    def _adopt(self, ident: identity.Identity) -> None:
-        """Fill what was not set explicitly from the sandbox's recorded identity."""
-        self.project = self.project or identity.project_name(ident.id)
-        for name in identity.PORTS:
-            if getattr(self, f"{name}_port") is None and name in ident.ports:
-                setattr(self, f"{name}_port", ident.ports[name])
-
-    @property
-    def registry(self) -> str:
-        return f"127.0.0.1:{self.registry_port}"
-
-    @property
-    def public_url(self) -> str:
-        return self.prod.public_url
-
-    @property
-    def app_dir(self) -> Path:
-        return self.app or self.root / "app"
-
-    @property
-    def tls_dir(self) -> Path:
-        return self.root / "tls"
-
-    @property
-    def compose_env_file(self) -> Path:
-        return self.prod.compose_env_file
-
-    @property
-    def backup_dir(self) -> Path:
-        return self.prod.backup_dir
-
-    @property
-    def cluster_wal_dir(self) -> Path:
-        return server_dir(self.root / "wal-archive")
-
-    def cluster(self) -> Cluster:
-        """--external-db's PostgreSQL on this host: under root/ unless the server's user
-        cannot reach it (see server_dir)."""
-        return Cluster(server_dir(self.root / "postgres"), self.pg_port or 0, self.cluster_wal_dir)
-
-    def plane(self) -> plane.Plane:
-        """The sandbox's control plane: its own Prefect server on its own ports."""
-        return plane.Plane(self.root, server.ServerSettings(
-            state_dir=self.root / "prefect-server", port=self.server_port or identity.PORTS["server"][0],
-            pg_port=self.server_pg_port or identity.PORTS["server_pg"][0]))
-
-    @property
-    def prod(self) -> "Stage":
-        return Stage(self.env_file, self.project or "", DB_NAME, self.root / "compose.env", self.root / "backups",
-                     self.root / "wal-archive", self.edge_port or 0)
-
-    @property
-    def dev(self) -> "Stage":
-        return Stage(self.env_file.with_name(self.env_file.name + DEV), (self.project or "") + DEV, DB_NAME + "_dev",
-                     self.root / f"compose{DEV}.env", self.root / f"backups{DEV}", self.root / f"wal-archive{DEV}",
-                     self.dev_edge_port or 0)
-
-
-DEV = "-dev"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One environment of the sandbox: production, or dev beside it."""
-
-    env_file: Path
-    project: str
-    db_name: str  # with --external-db: its database in the shared cluster
-    compose_env_file: Path
-    backup_dir: Path
-    wal_dir: Path  # its db service's WAL archive (--external-db: the cluster's, shared)
-    edge_port: int
-
-    @property
-    def name(self) -> str:
-        return name_from_env_file(self.env_file)
-
-    @property
-    def public_url(self) -> str:
-        return f"https://localhost:{self.edge_port}"
-
-
-def log(msg: str) -> None:
-    print(f"sandbox: {msg}", file=sys.stderr, flush=True)
-
-
-def log_stage(stage: "Stage", msg: str) -> None:
-    """A line about one environment of the sandbox (`sandbox` or `sandbox-dev`)."""
-    log(f"environment {stage.name}: {msg}")
-
-
-class SandboxError(Exception):
-    pass
 
 
 # --- pieces -----------------------------------------------------------------
@@ -247,87 +111,6 @@ def database_kind(s: Settings, external_db: bool) -> str:
     return BUNDLED
 
 
-class Registry:
-    """Debian's docker-registry on `addr`, state in `directory`; with `htpasswd`
-    (a bcrypt htpasswd file) it requires basic auth, with `token` (realm, service,
-    issuer, PEM file of the issuer's certificate) the token flow, as Docker Hub,
-    GHCR, GitLab and Harbor do."""
-
-    def __init__(self, directory: Path, addr: str, htpasswd: Path | None = None,
-                 token: tuple[str, str, str, Path] | None = None):
-        self.dir = directory
-        self.addr = addr
-        self.htpasswd = htpasswd
-        self.token = token
-        self.process = Background(self.dir / "registry.pid", self.dir / "registry.log")
-
-    def pid(self) -> int | None:
-        return self.process.pid()
-
-    def answering(self) -> bool:
-        return answers(f"http://{self.addr}/v2/", ok=(200, 401))
-
-    def start(self) -> None:
-        """Start it, unless a registry already answers at `addr` (this one, or one
-        started elsewhere, which is then used as it is and never stopped here)."""
-        if self.answering():
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        config = self.dir / "config.yml"
-        auth = f"auth:\n  htpasswd:\n    realm: smartrelease\n    path: {self.htpasswd}\n" if self.htpasswd else ""
-        if self.token:
-            realm, service, issuer, bundle = self.token
-            auth = (f"auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n"
-                    f"    rootcertbundle: {bundle}\n")
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.addr}\n{auth}"
-        )
-        proc = self.process.start(["docker-registry", "serve", str(config)])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.answering():
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise SandboxError(f"registry did not start on {self.addr}; see {self.dir / 'registry.log'}")
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def sandbox_registry(s: Settings) -> Registry:
-    return Registry(s.root / "registry", s.registry)
-
-
-EDGE_CERT_DAYS = 90  # a realistic lifetime (Let's Encrypt's), so preflight's expiry figure means something
-EDGE_CERT_RENEW_DAYS = 30
-
-
-def _days_left(cert_pem: Path) -> float:
-    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
-    return (cert.not_valid_after_utc - datetime.now(timezone.utc)).total_seconds() / 86400
-
-
-def ensure_tls(s: Settings) -> None:
-    """A sandbox CA and an edge certificate for localhost and 127.0.0.1, renewed
-    when it has fewer than EDGE_CERT_RENEW_DAYS left."""
-    s.tls_dir.mkdir(parents=True, exist_ok=True)
-    ca_pem, cert_pem, key_pem = s.tls_dir / "ca.pem", s.tls_dir / "edge.pem", s.tls_dir / "edge.key"
-    if ca_pem.is_file() and cert_pem.is_file() and key_pem.is_file() and _days_left(cert_pem) > EDGE_CERT_RENEW_DAYS:
-        return
-    ca = trustme.CA(organization_name="SmartRelease sandbox CA")
-    cert = ca.issue_cert("localhost", "127.0.0.1", not_after=datetime.now(timezone.utc) + timedelta(days=EDGE_CERT_DAYS))
-    ca.cert_pem.write_to_path(str(ca_pem))
-    cert.private_key_pem.write_to_path(str(key_pem))
-    key_pem.chmod(0o644)  # read by HAProxy inside the edge container
-    with open(cert_pem, "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
-
-
 def ensure_app_checkout(s: Settings) -> None:
     """The stand-in app as a git checkout (so builds have a real git SHA); its npm
     packages are in the image it starts FROM (ensure_deps_image). An --app checkout
@@ -375,85 +158,6 @@ def docker_host_gateway(client: docker.DockerClient) -> str:
     config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
     # Older engines leave Gateway out: the bridge takes its subnet's first address.
     return config.get("Gateway") or str(ipaddress.ip_network(config["Subnet"])[1])
-
-
-def app_settings(s: Settings) -> dict[str, str]:
-    """An --app checkout's RELEASE_ keys (its smartrelease.env), its compose file's
-    path made absolute; {} for the stand-in."""
-    if not s.app:
-        return {}
-    path = s.app / APP_SETTINGS
-    values = {k: v for k, v in (dotenv_values(path) if path.is_file() else {}).items() if v is not None}
-    if owned := sorted(k for k in values if k in SANDBOX_OWNED or not k.startswith("RELEASE_")):
-        raise SandboxError(f"{path}: {', '.join(owned)} cannot be set there: the sandbox sets them (docs/sandbox.md lists "
-                           "what an app's smartrelease.env may hold)")
-    values["RELEASE_COMPOSE_FILE"] = str(s.app / values.get("RELEASE_COMPOSE_FILE", "docker-compose.prod.yml"))
-    return values
-
-
-def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> str:
-    app = app_settings(s)
-    if kind == BUNDLED:
-        # The app's view: db on the project's network. This host reaches it at the db
-        # container's address (RELEASE_DATABASE_SERVICE), read from Docker Engine.
-        service = app.get("RELEASE_DATABASE_SERVICE", DB_SERVICE)
-        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@{service}:5432/{DB_NAME}",
-                    "WAL_ARCHIVE_DIR": str(stage.wal_dir), "RELEASE_DATABASE_SERVICE": service}
-    else:
-        # A database outside Compose: the containers reach this host's cluster through
-        # host.docker.internal, this host at 127.0.0.1.
-        database = {"DATABASE_URL": f"postgresql://{DB_USER}:{sec['SANDBOX_DB_PASSWORD']}@host.docker.internal:"
-                                    f"{s.pg_port}/{stage.db_name}",
-                    "WAL_ARCHIVE_DIR": str(s.cluster_wal_dir), "RELEASE_DATABASE_ADDRESS": f"127.0.0.1:{s.pg_port}"}
-    values = {
-        "NODE_ENV": "production",
-        "DATABASE_URL": database.pop("DATABASE_URL"),
-        "JWT_SECRET": sec["JWT_SECRET"],
-        "FRONTEND_URL": stage.public_url,
-        "CLIENT_URL": stage.public_url,
-        "CORS_ORIGIN": stage.public_url,
-        "BACKUP_PASSPHRASE": sec["BACKUP_PASSPHRASE"],
-        "ALLOW_PROD_MIGRATIONS": "true",
-        "BACKUP_DIR": str(stage.backup_dir),
-        "WAL_ARCHIVE_DIR": database.pop("WAL_ARCHIVE_DIR"),
-        "METRICS_BASIC_AUTH_USER": "metrics",
-        "METRICS_BASIC_AUTH_PASS": sec["METRICS_BASIC_AUTH_PASS"],
-        "RELEASE_PRODUCTION": "true",
-        # Production-like, but its releases are not held for a person (the demo asks for one).
-        "RELEASE_APPROVAL": "none",
-        "RELEASE_PUBLIC_URL": stage.public_url,
-        "RELEASE_CA_BUNDLE": str(s.tls_dir / "ca.pem"),
-        "RELEASE_COMPOSE_FILE": str(s.app_dir / "docker-compose.prod.yml"),
-        "RELEASE_COMPOSE_PROJECT": stage.project,
-        "RELEASE_COMPOSE_ENV_FILE": str(stage.compose_env_file),
-        "RELEASE_APP_DIR": str(s.app_dir),
-        "RELEASE_REGISTRY": s.registry,
-        # The sandbox's edge finds and checks containers every 500 ms (sandbox/edge/).
-        "RELEASE_EDGE_SETTLE_S": "1",
-        "RELEASE_BACKEND_IMAGE": f"{s.image_prefix}/backend",
-        "RELEASE_FRONTEND_IMAGE": f"{s.image_prefix}/frontend",
-        **database,
-        # Promotion into production asks the dev environment's history for evidence.
-        "RELEASE_PROMOTE_FROM": s.dev.name,
-        # The stand-in's metrics are internal, as the runbook has it: the edge does not route them.
-        **(app or {"RELEASE_METRICS_URL": "http://backend:8080/metrics"}),
-        # Kept so a second `sandbox up` reuses the database password, topology and app.
-        "SANDBOX_DB_PASSWORD": sec["SANDBOX_DB_PASSWORD"],
-        "SANDBOX_DATABASE": kind,
-        **({"SANDBOX_APP": str(s.app)} if s.app else {}),
-    }
-    if kind == EXTERNAL:
-        values.pop("RELEASE_DATABASE_SERVICE", None)
-    return "# Written by `smartrelease sandbox up`. Holds secrets: keep it 0600.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
-
-
-def compose_env_text(s: Settings, stage: Stage, kind: str, images: dict[str, str]) -> str:
-    """The sandbox deployment's own, non-secret compose variables (RELEASE_COMPOSE_ENV_FILE)."""
-    values = {"EDGE_IMAGE": images["edge"], "DB_IMAGE": images["db"], "EDGE_TLS_DIR": str(s.tls_dir),
-              "EDGE_PORT": stage.edge_port}
-    if kind == BUNDLED:
-        values["COMPOSE_PROFILES"] = DB_PROFILE
-    return "# Written by `smartrelease sandbox up`.\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
 def deploy_checkout(env: Environment) -> str:

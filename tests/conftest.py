@@ -288,7 +288,7 @@ def shared_registry():
     the sandbox's base layers are compressed and pushed once, not once per sandbox
     (a push to a new registry: 29 s, 35 s of CPU, here). `make test` starts one for both of its phases and
     every worker (tests/suite.py); a pytest run of its own starts one per process."""
-    from smartrelease.sandbox.manager import Registry
+    from smartrelease.sandbox.registry import Registry
 
     root = Path(tempfile.mkdtemp(prefix="smartrelease-registry-"))
     if addr := os.environ.get("SMARTRELEASE_TEST_REGISTRY"):  # the whole run's (tests/suite.py): not ours to stop

@@ -22,6 +22,7 @@ from smartrelease.record.lock import import_environment
 from smartrelease.record.history import last_release
 from smartrelease.flows.release import release
 from smartrelease.sandbox import manager
+from smartrelease.sandbox.registry import Registry
 from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.sandbox.stacks import set_keys
 from smartrelease.process import run
@@ -202,7 +203,7 @@ def app_checkout(source: Path, name: str, adapt: Callable[[Path], None] = lambda
 
 
 @contextmanager
-def module_sandbox(project: str, name: str, *, registry: manager.Registry, dev: bool = False,
+def module_sandbox(project: str, name: str, *, registry: Registry, dev: bool = False,
                    external_db: bool = False, app: Path | None = None):
     """Up a sandbox on free ports with sentinel secrets (kept by `up`, so the leak
     checks know what to look for), pushing to `registry` under repositories of its

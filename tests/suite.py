@@ -23,7 +23,7 @@ from pathlib import Path
 import docker
 
 from smartrelease.sandbox.identity import any_free_port
-from smartrelease.sandbox.manager import Registry
+from smartrelease.sandbox.registry import Registry
 from smartrelease.adapters.images import remove_images
 
 REGISTRY_VARIABLE = "SMARTRELEASE_TEST_REGISTRY"  # read by tests/conftest.py's shared_registry

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from smartrelease.blocks import load_environment, parse_env_file
 from smartrelease.record.lock import import_environment
 from smartrelease.blocks.registry_credentials import OLD_SLUG, RegistryCredentials
-from smartrelease.sandbox.manager import Registry
+from smartrelease.sandbox.registry import Registry
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.tasks.build_recipe import recipe, recipe_problems
 from smartrelease.tasks.build_pin import LABEL_REVISION, LABEL_VERSION, build_pin, registry_for

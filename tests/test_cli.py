@@ -147,7 +147,7 @@ def test_promote_refuses_force_without_a_reason_and_a_non_dev_tag(write_env):
 
 
 def test_release_from_a_tag_the_registry_lacks_is_exit_2(write_env, tmp_path):
-    from smartrelease.sandbox.manager import Registry
+    from smartrelease.sandbox.registry import Registry
 
     registry = Registry(tmp_path / "registry", f"127.0.0.1:{free_port()}")
     registry.start()

@@ -105,7 +105,7 @@ def test_the_stand_ins_dockerfile_starts_from_the_dependencies_image_of_its_lock
     import re
 
     from smartrelease.sandbox.base_image import deps_image_name
-    from smartrelease.sandbox.manager import APP_TEMPLATE
+    from smartrelease.sandbox.settings import APP_TEMPLATE
 
     named = re.search(r"^ARG DEPS_IMAGE=(\S+)$", (APP_TEMPLATE / "Dockerfile").read_text(), re.M)
     assert named and named.group(1) == deps_image_name(APP_TEMPLATE / "package-lock.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from smartrelease.sandbox.manager import Registry
+from smartrelease.sandbox.registry import Registry
 from smartrelease.refs import api_path, docker_name, same_repository
 from smartrelease.tasks.build_pin import LABEL_VERSION, build_pin, registry_for
 from smartrelease.adapters.http import is_loopback
