@@ -9,16 +9,14 @@ lets a release through, and a rollback can go back to them. Nothing runs or stop
 """
 
 from prefect import flow
-from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history
-from smartrelease.record.journal import gap_of
 from smartrelease.record.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.placement import check_placement
-from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.steps import StepRunner, Stopped, final_state
 from smartrelease.flows.requester import triggered_by
 from smartrelease.report import ReleaseFacts, Report, StepResult
 from smartrelease.tasks.adopt import STEP, adopt_task
@@ -49,7 +47,4 @@ def adopt_locked(env: Environment, lock_step: StepResult):
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="adopt", environment=env.name, results=steps.results(), facts=facts)
     report = publish_run_report(report, f"Adoption of {env.name}", images)
-    if report.ok:
-        return Completed(message=f"adopted {facts.version} (released by hand){gap_of(report)}", data=report)
-    return Failed(message="adopt failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
-                  data=report)
+    return final_state(report, f"adopted {facts.version} (released by hand)", "adopt failed")

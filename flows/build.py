@@ -3,12 +3,11 @@ dev, tagged `dev-<short git SHA>`, pushed; published as the artifact `build-<env
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
-from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.steps import StepRunner, Stopped, final_state
 from smartrelease.flows.requester import triggered_by
 from smartrelease.report import ReleaseFacts, Report
 from smartrelease.tasks.build_pin import STEP
@@ -30,6 +29,4 @@ def build(environment: str):
     report = Report(flow="build", environment=environment, results=steps.results(), facts=facts)
     create_markdown_artifact(key=f"build-{environment}", markdown=report.markdown(),
                              description=f"Dev build for {environment}")
-    if report.ok:
-        return Completed(message=f"built {next(iter(pinned.images.values())).tag}", data=report)
-    return Failed(message="build failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    return final_state(report, f"built {next(iter(pinned.images.values())).tag}" if report.ok else "", "build failed")

@@ -13,16 +13,14 @@ dropped whatever happened after it was created.
 from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.blocks import load_environment
 from smartrelease.record.history import NO_VERSION, event_row, read_history
 from smartrelease.record.history import publish_report
-from smartrelease.record.journal import gap_of
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.placement import check_placement
-from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.steps import StepRunner, Stopped, final_state
 from smartrelease.flows.requester import triggered_by
 from smartrelease.report import DrillFacts, ReleaseFacts, Report
 from smartrelease.tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
@@ -65,11 +63,10 @@ def drill(environment: str):
     facts.version = d.released_version
     report = Report(flow="drill", environment=environment, results=steps.results(), facts=facts)
     report = publish_drill(report)
-    if report.ok:
-        return Completed(message=f"{d.backup} restored in {d.restore_s:.1f} s and checked{gap_of(report)}", data=report)
-    if FlowRunContext.get().flow_run.deployment_id:  # the schedule, the UI or CI: nobody watches a terminal
+    if not report.ok and FlowRunContext.get().flow_run.deployment_id:  # the schedule, the UI or CI: nobody watches
         notify_report(env, report, "restore drill failed")
-    return Failed(message="drill failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report), data=report)
+    return final_state(report, f"{d.backup} restored in {d.restore_s:.1f} s and checked" if report.ok else "",
+                       "drill failed")
 
 
 def drill_result(report: Report) -> str:

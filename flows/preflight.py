@@ -11,14 +11,13 @@ import time
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from smartrelease.blocks import load_environment
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import read_history
 from smartrelease.flows.placement import check_placement
-from smartrelease.flows.steps import gather
+from smartrelease.flows.steps import final_state, gather
 from smartrelease.report import Report
 from smartrelease.tasks.backup_dirs import backup_dirs_task
 from smartrelease.tasks.backups import backups_task
@@ -61,6 +60,4 @@ def preflight(environment: str, version: str | None = None, first_release: bool 
     (tls then checks what it can and leaves the rest to after launch)."""
     check_placement(environment)
     report = run_checks(load_environment(environment), version, first_release)
-    if report.ok:
-        return Completed(message="all checks passed", data=report)
-    return Failed(message="failed: " + ", ".join(r.name for r in report.failures()), data=report)
+    return final_state(report, "all checks passed", "failed")

@@ -12,7 +12,6 @@ following `release` of that version deploys those digests.
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.flows.notify import notify_report
@@ -20,10 +19,9 @@ from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history
-from smartrelease.record.journal import gap_of
 from smartrelease.record.lock import LOCK_STEP, flow_lock
 from smartrelease.flows.release import release_inputs
-from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.steps import StepRunner, Stopped, final_state
 from smartrelease.flows.requester import triggered_by
 from smartrelease.refs import check_dev_tag
 from smartrelease.report import PromotionFacts, ReleaseFacts, Report, StepResult
@@ -71,7 +69,4 @@ def promote_locked(env: Environment, from_tag: str, version: str, force_reason: 
     report = publish_run_report(report, f"Promotion ticket: {from_tag} as {version} for {environment}", images,
                                 key=f"promotion-{environment}")
     notify_report(env, report, "promoted" if report.ok else "promotion failed")
-    if report.ok:
-        return Completed(message=f"{from_tag} promoted as {version}{gap_of(report)}", data=report)
-    return Failed(message="promotion failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
-                  data=report)
+    return final_state(report, f"{from_tag} promoted as {version}", "promotion failed")

@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 
 from prefect import flow
-from prefect.states import Completed, Failed
 
 import smartrelease
 from smartrelease.flows.notify import notify_report
@@ -27,9 +26,8 @@ from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history
-from smartrelease.record.journal import gap_of
 from smartrelease.record.lock import LOCK_STEP, flow_lock
-from smartrelease.flows.steps import StepRunner, Stopped
+from smartrelease.flows.steps import StepRunner, Stopped, final_state
 from smartrelease.flows.requester import triggered_by
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
@@ -224,8 +222,6 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
                          rollback=rb, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     report = Report(flow="rollback", environment=environment, results=results, facts=facts)
     report = publish_run_report(report, f"Rollback report for {environment}", images)
-    if report.ok:
-        return Completed(message=f"rolled back to {facts.version}{gap_of(report)}", data=report)
-    notify_report(env, report, "rollback failed, NOT recovered" if rb else "rollback failed")
-    return Failed(message="rollback failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
-                  data=report)
+    if not report.ok:
+        notify_report(env, report, "rollback failed, NOT recovered" if rb else "rollback failed")
+    return final_state(report, f"rolled back to {facts.version}", "rollback failed")

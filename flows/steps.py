@@ -8,10 +8,12 @@ from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Completed, Failed, State
 
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.redact import mask
-from smartrelease.report import Finding, Status, StepResult
+from smartrelease.record.journal import gap_of
+from smartrelease.report import Finding, Report, Status, StepResult
 
 
 # Who is told of each step as it finishes, (flow name, result): the CLI prints them,
@@ -147,3 +149,12 @@ class StepRunner:
         skipped = [StepResult(name=n, status=Status.SKIPPED, detail="not run: an earlier step failed", duration_ms=0)
                    for n in self.names if n not in ran]
         return self.done + skipped
+
+
+def final_state(report: Report, done: str, failed: str) -> State:
+    """A run's final state, its report as its data: Completed saying `done`, or Failed
+    saying `failed` and the steps that failed; with what could not be published, if
+    anything (record/journal.py)."""
+    if report.ok:
+        return Completed(message=f"{done}{gap_of(report)}", data=report)
+    return Failed(message=f"{failed}: " + ", ".join(r.name for r in report.failures()) + gap_of(report), data=report)

@@ -10,7 +10,7 @@ import time
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect.context import FlowRunContext
@@ -24,7 +24,7 @@ from smartrelease.record.history import event_row, last_release, read_history
 from smartrelease.record.history import publish_report
 from smartrelease.record.journal import gap_of
 from smartrelease.record.lock import LOCK_STEP, Locked, flow_lock
-from smartrelease.flows.steps import gather
+from smartrelease.flows.steps import final_state, gather
 from smartrelease.flows.requester import triggered_by
 from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
@@ -66,12 +66,9 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
         report = publish_verify(report)
         return Completed(message=f"skipped: {exc}{gap_of(report)}", data=report)
     report = publish_verify(report)
-    if report.ok:
-        return Completed(message=f"{version} verified{gap_of(report)}", data=report)
-    if FlowRunContext.get().flow_run.deployment_id:  # a schedule, the UI or CI: nobody is watching a terminal
+    if not report.ok and FlowRunContext.get().flow_run.deployment_id:  # a schedule, the UI or CI: nobody watches a terminal
         notify_report(env, report, "verify failed")
-    return Failed(message="verification failed: " + ", ".join(r.name for r in report.failures()) + gap_of(report),
-                  data=report)
+    return final_state(report, f"{version} verified", "verification failed")
 
 
 def verify_locked(env: Environment, version: str, last: dict | None, lock_step: StepResult,
