@@ -30,8 +30,7 @@ from smartrelease.redact import mask
 from smartrelease.report import APPROVED, CANCELLED, REJECTED, TIMED_OUT, ApprovalFacts, Status, StepResult
 from smartrelease.adapters import prefect_api
 from smartrelease.tasks.migrations import applied_migrations
-from smartrelease.tasks.rollback_plan import tolerate
-from smartrelease.tasks.rollback_plan import DeployedVersion, RollbackPlan, running_deployment
+from smartrelease.tasks.rollback_plan import DeployedVersion, RollbackPlan, running_deployment, tolerate
 
 STEP = "approval"
 POLL_S = 1  # how often the paused run asks the server whether it was answered

@@ -16,8 +16,7 @@ from prefect.runtime import flow_run
 
 import smartrelease
 from smartrelease.blocks import load_environment
-from smartrelease.record.history import NO_VERSION, event_row, read_history
-from smartrelease.record.history import publish_report
+from smartrelease.record.history import NO_VERSION, event_row, publish_report, read_history
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped, final_state

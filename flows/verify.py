@@ -20,8 +20,7 @@ from smartrelease.flows.notify import notify_report
 from smartrelease.blocks import load_environment
 from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
-from smartrelease.record.history import event_row, last_release, read_history
-from smartrelease.record.history import publish_report
+from smartrelease.record.history import deployed, event_row, last_release, publish_report, read_history
 from smartrelease.record.journal import gap_of
 from smartrelease.record.lock import LOCK_STEP, Locked, flow_lock
 from smartrelease.flows.steps import final_state, gather
@@ -30,7 +29,6 @@ from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version
 from smartrelease.tasks.metrics import metrics_task
-from smartrelease.record.history import deployed
 from smartrelease.tasks.rollback_plan import adopted_version
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.tasks.smoke import smoke_task

@@ -17,13 +17,13 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import temporary_settings
 
-from smartrelease.record.lock import import_environment
+from smartrelease.record.lock import (HEARTBEAT_S, LEASE_S, UNNAMED, Locked, environment_lock, held, holder,
+                                      import_environment, limit_name, me)
 from smartrelease.deployments import server
 from smartrelease.deployments.apply import apply
 from smartrelease.deployments.catalog import FLOW_NAMES, PRODUCTION_ENVIRONMENTS, pool_name, prefect_yaml
 from smartrelease.deployments.trigger import check_parameters, parse_parameters
 from smartrelease.record.history import read_history
-from smartrelease.record.lock import HEARTBEAT_S, LEASE_S, UNNAMED, Locked, environment_lock, held, holder, limit_name, me
 from smartrelease.errors import ConfigError
 from tests.conftest import free_port
 from tests.test_cli import smartrelease
@@ -205,7 +205,6 @@ def test_a_holder_that_never_wrote_its_name_is_waited_for_as_such(write_env):
 
 HOLD = """
 import sys, time
-from smartrelease.record.lock import environment_lock, me
 with environment_lock(sys.argv[1], me("killed holder")):
     print("held", flush=True)
     time.sleep(600)
@@ -239,7 +238,6 @@ def test_a_killed_holder_is_freed_at_once_by_unlock_with_its_reason_in_the_histo
 
 HOLD_UNTIL_TOLD = """
 import sys
-from smartrelease.record.lock import environment_lock, me
 with environment_lock(sys.argv[1], me("holder across a restart")):
     print("held", flush=True)
     sys.stdin.readline()

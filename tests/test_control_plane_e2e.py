@@ -21,11 +21,10 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeployme
 from prefect.client.schemas.objects import TERMINAL_STATES
 
 from smartrelease.blocks import load_environment
-from smartrelease.record.lock import import_environment
+from smartrelease.record.lock import environment_lock, holder, import_environment, me
 from smartrelease.deployments.catalog import FLOW_NAMES, deployment_name
 from smartrelease.deployments.trigger import follow
 from smartrelease.record.history import read_history
-from smartrelease.record.lock import environment_lock, holder, me
 from smartrelease.flows.release import release_steps
 from smartrelease.sandbox.app_changes import commit_version
 from smartrelease.sandbox.plane import Plane, down, up
