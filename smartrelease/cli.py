@@ -25,6 +25,19 @@ class _Parser(argparse.ArgumentParser):
                           f"(see `{self.prog} --help`)")
 
 
+def _env_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+
+
+def _no_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="when another run is changing the environment, fail at once naming it (default: wait)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="smartrelease", description="SmartAccounting release automation (Prefect flows).")
     p.add_argument("--version", action="version", version=f"smartrelease {__version__}")
@@ -37,32 +50,30 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="environment name (default: from the file name, .env.prod -> prod)")
 
     pre = sub.add_parser("preflight", help="run the preflight checklist against an environment")
-    pre.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
-    pre.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _env_file(pre)
+    _json(pre)
 
     rel = sub.add_parser("release", help="release a version: preflight, build-pin, launch, wait-ready, smoke, metrics, verify")
-    rel.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    _env_file(rel)
     rel.add_argument("--version", dest="release_version", metavar="X", help="the SemVer to release (default: the app checkout's VERSION)")
     rel.add_argument("--from", dest="from_tag", metavar="TAG",
                      help="release the images this registry tag names, by digest (e.g. a dev build's dev-<sha>)")
     rel.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                      help="what an automatic rollback does to the database (default: undo)")
-    rel.add_argument("--no-wait", dest="wait", action="store_false",
-                     help="when another run is changing the environment, fail at once naming it (default: wait)")
+    _no_wait(rel)
     rel.add_argument("--stop-first", action="store_true",
                      help="stop the old containers before starting the new ones (a release that cannot run beside "
                           "the old version): users get errors until it is ready; default: a cutover with no downtime")
     rel.add_argument("--wait-approval", action="store_true",
                      help="an environment with RELEASE_APPROVAL=required: print the run's URL when the plan is "
                           "ready and wait here for the approval (`smartrelease approve`, or the form in the UI)")
-    rel.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _json(rel)
 
     ad = sub.add_parser("adopt", help="take over an environment released by hand: its running images pushed as "
                                       "adopted-<version> (the version the app reports), recorded in the history")
-    ad.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
-    ad.add_argument("--no-wait", dest="wait", action="store_false",
-                    help="when another run is changing the environment, fail at once naming it (default: wait)")
-    ad.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _env_file(ad)
+    _no_wait(ad)
+    _json(ad)
 
     ap = sub.add_parser("approve", help="answer a release waiting for approval (over the Prefect API)")
     ap.add_argument("run_id", metavar="RUN_ID", help="the flow run's id (in its URL)")
@@ -72,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="the name recorded as the approver (default: $SMARTRELEASE_USER, else your login)")
 
     bd = sub.add_parser("build", help="build and push the app checkout as dev-<short git SHA> (for a dev environment)")
-    bd.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
-    bd.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _env_file(bd)
+    _json(bd)
 
     pm = sub.add_parser("promote", help="give a dev build's digests a SemVer tag, without rebuilding, if they passed in dev")
     pm.add_argument("--env-file", required=True, help="the target environment (e.g. .env.prod), imported first")
@@ -81,12 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--version", dest="promote_version", metavar="X", help="the SemVer to give it (default: the app checkout's VERSION)")
     pm.add_argument("--force", action="store_true", help="promote without a passing dev run (needs --reason)")
     pm.add_argument("--reason", help="why --force is needed; recorded in the ticket and the history")
-    pm.add_argument("--no-wait", dest="wait", action="store_false",
-                     help="when another run is changing the environment, fail at once naming it (default: wait)")
-    pm.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _no_wait(pm)
+    _json(pm)
 
     rb = sub.add_parser("rollback", help="put the previous release back: database (undo, restore or none), images by digest, verify")
-    rb.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    _env_file(rb)
     rb.add_argument("--to", dest="to_version", metavar="VERSION", help="the release to go back to (default: the one before the running one)")
     rb.add_argument("--db-strategy", choices=STRATEGIES, default="undo",
                     help="undo: undo the migrations applied since (after a safety backup); restore: restore the "
@@ -94,26 +104,24 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--stop-first", action="store_true",
                     help="stop the running containers before starting the previous ones: users get errors until "
                          "they are ready; default: a cutover with no downtime")
-    rb.add_argument("--no-wait", dest="wait", action="store_false",
-                     help="when another run is changing the environment, fail at once naming it (default: wait)")
-    rb.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _no_wait(rb)
+    _json(rb)
 
     guard = sub.add_parser("guard", help="turn production migrations off or on (ALLOW_PROD_MIGRATIONS in the environment's block)")
     guard.add_argument("state", choices=["off", "on"])
     guard.add_argument("--name", required=True, help="the environment (block) name, e.g. prod")
 
     ver = sub.add_parser("verify", help="post-deploy verification (read only): health, ready, version, auth health, metrics")
-    ver.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
+    _env_file(ver)
     ver.add_argument("--expect-version", metavar="X", help="the version that must be running (default: the last released)")
-    ver.add_argument("--no-wait", dest="wait", action="store_false",
-                     help="when another run is changing the environment, fail at once naming it (default: wait)")
-    ver.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _no_wait(ver)
+    _json(ver)
 
     dr = sub.add_parser("drill", help="restore drill: the newest backup restored into a scratch database and "
                                       "checked (migrations, tables, schema), with RPO and RTO; the live database "
                                       "is not touched")
-    dr.add_argument("--env-file", required=True, help="imported into the environment's blocks first")
-    dr.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _env_file(dr)
+    _json(dr)
 
     ul = sub.add_parser("unlock", help="free an environment's lock held by a run that died (recorded in the history)")
     ul.add_argument("--env", dest="env_name", required=True, metavar="NAME", help="the environment, e.g. prod")
@@ -141,17 +149,22 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--timeout", type=float, metavar="S", help="with --wait: stop following after S seconds (exit 1)")
     tr.add_argument("--idempotency-key", metavar="K",
                     help="e.g. the CI pipeline's id: a retried job attaches to the run it started")
-    tr.add_argument("--json", action="store_true", help="print one JSON object on standard output")
+    _json(tr)
 
     for plugin in entry_points(group=PLUGINS):  # the sandbox's command, beside the product (sandbox/command.py)
         plugin.load()(sub)
     return p
 
 
-def _report_json(report) -> str:
-    return json.dumps(
-        {"ok": report.ok, "checks": [r.model_dump(mode="json") for r in report.results]}
-    )
+def _told(report, as_json: bool, *, checks: bool = False) -> int:
+    """A command's report printed (as text, or as JSON: preflight's checks, or the
+    release JSON of the others), and the exit code it means."""
+    if as_json:
+        print(json.dumps({"ok": report.ok, "checks": [r.model_dump(mode="json") for r in report.results]} if checks
+                         else report.release_json()))
+    else:
+        print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _cmd_blocks_import(args) -> int:
@@ -221,8 +234,7 @@ def _cmd_preflight(args) -> int:
     from smartrelease.flows.preflight import preflight
 
     report = _run(preflight, args)
-    print(_report_json(report) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json, checks=True)
 
 
 def _semver_or_exit(value: str | None, what: str) -> None:
@@ -251,16 +263,14 @@ def _cmd_release(args) -> int:
     digests = _tag_digests(env, args.from_tag) if args.from_tag else None
     report = _run(release, args, progress=True, version=args.release_version, digests=digests,
                   db_strategy=args.db_strategy, wait=args.wait, stop_first=args.stop_first)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_adopt(args) -> int:
     from smartrelease.flows.adopt import adopt
 
     report = _run(adopt, args, progress=True, wait=args.wait)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _tag_digests(env, tag: str) -> dict[str, str]:
@@ -297,24 +307,21 @@ def _cmd_verify(args) -> int:
     if not args.expect_version and last_release(name) is None:
         raise ConfigError(f"no expected version for {name}: pass --expect-version, or release first")
     report = _run(verify, args, expect_version=args.expect_version, wait=args.wait)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_drill(args) -> int:
     from smartrelease.flows.drill import drill
 
     report = _run(drill, args, progress=True)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_build(args) -> int:
     from smartrelease.flows.build import build
 
     report = _run(build, args)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_promote(args) -> int:
@@ -328,8 +335,7 @@ def _cmd_promote(args) -> int:
 
     report = _run(promote, args, progress=True, from_tag=args.from_tag, version=args.promote_version,
                   force_reason=args.reason if args.force else None, wait=args.wait)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_rollback(args) -> int:
@@ -352,8 +358,7 @@ def _cmd_rollback(args) -> int:
                           f"({', '.join(row['version'] for row in stack)})")
     report = _run(rollback, args, progress=True, to_version=args.to_version, db_strategy=args.db_strategy,
                   wait=args.wait, stop_first=args.stop_first)
-    print(json.dumps(report.release_json()) if args.json else report.text())
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _told(report, args.json)
 
 
 def _cmd_guard(args) -> int:
