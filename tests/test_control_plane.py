@@ -205,6 +205,7 @@ def test_a_holder_that_never_wrote_its_name_is_waited_for_as_such(write_env):
 
 HOLD = """
 import sys, time
+from smartrelease.record.lock import environment_lock, me
 with environment_lock(sys.argv[1], me("killed holder")):
     print("held", flush=True)
     time.sleep(600)
@@ -238,6 +239,7 @@ def test_a_killed_holder_is_freed_at_once_by_unlock_with_its_reason_in_the_histo
 
 HOLD_UNTIL_TOLD = """
 import sys
+from smartrelease.record.lock import environment_lock, me
 with environment_lock(sys.argv[1], me("holder across a restart")):
     print("held", flush=True)
     sys.stdin.readline()
