@@ -41,7 +41,7 @@ from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, Relea
                                  StepResult)
 from smartrelease.refs import check_digest, check_version
 from smartrelease.blocks.app_contract import ROLES, AppContract
-from smartrelease.tasks.build_pin import LABEL_VERSION, build_pin_task
+from smartrelease.tasks.build_pin import build_pin_task
 from smartrelease.tasks.environment import app_version
 from smartrelease.adapters.images import engine, engine_answers_within
 from smartrelease.adapters.postgres import database_answers_within
@@ -51,7 +51,7 @@ from smartrelease.tasks.migrations import confirm_migrations_task, plan_migratio
 from smartrelease.tasks.readiness import wait_ready_task
 from smartrelease.tasks.release_backup import release_backup_task
 from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
-from smartrelease.tasks.rollback_plan import rollback_plan_task, running_deployment
+from smartrelease.tasks.rollback_plan import rollback_plan_task, running_version
 from smartrelease.adapters.running import app_services, running_services
 from smartrelease.tasks.smoke import smoke_task
 from smartrelease.tasks.tls import tls_task
@@ -109,15 +109,6 @@ def running_now(env: Environment) -> dict | None:
         return running_services(engine(timeout_s=30), env)
     except docker.errors.DockerException:
         return None
-
-
-def previous_version(env: Environment, services: dict, history: list[dict]) -> str | None:
-    """The running version: the backend image's label, or the one its adoption recorded."""
-    backend = app_services(env, services).get("backend")
-    if backend is None:
-        return None
-    deployment = running_deployment(env, services, history)
-    return backend.image_labels.get(LABEL_VERSION) or (deployment.version if deployment else None)
 
 
 def preflight_result(env: Environment, version: str, first_release: bool, history: list[dict]) -> StepResult:
@@ -197,7 +188,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     # First: nothing of the app runs in the project. With a history, an environment
     # rebuilt from scratch: preflight's `running` check warns, naming its last release.
     first_release = services is not None and not running
-    facts = ReleaseFacts(version=version, previous_version=previous_version(env, services or {}, history),
+    facts = ReleaseFacts(version=version, previous_version=running_version(env, services or {}, history),
                          triggered_by=triggered_by(), tool_version=smartrelease.__version__)
     gate = env.target.approval_required
     steps = StepRunner(release_steps(env.target, first_release, gate))

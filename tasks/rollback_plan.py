@@ -145,6 +145,18 @@ def running_deployment(env: Environment, running: dict[str, Container] | None = 
     return DeployedVersion(version=version, images=images, adopted=version is not None)
 
 
+def running_version(env: Environment, running: dict[str, Container], history: list[dict] = ()) -> str | None:
+    """The version that runs now, read one way for every caller: the backend image's
+    label, else what the history recorded when it adopted images without one."""
+    backend = app_services(env, running).get("backend")
+    if backend is None:
+        return None
+    if labelled := backend.image_labels.get(LABEL_VERSION):
+        return labelled
+    deployment = running_deployment(env, running, history)
+    return deployment.version if deployment else None
+
+
 def database_decision(pending: list[str], applied: list[str], without_down: list[str]) -> tuple[str, str]:
     """How a rollback of `pending` gives the database back: ("nothing", why) when
     nothing migrates, ("undo", why) when an exact undo can be had, else ("restore", why).
