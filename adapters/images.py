@@ -32,19 +32,28 @@ def engine_answers_within(timeout_s: float, poll_s: float = 0.5) -> float | None
         time.sleep(poll_s)
 
 
+def references(listing: list[dict], *prefixes: str) -> list[str]:
+    """The tags and digest references (an image pulled by digest has no tag) in Engine's
+    image list whose repository starts with one of `prefixes`."""
+    return [ref for image in listing for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
+            if not ref.startswith("<none>") and repository_of(ref).startswith(prefixes)]
+
+
 def remove_images(client: docker.DockerClient, *prefixes: str) -> int:
-    """Remove every tag and digest reference (an image pulled by digest has no tag)
-    whose repository starts with one of `prefixes`; an image left with neither is
-    deleted, one a container still uses is left. How many references went."""
+    """Remove every tag and digest reference whose repository starts with one of
+    `prefixes`; an image left with neither is deleted, one a container still uses is
+    left. How many references went.
+
+    Engine's own list already names each image's references: docker-py's
+    `images.list()` inspects every image after listing them, and fails with 404 when
+    another sandbox on the host deleted one of its own in between."""
     removed = 0
-    for image in client.images.list():
-        for ref in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
-            if repository_of(ref).startswith(prefixes):
-                try:
-                    client.images.remove(ref)
-                    removed += 1
-                except docker.errors.APIError:  # in use by a container (409), or gone meanwhile (404)
-                    pass
+    for ref in references(client.api.images(), *prefixes):
+        try:
+            client.images.remove(ref)
+            removed += 1
+        except docker.errors.APIError:  # in use by a container (409), or gone meanwhile (404)
+            pass
     return removed
 
 

@@ -11,6 +11,7 @@ import docker
 import pytest
 
 from smartrelease.sandbox import identity, manager
+from smartrelease.adapters.images import remove_images
 from smartrelease.adapters.running import compose_labels, containers
 from tests.conftest import free_port, unique
 
@@ -133,3 +134,37 @@ def test_a_container_removed_between_dockers_list_and_its_inspect_is_left_out_no
     assert project in identity.orphaned_projects(client, exclude=set())  # the one left still names it
     with pytest.raises(docker.errors.NotFound):  # what docker-py does by default, and the sandbox did
         gone.reload()
+
+
+@pytest.mark.e2e
+def test_an_image_removed_by_another_sandbox_while_one_removes_its_own_is_not_an_error(monkeypatch):
+    """CI at f166f11: a sandbox's `destroy` failed with docker-py's ImageNotFound, since
+    `images.list()` inspects each image it listed and another sandbox had just deleted
+    one of its own. Here an image is deleted (for real) at that moment, should anything
+    inspect it; the other's tags are still removed."""
+    client = docker.from_env()
+    theirs, ours = f"smartrelease-empty-{unique('theirs')}", f"smartrelease-empty-{unique('ours')}"
+    for repository in (theirs, ours):
+        tar = tarfile.TarInfo(repository)  # a file of its own: an image id of its own
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.addfile(tar, io.BytesIO(b""))
+        client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag="1")
+    their_id = client.images.get(f"{theirs}:1").id
+    inspect = client.api.inspect_image
+
+    def deleted_first(image_id):
+        if image_id == their_id:
+            client.api.remove_image(image_id, force=True)
+        return inspect(image_id)
+
+    monkeypatch.setattr(client.api, "inspect_image", deleted_first)
+    try:
+        assert remove_images(client, f"{ours}") == 1
+        assert client.api.images(name=ours) == []
+    finally:
+        for repository in (theirs, ours):
+            try:
+                client.api.remove_image(f"{repository}:1", force=True)
+            except docker.errors.NotFound:
+                pass

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from hypothesis import given, strategies as st
 
+from smartrelease.adapters.images import references
 from smartrelease.blocks.envfile import name_from_env_file, parse_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.redact import Masker
@@ -151,3 +152,13 @@ def test_the_repository_of_a_tag_or_a_digest_reference_keeps_the_registrys_port(
 def test_a_single_page_apps_answer_is_told_from_the_backends_by_its_content_type(content_type, page):
     headers = {"content-type": content_type} if content_type else {}
     assert is_page(httpx.Response(200, headers=headers)) is page
+
+
+def test_image_references_are_read_from_engines_list_by_repository_prefix():
+    listing = [{"RepoTags": ["127.0.0.1:5000/app/backend:1.0", "other/x:1"], "RepoDigests": ["127.0.0.1:5000/app/backend@sha256:ab"]},
+               {"RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]},
+               {"RepoTags": None, "RepoDigests": ["127.0.0.1:5000/app/frontend@sha256:cd"]}]
+    assert references(listing, "127.0.0.1:5000/app/") == [
+        "127.0.0.1:5000/app/backend:1.0", "127.0.0.1:5000/app/backend@sha256:ab", "127.0.0.1:5000/app/frontend@sha256:cd"]
+    assert references(listing, "127.0.0.1:5000/app/", "other/")[1] == "other/x:1"
+    assert references(listing, "nothing/") == []
