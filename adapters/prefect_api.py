@@ -63,10 +63,19 @@ class _OneShotSlotRefusals(logging.Filter):
         return not (record.msg == SLOT_SERVICE_FAILURE and one_shot)
 
 
+def _not_still_processing(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(STILL_PROCESSING)
+
+
+# One of each: logging adds a filter once only if it is the same object, and both the
+# lock and every task call quiet_task_notices().
+_THREAD_TIMEOUT_NOTICE, _ONE_SHOT_SLOT_REFUSALS = _ThreadTimeoutNotice(), _OneShotSlotRefusals()
+
+
 def quiet_task_notices() -> None:
     """Drop the threaded task runs' timeout notice and the lock's one-shot refusals."""
-    logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
-    logging.getLogger("prefect._internal.concurrency").addFilter(_OneShotSlotRefusals())
+    logging.getLogger("prefect.task_runs").addFilter(_THREAD_TIMEOUT_NOTICE)
+    logging.getLogger("prefect._internal.concurrency").addFilter(_ONE_SHOT_SLOT_REFUSALS)
 
 
 def quiet_exit_notices() -> None:
@@ -75,4 +84,4 @@ def quiet_exit_notices() -> None:
     that line would follow a command's one-line error. The sending goes on; only the
     notice is dropped."""
     for name in ("EventsWorker", "APILogWorker"):
-        logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith(STILL_PROCESSING))
+        logging.getLogger(name).addFilter(_not_still_processing)

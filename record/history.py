@@ -22,8 +22,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smartrelease.record import journal
-from smartrelease.record.journal import PUBLISH_STEP, Entry
+from smartrelease.record.journal import PUBLISH_STEP, Entry, publish_run, replay_quietly
 from smartrelease.report import CANCELLED, REJECTED, TIMED_OUT, Report, Status, StepResult
 
 # The results that change what should run: a release, a rollback, an adoption (what
@@ -250,12 +249,12 @@ def publish_entry(entry: Entry) -> None:
 
 def publish(entry: Entry) -> str | None:
     """`entry` published, journaled first (record/journal.py): None, or the gap, named."""
-    return journal.publish_run(entry, publish_entry)
+    return publish_run(entry, publish_entry)
 
 
 def publish_kept(environment: str) -> list[str]:
     """What this host's journal kept for `environment`, published now; a line each."""
-    return journal.replay_quietly(environment, publish_entry)
+    return replay_quietly(environment, publish_entry)
 
 
 def publish_report(report: Report, artifact_key: str, description: str, row: dict) -> Report:

@@ -1,5 +1,6 @@
 """Pure logic: no services needed."""
 
+import logging
 import uuid
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from smartrelease.adapters.images import references
+from smartrelease.adapters.prefect_api import quiet_exit_notices, quiet_task_notices
 from smartrelease.blocks.envfile import name_from_env_file, parse_env_file
 from smartrelease.errors import ConfigError
 from smartrelease.redact import Masker
@@ -162,3 +164,14 @@ def test_image_references_are_read_from_engines_list_by_repository_prefix():
         "127.0.0.1:5000/app/backend:1.0", "127.0.0.1:5000/app/backend@sha256:ab", "127.0.0.1:5000/app/frontend@sha256:cd"]
     assert references(listing, "127.0.0.1:5000/app/", "other/")[1] == "other/x:1"
     assert references(listing, "nothing/") == []
+
+
+def test_prefects_notices_are_filtered_once_however_often_asked():
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect._internal.concurrency", "EventsWorker")]
+    quiet_task_notices()
+    quiet_exit_notices()
+    once = [len(logger.filters) for logger in loggers]
+    for _ in range(3):  # the lock and each task ask again
+        quiet_task_notices()
+        quiet_exit_notices()
+    assert [len(logger.filters) for logger in loggers] == once
