@@ -39,8 +39,8 @@ def child(op: str, args: argparse.Namespace) -> None:
 
     from pydantic import SecretStr
 
-    from smartrelease.tasks.backup_crypto import verify_checksum
-    from smartrelease.tasks.backup_files import dump_database_encrypted, restore_into
+    from smartrelease.tasks.backup.crypto import verify_checksum
+    from smartrelease.tasks.backup.files import dump_database_encrypted, restore_into
     from smartrelease.tasks.pg_client import HostTools
     from smartrelease.adapters.postgres import DatabaseUrl
 
@@ -58,7 +58,7 @@ def child(op: str, args: argparse.Namespace) -> None:
         from smartrelease.blocks.app_environment import AppEnvironment
         from smartrelease.blocks.envfile import Environment
         from smartrelease.blocks.release_target import ReleaseTarget
-        from smartrelease.tasks.backups import check_backups
+        from smartrelease.tasks.backup.latest import check_backups
 
         env = Environment(name="bench", target=ReleaseTarget(backup_timeout_s=7200), app=AppEnvironment(
             backup_dir=str(Path(args.file).parent), backup_passphrase=passphrase))

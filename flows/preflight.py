@@ -19,8 +19,8 @@ from smartrelease.record.history import read_history
 from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import final_state, gather
 from smartrelease.report import Report
-from smartrelease.tasks.backup_dirs import backup_dirs_task
-from smartrelease.tasks.backups import backups_task
+from smartrelease.tasks.backup.dirs import backup_dirs_task
+from smartrelease.tasks.backup.latest import backups_task
 from smartrelease.tasks.database import database_task
 from smartrelease.tasks.environment import environment_task
 from smartrelease.tasks.takeover import running_task

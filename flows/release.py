@@ -49,7 +49,7 @@ from smartrelease.tasks.cutover import launch_task
 from smartrelease.tasks.metrics import metrics_task
 from smartrelease.tasks.migrations import confirm_migrations_task, plan_migrations_task
 from smartrelease.tasks.readiness import wait_ready_task
-from smartrelease.tasks.release_backup import release_backup_task
+from smartrelease.tasks.backup.take import release_backup_task
 from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, after_failed_release_task
 from smartrelease.tasks.rollback_plan import rollback_plan_task, running_version
 from smartrelease.adapters.running import app_services, running_services

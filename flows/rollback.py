@@ -33,7 +33,7 @@ from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
 from smartrelease.tasks.cutover import launch_task
 from smartrelease.tasks.readiness import wait_ready_task
-from smartrelease.tasks.release_backup import safety_backup_task
+from smartrelease.tasks.backup.take import safety_backup_task
 from smartrelease.tasks.restore import restore_database_task
 from smartrelease.tasks.schema import check_schema_task, describe, differences, schema_lines
 from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInputs, for_rollback_flow_task

@@ -52,7 +52,7 @@ from smartrelease.adapters.images import build_image, remove_images
 from smartrelease.tasks.launch import compose_up, project_compose, start_database
 from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.readiness import wait_ready
-from smartrelease.tasks.release_backup import take_backup
+from smartrelease.tasks.backup.take import take_backup
 from smartrelease.adapters.running import app_services, project_containers, running_services
 
 

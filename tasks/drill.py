@@ -21,8 +21,8 @@ from psycopg import sql
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.backup_crypto import BackupIntegrityError, recorded_checksum, verify_checksum
-from smartrelease.tasks.backup_files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
+from smartrelease.tasks.backup.crypto import BackupIntegrityError, recorded_checksum, verify_checksum
+from smartrelease.tasks.backup.files import (BackupError, ChecksumFailed, DecryptionFailed, backup_size, dump_format, newest_backup,
                                 restore_into)
 from smartrelease.adapters.images import engine, ensure_local
 from smartrelease.tasks.migrations import migration_files, migrations_in

@@ -20,7 +20,7 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import Deadline, failure, start
 from smartrelease.report import Finding
-from smartrelease.tasks.backup_crypto import BackupIntegrityError, decrypt_stream, verify_checksum
+from smartrelease.tasks.backup.crypto import BackupIntegrityError, decrypt_stream, verify_checksum
 from smartrelease.tasks.pg_client import pg_tools
 from smartrelease.tasks.runbook_task import runbook_task
 

@@ -14,15 +14,15 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.refs import ImageRef
 from smartrelease.report import Finding
-from smartrelease.tasks.backup_crypto import sha256_file
-from smartrelease.tasks.backup_files import BackupUnreadable, read_whole
+from smartrelease.tasks.backup.crypto import sha256_file
+from smartrelease.tasks.backup.files import BackupUnreadable, read_whole
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.tasks.build_pin import registry_for, repository_path
 from smartrelease.adapters.images import engine, ensure_local
 from smartrelease.tasks.migrations import applied_migrations, down_steps, migration_files
 from smartrelease.tasks.pg_client import pg_tools
 from smartrelease.adapters.registry import RegistryError
-from smartrelease.tasks.release_backup import BackupRecord
+from smartrelease.tasks.backup.take import BackupRecord
 from smartrelease.record.history import RELEASED, deployed
 from smartrelease.tasks.rollback_plan import (DeployedVersion, RollbackPlan, adopted_version, running_deployment,
                                               undo_out_of_order)

@@ -17,7 +17,7 @@ from smartrelease.tasks.build_pin import LABEL_VERSION, repository_path
 from smartrelease.adapters.images import engine
 from smartrelease.tasks.launch import team_config
 from smartrelease.tasks.migrations import MigrationPlan
-from smartrelease.tasks.release_backup import BackupRecord, fresh_backup
+from smartrelease.tasks.backup.take import BackupRecord, fresh_backup
 from smartrelease.tasks.runbook_task import runbook_task
 from smartrelease.tasks.compose_checks import PINNED_FRONTEND_FIX, pinned_frontend_risk, stop_first_with_downtime
 from smartrelease.tasks.edge_class import EDGE_MEANS, edge_of

@@ -4,7 +4,7 @@ from smartrelease.report import (APPROVED, ApprovalFacts, Report, ReleaseFacts, 
                                  StepResult)
 from smartrelease.flows.approval import description, differences, same_person
 from smartrelease.flows.notify import Message, message_of
-from smartrelease.tasks.release_backup import BackupRecord
+from smartrelease.tasks.backup.take import BackupRecord
 from smartrelease.tasks.rollback_plan import DeployedVersion, MigrationUndo, RollbackPlan
 
 OLD = {"backend": "reg/app/backend@sha256:" + "a" * 64, "frontend": "reg/app/frontend@sha256:" + "b" * 64}

@@ -14,9 +14,9 @@ from smartrelease.blocks.envfile import Environment, parse_env_file
 from smartrelease.blocks.release_target import ReleaseTarget
 from smartrelease.local_postgres import Cluster
 from smartrelease.errors import StepFailed
-from smartrelease.tasks.backup_crypto import MAGIC, decrypt_stream, sha256_file
-from smartrelease.tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
-from smartrelease.tasks.backups import check_backups
+from smartrelease.tasks.backup.crypto import MAGIC, decrypt_stream, sha256_file
+from smartrelease.tasks.backup.files import BackupError, BackupUnreadable, dump_database_encrypted, read_whole
+from smartrelease.tasks.backup.latest import check_backups
 from smartrelease.tasks.restore import restore_database
 from tests.conftest import BACKUP_PASSPHRASE, DB_NAME, DB_PASSWORD, DB_USER, host_tools
 
@@ -164,7 +164,7 @@ def test_a_backup_read_back_derives_its_key_once_and_a_wrong_passphrase_still_fa
     one process: the key of a (passphrase, salt) is derived once."""
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-    from smartrelease.tasks.backup_crypto import BackupIntegrityError, encrypt_stream
+    from smartrelease.tasks.backup.crypto import BackupIntegrityError, encrypt_stream
 
     derived = []
     original = Scrypt.derive
@@ -198,7 +198,7 @@ def test_a_link_planted_in_backup_dir_is_replaced_not_written_through(pg, tmp_pa
 
 def test_a_backups_label_from_an_image_stays_a_file_name_of_backup_dir():
     """The safety backup's label is the running image's version label, unvalidated."""
-    from smartrelease.tasks.release_backup import backup_name
+    from smartrelease.tasks.backup.take import backup_name
 
     for label, kept in (("1.2.0", "1.2.0"), ("../../etc/cron.d/x", "_.._etc_cron.d_x"), ("..", "unknown"),
                         ("a/b c", "a_b_c")):
@@ -214,7 +214,7 @@ def test_new_backups_derive_their_key_at_owasps_scrypt_cost_and_old_ones_still_r
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-    from smartrelease.tasks.backup_crypto import MAGIC_V1, BackupIntegrityError, encrypt_stream
+    from smartrelease.tasks.backup.crypto import MAGIC_V1, BackupIntegrityError, encrypt_stream
 
     new = tmp_path / "new.dump.enc"
     encrypt_stream([b"rows\n"], new, BACKUP_PASSPHRASE)

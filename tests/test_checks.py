@@ -12,8 +12,8 @@ import trustme
 
 from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.errors import StepFailed
-from smartrelease.tasks.backup_dirs import check_backup_dirs
-from smartrelease.tasks.backups import check_backups
+from smartrelease.tasks.backup.dirs import check_backup_dirs
+from smartrelease.tasks.backup.latest import check_backups
 from smartrelease.tasks.database import check_database
 from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.tls import check_tls

@@ -14,8 +14,8 @@ from smartrelease.record.lock import import_environment
 from smartrelease.flows.drill import STEPS, drill
 from smartrelease.record.history import read_history
 from smartrelease.report import Status
-from smartrelease.tasks.backup_crypto import sha256_file
-from smartrelease.tasks.backup_files import dump_database_encrypted
+from smartrelease.tasks.backup.crypto import sha256_file
+from smartrelease.tasks.backup.files import dump_database_encrypted
 from smartrelease.tasks.drill import released_at
 from smartrelease.tasks.schema import fingerprint, schema_of
 from smartrelease.tasks.scratch_database import PREFIX, leftovers

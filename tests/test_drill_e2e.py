@@ -12,7 +12,7 @@ from smartrelease.record.history import last_release, read_history
 from smartrelease.sandbox.app_changes import migration
 from smartrelease.report import Report, Status
 from smartrelease.adapters.postgres import connect
-from smartrelease.tasks.release_backup import take_backup
+from smartrelease.tasks.backup.take import take_backup
 from smartrelease.tasks.scratch_database import leftovers
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, stored
 

@@ -8,7 +8,7 @@ import pytest
 
 from smartrelease.blocks.envfile import parse_env_file
 from smartrelease.errors import StepFailed
-from smartrelease.tasks.release_backup import take_backup
+from smartrelease.tasks.backup.take import take_backup
 from smartrelease.tasks.restore import restore_database
 from smartrelease.adapters.running import service_address
 from tests.conftest import DB_NAME, DB_PASSWORD, DB_USER

@@ -13,7 +13,7 @@ from smartrelease.process import Command, cause_lines, run
 from smartrelease.redact import remember
 from pydantic import SecretStr
 
-from smartrelease.tasks.backup_files import BackupError, dump_database_encrypted
+from smartrelease.tasks.backup.files import BackupError, dump_database_encrypted
 from smartrelease.tasks.pg_client import HostTools
 from smartrelease.adapters.postgres import DatabaseUrl
 from smartrelease.adapters.compose import ComposeProject

@@ -24,7 +24,7 @@ from smartrelease.flows.rollback import rollback
 from smartrelease.flows.verify import verify
 from smartrelease.sandbox.app_changes import STYLES, commit_version, migration
 from smartrelease.report import Status
-from smartrelease.tasks.backup_crypto import sha256_file, verify_checksum
+from smartrelease.tasks.backup.crypto import sha256_file, verify_checksum
 from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.rollback_plan import running_deployment
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored

@@ -184,7 +184,7 @@ def test_a_history_backup_name_that_is_not_a_bare_file_name_is_refused(tmp_path,
 def test_a_backup_replaced_since_the_history_recorded_it_is_refused_before_it_is_read(tmp_path):
     """Issue 31: only the checksum file beside it was checked, which whoever replaced
     the backup could write too."""
-    from smartrelease.tasks.backup_crypto import sha256_file
+    from smartrelease.tasks.backup.crypto import sha256_file
     from smartrelease.tasks.rollback_inputs import _recorded_backup
 
     backup = tmp_path / "prod-1.1.0.dump.enc"

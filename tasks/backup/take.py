@@ -15,8 +15,8 @@ from pathlib import Path
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
-from smartrelease.tasks.backup_crypto import recorded_checksum, sha256_file
-from smartrelease.tasks.backup_files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
+from smartrelease.tasks.backup.crypto import recorded_checksum, sha256_file
+from smartrelease.tasks.backup.files import BackupError, BackupUnreadable, dump_database_encrypted, newest_backup, read_whole
 from smartrelease.tasks.pg_client import pg_tools
 from smartrelease.tasks.runbook_task import runbook_task
 

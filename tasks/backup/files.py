@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smartrelease.errors import CommandFailed
 from smartrelease.process import Command, Deadline, failure, run, start
-from smartrelease.tasks.backup_crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
+from smartrelease.tasks.backup.crypto import CHECKSUM_SUFFIX, MAGICS, BackupIntegrityError, decrypt_stream, encrypt_stream, verify_checksum
 from smartrelease.tasks.pg_client import HostTools, PgTools
 
 PG_RESTORE = "pg_restore"

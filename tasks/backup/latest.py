@@ -18,8 +18,8 @@ from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.files import create_new
-from smartrelease.tasks.backup_crypto import recorded_checksum, sha256_file
-from smartrelease.tasks.backup_files import BackupUnreadable, backup_size, dump_format, newest_backup, read_whole
+from smartrelease.tasks.backup.crypto import recorded_checksum, sha256_file
+from smartrelease.tasks.backup.files import BackupUnreadable, backup_size, dump_format, newest_backup, read_whole
 from smartrelease.tasks.pg_client import pg_tools
 from smartrelease.tasks.runbook_task import runbook_task
 
