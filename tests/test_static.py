@@ -3,7 +3,10 @@ variable renamed in one place and not the other, fails here instead of on the on
 path that reaches it (as a lock's wait once did, in CI)."""
 
 import ast
+import re
+import shutil
 import subprocess
+import zipfile
 import sys
 from pathlib import Path
 
@@ -108,3 +111,30 @@ def test_no_module_of_the_product_imports_itself_through_others():
         if m not in done:
             visit(m)
     assert cycles == []
+
+
+def test_an_install_puts_only_smartrelease_into_site_packages_and_all_of_it(tmp_path):
+    """Issue 32: the design card's folders install under one namespace (setuptools'
+    package-dir), never as generic top-level `tasks` or `flows`; and a package added
+    without its line in pyproject.toml (tasks/backup/, say) would be left out."""
+    # Built from a copy of the tree: setuptools' build/ in the repository would carry what an earlier build saw.
+    tree = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.split("\0")
+    source = tmp_path / "source"
+    for name in filter(None, tree):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-v", "-w", str(tmp_path)],
+                           check=True, capture_output=True, text=True, cwd=tmp_path)
+    # setuptools still copies a package missing from `packages` (as data), and says it will stop doing so.
+    absent = set(re.findall(r"Package '(smartrelease[\w.]*)' is absent from the `packages`", built.stdout + built.stderr))
+    data = ("smartrelease.sandbox.app", "smartrelease.sandbox.edge")  # the sandbox's package-data: files, not code
+    assert {name for name in absent if not name.startswith(data)} == set()
+    [wheel] = tmp_path.glob("smartrelease-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {n.split("/")[0] for n in names} == {"smartrelease", wheel.name.split("-py3")[0] + ".dist-info"}
+    sources = [p.relative_to(REPO) for top in (*PRODUCT, "sandbox") for p in (REPO / top).rglob("*.py")
+               if "app" not in p.relative_to(REPO).parts[1:-1]]  # the sandbox's app is data, copied whole
+    missing = [str(p) for p in sources if ("smartrelease/" + str(p).removeprefix("smartrelease/")) not in names]
+    assert sources and not missing, missing
