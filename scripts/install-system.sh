@@ -7,8 +7,9 @@ set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "install-system: run as root (apt-get, dockerd)" >&2; exit 2; }; }
 
-# chromium: headless, for the tests that drive the Prefect UI (Playwright with executable_path).
-apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap python3-venv chromium)
+# chromium: headless, for the tests that drive the Prefect UI (Playwright with executable_path);
+# gcc and libc6-dev build the tests' shim that keeps it blind to Docker's interfaces (tests/chromium_no_netlink.c).
+apt_packages=(docker.io docker-registry mmdebstrap postgresql-15 postgresql-client-15 uidmap python3-venv chromium gcc libc6-dev)
 
 missing=()
 for p in "${apt_packages[@]}"; do

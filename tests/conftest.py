@@ -9,6 +9,7 @@ import os
 # The test server stores events every 0.5 s instead of 5 s: the secret sweeps read
 # every run's events back, and would otherwise wait for each flush.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL", "0.5")
+import subprocess
 import tempfile
 
 import atexit
@@ -484,3 +485,21 @@ def write_env(tmp_path, pg, ca, app_dir) -> Callable[..., Path]:
         return path
 
     return write
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+NO_NETLINK = Path(__file__).with_name("chromium_no_netlink.c")
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """A function launching headless Chromium for Playwright (extra command-line
+    switches as arguments), blind to this host's interfaces changing: see
+    tests/chromium_no_netlink.c."""
+    shim = tmp_path_factory.mktemp("chromium") / "no_netlink.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(NO_NETLINK), "-ldl"], check=True)
+
+    def launch(playwright, *switches: str):
+        return playwright.chromium.launch(executable_path=CHROMIUM, env={**os.environ, "LD_PRELOAD": str(shim)},
+                                          args=[*(["--no-sandbox"] if os.geteuid() == 0 else []), *switches])
+    return launch

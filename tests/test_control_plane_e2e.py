@@ -266,9 +266,6 @@ def test_a_run_of_one_environments_deployment_refuses_another_environment(plane)
     assert f"this run of deployment preflight/{SIDE} acts on {SIDE!r} only, not {ENV!r}" in done.state.message
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 def log_in(page, ui: str, *, wrong_first: bool = False) -> None:
     """The UI asks for the server's credentials (its login page) before showing
     anything, turns down wrong ones, and lets the holder of the right ones in."""
@@ -279,9 +276,10 @@ def log_in(page, ui: str, *, wrong_first: bool = False) -> None:
     page.on("requestfailed", lambda r: seen.append(f"failed {r.url}: {r.failure}"))
     page.on("response", lambda r: seen.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     field = page.get_by_placeholder("admin:pass")
-    # Seen twice in CI and once here in fresh-clone runs, on a loaded machine: the page
-    # stayed blank (its body empty) after the load, and after a reload. A person opens
-    # it again; so does this, three loads in all, then says what the page met.
+    # Seen twice in CI and once here in fresh-clone runs: the page stayed blank (its body
+    # empty) after the load, and after a reload; most likely its first API call failed
+    # with net::ERR_NETWORK_CHANGED, which the `chromium` fixture now prevents. A person
+    # opens it again; so does this, three loads in all, then says what the page met.
     for _ in range(3):
         page.goto(ui, wait_until="networkidle")
         try:
@@ -302,7 +300,7 @@ def log_in(page, ui: str, *, wrong_first: bool = False) -> None:
     page.get_by_text("Dashboard").first.wait_for()
 
 
-def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path):
+def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_parameters_and_no_secret(plane, tmp_path, chromium):
     """The Prefect UI in headless Chromium: a custom run of release/<env> with a version
     typed into the form (built from the flow's parameters) runs on the environment's
     worker, and its release report opens from the run's page with the version and every
@@ -334,7 +332,7 @@ def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_paramet
         return follow(new[0].id, timeout_s=300)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             log_in(page, ui, wrong_first=True)
@@ -393,7 +391,7 @@ def test_a_person_releases_and_verifies_from_the_ui_whose_forms_show_the_paramet
     assert_no_secret({"the block's page": shown, "the release report's page": report}, secrets)
 
 
-def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_verify_is_notified(plane, tmp_path):
+def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_verify_is_notified(plane, tmp_path, chromium):
     """The approval form in the Prefect UI, in headless Chromium: a release triggered as
     CI does pauses on the worker; its run page's Resume opens the form with the plan;
     approving there resumes it on the worker. A verify run that fails is notified."""
@@ -418,7 +416,7 @@ def test_a_release_approved_in_the_ui_form_goes_on_on_its_worker_and_a_failed_ve
         waiting = listener.wait_for("approval waiting", timeout_s=120)
         assert f"/runs/flow-run/{started['flow_run_id']}" in waiting["body"]
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             try:
                 log_in(page, ui)
