@@ -4,25 +4,20 @@ dev, tagged `dev-<short git SHA>`, pushed; published as the artifact `build-<env
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-import smartrelease
-from smartrelease.blocks import load_environment
-from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped, final_state
-from smartrelease.flows.requester import triggered_by
-from smartrelease.report import ReleaseFacts, Report
-from smartrelease.tasks.build_pin import STEP
+from smartrelease.flows.runbook import environment_of, run_facts
+from smartrelease.report import Report
 from smartrelease.tasks.dev_build import dev_build_task
 
 
 @flow(name="build", flow_run_name="build-{environment}")
 def build(environment: str):
     """Build and push the app checkout of `environment` as dev-<short git SHA>."""
-    check_placement(environment)
-    env = load_environment(environment)
-    steps = StepRunner((STEP,))
-    facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    env = environment_of(environment)
+    steps = StepRunner((dev_build_task,))
+    facts = run_facts()
     try:
-        pinned = steps.run(STEP, dev_build_task, env)
+        pinned = steps.run(dev_build_task, env)
         facts.version, facts.digests, facts.git_sha = pinned.version, pinned.digests, pinned.git_sha
     except Stopped:
         pass

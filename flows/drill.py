@@ -11,22 +11,18 @@ dropped whatever happened after it was created.
 """
 
 from prefect import flow
-from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
-import smartrelease
-from smartrelease.blocks import load_environment
 from smartrelease.record.history import NO_VERSION, event_row, publish_report, read_history
-from smartrelease.flows.notify import notify_report
-from smartrelease.flows.placement import check_placement
 from smartrelease.flows.steps import StepRunner, Stopped, final_state
-from smartrelease.flows.requester import triggered_by
-from smartrelease.report import DrillFacts, ReleaseFacts, Report
-from smartrelease.tasks.drill import (BACKUP_STEP, MIGRATIONS_STEP, RESTORE_STEP, TABLES_STEP, WAL_STEP, check_migrations_task,
-                         check_tables_task, pick_backup_task, restore_backup_task, wal_age_task)
-from smartrelease.tasks.scratch_database import CREATE_STEP, DROP_STEP, create_scratch_task, drop_scratch_task
+from smartrelease.flows.runbook import environment_of, notify_if_unwatched, run_facts
+from smartrelease.report import DrillFacts, Report
+from smartrelease.tasks.drill import (check_migrations_task, check_tables_task, pick_backup_task, restore_backup_task,
+                                      wal_age_task)
+from smartrelease.tasks.scratch_database import create_scratch_task, drop_scratch_task
 
-STEPS = (BACKUP_STEP, WAL_STEP, CREATE_STEP, RESTORE_STEP, MIGRATIONS_STEP, TABLES_STEP, DROP_STEP)
+STEPS = (pick_backup_task, wal_age_task, create_scratch_task, restore_backup_task, check_migrations_task,
+         check_tables_task, drop_scratch_task)
 DRILL_PASSED = "drill passed"
 
 
@@ -34,36 +30,34 @@ DRILL_PASSED = "drill passed"
 def drill(environment: str):
     """Restore the newest backup of `environment` into a scratch database, check it,
     report RPO and RTO, and drop the scratch database."""
-    check_placement(environment)
-    env = load_environment(environment)
+    env = environment_of(environment)
     steps = StepRunner(STEPS)
     d = DrillFacts()
-    facts = ReleaseFacts(triggered_by=triggered_by(), tool_version=smartrelease.__version__, drill=d)
+    facts = run_facts(drill=d)
     scratch = None
     try:
-        backup = steps.run(BACKUP_STEP, pick_backup_task, env)
+        backup = steps.run(pick_backup_task, env)
         d.backup, d.backup_format, d.backup_bytes, d.backup_age_s = backup.name, backup.format, backup.size, backup.age_s
-        if wal := steps.run(WAL_STEP, wal_age_task, env, stop=False):
+        if wal := steps.run(wal_age_task, env, stop=False):
             d.wal_age_s = wal.age_s
-        scratch = steps.run(CREATE_STEP, create_scratch_task, env)
-        restored = steps.run(RESTORE_STEP, restore_backup_task, env, backup, scratch.name)
+        scratch = steps.run(create_scratch_task, env)
+        restored = steps.run(restore_backup_task, env, backup, scratch.name)
         d.restore_s, d.backup_format = round(restored.seconds, 2), restored.format
         # Both checks always run, so a report names every problem of the backup at once.
-        if found := steps.run(MIGRATIONS_STEP, check_migrations_task, env, scratch.name, backup.taken_at,
+        if found := steps.run(check_migrations_task, env, scratch.name, backup.taken_at,
                               read_history(environment), stop=False):
             d.migrations, d.released_version = found.applied, found.released_version
-        if tables := steps.run(TABLES_STEP, check_tables_task, env, scratch.name, stop=False):
+        if tables := steps.run(check_tables_task, env, scratch.name, stop=False):
             d.tables, d.schema_fingerprint = tables.rows, tables.schema_fingerprint
     except Stopped:
         pass
     finally:
         if scratch is not None:
-            steps.run(DROP_STEP, drop_scratch_task, env, scratch.name, stop=False)
+            steps.run(drop_scratch_task, env, scratch.name, stop=False)
     facts.version = d.released_version
     report = Report(flow="drill", environment=environment, results=steps.results(), facts=facts)
     report = publish_drill(report)
-    if not report.ok and FlowRunContext.get().flow_run.deployment_id:  # the schedule, the UI or CI: nobody watches
-        notify_report(env, report, "restore drill failed")
+    notify_if_unwatched(env, report, "restore drill failed")
     return final_state(report, f"{d.backup} restored in {d.restore_s:.1f} s and checked" if report.ok else "",
                        "drill failed")
 

@@ -13,10 +13,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from smartrelease.blocks import load_environment
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import read_history
-from smartrelease.flows.placement import check_placement
+from smartrelease.flows.runbook import environment_of
 from smartrelease.flows.steps import final_state, gather
 from smartrelease.report import Report
 from smartrelease.tasks.backup.dirs import backup_dirs_task
@@ -58,6 +57,5 @@ def preflight(environment: str, version: str | None = None, first_release: bool 
     """Check an environment is ready for a release. `environment` names its blocks.
     `first_release`: nothing of the app runs yet, so nothing may serve the public URL
     (tls then checks what it can and leaves the rest to after launch)."""
-    check_placement(environment)
-    report = run_checks(load_environment(environment), version, first_release)
+    report = run_checks(environment_of(environment), version, first_release)
     return final_state(report, "all checks passed", "failed")

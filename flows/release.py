@@ -21,23 +21,20 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import smartrelease
-from smartrelease.blocks import load_environment
-from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history
 from smartrelease.record.journal import gap_of
 from smartrelease.flows import approval
 from smartrelease.flows.approval import STEP as APPROVAL_STEP
-from smartrelease.record.lock import LOCK_STEP, flow_lock
+from smartrelease.record.lock import LOCK_STEP
 from smartrelease.flows.notify import notify_report
 from smartrelease.flows.preflight import CHECKS, run_checks
 from smartrelease.flows.rollback import roll_back, rollback_command
-from smartrelease.flows.steps import StepRunner, Stopped
-from smartrelease.flows.requester import triggered_by
+from smartrelease.flows.steps import StepRunner, Stopped, step_name
+from smartrelease.flows.runbook import locked_environment, run_facts
 from smartrelease.errors import ConfigError, StepFailed
 from smartrelease.links import artifact_url
-from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, ReleaseFacts, Report, RollbackFacts, Status,
+from smartrelease.report import (APPROVED, CANCELLED, REJECTED, TIMED_OUT, Report, RollbackFacts, Status,
                                  StepResult)
 from smartrelease.refs import check_digest, check_version
 from smartrelease.blocks.app_contract import ROLES, AppContract
@@ -57,7 +54,7 @@ from smartrelease.tasks.smoke import smoke_task
 from smartrelease.tasks.tls import tls_task
 from smartrelease.tasks.verify import verify_task
 
-TLS_AFTER_LAUNCH = "tls"
+PREFLIGHT_STEP = "preflight"  # preflight's checks, run in the release's own run (run_checks)
 
 
 def smoke_steps(contract: AppContract) -> tuple[str, ...]:
@@ -67,13 +64,11 @@ def smoke_steps(contract: AppContract) -> tuple[str, ...]:
 def release_steps(contract: AppContract, first_release: bool = False, approval: bool = False) -> tuple[str, ...]:
     """The release's steps, in order; with an approval gate, a person approves after
     the rollback plan; a first release checks TLS after wait-ready (preflight could not)."""
-    steps = (LOCK_STEP, "preflight", "build-pin", "migration-guard", "rollback-plan",
-             *((APPROVAL_STEP,) if approval else ()), "backup", "launch", "wait-ready",
-             "migrations", *smoke_steps(contract), "metrics", "verify")
-    if not first_release:
-        return steps
-    at = steps.index("wait-ready") + 1
-    return (*steps[:at], TLS_AFTER_LAUNCH, *steps[at:])
+    return tuple(step_name(s) for s in (
+        LOCK_STEP, PREFLIGHT_STEP, build_pin_task, plan_migrations_task, rollback_plan_task,
+        *((APPROVAL_STEP,) if approval else ()), release_backup_task, launch_task, wait_ready_task,
+        *((tls_task,) if first_release else ()), confirm_migrations_task, *smoke_steps(contract), metrics_task,
+        verify_task))
 
 
 STEPS = release_steps(AppContract())  # with the runbook's endpoints, no approval
@@ -119,9 +114,9 @@ def preflight_result(env: Environment, version: str, first_release: bool, histor
     if report.ok:
         warnings = [r for r in report.results if r.status == Status.WARNING]
         detail = f"{len(report.results)} checks passed" + "".join(f"; {r.name}: {r.detail}" for r in warnings)
-        return StepResult(name="preflight", status=Status.WARNING if warnings else Status.PASSED, detail=detail, duration_ms=ms)
+        return StepResult(name=PREFLIGHT_STEP, status=Status.WARNING if warnings else Status.PASSED, detail=detail, duration_ms=ms)
     detail = "; ".join(f"{r.name}: {r.detail}" for r in report.failures())
-    return StepResult(name="preflight", status=Status.FAILED, detail=detail, duration_ms=ms)
+    return StepResult(name=PREFLIGHT_STEP, status=Status.FAILED, detail=detail, duration_ms=ms)
 
 
 def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_strategy: str,
@@ -133,12 +128,12 @@ def automatic_rollback(env: Environment, plan, migrations, new_backend: str, db_
     # A release failed by Docker Engine going away (a restart) is rolled back once it is back.
     engine_away = engine_answers_within(ENGINE_WAIT_S)
     try:
-        database_away = database_answers_within(env, ROLLBACK + "rollback-target", DATABASE_WAIT_S)
+        database_away = database_answers_within(env, ROLLBACK + after_failed_release_task.name, DATABASE_WAIT_S)
     except StepFailed:
         database_away = None  # still away, or refusing for another reason: rollback-target names it
-    decide = StepRunner((ROLLBACK + "rollback-target",))
+    decide = StepRunner((after_failed_release_task,), prefix=ROLLBACK)
     try:
-        inputs = decide.run(ROLLBACK + "rollback-target", after_failed_release_task, env, plan, migrations.pending,
+        inputs = decide.run(after_failed_release_task, env, plan, migrations.pending,
                             new_backend, db_strategy)
     except Stopped:
         return decide.results(), RollbackFacts(to_version=plan.previous.version, instructions=[
@@ -170,13 +165,9 @@ def release(environment: str, version: str | None = None, digests: dict[str, str
     `wait`: when another run is changing the environment, wait for it (else fail at once).
     `stop_first`: stop the old containers before the new ones start (a release that
     cannot run beside the old version), at the cost of downtime; else a cutover."""
-    check_placement(environment)
-    release_inputs(load_environment(environment), version, digests, db_strategy)  # bad input: refused before any wait
-    with flow_lock(environment, "release", wait) as lock_step:
-        # Read again: what was saved while this run waited (a `guard off`) holds for it.
-        env = load_environment(environment)
-        version, digests = release_inputs(env, version, digests, db_strategy)
-        return release_locked(env, version, digests, db_strategy, lock_step, stop_first)
+    with locked_environment(environment, "release", wait,
+                            lambda env: release_inputs(env, version, digests, db_strategy)) as (env, inputs, lock_step):
+        return release_locked(env, *inputs, db_strategy, lock_step, stop_first)
 
 
 def release_locked(env: Environment, version: str, digests: dict[str, str], db_strategy: Strategy,
@@ -188,8 +179,7 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     # First: nothing of the app runs in the project. With a history, an environment
     # rebuilt from scratch: preflight's `running` check warns, naming its last release.
     first_release = services is not None and not running
-    facts = ReleaseFacts(version=version, previous_version=running_version(env, services or {}, history),
-                         triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    facts = run_facts(version=version, previous_version=running_version(env, services or {}, history))
     gate = env.target.approval_required
     steps = StepRunner(release_steps(env.target, first_release, gate))
     images: dict[str, str] = {}
@@ -197,36 +187,36 @@ def release_locked(env: Environment, version: str, digests: dict[str, str], db_s
     try:
         steps.add(lock_step)
         steps.add(preflight_result(env, version, first_release, history))
-        pinned = steps.run("build-pin", build_pin_task, env, version, digests)
+        pinned = steps.run(build_pin_task, env, version, digests)
         facts.digests, facts.git_sha = pinned.digests, pinned.git_sha
         images = {service: image.ref for service, image in pinned.images.items()}
-        plan = steps.run("migration-guard", plan_migrations_task, env, images["backend"],
+        plan = steps.run(plan_migrations_task, env, images["backend"],
                          running["backend"].image_id if "backend" in running else None)
-        rollback_plan = steps.run("rollback-plan", rollback_plan_task, env, version, plan, first_release, history)
+        rollback_plan = steps.run(rollback_plan_task, env, version, plan, first_release, history)
         plan_url = publish_plan(rollback_plan)
         if gate:  # the lock stays held: nothing else changes the environment under the plan
             answer = approval.ask(env, rollback_plan, images, pinned.git_sha, plan_url, facts.previous_version)
             facts.approval = answer.facts
             steps.add(answer.result)
-        backup = steps.run("backup", release_backup_task, env, version, plan.pending)
+        backup = steps.run(release_backup_task, env, version, plan.pending)
         facts.backup = backup.name if backup.taken_now else None
         facts.backup_sha256 = backup.sha256 if backup.taken_now else None
         if rollback_plan.backup_to_take:  # the plan now names the backup a rollback would restore
             rollback_plan = rollback_plan.model_copy(update={"backup": backup, "backup_to_take": False})
             publish_plan(rollback_plan)
         launched = True
-        steps.run("launch", launch_task, env, images, stop_first)
-        steps.run("wait-ready", wait_ready_task, env)
+        steps.run(launch_task, env, images, stop_first)
+        steps.run(wait_ready_task, env)
         if first_release:  # preflight could not check it: nothing served the public URL yet
-            steps.run(TLS_AFTER_LAUNCH, tls_task, env)
-        steps.run("migrations", confirm_migrations_task, env, plan)
+            steps.run(tls_task, env)
+        steps.run(confirm_migrations_task, env, plan)
         facts.migrations_applied = plan.pending
         steps.run_together(lambda: {
             name: smoke_task.with_options(task_run_name=name).submit(env, path)
             for name, path in zip(smoke_steps(env.target), env.target.smoke_paths)
         })
-        steps.run("metrics", metrics_task, env)
-        steps.run("verify", verify_task, env, version, images)
+        steps.run(metrics_task, env)
+        steps.run(verify_task, env, version, images)
     except Stopped:
         detected_at = time.monotonic()
     results = steps.results()

@@ -20,17 +20,14 @@ from datetime import datetime, timezone
 
 from prefect import flow
 
-import smartrelease
 from smartrelease.flows.notify import notify_report
-from smartrelease.blocks import load_environment
-from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history
-from smartrelease.record.lock import LOCK_STEP, flow_lock
+from smartrelease.record.lock import LOCK_STEP
 from smartrelease.flows.steps import StepRunner, Stopped, final_state
-from smartrelease.flows.requester import triggered_by
+from smartrelease.flows.runbook import locked_environment, run_facts
 from smartrelease.errors import ConfigError, StepFailed
-from smartrelease.report import ReleaseFacts, Report, RollbackFacts, Status, StepResult
+from smartrelease.report import Report, RollbackFacts, Status, StepResult
 from smartrelease.tasks.cutover import launch_task
 from smartrelease.tasks.readiness import wait_ready_task
 from smartrelease.tasks.backup.take import safety_backup_task
@@ -40,7 +37,10 @@ from smartrelease.tasks.rollback_inputs import STRATEGIES, Strategy, RollbackInp
 from smartrelease.tasks.undo import stop_backend_task, undo_migrations_task
 from smartrelease.tasks.verify import verify_task
 
-CODE_STEPS = ("relaunch", "wait-ready", "verify")
+RELAUNCH = "relaunch"  # the launch task, with the previous version's images
+CODE_STEPS = (RELAUNCH, wait_ready_task.name, verify_task.name)
+STOP_BACKEND, SAFETY_BACKUP, UNDO = stop_backend_task.name, safety_backup_task.name, undo_migrations_task.name
+RESTORE, SCHEMA = restore_database_task.name, check_schema_task.name
 
 
 def blocked_undo(inputs: RollbackInputs) -> list[str]:
@@ -59,15 +59,15 @@ def checks_schema(inputs: RollbackInputs) -> bool:
 
 
 def sequence(inputs: RollbackInputs, stop_first: bool = False) -> tuple[str, ...]:
-    schema = ("schema",) if checks_schema(inputs) else ()
+    schema = (SCHEMA,) if checks_schema(inputs) else ()
     if inputs.strategy == "undo" and inputs.to_undo and not blocked_undo(inputs):
         if stop_first:
-            return ("stop-backend", "safety-backup", "undo-migrations") + schema + CODE_STEPS
-        return ("relaunch", "wait-ready", "safety-backup", "undo-migrations") + schema + ("verify",)
+            return (STOP_BACKEND, SAFETY_BACKUP, UNDO) + schema + CODE_STEPS
+        return CODE_STEPS[:2] + (SAFETY_BACKUP, UNDO) + schema + CODE_STEPS[2:]
     if inputs.strategy == "undo" and inputs.to_undo:
-        database = ("undo-migrations",)  # blocked: reported, the database not touched
+        database = (UNDO,)  # blocked: reported, the database not touched
     elif inputs.strategy == "restore" and inputs.backup is not None:
-        database = ("stop-backend", "restore-database")
+        database = (STOP_BACKEND, RESTORE)
     else:
         database = ()
     return database + schema + CODE_STEPS
@@ -125,9 +125,9 @@ def schema_left(env: Environment, before: list[str]) -> list[str]:
         return [f"(the schema could not be read again: {exc.reason})"]
 
 
-def relaunch(steps: StepRunner, prefix: str, env: Environment, images: dict[str, str], stop_first: bool) -> None:
-    steps.run(prefix + "relaunch", launch_task, env, images, stop_first)
-    steps.run(prefix + "wait-ready", wait_ready_task, env)
+def relaunch(steps: StepRunner, env: Environment, images: dict[str, str], stop_first: bool) -> None:
+    steps.run(launch_task, env, images, stop_first, name=RELAUNCH)
+    steps.run(wait_ready_task, env)
 
 
 def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", detected_at: float | None = None,
@@ -135,47 +135,46 @@ def roll_back(env: Environment, inputs: RollbackInputs, *, prefix: str = "", det
     """Run the decided rollback (`sequence`); returns its step results and facts
     (never raises Stopped). The relaunch is a cutover (tasks/cutover.py) unless `stop_first`."""
     names = sequence(inputs, stop_first)
-    steps = StepRunner(tuple(prefix + n for n in names))
+    steps = StepRunner(names, prefix=prefix)
     facts = RollbackFacts(to_version=inputs.target.version, images=inputs.target.images, db_strategy=inputs.strategy)
     images = inputs.target.images
     facts.migrations_left = list(inputs.to_undo)  # until the database step says otherwise
-    code_first = names[0] == "relaunch"
+    code_first = names[0] == RELAUNCH
     try:
         if code_first:
-            relaunch(steps, prefix, env, images, stop_first)
+            relaunch(steps, env, images, stop_first)
         if blocked := blocked_undo(inputs):
-            steps.add(StepResult(name=prefix + "undo-migrations", status=Status.FAILED, duration_ms=0,
+            steps.add(StepResult(name=prefix + UNDO, status=Status.FAILED, duration_ms=0,
                                  detail=f"not run: {', '.join(blocked)} has no down step; the database was not touched"),
                       stop=False)
-        if "stop-backend" in names:
-            steps.run(prefix + "stop-backend", stop_backend_task, env, images, inputs.strategy == "undo")
-        if "safety-backup" in names:
-            facts.backup = steps.run(prefix + "safety-backup", safety_backup_task, env, inputs.from_version or "unknown").name
-        if "undo-migrations" in names and not blocked:
-            steps.run(prefix + "undo-migrations", undo_migrations_task, env, inputs.undo_image, inputs.to_undo)
+        if STOP_BACKEND in names:
+            steps.run(stop_backend_task, env, images, inputs.strategy == "undo")
+        if SAFETY_BACKUP in names:
+            facts.backup = steps.run(safety_backup_task, env, inputs.from_version or "unknown").name
+        if UNDO in names and not blocked:
+            steps.run(undo_migrations_task, env, inputs.undo_image, inputs.to_undo)
             facts.migrations_undone, facts.migrations_left = inputs.to_undo, []
-        if "restore-database" in names:
-            steps.run(prefix + "restore-database", restore_database_task, env, inputs.backup.path, inputs.backup.sha256)
+        if RESTORE in names:
+            steps.run(restore_database_task, env, inputs.backup.path, inputs.backup.sha256)
             facts.backup, facts.migrations_left = inputs.backup.name, []
             taken = datetime.fromtimestamp(inputs.backup.taken_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             facts.warnings.append(f"the database was restored from {inputs.backup.name}, taken {taken}: "
                                   "every write since then is lost")
-        if "schema" in names:
+        if SCHEMA in names:
             # Not a reason to leave the backend stopped: the previous version is relaunched
             # either way, and whether it runs on this schema is decided by running it.
-            if not steps.run(prefix + "schema", check_schema_task, env, inputs.schema_before, inputs.from_version,
-                             stop=False):
+            if not steps.run(check_schema_task, env, inputs.schema_before, inputs.from_version, stop=False):
                 facts.schema_left = schema_left(env, inputs.schema_before)
         if not code_first:
-            relaunch(steps, prefix, env, images, stop_first)
-        steps.run(prefix + "verify", verify_task, env, inputs.target.version, images, inputs.target.adopted)
+            relaunch(steps, env, images, stop_first)
+        steps.run(verify_task, env, inputs.target.version, images, inputs.target.adopted)
         facts.recovered = True
         if detected_at is not None:
             facts.time_to_recover_s = round(time.monotonic() - detected_at, 2)
     except Stopped as stopped:
         serving = (f" {inputs.target.version} is serving (relaunch and wait-ready passed), on the database as "
                    f"{inputs.from_version} left it." if code_first and str(stopped) not in
-                   (prefix + "relaunch", prefix + "wait-ready") else "")
+                   tuple(prefix + n for n in CODE_STEPS[:2]) else "")
         facts.instructions.append(
             f"The rollback stopped at {stopped}: the environment is not verified.{serving} Fix the cause named in "
             f"that step, then run {rollback_command(env, inputs.target.version, inputs.strategy)}.")
@@ -192,10 +191,7 @@ def rollback(environment: str, to_version: str | None = None, db_strategy: Strat
     the running containers before the previous ones start (downtime); else a cutover."""
     if db_strategy not in STRATEGIES:
         raise ConfigError(f"db_strategy must be one of {', '.join(STRATEGIES)}, not {db_strategy!r}")
-    check_placement(environment)
-    load_environment(environment)  # blocks missing or invalid: refused before any wait
-    with flow_lock(environment, "rollback", wait) as lock_step:
-        env = load_environment(environment)  # read again: what was saved while this run waited holds for it
+    with locked_environment(environment, "rollback", wait) as (env, _, lock_step):
         return rollback_locked(env, to_version, db_strategy, lock_step, stop_first)
 
 
@@ -203,11 +199,11 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
                     stop_first: bool = False):
     environment = env.name
     started = time.monotonic()
-    steps = StepRunner((LOCK_STEP, "rollback-target"))
+    steps = StepRunner((LOCK_STEP, for_rollback_flow_task))
     steps.add(lock_step)
     inputs = None
     try:
-        inputs = steps.run("rollback-target", for_rollback_flow_task, env, read_history(environment), to_version,
+        inputs = steps.run(for_rollback_flow_task, env, read_history(environment), to_version,
                            db_strategy)
     except Stopped:
         pass
@@ -216,10 +212,9 @@ def rollback_locked(env: Environment, to_version: str | None, db_strategy: Strat
         done, rb = roll_back(env, inputs, detected_at=started, stop_first=stop_first)
         results += done
     images = inputs.target.images if inputs else {}
-    facts = ReleaseFacts(version=inputs.target.version if inputs else to_version,
-                         previous_version=inputs.from_version if inputs else None,
-                         digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()},
-                         rollback=rb, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    facts = run_facts(version=inputs.target.version if inputs else to_version,
+                      previous_version=inputs.from_version if inputs else None,
+                      digests={ref.split("@")[0]: ref.split("@")[1] for ref in images.values()}, rollback=rb)
     report = Report(flow="rollback", environment=environment, results=results, facts=facts)
     report = publish_run_report(report, f"Rollback report for {environment}", images)
     if not report.ok:

@@ -104,12 +104,21 @@ class Stopped(Exception):
     """A step failed; the steps after it do not run."""
 
 
+def step_name(step) -> str:
+    """A step is named by its task (runbook_task gives each its runbook name), or by a
+    string for what no task does (the lock, the approval, preflight within a release)."""
+    return step if isinstance(step, str) else step.name
+
+
 class StepRunner:
     """Runs a flow's steps one after another and records each result; the first
-    failure raises Stopped. Steps never reached are reported as skipped."""
+    failure raises Stopped. Steps never reached are reported as skipped. `steps`:
+    what the run may do, in order, as tasks or names; `prefix` goes before every name
+    (`rollback: ` for the rollback of a failed release)."""
 
-    def __init__(self, names: tuple[str, ...]):
-        self.names = names
+    def __init__(self, steps, prefix: str = ""):
+        self.prefix = prefix
+        self.names = tuple(prefix + step_name(s) for s in steps)
         self.done: list[StepResult] = []
 
     def add(self, result: StepResult, *, stop: bool = True) -> None:
@@ -123,9 +132,11 @@ class StepRunner:
         if result.status == Status.FAILED and stop:
             raise Stopped(result.name)
 
-    def run(self, name: str, task, *args, stop: bool = True):
+    def run(self, task, *args, name: str | None = None, stop: bool = True):
         """Run one task to its end (retries included) and return what it found (None
-        when it failed and `stop` is False)."""
+        when it failed and `stop` is False). The step is named after the task, or
+        `name` (the rollback's `relaunch` is the launch task)."""
+        name = self.prefix + (name or task.name)
         started = time.monotonic()
         state = task.with_options(task_run_name=name)(*args, return_state=True)
         outcome = state.result(raise_on_failure=False)

@@ -13,18 +13,12 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from prefect.context import FlowRunContext
-
-import smartrelease
-from smartrelease.flows.notify import notify_report
-from smartrelease.blocks import load_environment
-from smartrelease.flows.placement import check_placement
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import deployed, event_row, last_release, publish_report, read_history
 from smartrelease.record.journal import gap_of
-from smartrelease.record.lock import LOCK_STEP, Locked, flow_lock
+from smartrelease.record.lock import LOCK_STEP, Locked
 from smartrelease.flows.steps import final_state, gather
-from smartrelease.flows.requester import triggered_by
+from smartrelease.flows.runbook import locked_environment, notify_if_unwatched, run_facts
 from smartrelease.errors import ConfigError
 from smartrelease.report import ReleaseFacts, Report, Status, StepResult
 from smartrelease.refs import check_version
@@ -41,13 +35,13 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
     (whose digests are then checked too). While another run is changing the
     environment it records itself as skipped (never a failure), or with `wait`
     waits for that run and verifies what it left."""
-    check_placement(environment)
-    env = load_environment(environment)
-    if expect_version:
-        check_version(expect_version, "expected version")
-    facts = ReleaseFacts(version=expect_version, triggered_by=triggered_by(), tool_version=smartrelease.__version__)
+    def expected(_env) -> None:
+        if expect_version:
+            check_version(expect_version, "expected version")
+
+    facts = run_facts(version=expect_version)
     try:
-        with flow_lock(environment, "verify", wait) as lock_step:
+        with locked_environment(environment, "verify", wait, expected) as (env, _, lock_step):
             # What to expect is read once the lock is held: a release waited for changed it.
             history = read_history(environment)
             stack = deployed(history)
@@ -64,8 +58,7 @@ def verify(environment: str, expect_version: str | None = None, wait: bool = Fal
         report = publish_verify(report)
         return Completed(message=f"skipped: {exc}{gap_of(report)}", data=report)
     report = publish_verify(report)
-    if not report.ok and FlowRunContext.get().flow_run.deployment_id:  # a schedule, the UI or CI: nobody watches a terminal
-        notify_report(env, report, "verify failed")
+    notify_if_unwatched(env, report, "verify failed")
     return final_state(report, f"{version} verified", "verification failed")
 
 
@@ -76,8 +69,8 @@ def verify_locked(env: Environment, version: str, last: dict | None, lock_step: 
     started = time.monotonic()
     futures = {f"smoke {path}": smoke_task.with_options(task_run_name=f"smoke {path}").submit(env, path)
                for path in env.target.smoke_paths}
-    futures["metrics"] = metrics_task.with_options(task_run_name="metrics").submit(env)
-    futures["verify"] = verify_task.with_options(task_run_name="verify").submit(env, version, images, adopted)
+    futures[metrics_task.name] = metrics_task.submit(env)
+    futures[verify_task.name] = verify_task.submit(env, version, images, adopted)
     results = gather(futures, started)
     facts.digests = dict(ref.split("@", 1) for ref in images.values())
     facts.git_sha = (last or {}).get("git_sha") if images else None
