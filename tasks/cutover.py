@@ -36,6 +36,11 @@ no new container: every service is stopped first and the edge restarted after
 
 `--stop-first` is the old way, `compose up` recreating the
 containers: the service is down until the new ones start.
+
+Steps 1 to 3 are values (`cut_steps`: Start, Settle, Drain, Stop), decided before
+anything runs and tested as such; `cut` runs them. Compose starts the new containers
+(it alone knows the service's configuration); Docker Engine stops, drains and
+removes the old ones by id (Compose acts on a whole service, never one container).
 """
 
 import time
@@ -294,10 +299,10 @@ def other_services(env: Environment, app: list[str]) -> list[str]:
 
 
 def start_beside(client: docker.DockerClient, env: Environment, images: dict[str, str],
-                 plan: list[ServiceCutover]) -> dict[str, list[str]]:
+                 plan: list[ServiceCutover], grace_s: float) -> dict[str, list[str]]:
     """Step 1: the new containers of each planned service, beside the old ones
     (service -> their ids); a service stopped first has its old ones stopped (SIGTERM,
-    RELEASE_DRAIN_S) and removed before. On failure no new one is left behind."""
+    then SIGKILL after `grace_s`) and removed before. On failure no new one is left behind."""
     project, name = project_compose(env, images), env.target.compose_project
 
     def new_ones() -> dict[str, list[str]]:
@@ -308,7 +313,7 @@ def start_beside(client: docker.DockerClient, env: Environment, images: dict[str
         if env.target.database_service:
             start_database(env)
         remove(client, [cid for p in plan for cid in p.stale])
-        remove(client, [cid for p in plan if p.stop_first for cid in p.old], grace_s=env.target.drain_s)
+        remove(client, [cid for p in plan if p.stop_first for cid in p.old], grace_s=grace_s)
         run(project.up([p.service for p in plan], no_deps=True, no_recreate=True,
                        scale={p.service: p.scale for p in plan}))
     except CommandFailed as exc:
@@ -368,6 +373,53 @@ def stop_order(plan: list[ServiceCutover], frontend: str) -> list[list[str]]:
     return [g for g in groups if g]
 
 
+@dataclass(frozen=True)
+class Start:
+    """Step 1 for one wave: the stale containers removed, the old ones of a service
+    stopped first stopped (SIGTERM, then SIGKILL after `grace_s`) and removed, then
+    `compose up --no-deps --no-recreate --scale` starts the new ones beside the others;
+    the step ends once every new one is healthy, or serves (`probed`)."""
+
+    wave: tuple[ServiceCutover, ...]
+    grace_s: float
+    probed: bool
+
+
+@dataclass(frozen=True)
+class Settle:
+    """A wait for the edge: it finds the new containers, or lets go of the old ones."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The old containers' health check failed (RELEASE_DRAIN_FILE), until Docker says so."""
+
+    ids: tuple[str, ...]
+    drain_file: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Old containers told to stop (SIGTERM, then SIGKILL after `grace_s`), and removed."""
+
+    ids: tuple[str, ...]
+    grace_s: float
+
+
+def cut_steps(plan: list[ServiceCutover], edge_kind: str, target, backend_first: str | None) -> list:
+    """Steps 1 to 3 of the module's docstring as values, in order, for `plan` (whose
+    services all have old containers serving) behind an edge of `edge_kind`."""
+    probed = edge_kind != "discovery"  # the edge reads no health status: each new container probed on its own address
+    steps: list = [Start(tuple(wave), target.drain_s, probed) for wave in waves(plan, backend_first)]
+    order = stop_order(plan, target.frontend_service)
+    if not probed and order:
+        old = tuple(cid for group in order for cid in group)
+        steps += [Settle(target.edge_settle_s), Drain(old, target.drain_file), Settle(target.edge_settle_s)]
+    return steps + [Stop(tuple(group), target.drain_s) for group in order]
+
+
 def cutover(env: Environment, images: dict[str, str]) -> Finding:
     """`images`: role -> reference. See the module's docstring."""
     client = engine(timeout_s=env.target.drain_s + 60)
@@ -424,42 +476,41 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
 
 def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], plan: list[ServiceCutover],
         edge: EdgeClass, *, backend_first: str | None, tidied: str = "") -> Finding:
-    """Steps 1 to 3 of the module's docstring for `plan`, whose services all have old
-    containers serving; StepFailed, with every new container removed, when a new
-    one fails. `tidied`: what was done before, for the report."""
+    """Run cut_steps for `plan`; StepFailed, with every new container removed, when a
+    new one fails before any old one is told to stop. `tidied`: what was done before,
+    for the report."""
     t = env.target
-    probed = edge.kind != "discovery"  # the edge reads no health status: each new container probed on its own address
+    steps = cut_steps(plan, edge.kind, t, backend_first)
+    probed = edge.kind != "discovery"
     stopped_at = time.monotonic()
     new: dict[str, list[str]] = {}
     was_unhealthy: set[str] = set()
-    healthy_s = 0.0
-    try:
-        for wave in waves(plan, backend_first):
-            started = start_beside(client, env, images, wave)
-            new |= started
-            healthy_s += wait_healthy(client, env, started, was_unhealthy, probed=probed)
-    except StepFailed as exc:
-        remove(client, [cid for ids in new.values() for cid in ids])
-        head, _, logs = exc.reason.partition("\n")
-        raise StepFailed(STEP, f"{head}; removed the new containers: {kept_serving(plan)}"
-                               + (f"; last log lines:\n{logs}" if logs else "")) from None
-    healthy_at = time.monotonic()
-
-    order = stop_order(plan, t.frontend_service)
-    old = [cid for group in order for cid in group]
-    if probed or not old:
-        # The edge resolves the name: the new ones are in its answers since they
-        # started; an old one told to stop refuses new connections at once and leaves
-        # the answers when it exits (docs/zero-downtime.md). No health check to wait for.
-        drained = "told to stop (SIGTERM)"
-    else:
-        time.sleep(t.edge_settle_s)  # the edge finds the new ones
-        drained = drain(client, old, t.drain_file)
-        time.sleep(t.edge_settle_s)  # the edge lets go of the old ones
-    stop_started = time.monotonic()
-    for group in order:
-        remove(client, group, grace_s=t.drain_s)
-    stopped_s = time.monotonic() - stop_started
+    healthy_s, healthy_at, stop_started = 0.0, 0.0, None
+    # The edge resolves the name: the new ones are in its answers since they started;
+    # an old one told to stop refuses new connections at once and leaves the answers
+    # when it exits (docs/zero-downtime.md). No health check to wait for.
+    drained = "told to stop (SIGTERM)"
+    for step in steps:
+        match step:
+            case Start(wave=wave, grace_s=grace_s, probed=probe):
+                try:
+                    started = start_beside(client, env, images, list(wave), grace_s)
+                    new |= started
+                    healthy_s += wait_healthy(client, env, started, was_unhealthy, probed=probe)
+                except StepFailed as exc:
+                    remove(client, [cid for ids in new.values() for cid in ids])
+                    head, _, logs = exc.reason.partition("\n")
+                    raise StepFailed(STEP, f"{head}; removed the new containers: {kept_serving(plan)}"
+                                           + (f"; last log lines:\n{logs}" if logs else "")) from None
+                healthy_at = time.monotonic()
+            case Settle(seconds=seconds):
+                time.sleep(seconds)
+            case Drain(ids=ids, drain_file=drain_file):
+                drained = drain(client, ids, drain_file)
+            case Stop(ids=ids, grace_s=grace_s):
+                stop_started = stop_started or time.monotonic()
+                remove(client, ids, grace_s=grace_s)
+    stopped_s = time.monotonic() - stop_started if stop_started else 0.0
     by_service = {t.service(role): ref for role, ref in images.items()}
     restarted = restart_static_edge(env, images, edge, list(by_service))
     # Users get errors on a service stopped first until its new container serves, and
@@ -472,7 +523,7 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
                           + (f": new serving after {healthy_s:.1f} s (each answered its ready path on its own address)"
                              if probed else f": new healthy after {healthy_s:.1f} s")
                           + (f" ({', '.join(sorted(was_unhealthy))} unhealthy on the way)" if was_unhealthy else "")
-                          + (f"; old {drained}, stopped and removed in {stopped_s:.1f} s" if old else "")
+                          + (f"; old {drained}, stopped and removed in {stopped_s:.1f} s" if stop_started else "")
                           + f"{stopped_first}{restarted}{tidied}"
                           + (f". {UNDRAINED}" if drained.startswith("not") else ""),
                    warning=drained.startswith("not") or bool(stopped_first))

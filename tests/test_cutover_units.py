@@ -13,8 +13,9 @@ from smartrelease.errors import StepFailed
 from smartrelease.process import run
 from smartrelease.tasks.compose_checks import (cannot_run_twice, compose_problems, pinned_frontend_risk, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
-from smartrelease.tasks.cutover import (Container, Probe, failure, kept_serving, leftovers, plan_cutover, probe_of, stop_order,
-                           stopped_first_note, tcp_ports, waves)
+from smartrelease.blocks.release_target import ReleaseTarget
+from smartrelease.tasks.cutover import (Container, Drain, Probe, Settle, Start, Stop, cut_steps, failure, kept_serving,
+                                        leftovers, plan_cutover, probe_of, stop_order, stopped_first_note, tcp_ports, waves)
 from smartrelease.adapters.running import address_of
 from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.launch import project_compose
@@ -382,3 +383,40 @@ def test_a_real_teams_compose_file_is_refused_line_by_line_for_what_a_release_co
         "    image: nginx:1.25\n")
     assert compose_problems(env) == []
     assert resolved(env)["services"]["frontend"]["image"] == "registry.test/f@sha256:" + "f" * 64
+
+
+TARGET = ReleaseTarget(drain_s=7, edge_settle_s=2, drain_file="/tmp/drain")
+
+
+def both_services() -> list:
+    return plan_cutover({"backend": [container("b1")], "frontend": [container("f1", WEB)]},
+                        {"backend": NEW, "frontend": WEB.replace("c" * 64, "d" * 64)})
+
+
+def test_behind_a_discovery_edge_the_new_ones_start_then_the_old_ones_are_drained_and_stopped_frontend_first():
+    plan = both_services()
+    assert cut_steps(plan, "discovery", TARGET, backend_first=None) == [
+        Start(tuple(plan), 7, probed=False), Settle(2), Drain(("f1", "b1"), "/tmp/drain"), Settle(2),
+        Stop(("f1",), 7), Stop(("b1",), 7)]
+
+
+def test_behind_an_edge_that_resolves_names_nothing_is_drained_or_waited_for_and_each_new_one_is_probed():
+    plan = both_services()
+    assert cut_steps(plan, "dns", TARGET, backend_first=None) == [Start(tuple(plan), 7, probed=True),
+                                                                  Stop(("f1",), 7), Stop(("b1",), 7)]
+
+
+def test_a_frontend_that_pins_the_backend_starts_in_a_wave_after_it():
+    plan = both_services()
+    backend, frontend = (next(p for p in plan if p.service == s) for s in ("backend", "frontend"))
+    steps = cut_steps(plan, "dns", TARGET, backend_first="backend")
+    assert steps[:2] == [Start((backend,), 7, probed=True), Start((frontend,), 7, probed=True)]
+    assert steps[2:] == [Stop(("f1",), 7), Stop(("b1",), 7)]
+
+
+def test_a_service_stopped_first_is_stopped_within_its_start_and_not_again_after():
+    plan = plan_cutover({"backend": [container("b1")], "frontend": [container("f1", WEB)]},
+                        {"backend": NEW, "frontend": WEB.replace("c" * 64, "d" * 64)}, {"frontend": "a host port"})
+    steps = cut_steps(plan, "discovery", TARGET, backend_first=None)
+    assert steps[0] == Start(tuple(plan), 7, probed=False)
+    assert [s for s in steps if isinstance(s, (Drain, Stop))] == [Drain(("b1",), "/tmp/drain"), Stop(("b1",), 7)]
