@@ -9,6 +9,7 @@ Measured against Prefect 3.9. Elsewhere the code uses Prefect's public API only
 """
 
 import logging
+from contextlib import contextmanager
 
 # Prefect itself is imported inside the functions that use it: the CLI installs the
 # exit-notice filter first thing, and refuses bad input before seconds of importing
@@ -85,3 +86,17 @@ def quiet_exit_notices() -> None:
     notice is dropped."""
     for name in ("EventsWorker", "APILogWorker"):
         logging.getLogger(name).addFilter(_not_still_processing)
+
+
+@contextmanager
+def without_flow_heartbeat():
+    """Flow runs started in this block have no Prefect heartbeat thread. The run's end
+    joins that thread, which sleeps in steps of 1 s: up to a second on every command
+    (docs/benchmarks-floor.md). What the heartbeat buys is the server marking a run
+    whose process died, through an automation; a command's run has its terminal
+    watching it, and the environment's lock its own heartbeat (record/lock.py). Only
+    code can turn it off: the environment variable takes an integer of 30 or more."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -190,6 +190,7 @@ def _run(flow, args, *, progress: bool = False, **parameters):
     `progress`, each step is printed as it finishes."""
     import time
 
+    from smartrelease.adapters.prefect_api import without_flow_heartbeat
     from smartrelease.record.lock import import_environment
 
     from smartrelease.record import journal
@@ -200,7 +201,8 @@ def _run(flow, args, *, progress: bool = False, **parameters):
         observers.append(_progress)
     started_ns = time.time_ns()
     try:
-        state = flow(environment=env.name, return_state=True, **parameters)
+        with without_flow_heartbeat():  # its terminal watches the run (adapters/prefect_api.py)
+            state = flow(environment=env.name, return_state=True, **parameters)
     except journal.UNREACHABLE as exc:  # Prefect could not tell the server the run's end
         return _kept_report(flow.name, env.name, started_ns, exc)
     finally:

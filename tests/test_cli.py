@@ -10,7 +10,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from smartrelease.flows.preflight import CHECKS
-from tests.conftest import free_port
+from tests.conftest import TERMINAL_EVENTS, free_port, stored
 
 
 def smartrelease(*args, env_extra=None) -> subprocess.CompletedProcess:
@@ -58,6 +58,21 @@ def test_json_contract_on_a_failing_environment(write_env, https_server):
         assert isinstance(check["duration_ms"], (int, float)) and check["duration_ms"] >= 0
     tls = next(c for c in report["checks"] if c["name"] == "tls")
     assert tls["status"] == "failed" and "answered 503" in tls["detail"]
+
+
+def test_a_commands_run_sends_no_prefect_heartbeat_which_cost_it_up_to_a_second(write_env, https_server):
+    """Issue 33: the end of a flow run joins Prefect's heartbeat thread, which sleeps in
+    steps of 1 s. A command's run goes without it; its other events still arrive."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    out = smartrelease("preflight", "--env-file", str(write_env(name="noheartbeat", public_url=https_server())))
+    assert out.returncode in (0, 1), out.stderr
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["preflight-noheartbeat"])))
+    names = stored(run.id)["event_names"]  # waits for the run's terminal event
+    assert TERMINAL_EVENTS & set(names), names
+    assert "prefect.flow-run.heartbeat" not in names, names
 
 
 def test_release_with_a_bad_version_is_exit_2_and_touches_nothing(write_env):
