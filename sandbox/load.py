@@ -159,6 +159,13 @@ class Load:
                         for sent, latency, outcome in (line.split() for line in lines[:-1])]
         self._process = None
 
+    def failed_line(self, limit: int = 10) -> str:
+        """The failed requests, for a test's message: when each was sent (after the load
+        began), how long it took and what it got; after stop()."""
+        failed = [s for s in self.samples if s.failed]
+        return "; ".join(f"+{s.sent - self.started:.1f} s: {s.outcome} after {s.latency_s:.2f} s"
+                         for s in failed[:limit]) + (f"; and {len(failed) - limit} more" if len(failed) > limit else "")
+
     def stats(self, since: float | None = None, until: float | None = None) -> Stats:
         """Of the requests sent in [since, until] (default: the whole run); after stop()."""
         since = self.started if since is None else since

@@ -156,6 +156,10 @@ def test_load_stats_count_5xx_and_errors_as_failures_and_take_the_nearest_rank_p
     assert stats.p50_ms == 10.0 and stats.p99_ms == 500.0 and stats.max_ms == 1000.0
     assert percentile([], 99) == 0.0 and percentile([3.0], 99) == 3.0
     assert "2 failed (503 x1, ConnectError x1)" in stats.line()
+    load = Load("https://127.0.0.1:1/", rate=1)
+    load.started, load.samples = 90.0, samples
+    assert load.failed_line() == "+7.0 s: 503 after 1.00 s; +8.0 s: ConnectError after 0.50 s"
+    assert load.failed_line(limit=1) == "+7.0 s: 503 after 1.00 s; and 1 more"
 
 
 def test_load_goes_only_to_this_machine_within_bounds():

@@ -93,6 +93,11 @@ defaults
   mode http
   log global
   option dontlognull
+  # Only the sessions that went wrong, with HAProxy's termination flags (which side
+  # closed, at which stage): what a test that saw a failed request needs.
+  option httplog
+  option dontlog-normal
+  option log-separate-errors
   timeout connect 1s
   timeout client 60s
   timeout server 60s
