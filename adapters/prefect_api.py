@@ -92,10 +92,12 @@ def quiet_exit_notices() -> None:
 def without_flow_heartbeat():
     """Flow runs started in this block have no Prefect heartbeat thread. The run's end
     joins that thread, which sleeps in steps of 1 s: up to a second on every command
-    (docs/benchmarks-floor.md). What the heartbeat buys is the server marking a run
-    whose process died, through an automation; a command's run has its terminal
-    watching it, and the environment's lock its own heartbeat (record/lock.py). Only
-    code can turn it off: the environment variable takes an integer of 30 or more."""
+    (docs/benchmarks-floor.md). Heartbeats feed an automation, if someone made one,
+    that marks a run whose process died as crashed (Prefect's "detect zombie flows";
+    this project makes none). A command's run has its terminal watching it, and the
+    environment's lock its own heartbeat (record/lock.py); runs on a worker keep
+    Prefect's. Only code can turn it off: the environment variable takes an integer
+    of 30 or more."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -201,9 +201,12 @@ start to end {phase("server_start", "server_end")} ms; the process asked for the
 
   The environment cannot turn it off: `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` takes an
   integer of 30 or more (an empty value, `null` or `None` fail its parsing); none is
-  a Prefect setting given in code (`temporary_settings`). What the heartbeat buys is
-  the server marking a run whose process died as crashed; the lock has heartbeats of
-  its own (record/lock.py). Whether to give it up, per command, is issue 33's to decide.
+  a Prefect setting given in code (`temporary_settings`). Heartbeats feed an
+  automation, if one was made, that marks a run whose process died as crashed
+  (Prefect's "detect zombie flows"; this project makes none); the lock has heartbeats
+  of its own (record/lock.py). Decided (issue 33): a command's run
+  (`smartrelease preflight`, `release`, ...) goes without it, as its terminal watches
+  it (`adapters/prefect_api.without_flow_heartbeat`); a run on a worker keeps it.
 - `import prefect` is most of the rest; the project's flow modules add
   {median_ms([b - a for a, b in zip(imports["prefect"], imports["smartrelease.flows.release"])])} ms to it (`smartrelease.flows.release`).
 - The API calls of the run itself (create, set running, set completed) are tens of ms.
