@@ -24,7 +24,7 @@ from smartrelease.sandbox.load import Load, check_writes
 from smartrelease.sandbox.stacks import Stack, put
 from smartrelease.report import Status
 from smartrelease.adapters.postgres import connect
-from smartrelease.adapters.running import service_containers
+from smartrelease.adapters.running import logs_tail, service_containers
 from tests.conftest import by_name
 from tests.release_sandbox import module_sandbox
 
@@ -54,13 +54,9 @@ def what_failed(sandbox, *loads: Load) -> str:
     """For a failure's message: the failed requests, and what the edge logged of the
     sessions that went wrong (HAProxy's termination flags name the side that closed)."""
     env, client = sandbox.env(), docker.from_env()
-    edge = "".join(c.logs(tail=20).decode(errors="replace")
-                   for c in docker_containers(client, env.target.compose_project, "edge"))
+    edge = "\n".join(logs_tail(client, c.id, lines=20)
+                     for c in service_containers(client, env.target.compose_project, "edge"))
     return " | ".join(load.failed_line() for load in loads) + f"\nedge's log:\n{edge}"
-
-
-def docker_containers(client, project: str, service: str) -> list:
-    return [client.containers.get(c.id) for c in service_containers(client, project, service)]
 
 
 def app_containers(sandbox) -> dict[str, list[str]]:
