@@ -54,8 +54,10 @@ def what_failed(sandbox, *loads: Load) -> str:
     """For a failure's message: the failed requests, and what the edge logged of the
     sessions that went wrong (HAProxy's termination flags name the side that closed)."""
     env, client = sandbox.env(), docker.from_env()
-    edge = "\n".join(logs_tail(client, c.id, lines=20)
-                     for c in service_containers(client, env.target.compose_project, "edge"))
+    logged = "\n".join(logs_tail(client, c.id, lines=5000)
+                       for c in service_containers(client, env.target.compose_project, "edge")).splitlines()
+    # HAProxy's termination flags: "----" for a session that ended normally (logged for its retries).
+    edge = "\n".join([line for line in logged if " ---- " not in line][-30:])
     return " | ".join(load.failed_line() for load in loads) + f"\nedge's log:\n{edge}"
 
 
@@ -73,7 +75,7 @@ def test_a_release_that_starts_slowly_is_served_as_soon_as_it_answers_and_drops_
         state, report, _ = sandbox.release("6.1.0", faults=["slow-start 3"])
     assert state.is_completed(), report.text()
     stats = traffic.stats()
-    assert stats.requests > 5 * RATE and stats.failed == 0, (stats.line(), what_failed(sandbox, traffic))
+    assert stats.requests > 5 * RATE and stats.failed == 0, stats.line() + "\n" + what_failed(sandbox, traffic)
     launch = by_name(report)["launch"]
     assert launch.status == Status.PASSED and "each answered its ready path on its own address" in launch.detail, \
         launch.detail
@@ -98,7 +100,7 @@ def test_a_release_that_crashes_on_start_leaves_exactly_the_old_containers_servi
         state, report, _ = sandbox.release("6.2.0", faults=["crash-on-start"])
     assert state.is_failed()
     stats = traffic.stats()
-    assert stats.requests > 2 * RATE and stats.failed == 0, (stats.line(), what_failed(sandbox, traffic))
+    assert stats.requests > 2 * RATE and stats.failed == 0, stats.line() + "\n" + what_failed(sandbox, traffic)
     launch = by_name(report)["launch"]
     assert launch.status == Status.FAILED and "(a new one)" in launch.detail, launch.detail
     assert "the old version kept serving" in launch.detail, launch.detail
@@ -118,7 +120,7 @@ def test_a_broken_health_endpoint_behind_the_page_is_caught_on_the_backends_own_
     rb = report.facts.rollback
     assert rb.recovered, report.text()
     stats = traffic.stats()
-    assert stats.failed == 0, (stats.line(), what_failed(sandbox, traffic))
+    assert stats.failed == 0, stats.line() + "\n" + what_failed(sandbox, traffic)
 
 
 def test_a_backend_port_that_cannot_be_known_fails_the_launch_before_any_container_is_created(sandbox):
@@ -178,8 +180,8 @@ def test_a_frontend_that_resolves_the_backend_once_is_replaced_around_it_and_fai
     plan = by_name(report)["rollback-plan"]
     risk = "RELEASE_FRONTEND_PINS_BACKEND: the frontend resolves the backend once, at its start"
     if connect_timeout:
-        assert stats.failed == 0 and written.failed == 0 and rows.unanswered == 0, (
-            stats.line(), written.line(), what_failed(sandbox, traffic, writes))
+        assert stats.failed == 0 and written.failed == 0 and rows.unanswered == 0, "\n".join(
+            (stats.line(), written.line(), what_failed(sandbox, traffic, writes)))
         assert risk not in plan.detail, plan.detail
     else:
         assert plan.status == Status.WARNING and risk in plan.detail and "(RELEASE_FRONTEND_CONNECT_TIMEOUT_S: unset, " \
