@@ -20,8 +20,9 @@ healthy ones (RELEASE_EDGE=discovery: Traefik's Docker provider, the sandbox's
 HAProxy). Nothing here rewrites its configuration. An edge that resolves the
 service's name instead (RELEASE_EDGE=dns: Traefik's file provider, nginx) reads no
 health status: step 2 probes each new container's ready path on its own address
-(Probe), so a 30 s health-check interval costs nothing, and step 3 is the SIGTERM
-alone, with no drain file and no settle time (docs/zero-downtime.md).
+(Probe), so a 30 s health-check interval costs nothing, and step 3 is
+RELEASE_EDGE_SETTLE_S (the edge's re-resolution interval: it caches the answers) then
+the SIGTERM, with no drain file (docs/zero-downtime.md).
 
 A frontend that resolves the backend's name once, at its start
 (RELEASE_FRONTEND_PINS_BACKEND: nginx's `proxy_pass http://backend:5000;`) keeps the
@@ -417,6 +418,11 @@ def cut_steps(plan: list[ServiceCutover], edge_kind: str, target, backend_first:
     if not probed and order:
         old = tuple(cid for group in order for cid in group)
         steps += [Settle(target.edge_settle_s), Drain(old, target.drain_file), Settle(target.edge_settle_s)]
+    elif edge_kind == "dns" and order:
+        # The new ones are in Docker's answers, but an edge caches them (HAProxy's
+        # `hold valid`, nginx's `resolver valid=`): until it asks again it knows only
+        # the old ones, and stopping them would leave it nothing to route to.
+        steps.append(Settle(target.edge_settle_s))
     return steps + [Stop(tuple(group), target.drain_s) for group in order]
 
 
@@ -486,9 +492,10 @@ def cut(client: docker.DockerClient, env: Environment, images: dict[str, str], p
     new: dict[str, list[str]] = {}
     was_unhealthy: set[str] = set()
     healthy_s, healthy_at, stop_started = 0.0, 0.0, None
-    # The edge resolves the name: the new ones are in its answers since they started;
-    # an old one told to stop refuses new connections at once and leaves the answers
-    # when it exits (docs/zero-downtime.md). No health check to wait for.
+    # The edge resolves the name: the new ones are in Docker's answers since they
+    # started, and in the edge's once it asks again (the Settle); an old one told to
+    # stop refuses new connections at once and leaves the answers when it exits
+    # (docs/zero-downtime.md). No health check to wait for.
     drained = "told to stop (SIGTERM)"
     for step in steps:
         match step:

@@ -404,9 +404,9 @@ def test_behind_a_discovery_edge_the_new_ones_start_then_the_old_ones_are_draine
         Stop(("f1",), 7), Stop(("b1",), 7)]
 
 
-def test_behind_an_edge_that_resolves_names_nothing_is_drained_or_waited_for_and_each_new_one_is_probed():
+def test_behind_an_edge_that_resolves_names_nothing_is_drained_the_edge_asks_again_and_each_new_one_is_probed():
     plan = both_services()
-    assert cut_steps(plan, "dns", TARGET, backend_first=None) == [Start(tuple(plan), 7, probed=True),
+    assert cut_steps(plan, "dns", TARGET, backend_first=None) == [Start(tuple(plan), 7, probed=True), Settle(2),
                                                                   Stop(("f1",), 7), Stop(("b1",), 7)]
 
 
@@ -415,7 +415,7 @@ def test_a_frontend_that_pins_the_backend_starts_in_a_wave_after_it():
     backend, frontend = (next(p for p in plan if p.service == s) for s in ("backend", "frontend"))
     steps = cut_steps(plan, "dns", TARGET, backend_first="backend")
     assert steps[:2] == [Start((backend,), 7, probed=True), Start((frontend,), 7, probed=True)]
-    assert steps[2:] == [Stop(("f1",), 7), Stop(("b1",), 7)]
+    assert steps[2:] == [Settle(2), Stop(("f1",), 7), Stop(("b1",), 7)]
 
 
 def test_a_service_stopped_first_is_stopped_within_its_start_and_not_again_after():
