@@ -59,6 +59,10 @@ def env_file_text(s: Settings, stage: Stage, sec: dict[str, str], kind: str) -> 
         "RELEASE_REGISTRY": s.registry,
         # The sandbox's edge finds and checks containers every 500 ms (sandbox/edge/).
         "RELEASE_EDGE_SETTLE_S": "1",
+        # The stand-in's images expose no port (EXPOSE): the team tells the release where
+        # its containers listen, to ask each one its ready path on its own address.
+        "RELEASE_BACKEND_PORT": "8080",
+        "RELEASE_FRONTEND_PORT": "8081",
         "RELEASE_BACKEND_IMAGE": f"{s.image_prefix}/backend",
         "RELEASE_FRONTEND_IMAGE": f"{s.image_prefix}/frontend",
         **database,
