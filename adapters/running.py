@@ -1,8 +1,10 @@
 """What the Compose project is running right now, read from Docker Engine: each
 service's container, the image it runs, that image's registry digest and labels."""
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import docker
@@ -10,6 +12,36 @@ import docker
 from smartrelease.blocks.app_contract import ROLES
 from smartrelease.blocks.envfile import Environment
 from smartrelease.refs import same_repository
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One run of a container's Docker health check: when it started (seconds since
+    the epoch) and its exit code (0 passed, 1 failed, -1 timed out or could not run)."""
+
+    started: float
+    exit_code: int
+
+
+_DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def docker_time(text: str) -> float | None:
+    """Seconds since the epoch of Docker's RFC 3339 time with nanoseconds
+    ("2026-12-06T17:29:07.123456789Z"), which Python's own parser reads only to
+    microseconds; None for anything else."""
+    if not (m := _DOCKER_TIME.match(text or "")):
+        return None
+    whole, fraction, zone = m.groups()
+    parsed = datetime.fromisoformat(f"{whole}{'+00:00' if zone == 'Z' else zone}")
+    return parsed.timestamp() + float(f"0.{fraction or 0}")
+
+
+def health_checks(state: dict) -> tuple[HealthCheck, ...]:
+    """The health check's last runs Docker keeps (five), oldest first."""
+    return tuple(HealthCheck(started, int(entry.get("ExitCode", -1)))
+                 for entry in (state.get("Health") or {}).get("Log") or []
+                 if (started := docker_time(entry.get("Start") or "")) is not None)
 
 
 @dataclass(frozen=True)
@@ -25,6 +57,7 @@ class Container:
     restarts: int
     address: str | None = None  # where this host reaches it (address_of), None when not running
     exposed: tuple[int, ...] = ()  # the TCP ports its image or service exposes
+    checks: tuple[HealthCheck, ...] = ()  # its health check's last runs, oldest first
     service: str = ""  # its Compose service
     image_id: str = ""
     # Of its image, when it was read (running_services): every registry digest Docker
@@ -39,6 +72,7 @@ class Container:
         return cls(id=c.id, name=c.name, service=(config.get("Labels") or {}).get(SERVICE_LABEL, c.name),
                    reference=config.get("Image") or "", status=state["Status"],
                    health=(state.get("Health") or {}).get("Status"), restarts=c.attrs.get("RestartCount", 0),
+                   checks=health_checks(state),
                    address=address_of(c.attrs),
                    exposed=tuple(sorted(int(p.split("/")[0]) for p in config.get("ExposedPorts") or {}
                                         if p.endswith("/tcp"))),

@@ -62,11 +62,13 @@ is shared: read these as orders of magnitude, not limits.
 | **time to recover**: failure detected → {previous} verified | {statistics.median(recover):.0f} | {max(recover):.0f} |
 {rows}
 
-Detection is the image's health check (interval 1 s, 3 retries: Docker calls the
-backend unhealthy after about 3 s) plus wait-ready's grace for an unhealthy container,
-`RELEASE_UNHEALTHY_GRACE_S` ({env.target.unhealthy_grace_s:g} s here): a good backend still
-running its migrations on a loaded machine can be unhealthy for a moment, and failing
-it at once rolled a good release back. While the new version is being judged, the old
+Detection is the compose file's health check (every 2 s, unhealthy at the first
+failure). The cutover asks the new backend `/ready` on its own address until it
+answers 200; a health check that fails after that answer fails it at once
+(tasks/probe.py). `RELEASE_UNHEALTHY_GRACE_S` ({env.target.unhealthy_grace_s:g} s here) is
+only for a container that does not answer yet: a good backend still running its
+migrations before it listens, on a loaded machine, can be unhealthy for a moment, and
+failing it at once rolled a good release back. While the new version is being judged, the old
 one goes on serving (the cutover, [benchmarks-cutover.md](benchmarks-cutover.md)), so
 users do not see this time. Of the
 recovery, three parts of about two seconds each make most of it: the undo (a one-off

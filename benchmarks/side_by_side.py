@@ -207,7 +207,8 @@ What each does:
   bash recreates the containers (users see errors meanwhile) and polls `/ready` every
   second.
 - **a broken release**: smartrelease judges the new backend by its health check while
-  the old one keeps serving, then, for the migration it ran, stops the new backend,
+  the old one keeps serving (its health check failing after it answered `/ready` with
+  200 on its own address: failed at once, with no grace for a slow start), then, for the migration it ran, stops the new backend,
   takes a safety backup, runs the down step, relaunches {first} by digest and verifies
   it. Bash's deploy has already replaced {first}; the edge sends no traffic to a backend
   failing its health check, so `/ready` never answers and the deploy fails at its 120 s

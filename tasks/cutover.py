@@ -50,23 +50,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker
-import httpx
 
 from smartrelease.blocks.envfile import Environment
 from smartrelease.errors import CommandFailed, StepFailed
 from smartrelease.process import run
 from smartrelease.report import Finding
-from smartrelease.adapters.http import http_client
 from smartrelease.adapters.images import engine
 from smartrelease.tasks.compose_checks import stop_first_services
 from smartrelease.tasks.edge_class import EdgeClass, edge_of
 from smartrelease.tasks.launch import STEP, compose_up, project_compose, start_database, team_config
-from smartrelease.adapters.running import Container, http_url, logs_tail, service_containers
+from smartrelease.adapters.running import Container, logs_tail, service_containers
+from smartrelease.tasks.probe import Probe, answer, failed, probe_for, why_unasked
 from smartrelease.tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
 DRAIN_WAIT_S = 30  # for Docker to report a drained container unhealthy
-PROBE_TIMEOUT_S = 1.0  # a new container's own ready path: it answers at once, or is not serving yet
 KEPT_SERVING = "the old version kept serving; nothing to roll back for code"
 # What the tool knows is what it did; what users saw depends on the edge, so the
 # report says what an undrained stop does behind an edge of RELEASE_EDGE=discovery's kind.
@@ -129,26 +127,6 @@ def leftovers(containers: dict[str, list[Container]], plan: list[ServiceCutover]
             for c in found if c.status != "running"]
 
 
-def failure(c: Container, first_restarts: int) -> str | None:
-    """Why a new container has failed for good, or None while it may still come up."""
-    if c.status in ("exited", "dead", "restarting") or c.restarts > first_restarts:
-        return f"{c.status}, restarted {c.restarts} time(s)"
-    return None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How the cutover asks a new container whether it serves (RELEASE_EDGE=dns): GET
-    `path` on its own address and `port`; 200 is yes. Docker's health status can lag
-    by a whole check interval (30 s is common), and a DNS edge does not read it."""
-
-    port: int
-    path: str
-
-    def url(self, address: str) -> str:
-        return http_url(address, self.port, self.path)
-
-
 def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
     """The probe of a new container of `service` (the backend's or the frontend's: the
     cutover ships those two) exposing `exposed`; StepFailed naming the setting when its
@@ -186,27 +164,18 @@ def tcp_ports(image_exposed, expose) -> tuple[int, ...]:
     return tuple(sorted(ports))
 
 
-def serves(probe: Probe, address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        with http_client("", timeout_s=PROBE_TIMEOUT_S) as web:
-            return web.get(probe.url(address)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, list[str]],
                  was_unhealthy: set[str], *, probed: bool = False) -> float:
     """Until every new container is healthy (running, without a health check), or with
     `probed` (RELEASE_EDGE=dns) answers its probe (Probe) on its own address; raises
-    StepFailed naming the first that fails. Returns the seconds it took;
+    StepFailed naming the first that fails (tasks/probe.py: one that answers its ready
+    path and then fails its health check is given no grace). Returns the seconds it took;
     `was_unhealthy` gets the services seen unhealthy on the way (within the grace)."""
     started = time.monotonic()
     deadline = started + env.target.ready_timeout_s
     first: dict[str, int] = {}
     unhealthy_since: dict[str, float] = {}
-    serving: set[str] = set()
+    ready_at: dict[str, float] = {}  # when each first answered its ready path with 200
     while True:
         waiting = []
         for service, ids in new.items():
@@ -216,24 +185,25 @@ def wait_healthy(client: docker.DockerClient, env: Environment, new: dict[str, l
                 except docker.errors.NotFound:
                     raise StepFailed(STEP, f"{service}: the new container {cid[:12]} disappeared") from None
                 first.setdefault(cid, c.restarts)
-                why = failure(c, first[cid])
-                now = time.monotonic()
-                if c.health == "unhealthy":
-                    since = unhealthy_since.setdefault(cid, now)
-                    if now - since >= env.target.unhealthy_grace_s:
-                        why = f"unhealthy for {now - since:.0f} s"
-                else:
-                    unhealthy_since.pop(cid, None)
-                if why:
-                    raise StepFailed(STEP, f"{service} container {why} (a new one)\n{logs_tail(client, cid)}")
+                unhealthy_s = None
                 if c.health == "unhealthy":
                     was_unhealthy.add(service)
+                    now = time.monotonic()
+                    unhealthy_s = now - unhealthy_since.setdefault(cid, now)
+                else:
+                    unhealthy_since.pop(cid, None)
+                # Asked until it answers 200: behind a DNS edge that is when it serves;
+                # behind any edge, a health check failing after it says it is broken.
+                probe = probe_of(env, service, c.exposed) if probed else probe_for(env.target, c)
+                if probe and cid not in ready_at and c.status == "running" and answer(probe, c.address) == 200:
+                    ready_at[cid] = time.time()
+                why = failed(c, first[cid], unhealthy_s=unhealthy_s, grace_s=env.target.unhealthy_grace_s,
+                             ready_at=ready_at.get(cid), probe=probe, unasked=why_unasked(env.target, c))
+                if why:
+                    raise StepFailed(STEP, f"{service} container {why} (a new one)\n{logs_tail(client, cid)}")
                 if probed:
-                    probe = probe_of(env, service, c.exposed)
-                    if cid not in serving and c.status == "running" and serves(probe, c.address):
-                        serving.add(cid)
-                    if cid not in serving:
-                        waiting.append(f"{service} {c.status}, GET :{probe.port}{probe.path} not 200 yet")
+                    if cid not in ready_at:
+                        waiting.append(f"{service} {c.status}, {probe} not 200 yet")
                 elif c.status != "running" or c.health in ("starting", "unhealthy"):
                     waiting.append(f"{service} {c.health or c.status}")
         if not waiting:

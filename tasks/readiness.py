@@ -5,11 +5,12 @@ container's own address (tasks/routes.py).
 
 Polls fast at first and backs off to POLL_CAP_S, so readiness is seen within about
 a quarter of a second of becoming true. A container that exits or restarts fails
-the step at once, with its last log lines; one that turns unhealthy fails it once it
-has stayed unhealthy for RELEASE_UNHEALTHY_GRACE_S. Docker marks a container
-unhealthy after a few failed checks, and a good one whose entrypoint runs its
-migrations first can get there on a loaded machine and turn healthy a moment
-later: failing it at once rolled back a good release.
+the step at once, with its last log lines; so does one whose health check fails
+after it has answered its ready path on its own address (tasks/probe.py). One that
+is unhealthy and has not answered yet fails once it has stayed unhealthy for
+RELEASE_UNHEALTHY_GRACE_S: a good one whose entrypoint runs its migrations before it
+listens can fail its checks on a loaded machine and turn healthy a moment later, and
+failing it at once rolled back a good release.
 """
 
 import time
@@ -19,6 +20,8 @@ from smartrelease.errors import StepFailed
 from smartrelease.report import Finding
 from smartrelease.tasks import routes
 from smartrelease.tasks.edge_class import edge_of
+from smartrelease.blocks.app_contract import AppContract
+from smartrelease.tasks.probe import Probe, answer, failed, probe_for, why_unasked
 from smartrelease.adapters.http import client
 from smartrelease.adapters.images import engine
 from smartrelease.adapters.running import logs_tail, running_services
@@ -30,18 +33,32 @@ POLL_CAP_S = 0.25
 
 
 def _broken(services, restarts: dict[str, int], unhealthy_since: dict[str, float], now: float,
-            grace_s: float) -> tuple[str, str] | None:
-    """(service, why) for the first container that has failed for good. Restarts
-    count from the first look: a container launch left alone may have old ones.
-    `unhealthy_since` (container id -> when first seen unhealthy) is kept up to date."""
+            grace_s: float, ready_at: dict[str, tuple[Probe, float]] | None = None,
+            contract: AppContract | None = None) -> tuple[str, str] | None:
+    """(service, why) for the first container that has failed for good
+    (tasks/probe.py). Restarts count from the first look: a container launch left
+    alone may have old ones. `unhealthy_since` (container id -> when first seen
+    unhealthy) is kept up to date; `ready_at`: container id -> its probe and when it
+    first answered it with 200; `contract`: to say what to set when one could not be
+    asked."""
     for s in services.values():
-        if s.status in ("exited", "dead", "restarting") or s.restarts > restarts.get(s.id, s.restarts):
-            return s.service, f"{s.status}, restarted {s.restarts} time(s)"
         if s.health != "unhealthy":
             unhealthy_since.pop(s.id, None)
-        elif now - unhealthy_since.setdefault(s.id, now) >= grace_s:
-            return s.service, f"unhealthy for {now - unhealthy_since[s.id]:.0f} s"
+        unhealthy_s = now - unhealthy_since.setdefault(s.id, now) if s.health == "unhealthy" else None
+        probe, at = (ready_at or {}).get(s.id, (None, None))
+        if why := failed(s, restarts.get(s.id, s.restarts), unhealthy_s=unhealthy_s, grace_s=grace_s,
+                         ready_at=at, probe=probe, unasked=why_unasked(contract, s) if contract else ""):
+            return s.service, why
     return None
+
+
+def _ask(contract: AppContract, services, ready_at: dict[str, tuple[Probe, float]]) -> None:
+    """Ask each running app container that has not yet answered its ready path on its
+    own address with 200; note when one does."""
+    for s in services.values():
+        if s.id not in ready_at and s.status == "running" and (probe := probe_for(contract, s)):
+            if answer(probe, s.address) == 200:
+                ready_at[s.id] = (probe, time.time())
 
 
 def wait_ready(env: Environment) -> Finding:
@@ -51,6 +68,7 @@ def wait_ready(env: Environment) -> Finding:
     delay, waiting_for = POLL_FIRST_S, "containers"
     restarts: dict[str, int] = {}
     unhealthy_since: dict[str, float] = {}
+    ready_at: dict[str, tuple] = {}
     was_unhealthy: set[str] = set()
     # Behind an edge that does not read Docker's health status (RELEASE_EDGE=dns or
     # static), it routes nothing and its first check may be a whole interval away:
@@ -64,7 +82,9 @@ def wait_ready(env: Environment) -> Finding:
             for s in services.values():
                 restarts.setdefault(s.id, s.restarts)
             was_unhealthy.update(s.service for s in services.values() if s.health == "unhealthy")
-            if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s):
+            _ask(env.target, services, ready_at)
+            if broken := _broken(services, restarts, unhealthy_since, time.monotonic(), env.target.unhealthy_grace_s,
+                                 ready_at, env.target):
                 name, why = broken
                 logs = logs_tail(docker, services[name].id)
                 raise StepFailed(STEP, f"{name} container {why}; last log lines:\n{logs}")

@@ -14,9 +14,10 @@ from smartrelease.process import run
 from smartrelease.tasks.compose_checks import (cannot_run_twice, compose_problems, pinned_frontend_risk, compose_version_problems, downtime_s, duration_s,
                                   stop_first_services, stop_first_with_downtime)
 from smartrelease.blocks.release_target import ReleaseTarget
-from smartrelease.tasks.cutover import (Container, Drain, Probe, Settle, Start, Stop, cut_steps, failure, kept_serving,
+from smartrelease.tasks.cutover import (Container, Drain, Settle, Start, Stop, cut_steps, kept_serving,
                                         leftovers, plan_cutover, probe_of, stop_order, stopped_first_note, tcp_ports, waves)
 from smartrelease.adapters.running import address_of
+from smartrelease.tasks.probe import Probe, failed
 from smartrelease.tasks.environment import check_app_env
 from smartrelease.tasks.launch import project_compose
 
@@ -71,9 +72,10 @@ def test_stopped_containers_of_a_service_already_on_its_image_are_leftovers_to_r
 
 
 def test_a_new_container_has_failed_for_good_once_it_exits_or_restarts():
-    assert failure(container("n", status="running", health="starting"), 0) is None
-    assert failure(container("n", status="exited"), 0) == "exited, restarted 0 time(s)"
-    assert failure(Container("n", "n", NEW, "running", None, restarts=1), 0) == "running, restarted 1 time(s)"
+    assert failed(container("n", status="running", health="starting"), 0, unhealthy_s=None, grace_s=10) is None
+    assert failed(container("n", status="exited"), 0, unhealthy_s=None, grace_s=10) == "exited, restarted 0 time(s)"
+    assert failed(Container("n", "n", NEW, "running", None, restarts=1), 0,
+                  unhealthy_s=None, grace_s=10) == "running, restarted 1 time(s)"
 
 
 def test_the_cutover_command_adds_containers_without_recreating_the_old_ones_or_touching_dependencies():

@@ -99,7 +99,10 @@ def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     drop_from_checkout(sandbox, name)
     assert state.is_failed()
     steps = by_name(report)
-    assert steps["launch"].status == Status.FAILED and "unhealthy" in steps["launch"].detail
+    # It answers /ready while its health check fails: no grace (30 s here) for a slow start.
+    assert steps["launch"].status == Status.FAILED, report.text()
+    assert ("backend container unhealthy: its health check failed (exit 22) after it answered GET :8080/ready with 200 "
+            "on its own address") in steps["launch"].detail, steps["launch"].detail
     assert all(steps[f"rollback: {n}"].status == Status.PASSED for n in ROLLBACK_STEPS), report.text()
     rb = report.facts.rollback
     assert rb.recovered and rb.to_version == BASE and rb.migrations_undone == [name]
@@ -124,6 +127,25 @@ def test_a_failing_health_check_rolls_back_and_keeps_every_row(sandbox):
     assert row["result"] == f"failed at launch; rolled back to {BASE}"
     texts["report"] = report.model_dump_json() + report.markdown() + report.text()
     assert_no_secret(texts, SENTINELS, "of a release that rolled back")
+
+
+def test_a_broken_backend_released_stop_first_fails_wait_ready_without_the_grace_and_rolls_back(sandbox):
+    """Stop-first: `compose up` replaces the containers, and wait-ready judges them.
+    The backend answers /ready with 200 and then fails its health check (/health
+    500): it is not starting but broken, so it fails as soon as Docker calls it
+    unhealthy, not after RELEASE_UNHEALTHY_GRACE_S (30 s in the tests)."""
+    before = sandbox.fingerprint()
+    state, report, _ = sandbox.release("2.9.0", faults=["health-fails"], stop_first=True)
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert steps["launch"].status == Status.WARNING and "stop-first" in steps["launch"].detail
+    assert steps["wait-ready"].status == Status.FAILED, report.text()
+    assert ("backend container unhealthy: its health check failed (exit 22) after it answered GET :8080/ready with 200 "
+            "on its own address") in steps["wait-ready"].detail, steps["wait-ready"].detail
+    assert "GET /health -> 500" in steps["wait-ready"].detail  # its last log lines: the health check's requests
+    assert rb.recovered and rb.to_version == BASE, report.text()
+    assert sandbox.fingerprint() == before
+    assert_back_on(sandbox, BASE)
 
 
 def test_every_down_step_style_is_recognised_and_undone_across_five_migrations(sandbox):
