@@ -426,3 +426,14 @@ def test_a_service_stopped_first_is_stopped_within_its_start_and_not_again_after
     steps = cut_steps(plan, "discovery", TARGET, backend_first=None)
     assert steps[0] == Start(tuple(plan), 7, probed=False)
     assert [s for s in steps if isinstance(s, (Drain, Stop))] == [Drain(("b1",), "/tmp/drain"), Stop(("b1",), 7)]
+
+
+def test_the_database_service_is_left_to_compose_unless_all_its_containers_run_healthy_or_without_a_check():
+    from smartrelease.tasks.launch import serving_already
+
+    assert serving_already([container("d1", health="healthy")])
+    assert serving_already([container("d1", health=None)])
+    assert not serving_already([])  # not created yet: `up --wait` creates and waits for it
+    assert not serving_already([container("d1", health="starting")])
+    assert not serving_already([container("d1", health="unhealthy")])
+    assert not serving_already([container("d1", health="healthy"), container("d0", status="exited", health=None)])
