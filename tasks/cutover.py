@@ -98,16 +98,21 @@ class ServiceCutover:
 
 
 def plan_cutover(containers: dict[str, list[Container]], images: dict[str, str],
-                 stop_first: dict[str, str] | None = None, *, renew: frozenset[str] = frozenset()) -> list[ServiceCutover]:
+                 stop_first: dict[str, str] | None = None, *, renew: frozenset[str] = frozenset(),
+                 image_ids: dict[str, str | None] | None = None) -> list[ServiceCutover]:
     """`containers`: each app service's containers now; `images`: service -> the
-    reference to run; `stop_first`: service -> why it cannot run twice. A service
-    already running only `images`' reference is left out, unless it is in `renew`
-    (its containers are replaced by new ones of the same image)."""
+    reference to run; `stop_first`: service -> why it cannot run twice; `image_ids`:
+    service -> the local image id of its reference (None: not on this machine). A
+    service already running only that image is left out, whatever reference its
+    containers were created from (a tag, by hand), unless it is in `renew` (its
+    containers are replaced by new ones of the same image)."""
     plan = []
     for service, image in images.items():
         found = containers.get(service, [])
         running = [c for c in found if c.status == "running"]
-        if running and all(c.reference == image for c in running) and service not in renew:
+        wanted_id = (image_ids or {}).get(service)
+        if (running and all(c.reference == image or (wanted_id and c.image_id == wanted_id) for c in running)
+                and service not in renew):
             continue
         # A cutover interrupted (by a Docker Engine restart, say) leaves two versions
         # running: as many new ones as ran of one version, not of both.
@@ -139,6 +144,15 @@ def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
                                f"and its port is unknown (its image exposes {', '.join(map(str, exposed)) or 'none'}): "
                                f"set RELEASE_{role.upper()}_PORT")
     return Probe(port, t.ready_path_of(role))
+
+
+def local_image_id(client: docker.DockerClient, reference: str) -> str | None:
+    """The id of the image `reference` names on this machine; None when it is not here
+    (`compose up` pulls it)."""
+    try:
+        return client.images.get(reference).id
+    except docker.errors.ImageNotFound:
+        return None
 
 
 def planned_ports(client: docker.DockerClient, image: str, compose_service: dict) -> tuple[int, ...] | None:
@@ -408,13 +422,16 @@ def cutover(env: Environment, images: dict[str, str]) -> Finding:
         config = {}  # preflight names it, and `compose up` fails on it
     edge = edge_of(env, config)
     stop_first = stop_first_services(env, config)
-    plan = plan_cutover(found, by_service, stop_first)
+    # The same image under another reference (a tag, as a deploy by hand has it) is
+    # what the release wants: replacing it would only churn containers, in a rollback too.
+    ids = {s: local_image_id(client, ref) for s, ref in by_service.items()}
+    plan = plan_cutover(found, by_service, stop_first, image_ids=ids)
     # A frontend that resolved the backend's name once holds the old backend's
     # addresses: it is replaced with the backend, and again once the old one is gone.
     pinned = (t.frontend_pins_backend and t.frontend_service in by_service
               and any(p.service == t.backend_service and p.old for p in plan))
     if pinned:
-        plan = plan_cutover(found, by_service, stop_first, renew=frozenset({t.frontend_service}))
+        plan = plan_cutover(found, by_service, stop_first, renew=frozenset({t.frontend_service}), image_ids=ids)
     if edge.kind != "discovery":  # a probe whose port cannot be known fails here, before anything is started
         services = config.get("services") or {}
         for p in plan:

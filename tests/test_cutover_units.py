@@ -47,6 +47,15 @@ def test_a_service_already_running_the_wanted_image_is_left_alone_and_one_not_ru
     assert twice[0].wanted == 2 and twice[0].scale == 5
 
 
+def test_a_service_running_the_wanted_image_under_a_tag_is_left_alone_but_not_another_image_under_it():
+    by_tag = Container(id="b1", name="b1", reference="reg/backend:1.0.0", status="running", health="healthy",
+                       restarts=0, image_id="sha256:" + "1" * 64)
+    assert plan_cutover({"backend": [by_tag]}, {"backend": NEW}, image_ids={"backend": "sha256:" + "1" * 64}) == []
+    assert plan_cutover({"backend": [by_tag]}, {"backend": NEW},
+                        image_ids={"backend": "sha256:" + "2" * 64})[0].old == ("b1",)
+    assert plan_cutover({"backend": [by_tag]}, {"backend": NEW}, image_ids={"backend": None})[0].old == ("b1",)
+
+
 def test_a_frontend_that_pins_the_backend_starts_after_it_and_stops_before_it():
     """RELEASE_FRONTEND_PINS_BACKEND: the frontend on its unchanged image is renewed
     all the same, its new containers start once the new backend's serve, and its old

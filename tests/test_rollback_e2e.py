@@ -27,6 +27,9 @@ from smartrelease.report import Status
 from smartrelease.tasks.backup.crypto import sha256_file, verify_checksum
 from smartrelease.adapters.postgres import connect
 from smartrelease.tasks.rollback_plan import running_deployment
+from smartrelease.process import run
+from smartrelease.tasks.launch import project_compose
+from smartrelease.tasks.readiness import wait_ready
 from tests.conftest import SENTINELS, SHARED_ENV, assert_no_secret, by_name, stored
 
 pytestmark = pytest.mark.e2e
@@ -146,6 +149,28 @@ def test_a_broken_backend_released_stop_first_fails_wait_ready_without_the_grace
     assert rb.recovered and rb.to_version == BASE, report.text()
     assert sandbox.fingerprint() == before
     assert_back_on(sandbox, BASE)
+
+
+def test_a_version_deployed_by_hand_by_its_tag_keeps_its_containers_through_a_rollback(sandbox):
+    """The runbook's `docker compose up -d` runs BASE from its tags, not its digests. A
+    broken release over it fails and rolls back to BASE: the containers that kept
+    serving run BASE's very images, so the rollback keeps them (before, it replaced
+    them by new ones from the digests, which took 6.6 s of an 8.4 s recovery)."""
+    env, t = sandbox.env(), sandbox.env().target
+    tags = {t.image_variable(role): f"{t.registry}/{image}:{BASE}"
+            for role, image in (("backend", t.backend_image), ("frontend", t.frontend_image))}
+    run(project_compose(env).with_variables(tags).up(["backend", "frontend"], no_deps=True))
+    wait_ready(env)
+    by_hand = sandbox.containers()
+    created_from = docker.from_env().containers.get(by_hand["backend"][0]).attrs["Config"]["Image"]
+    assert created_from == tags[t.image_variable("backend")]  # a tag, as by hand
+    state, report, _ = sandbox.release("2.9.2", faults=["health-fails"])
+    assert state.is_failed()
+    steps, rb = by_name(report), report.facts.rollback
+    assert rb.recovered and rb.to_version == BASE, report.text()
+    assert steps["rollback: relaunch"].detail.startswith("already running backend, frontend"), report.text()
+    assert sandbox.containers() == by_hand  # the same containers, on the same images
+    assert "digests match for backend, frontend" in steps["rollback: verify"].detail
 
 
 def test_every_down_step_style_is_recognised_and_undone_across_five_migrations(sandbox):
