@@ -60,7 +60,7 @@ from smartrelease.tasks.compose_checks import stop_first_services
 from smartrelease.tasks.edge_class import EdgeClass, edge_of
 from smartrelease.tasks.launch import STEP, compose_up, project_compose, start_database, team_config
 from smartrelease.adapters.running import Container, logs_tail, service_containers
-from smartrelease.tasks.probe import Probe, answer, failed, probe_for, why_unasked
+from smartrelease.tasks.probe import Probe, answer, failed, probe_for, probe_of_service, why_unasked
 from smartrelease.tasks.runbook_task import runbook_task
 
 POLL_S = 0.25
@@ -136,14 +136,12 @@ def probe_of(env: Environment, service: str, exposed: tuple[int, ...]) -> Probe:
     """The probe of a new container of `service` (the backend's or the frontend's: the
     cutover ships those two) exposing `exposed`; StepFailed naming the setting when its
     port is neither set nor the one its image exposes."""
-    t = env.target
-    role = t.role_of(service)
-    port = t.listen_port(role, exposed)
-    if port is None:
+    probe = probe_of_service(env.target, service, exposed)
+    if probe is None:
         raise StepFailed(STEP, f"{service}: with RELEASE_EDGE=dns each new container is probed on its own address, "
                                f"and its port is unknown (its image exposes {', '.join(map(str, exposed)) or 'none'}): "
-                               f"set RELEASE_{role.upper()}_PORT")
-    return Probe(port, t.ready_path_of(role))
+                               f"set RELEASE_{env.target.role_of(service).upper()}_PORT")
+    return probe
 
 
 def local_image_id(client: docker.DockerClient, reference: str) -> str | None:

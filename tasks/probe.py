@@ -48,8 +48,13 @@ class Probe:
 def probe_for(contract: AppContract, c: Container) -> Probe | None:
     """The probe of `c`, a container of the backend or the frontend; None for another
     service, or when its port is neither set nor the one its image exposes."""
-    role = contract.role_of(c.service)
-    port = contract.listen_port(role, c.exposed) if role else None
+    return probe_of_service(contract, c.service, c.exposed)
+
+
+def probe_of_service(contract: AppContract, service: str, exposed: tuple[int, ...]) -> Probe | None:
+    """The probe of a container of `service` exposing `exposed` (probe_for)."""
+    role = contract.role_of(service)
+    port = contract.listen_port(role, exposed) if role else None
     return Probe(port, contract.ready_path_of(role)) if port else None
 
 
