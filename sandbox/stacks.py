@@ -102,8 +102,8 @@ class Stack:
         """The env file's keys for this stack (None: the key is removed)."""
         # A static edge is left for the release to find in the compose file.
         dns = self.edge.startswith("dns")
+        # The app's ports are the sandbox's env file's own, whatever the edge (envfiles.py).
         return {"RELEASE_EDGE": "dns" if dns else None,
-                "RELEASE_BACKEND_PORT": "8080", "RELEASE_FRONTEND_PORT": "8081",
                 "RELEASE_FRONTEND_PINS_BACKEND": "true" if self.pinned else None,
                 "RELEASE_FRONTEND_CONNECT_TIMEOUT_S": self.connect_timeout.removesuffix("s") or None}
 
