@@ -25,7 +25,8 @@ EDGE_MEANS = {
     "discovery": "new containers join once Docker reports them healthy, old ones leave once drained "
                  "(RELEASE_DRAIN_FILE): no request dropped if their health checks honour the drain file",
     "dns": "new containers join once they answer on their own address, old ones are told to stop and refuse at "
-           "once: no request dropped if the edge tries a refused connection on another address",
+           "once: no read dropped if the edge tries a refused connection on another address; a write sent on a "
+           "kept-alive connection as an old container stops fails, unapplied, and may be sent again",
     "static": "the edge never sees a new container: the app is stopped first and the edge restarted, and users "
               "get errors meanwhile",
 }
