@@ -2,6 +2,7 @@
 2 a usage or configuration error (one line on standard error)."""
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -497,5 +498,17 @@ def _one_line(text: str) -> str:
     return " ".join(text.split("\n")).strip()
 
 
+def entry() -> None:
+    """The `smartrelease` command: main(), then the process's end without Python's
+    last collections. Prefect's import leaves some hundred thousand objects, and
+    collecting them at the interpreter's teardown took 0.3 s of every command
+    (docs/benchmarks-floor.md). Frozen, they go with the process; exit handlers still
+    run (Prefect sends its queued logs and events) and files still close. Not in
+    main(), which tests call in their own process."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -75,6 +75,24 @@ def test_a_commands_run_sends_no_prefect_heartbeat_which_cost_it_up_to_a_second(
     assert "prefect.flow-run.heartbeat" not in names, names
 
 
+def test_a_command_ends_without_pythons_last_collections_and_its_run_logs_are_all_on_the_server(
+        write_env, https_server):
+    """Issue 33: the command freezes Prefect's objects before the interpreter's teardown
+    (cli.entry), which spent 0.3 s collecting them. Its exit handlers still send every
+    queued log line: the last one is on the server as the process ends, read once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
+
+    out = smartrelease("preflight", "--env-file", str(write_env(name="quickexit", public_url=https_server())))
+    assert out.returncode in (0, 1), out.stderr
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["preflight-quickexit"])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    messages = [log.message for log in logs]
+    assert any(m.startswith("Finished in state") for m in messages), messages
+    assert all(any(m.startswith(f"{check} ") for m in messages) for check in CHECKS), messages
+
+
 def test_release_with_a_bad_version_is_exit_2_and_touches_nothing(write_env):
     from smartrelease.blocks import AppEnvironment
 
