@@ -8,6 +8,7 @@ Measured against Prefect 3.9. Elsewhere the code uses Prefect's public API only
 `prefect server start` serves it without.
 """
 
+import functools
 import logging
 from contextlib import contextmanager
 
@@ -102,3 +103,28 @@ def without_flow_heartbeat():
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+@functools.cache
+def _flow_class():
+    from prefect.flows import Flow
+    from pydantic_core import to_jsonable_python
+
+    class JsonParametersFlow(Flow):
+        """A flow whose run records its parameters with pydantic's encoder. Prefect's
+        `Flow.serialize_parameters` imports FastAPI's `jsonable_encoder` for it (the
+        web framework entire: 0.15 s of every run's creation, docs/benchmarks-floor.md);
+        this project's flows take JSON values only (str, bool, None, a dict of str), on
+        which both give the same. A value neither can encode is recorded as
+        "<TypeName>", as Prefect does."""
+
+        def serialize_parameters(self, parameters: dict) -> dict:
+            return {key: to_jsonable_python(value, fallback=lambda v: f"<{type(v).__name__}>")
+                    for key, value in parameters.items()}
+
+    return JsonParametersFlow
+
+
+def flow(**options):
+    """`prefect.flow(**options)` for this project's flows (see _flow_class)."""
+    return lambda fn: _flow_class()(fn=fn, **options)

@@ -8,7 +8,7 @@ version the app reports) and the history records them as `adopted`: preflight th
 lets a release through, and a rollback can go back to them. Nothing runs or stops.
 """
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 
 from smartrelease.blocks.envfile import Environment
 from smartrelease.record.history import publish_run_report, read_history

@@ -1,7 +1,7 @@
 """Runbook, "Promotion strategy (dev -> prod)", first half: build the app checkout for
 dev, tagged `dev-<short git SHA>`, pushed; published as the artifact `build-<env>`."""
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 from prefect.artifacts import create_markdown_artifact
 
 from smartrelease.flows.steps import StepRunner, Stopped, final_state

@@ -10,7 +10,7 @@ schema's fingerprint; the history gets a row either way. The scratch database is
 dropped whatever happened after it was created.
 """
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 from prefect.runtime import flow_run
 
 from smartrelease.record.history import NO_VERSION, event_row, publish_report, read_history

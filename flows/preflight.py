@@ -9,7 +9,7 @@ artifact, and the flow ends Failed when any check failed.
 
 import time
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 

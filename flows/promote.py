@@ -11,7 +11,7 @@ following `release` of that version deploys those digests.
 
 from datetime import datetime, timezone
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 
 from smartrelease.flows.notify import notify_report
 from smartrelease.blocks.envfile import Environment

@@ -16,7 +16,7 @@ images relaunched by digest and verified. The report is returned, published as t
 import time
 
 import docker
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner

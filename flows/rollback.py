@@ -18,7 +18,7 @@ own decision (flows/release.py), the `rollback` flow with one from the history.
 import time
 from datetime import datetime, timezone
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 
 from smartrelease.flows.notify import notify_report
 from smartrelease.blocks.envfile import Environment

@@ -8,7 +8,7 @@ each run adds a row (verified, failed, or skipped) to the environment's history.
 
 import time
 
-from prefect import flow
+from smartrelease.adapters.prefect_api import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
