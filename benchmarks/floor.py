@@ -5,7 +5,8 @@ the time of an empty flow run goes, whole process, against a running server.
   worker's run imports (`smartrelease.flows.preflight`, `smartrelease.flows.release`);
 - an empty flow run, whole process, split by timestamps the process writes itself:
   interpreter and imports, the run until its body starts, the body's end until the
-  run returns, and the process's exit (Prefect sends its queued events and logs);
+  run returns, the exit handlers (Prefect sends its queued events and logs) and the
+  interpreter's teardown, also as the smartrelease command ends (gc.freeze());
   the server's own timestamps of the run (created, start, end) beside them;
 - where the in-process part goes: cProfile of the run after the imports, its top
   entries by cumulative time.
@@ -31,9 +32,11 @@ from pathlib import Path
 from smartrelease.deployments import server
 
 EMPTY_RUN = r"""
-import json, sys, time
+import atexit, gc, json, sys, time
 t0 = float(sys.argv[1])
 t_start = time.time()
+# Registered first, so run last: the exit handlers (Prefect's included) are done.
+atexit.register(lambda: print(json.dumps({"handlers_done": time.time()}), flush=True))
 import prefect
 from prefect import flow
 t_imported = time.time()
@@ -47,6 +50,8 @@ state = empty(return_state=True)
 t_returned = time.time()
 print(json.dumps({"spawned": t0, "start": t_start, "imported": t_imported, "body": marks["body"],
                   "returned": t_returned, "flow_run_id": str(state.state_details.flow_run_id)}), flush=True)
+if sys.argv[2] == "freeze":  # as the smartrelease command ends (smartrelease/cli.py, entry)
+    gc.freeze()
 """
 
 PROFILE_RUN = r"""
@@ -110,17 +115,20 @@ def import_time(module: str, env: dict, runs: int) -> list[float]:
     return walls
 
 
-def empty_runs(env: dict, runs: int) -> list[dict]:
-    """Each run: the process's own timestamps, its exit, and the server's."""
+def empty_runs(env: dict, runs: int, end: str = "") -> list[dict]:
+    """Each run: the process's own timestamps, its exit, and the server's. `end`:
+    "freeze" to end as the smartrelease command does."""
     from prefect.client.orchestration import get_client
 
     found = []
     for _ in range(runs):
         spawned = time.time()
-        out = subprocess.run([sys.executable, "-c", EMPTY_RUN, str(spawned)], env=env, check=True,
+        out = subprocess.run([sys.executable, "-c", EMPTY_RUN, str(spawned), end], env=env, check=True,
                              capture_output=True, text=True).stdout
         exited = time.time()
-        marks = json.loads(out.strip().splitlines()[-1])
+        marks = {}
+        for line in out.strip().splitlines()[-2:]:
+            marks |= json.loads(line)
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(marks["flow_run_id"])
         marks |= {"exited": exited, "created": run.created.timestamp(), "server_start": run.start_time.timestamp(),
@@ -144,6 +152,7 @@ def main() -> None:
             imports = {m: import_time(m, env, args.runs) for m in (
                 "prefect", "smartrelease.flows.preflight", "smartrelease.flows.release")}
             runs = empty_runs(env, args.runs)
+            frozen = empty_runs(env, args.runs, "freeze")
             profile = subprocess.run([sys.executable, "-c", PROFILE_RUN], env=env, check=True, capture_output=True,
                                      text=True).stdout
             heartbeat = json.loads(subprocess.run([sys.executable, "-c", HEARTBEAT_RUNS, str(args.runs)], env=env,
@@ -152,8 +161,8 @@ def main() -> None:
             server.down(settings)
             server.destroy_database(settings)
 
-    def phase(a: str, b: str) -> str:
-        return median_ms([r[b] - r[a] for r in runs])
+    def phase(a: str, b: str, of: list[dict] = runs) -> str:
+        return median_ms([r[b] - r[a] for r in of])
 
     rows = "\n".join(f"| `import {m}` | {median_ms(w)} |" for m, w in imports.items())
     beats = "\n".join(f"  | {label} | {median_ms(w)} | {max(w) * 1000:.0f} |" for label, w in heartbeat.items())
@@ -177,8 +186,14 @@ PostgreSQL, on this host). Machine: {os.cpu_count()} cores, {platform.python_imp
 | `import prefect` | {phase("start", "imported")} |
 | the run, from the call to its body | {phase("imported", "body")} |
 | the run, from its body's end to its return | {phase("body", "returned")} |
-| exit (Prefect sends what it queued: events, logs) | {phase("returned", "exited")} |
+| exit handlers (Prefect sends what it queued: events, logs) | {phase("returned", "handlers_done")} |
+| the interpreter's teardown (Python collects the objects the imports made) | {phase("handlers_done", "exited")} |
 | **whole process** | **{phase("spawned", "exited")}** |
+
+Ended as the `smartrelease` command ends (`gc.freeze()` after the run, so that the
+teardown leaves those objects to the process's end; smartrelease/cli.py, `entry`):
+teardown {phase("handlers_done", "exited", frozen)} ms, exit handlers
+{phase("returned", "handlers_done", frozen)} ms, whole process {phase("spawned", "exited", frozen)} ms.
 
 The server's timestamps of the same runs: created to start {phase("created", "server_start")} ms,
 start to end {phase("server_start", "server_end")} ms; the process asked for the run
