@@ -113,7 +113,7 @@ def _flow_class():
     class JsonParametersFlow(Flow):
         """A flow whose run records its parameters with pydantic's encoder. Prefect's
         `Flow.serialize_parameters` imports FastAPI's `jsonable_encoder` for it (the
-        web framework entire: 0.15 s of every run's creation, docs/benchmarks-floor.md);
+        web framework entire: 0.15 s of every run's creation, docs/benchmarks.md);
         this project's flows take JSON values only (str, bool, None, a dict of str), on
         which both give the same. A value neither can encode is recorded as
         "<TypeName>", as Prefect does."""
