@@ -56,12 +56,10 @@ def what_failed(sandbox, *loads: Load) -> str:
     that closed a session that went wrong), in the machine's clock."""
     env, client = sandbox.env(), docker.from_env()
     project = env.target.compose_project
-    lines = []
-    for load in loads:
-        to_wall = time.time() - time.monotonic()
-        lines += [(s.sent + to_wall, f"request {s.outcome} after {s.latency_s:.3f} s")
-                  for s in load.samples if s.failed]
-    began = min((load.started for load in loads), default=time.monotonic()) + time.time() - time.monotonic()
+    to_wall = time.time() - time.monotonic()
+    lines = [(s.sent + to_wall, f"request {s.outcome} after {s.latency_s:.3f} s")
+             for load in loads for s in load.samples if s.failed]
+    began = min(load.started for load in loads) + to_wall
     for event in client.events(since=int(began) - 1, until=int(time.time()) + 1, decode=True, filters={
             "type": "container", "label": f"com.docker.compose.project={project}"}):
         if event["Action"] in ("create", "start", "kill", "die", "stop", "destroy"):
